@@ -1,0 +1,67 @@
+// The contract between images/ and the rest of Hangar. machines/ asks for an image by reference
+// and gets back the unpacked layer directories to stack under a machine's overlay.
+
+/** Fly's ImageRef, as carried on a Machine object. */
+export type ImageRef = {
+  registry: string;
+  repository: string;
+  tag: string;
+  digest: string;
+  labels: Record<string, string>;
+};
+
+/** The runtime part of an OCI image config (`config` in the image config JSON). */
+export type ImageRunConfig = {
+  Entrypoint?: string[] | null;
+  Cmd?: string[] | null;
+  Env?: string[] | null;
+  WorkingDir?: string;
+  User?: string;
+  Labels?: Record<string, string> | null;
+  StopSignal?: string;
+  ExposedPorts?: Record<string, object> | null;
+};
+
+export type ResolvedImage = {
+  /** Canonical name, e.g. `127.0.0.1:5000/tests/web:1` or `hangar/busybox:latest`. */
+  name: string;
+  ref: ImageRef;
+  manifestDigest: string;
+  config: ImageRunConfig;
+  /** Absolute paths of unpacked layer directories, lowest layer first. */
+  layerDirs: string[];
+  sizeBytes: number;
+};
+
+export type ImageSummary = {
+  name: string;
+  manifestDigest: string;
+  sizeBytes: number;
+  layers: number;
+  createdAt: string;
+};
+
+export type PullProgress =
+  | { phase: 'resolve'; ref: string }
+  | { phase: 'download'; digest: string; doneBytes: number; totalBytes: number }
+  | { phase: 'unpack'; digest: string }
+  | { phase: 'build'; message: string }
+  | { phase: 'done'; name: string; manifestDigest: string };
+
+export type PullOptions = {
+  onProgress?: (progress: PullProgress) => void;
+  signal?: AbortSignal;
+};
+
+export interface ImageService {
+  /** Local lookup only; undefined when the image is not in the store. */
+  get(ref: string): Promise<ResolvedImage | undefined>;
+  /** Local if present, else built (`hangar/*` base images) or pulled. */
+  ensure(ref: string, options?: PullOptions): Promise<ResolvedImage>;
+  /** Always asks the registry (or rebuilds a base image), then stores. */
+  pull(ref: string, options?: PullOptions): Promise<ResolvedImage>;
+  list(): Promise<ImageSummary[]>;
+  inspect(ref: string): Promise<ResolvedImage & { createdAt: string }>;
+  /** Removes the reference; layers no image uses any more are deleted. */
+  remove(ref: string): Promise<void>;
+}

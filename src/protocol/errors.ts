@@ -1,0 +1,71 @@
+// One error class, one table of codes. The HTTP status of each code is decided in api/ only;
+// here a code says what went wrong and the hint says what a robot should do next.
+
+export const ERROR_CODES = [
+  'bad_request',
+  'invalid_json',
+  'validation_failed',
+  'body_too_large',
+  'unauthorized',
+  'route_not_found',
+  'app_not_found',
+  'app_exists',
+  'app_has_machines',
+  'machine_not_found',
+  'machine_name_taken',
+  'invalid_state',
+  'machine_leased',
+  'lease_not_found',
+  'wait_timeout',
+  'image_not_found',
+  'invalid_image_ref',
+  'image_in_use',
+  'registry_unreachable',
+  'registry_auth_failed',
+  'registry_error',
+  'digest_mismatch',
+  'unsafe_layer',
+  'unsupported_image',
+  'path_escapes_root',
+  'memory_unavailable',
+  'cpus_unavailable',
+  'runtime_error',
+  'host_unsupported',
+  'internal',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export type HangarErrorOptions = {
+  hint?: string;
+  cause?: unknown;
+  /** Extra machine-readable facts (current state, path, digest...), sent on the wire. */
+  details?: Record<string, unknown>;
+};
+
+export class HangarError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: HangarErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'HangarError';
+    this.code = code;
+    this.hint = options.hint;
+    this.details = options.details;
+  }
+}
+
+export function isHangarError(err: unknown, code?: ErrorCode): err is HangarError {
+  return err instanceof HangarError && (code === undefined || err.code === code);
+}
+
+/** The wire shape of every error answer (`error` stays a string for Fly clients). */
+export type ErrorBody = {
+  error: string;
+  code: ErrorCode;
+  hint?: string;
+  request_id?: string;
+  details?: Record<string, unknown>;
+};

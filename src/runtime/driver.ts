@@ -1,0 +1,87 @@
+// The contract every machine runtime implements. crun is the first; a microVM driver may follow.
+//
+// A machine's life as a driver sees it:
+//   const spec = { id, rootfs: '/data/machines/ab12/rootfs', bundleDir, logPath, process, limits }
+//   await driver.prepare(spec)           // writes the bundle; slow path, once per config
+//   const { pid } = await driver.start(spec.id, { bundleDir, logPath })  // fast path
+//   driver.watchExit(id, (exit) => ...)  // fires once when the machine's init ends
+//   await driver.exec(id, { command: ['ls', '/'], timeoutMs: 5000 })
+//   await driver.kill(id, 'SIGTERM')     // exit is reported through watchExit
+//   await driver.cleanup(id)             // after exit: drops runtime state, keeps the rootfs
+// After a daemon restart, `state(id)` tells whether a machine still runs and `watchExit` adopts it.
+
+export type ProcessSpec = {
+  args: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  additionalGids?: number[];
+};
+
+export type MachineLimits = {
+  cpus?: number;
+  memoryMb?: number;
+  pidsLimit?: number;
+};
+
+export type MachineSpec = {
+  id: string;
+  hostname: string;
+  /** Mounted root filesystem (the overlay). */
+  rootfs: string;
+  /** Directory for config.json and runtime files of this machine. */
+  bundleDir: string;
+  /** stdout and stderr of the machine go here (appended). */
+  logPath: string;
+  process: ProcessSpec;
+  limits: MachineLimits;
+};
+
+export type ExitInfo = {
+  /** Exit code of the machine's init; 128+N when killed by signal N. */
+  exitCode: number;
+  /** Set when the init was killed by a signal. */
+  signal?: string;
+  oomKilled: boolean;
+  exitedAt: Date;
+};
+
+export type RunState = { status: 'running'; pid: number } | { status: 'exited'; exit: ExitInfo } | { status: 'absent' };
+
+export type ExecRequest = {
+  command: string[];
+  env?: string[];
+  cwd?: string;
+  uid?: number;
+  gid?: number;
+  stdin?: string | Buffer;
+  timeoutMs: number;
+  signal?: AbortSignal;
+};
+
+export type ExecResult = {
+  exitCode: number;
+  exitSignal?: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  timedOut: boolean;
+};
+
+export interface Driver {
+  readonly name: string;
+  /** Checks the host can run machines; throws HangarError('host_unsupported') with a hint if not. */
+  checkHost(): Promise<void>;
+  /** Writes the runtime bundle for spec. Called at create and after a config update. */
+  prepare(spec: MachineSpec): Promise<void>;
+  /** Starts the prepared machine; resolves once its init process is running. */
+  start(id: string, where: { bundleDir: string; logPath: string }): Promise<{ pid: number }>;
+  /** Where the machine stands now, from the runtime's own records (survives daemon restarts). */
+  state(id: string, where: { bundleDir: string }): Promise<RunState>;
+  /** Calls onExit once when the machine's init ends (immediately if it already has). Returns an unsubscribe. */
+  watchExit(id: string, where: { bundleDir: string }, onExit: (exit: ExitInfo) => void): () => void;
+  kill(id: string, signal: string): Promise<void>;
+  exec(id: string, request: ExecRequest): Promise<ExecResult>;
+  /** Drops runtime state of an exited machine (and the exit record). Idempotent. */
+  cleanup(id: string, where: { bundleDir: string }): Promise<void>;
+}
