@@ -66,6 +66,8 @@ export type ExecResult = {
   stdout: Buffer;
   stderr: Buffer;
   timedOut: boolean;
+  /** True when stdout or stderr outgrew the driver's cap and was cut there. */
+  truncated: boolean;
 };
 
 export interface Driver {

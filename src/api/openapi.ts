@@ -1,0 +1,57 @@
+import { z } from 'zod';
+import { ErrorBodySchema } from '../protocol/schemas.ts';
+import type { RouteDef } from './route.ts';
+
+// /openapi.json, derived from the same route table and zod schemas that validate requests.
+
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): object {
+  return z.toJSONSchema(schema, { io, unrepresentable: 'any' });
+}
+
+function parameters(def: RouteDef): object[] {
+  const out: object[] = [];
+  const add = (schema: z.ZodType | undefined, where: 'path' | 'query') => {
+    if (!schema) return;
+    const js = jsonSchema(schema, 'input') as { properties?: Record<string, object>; required?: string[] };
+    for (const [name, s] of Object.entries(js.properties ?? {})) {
+      out.push({ name, in: where, required: where === 'path' || (js.required ?? []).includes(name), schema: s });
+    }
+  };
+  add(def.params, 'path');
+  add(def.query, 'query');
+  return out;
+}
+
+export function buildOpenApi(routes: RouteDef[], serverUrl: string): object {
+  const paths: Record<string, Record<string, object>> = {};
+  for (const def of routes) {
+    const status = String(def.status ?? 200);
+    const success = def.response
+      ? { description: 'OK', content: { [def.produces?.split(',')[0]?.trim() ?? 'application/json']: { schema: jsonSchema(def.response, 'output') } } }
+      : { description: 'OK' };
+    (paths[def.path] ??= {})[def.method.toLowerCase()] = {
+      summary: def.summary,
+      tags: [def.tag],
+      parameters: parameters(def),
+      ...(def.body
+        ? { requestBody: { required: !def.bodyOptional, content: { 'application/json': { schema: jsonSchema(def.body, 'input') } } } }
+        : {}),
+      responses: {
+        [status]: success,
+        default: { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+      },
+      ...(def.public ? { security: [] } : {}),
+    };
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Hangar Machines API', version: '1', description: 'Shaped like the Fly Machines API; errors carry a code and a hint.' },
+    servers: [{ url: serverUrl }],
+    security: [{ bearer: [] }],
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      schemas: { Error: jsonSchema(ErrorBodySchema, 'output') },
+    },
+    paths,
+  };
+}

@@ -1,0 +1,50 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { FastifyReply } from 'fastify';
+import type { z } from 'zod';
+import type { ApiServices } from './services.ts';
+
+// One table of routes feeds both the HTTP server and /openapi.json, so the two cannot drift.
+
+export type RouteContext<P, Q, B> = {
+  params: P;
+  query: Q;
+  body: B;
+  headers: IncomingHttpHeaders;
+  requestId: string;
+  /** Aborts when the client goes away. */
+  signal: AbortSignal;
+  services: ApiServices;
+  reply: FastifyReply;
+};
+
+/** Returned by a handler that wrote the response itself (streams). */
+export const HANDLED = Symbol('handled');
+
+type Schema = z.ZodType;
+type Infer<S> = S extends z.ZodType ? z.output<S> : undefined;
+
+export type RouteDef<P extends Schema | undefined = Schema | undefined, Q extends Schema | undefined = Schema | undefined, B extends Schema | undefined = Schema | undefined> = {
+  method: 'GET' | 'POST' | 'DELETE' | 'PUT';
+  /** OpenAPI-style path, e.g. /v1/apps/{app_name}. */
+  path: string;
+  summary: string;
+  tag: string;
+  params?: P;
+  query?: Q;
+  body?: B;
+  /** Body may be absent (Fly clients POST …/start with no body). */
+  bodyOptional?: boolean;
+  response?: Schema;
+  /** Success status; 200 unless set. */
+  status?: number;
+  /** Answer with text/plain or an event stream rather than JSON (documentation only). */
+  produces?: string;
+  public?: boolean;
+  handler: (ctx: RouteContext<Infer<P>, Infer<Q>, Infer<B>>) => Promise<unknown> | unknown;
+};
+
+export function route<P extends Schema | undefined, Q extends Schema | undefined, B extends Schema | undefined>(
+  def: RouteDef<P, Q, B>,
+): RouteDef {
+  return def as unknown as RouteDef;
+}

@@ -1,0 +1,49 @@
+import { z } from 'zod';
+import { AppSchema, CreateAppRequestSchema, ListAppsResponseSchema } from '../../protocol/schemas.ts';
+import type { AppRecord } from '../../machines/store.ts';
+import { route } from '../route.ts';
+import { AppParams } from './params.ts';
+
+function toWireApp(app: AppRecord, machineCount: number) {
+  return {
+    id: app.id,
+    name: app.name,
+    status: 'deployed',
+    organization: { name: 'personal', slug: 'personal' },
+    machine_count: machineCount,
+    created_at: app.createdAt,
+  };
+}
+
+export const appRoutes = [
+  route({
+    method: 'GET', path: '/v1/apps', tag: 'Apps', summary: 'List apps',
+    query: z.looseObject({ org_slug: z.string().optional() }),
+    response: ListAppsResponseSchema,
+    handler: ({ services }) => {
+      const apps = services.apps.list();
+      return {
+        total_apps: apps.length,
+        apps: apps.map((a) => ({ id: a.id, name: a.name, machine_count: a.machineCount, network: a.network })),
+      };
+    },
+  }),
+  route({
+    method: 'POST', path: '/v1/apps', tag: 'Apps', summary: 'Create an app', status: 201,
+    body: CreateAppRequestSchema, response: AppSchema,
+    handler: ({ services, body }) => toWireApp(services.apps.create(body.app_name, body.network), 0),
+  }),
+  route({
+    method: 'GET', path: '/v1/apps/{app_name}', tag: 'Apps', summary: 'Get an app',
+    params: AppParams, response: AppSchema,
+    handler: ({ services, params }) => toWireApp(services.apps.get(params.app_name), services.apps.machineCount(params.app_name)),
+  }),
+  route({
+    method: 'DELETE', path: '/v1/apps/{app_name}', tag: 'Apps', summary: 'Delete an app and destroy its machines', status: 202,
+    params: AppParams,
+    handler: async ({ services, params }) => {
+      await services.apps.delete(params.app_name);
+      return undefined;
+    },
+  }),
+];

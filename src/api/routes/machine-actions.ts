@@ -1,0 +1,85 @@
+import { z } from 'zod';
+import { HangarError } from '../../protocol/errors.ts';
+import { durationToMs, type Duration } from '../../protocol/duration.ts';
+import { ExecRequestSchema, ExecResponseSchema, SignalRequestSchema, StopRequestSchema, WaitQuerySchema } from '../../protocol/schemas.ts';
+import { SignalSchema } from '../../protocol/machine-config.ts';
+import { execInMachine } from '../../machines/machine-exec.ts';
+import { route } from '../route.ts';
+import { MachineParams, leaseNonceOf, OkSchema } from './params.ts';
+
+function timeoutMsOf(timeout: Duration | undefined): number | undefined {
+  if (timeout === undefined) return undefined;
+  const ms = durationToMs(timeout);
+  if (ms === undefined) {
+    throw new HangarError('validation_failed', `timeout ${JSON.stringify(timeout)} is not a duration`, { hint: 'use a Go-style duration such as "10s" or "500ms"' });
+  }
+  return ms;
+}
+
+const StartResponseSchema = z.object({ previous_state: z.string(), migrated: z.boolean(), new_host: z.string() });
+
+export const machineActionRoutes = [
+  route({
+    method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/start', tag: 'Machines', summary: 'Start a created or stopped machine (fast path)',
+    params: MachineParams, response: StartResponseSchema,
+    handler: async ({ services, params, headers }) => {
+      const { previousState } = await services.machines.start(params.app_name, params.machine_id, { leaseNonce: leaseNonceOf(headers) });
+      return { previous_state: previousState, migrated: false, new_host: '' };
+    },
+  }),
+  route({
+    method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/stop', tag: 'Machines',
+    summary: 'Stop a machine: signal (default SIGTERM), then SIGKILL after timeout; files are kept',
+    params: MachineParams, body: StopRequestSchema, bodyOptional: true, response: OkSchema,
+    handler: async ({ services, params, body, headers }) => {
+      await services.machines.stop(params.app_name, params.machine_id, {
+        leaseNonce: leaseNonceOf(headers), signalName: body?.signal, timeoutMs: timeoutMsOf(body?.timeout),
+      });
+      return { ok: true };
+    },
+  }),
+  route({
+    method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/restart', tag: 'Machines', summary: 'Restart a machine',
+    params: MachineParams, query: z.looseObject({ signal: SignalSchema.optional(), timeout: z.string().optional() }), response: OkSchema,
+    handler: async ({ services, params, query, headers }) => {
+      await services.machines.restart(params.app_name, params.machine_id, {
+        leaseNonce: leaseNonceOf(headers), signalName: query.signal, timeoutMs: timeoutMsOf(query.timeout),
+      });
+      return { ok: true };
+    },
+  }),
+  route({
+    method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/signal', tag: 'Machines', summary: "Send a signal to the machine's process",
+    params: MachineParams, body: SignalRequestSchema, response: OkSchema,
+    handler: async ({ services, params, body, headers }) => {
+      await services.machines.signal(params.app_name, params.machine_id, body.signal, { leaseNonce: leaseNonceOf(headers) });
+      return { ok: true };
+    },
+  }),
+  route({
+    method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/wait', tag: 'Machines',
+    summary: 'Wait for a machine to reach a state (timeout in seconds, default 60; 408 on timeout)',
+    params: MachineParams, query: WaitQuerySchema, response: OkSchema,
+    handler: async ({ services, params, query, signal }) => {
+      await services.machines.wait(params.app_name, params.machine_id,
+        { state: query.state, timeoutMs: query.timeout * 1000, instanceId: query.instance_id }, signal);
+      return { ok: true };
+    },
+  }),
+  route({
+    method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec', tag: 'Machines',
+    summary: 'Run a command in a started machine and return its output (timeout in seconds, default 30)',
+    params: MachineParams, body: ExecRequestSchema, response: ExecResponseSchema,
+    handler: async ({ services, params, body, signal }) => {
+      const out = await execInMachine(services.machines, services.runner, params.app_name, params.machine_id,
+        { command: body.command, cmd: body.cmd, timeoutS: body.timeout, stdin: body.stdin }, signal);
+      return {
+        exit_code: out.exitCode,
+        ...(out.exitSignal !== undefined ? { exit_signal: out.exitSignal } : {}),
+        stdout: out.stdout,
+        stderr: out.stderr,
+        timed_out: out.timedOut,
+      };
+    },
+  }),
+];

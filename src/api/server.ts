@@ -1,0 +1,117 @@
+import { randomBytes } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import { HangarError } from '../protocol/errors.ts';
+import { checkBearer } from './auth.ts';
+import { errorBody, toHangarError } from './errors.ts';
+import { buildOpenApi } from './openapi.ts';
+import { HANDLED, route, type RouteDef } from './route.ts';
+import type { ApiServices } from './services.ts';
+import { appRoutes } from './routes/apps.ts';
+import { machineRoutes } from './routes/machines.ts';
+import { machineActionRoutes } from './routes/machine-actions.ts';
+import { machineAdminRoutes } from './routes/machine-admin.ts';
+import { logRoutes } from './routes/logs.ts';
+import { imageRoutes } from './routes/images.ts';
+
+// The REST server: parses HTTP into service calls and is the one place errors become HTTP.
+
+export const BODY_LIMIT_BYTES = 1024 * 1024;
+
+export type ApiServerOptions = {
+  services: ApiServices;
+  token: string;
+  logger?: boolean | object;
+};
+
+const systemRoutes = (all: () => RouteDef[]) => [
+  route({
+    method: 'GET', path: '/health', tag: 'System', summary: 'Liveness (no auth)', public: true,
+    handler: () => ({ ok: true }),
+  }),
+  route({
+    method: 'GET', path: '/openapi.json', tag: 'System', summary: 'This API as OpenAPI 3.1 (no auth)', public: true,
+    handler: ({ headers }) => buildOpenApi(all(), `http://${headers.host ?? '127.0.0.1:4280'}`),
+  }),
+];
+
+export function allRoutes(): RouteDef[] {
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes];
+  return [...systemRoutes(() => routes), ...routes];
+}
+
+export function createApiServer(opts: ApiServerOptions): FastifyInstance {
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: BODY_LIMIT_BYTES,
+    genReqId: () => 'req_' + randomBytes(8).toString('hex'),
+    requestTimeout: 0,
+  });
+
+  // Fly clients POST …/start and …/stop with no body, sometimes with a JSON content type.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = String(body);
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+    const def = (req.routeOptions.config as { def?: RouteDef } | undefined)?.def;
+    if (def?.public) return;
+    checkBearer(req.headers.authorization, opts.token);
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const hangarError = toHangarError(err);
+    if (hangarError.code === 'internal') req.log.error({ err }, 'unhandled error');
+    const { status, body } = errorBody(hangarError, req.id);
+    void reply.status(status).send(body);
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    const err = new HangarError('route_not_found', `no route ${req.method} ${req.url.split('?')[0]}`, {
+      hint: 'the API is described at GET /openapi.json',
+    });
+    const { status, body } = errorBody(err, req.id);
+    void reply.status(status).send(body);
+  });
+
+  for (const def of allRoutes()) {
+    app.route({
+      method: def.method,
+      url: def.path.replace(/\{(\w+)\}/g, ':$1'),
+      config: { def },
+      handler: async (req, reply) => {
+        const abort = new AbortController();
+        reply.raw.on('close', () => abort.abort());
+        const result = await def.handler({
+          params: def.params ? def.params.parse(req.params) : undefined,
+          query: def.query ? def.query.parse(req.query) : undefined,
+          body: parseBody(def, req),
+          headers: req.headers,
+          requestId: req.id,
+          signal: abort.signal,
+          services: opts.services,
+          reply,
+        });
+        if (result === HANDLED) return reply;
+        reply.status(def.status ?? 200);
+        return result === undefined ? reply.send() : reply.send(result);
+      },
+    });
+  }
+  return app;
+}
+
+function parseBody(def: RouteDef, req: FastifyRequest): unknown {
+  if (!def.body) return undefined;
+  if (req.body === undefined && def.bodyOptional) return undefined;
+  if (req.body === undefined) {
+    throw new HangarError('invalid_json', 'this request needs a JSON body', { hint: 'send a JSON object with Content-Type: application/json' });
+  }
+  return def.body.parse(req.body);
+}

@@ -1,0 +1,16 @@
+import type { ImageService } from '../images/image-service.ts';
+import type { AppService } from '../machines/app-service.ts';
+import type { MachineAdmin } from '../machines/machine-admin.ts';
+import type { MachinePaths } from '../machines/machine-paths.ts';
+import type { MachineRunner } from '../machines/machine-runner.ts';
+import type { MachineService } from '../machines/machine-service.ts';
+
+/** What the API (and later MCP) turns requests into calls on. */
+export type ApiServices = {
+  apps: AppService;
+  machines: MachineService;
+  admin: MachineAdmin;
+  runner: MachineRunner;
+  images: ImageService;
+  paths: MachinePaths;
+};

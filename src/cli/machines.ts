@@ -1,0 +1,163 @@
+import { parseArgs } from 'node:util';
+import type { Machine } from '../protocol/schemas.ts';
+import { HangarApiError, type HangarClient } from '../sdk/index.ts';
+import { CliError, connect } from './connect.ts';
+import { ago, printJson, printTable } from './output.ts';
+
+export const machinesUsage = `hangar machines <command> [--app APP] [--json]
+  run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--restart no|always|on-failure]
+            [--skip-launch] [-- CMD...]     create (and start) a machine; the app is created if needed
+  list [--all]                             machines of the app (--all includes destroyed)
+  status ID                                one machine with its recent events
+  start ID | stop ID [--signal S] [--timeout 10s] | restart ID
+  exec ID -- CMD...                        run a command; prints its output, exits with its code
+  logs ID [-f] [--tail N]                  the machine's stdout and stderr
+  destroy ID [--force]
+The app is --app, else $HANGAR_APP, else "default".`;
+
+const common = {
+  app: { type: 'string', default: process.env.HANGAR_APP ?? 'default' },
+  json: { type: 'boolean', default: false },
+  'data-dir': { type: 'string' },
+} as const;
+
+export async function machines(argv: string[]): Promise<number> {
+  const dashes = argv.indexOf('--');
+  const [verb, ...rest] = dashes >= 0 ? argv.slice(0, dashes) : argv;
+  const command = dashes >= 0 ? argv.slice(dashes + 1) : [];
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      ...common,
+      name: { type: 'string' },
+      env: { type: 'string', multiple: true, default: [] },
+      memory: { type: 'string' },
+      cpus: { type: 'string' },
+      restart: { type: 'string' },
+      'skip-launch': { type: 'boolean', default: false },
+      all: { type: 'boolean', default: false },
+      signal: { type: 'string' },
+      timeout: { type: 'string' },
+      force: { type: 'boolean', default: false },
+      follow: { type: 'boolean', short: 'f', default: false },
+      tail: { type: 'string', default: '100' },
+    },
+  });
+  const client = connect(values['data-dir']);
+  const app = values.app;
+  const id = () => positionals[0] ?? fail(`machines ${verb} needs a machine ID`, `hangar machines ${verb} ID`);
+  const show = (m: Machine) => (values.json ? printJson(m) : printMachine(m));
+
+  switch (verb) {
+    case 'run': {
+      const image = positionals[0] ?? fail('machines run needs an IMAGE', 'hangar machines run hangar/busybox -- sleep 3600');
+      await ensureApp(client, app);
+      const env = Object.fromEntries(values.env.map((kv) => {
+        const eq = kv.indexOf('=');
+        return eq > 0 ? [kv.slice(0, eq), kv.slice(eq + 1)] : fail(`--env ${kv} is not K=V`, '--env KEY=value');
+      }));
+      const m = await client.machines.create(app, {
+        ...(values.name ? { name: values.name } : {}),
+        skip_launch: values['skip-launch'],
+        config: {
+          image,
+          ...(Object.keys(env).length ? { env } : {}),
+          ...(command.length ? { init: { cmd: command } } : {}),
+          ...(values.memory || values.cpus ? { guest: { ...(values.memory ? { memory_mb: Number(values.memory) } : {}), ...(values.cpus ? { cpus: Number(values.cpus) } : {}) } } : {}),
+          ...(values.restart ? { restart: { policy: values.restart as 'no' | 'always' | 'on-failure' } } : {}),
+        },
+      });
+      if (values.json) printJson(m);
+      else process.stdout.write(`${m.id}  ${m.state}  (app ${app}, image ${m.config.image})\n`);
+      return 0;
+    }
+    case 'list': {
+      const list = await client.machines.list(app, { includeDeleted: values.all });
+      if (values.json) printJson(list);
+      else printTable(list.map((m) => ({ id: m.id, name: m.name, state: m.state, image: m.config.image, created: ago(m.created_at) })), ['id', 'name', 'state', 'image', 'created']);
+      return 0;
+    }
+    case 'status':
+      show(await client.machines.get(app, id()));
+      return 0;
+    case 'start':
+      await client.machines.start(app, id());
+      show(await client.machines.get(app, id()));
+      return 0;
+    case 'stop':
+      await client.machines.stop(app, id(), { ...(values.signal ? { signal: values.signal } : {}), ...(values.timeout ? { timeout: values.timeout } : {}) });
+      show(await client.machines.get(app, id()));
+      return 0;
+    case 'restart':
+      await client.machines.restart(app, id());
+      show(await client.machines.get(app, id()));
+      return 0;
+    case 'destroy':
+      await client.machines.destroy(app, id(), { force: values.force });
+      if (!values.json) process.stdout.write(`destroyed ${id()}\n`);
+      return 0;
+    case 'exec': {
+      if (command.length === 0) fail('machines exec needs a command after --', 'hangar machines exec ID -- ls -l /');
+      const res = await client.machines.exec(app, id(), command, values.timeout ? { timeoutS: Number.parseInt(values.timeout, 10) } : {});
+      if (values.json) {
+        printJson(res);
+        return 0;
+      }
+      process.stdout.write(res.stdout);
+      process.stderr.write(res.stderr);
+      if (res.timed_out) process.stderr.write('hangar: the command was killed at its timeout\n');
+      return res.exit_code;
+    }
+    case 'logs': {
+      if (!values.follow) {
+        const { lines } = await client.machines.logs(app, id(), { tail: Number(values.tail) });
+        for (const line of lines) process.stdout.write(line + '\n');
+        return 0;
+      }
+      const abort = new AbortController();
+      process.once('SIGINT', () => abort.abort());
+      try {
+        for await (const line of client.machines.followLogs(app, id(), { tail: Number(values.tail), signal: abort.signal })) process.stdout.write(line + '\n');
+      } catch (err) {
+        if (!abort.signal.aborted) throw err;
+      }
+      return 0;
+    }
+    default:
+      fail(`unknown command: machines ${verb ?? ''}`.trim(), machinesUsage);
+  }
+}
+
+async function ensureApp(client: HangarClient, app: string): Promise<void> {
+  try {
+    await client.apps.get(app);
+  } catch (err) {
+    if (!(err instanceof HangarApiError && err.code === 'app_not_found')) throw err;
+    await client.apps.create(app);
+  }
+}
+
+function printMachine(m: Machine): void {
+  const lines = [
+    `id:          ${m.id}`,
+    `name:        ${m.name}`,
+    `state:       ${m.state}`,
+    `image:       ${m.config.image}  (${m.image_ref.digest})`,
+    `instance_id: ${m.instance_id}`,
+    `created:     ${m.created_at} (${ago(m.created_at)})`,
+    `events:`,
+    ...m.events.slice(0, 8).map((e) => `  ${new Date(e.timestamp).toISOString()}  ${e.type.padEnd(7)} ${e.status.padEnd(9)} ${e.source}${exitNote(e.request)}`),
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+function exitNote(request: Record<string, unknown> | undefined): string {
+  const exit = request?.exit_event as { exit_code?: number; oom_killed?: boolean } | undefined;
+  if (!exit) return request?.error ? `  (${String(request.error)})` : '';
+  return `  exit_code=${exit.exit_code}${exit.oom_killed ? ' oom_killed' : ''}`;
+}
+
+function fail(message: string, hint?: string): never {
+  throw new CliError(message, hint);
+}

@@ -1,0 +1,61 @@
+import { HangarApiError } from '../sdk/index.ts';
+import { apps, appsUsage } from './apps.ts';
+import { CliError } from './connect.ts';
+import { images, imagesUsage } from './images.ts';
+import { machines, machinesUsage } from './machines.ts';
+import { serve, serveUsage } from './serve.ts';
+
+const usage = `hangar: machines for robots, shaped like Fly Machines
+
+${serveUsage}
+
+${appsUsage}
+
+${machinesUsage}
+
+${imagesUsage}
+
+The CLI finds the API through HANGAR_API_URL and HANGAR_TOKEN, else through the files
+\`hangar serve\` writes into its data dir (--data-dir, $HANGAR_DATA_DIR, default /var/lib/hangar).
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [group, ...rest] = argv;
+  switch (group) {
+    case 'serve':
+      await serve(rest);
+      return 0;
+    case 'apps':
+      return apps(rest);
+    case 'machines':
+    case 'machine':
+    case 'm':
+      return machines(rest);
+    case 'images':
+      return images(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(usage);
+      return group === undefined ? 2 : 0;
+    default:
+      throw new CliError(`unknown command ${group}`, 'run `hangar help` for the commands');
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof HangarApiError || err instanceof CliError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
+      if (err instanceof HangarApiError && err.code !== 'internal') process.stderr.write(`code: ${err.code}\n`);
+    } else if ((err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      process.stderr.write(`error: ${(err as Error).message}\nhint: run \`hangar help\`\n`);
+    } else {
+      process.stderr.write(`error: ${(err as Error).stack ?? String(err)}\n`);
+    }
+    process.exit(1);
+  },
+);

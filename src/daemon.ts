@@ -1,0 +1,108 @@
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { createApiServer } from './api/server.ts';
+import type { ApiServices } from './api/services.ts';
+import { createImageService } from './images/index.ts';
+import { AppService } from './machines/app-service.ts';
+import { MachineAdmin } from './machines/machine-admin.ts';
+import { MachinePaths } from './machines/machine-paths.ts';
+import { MachineRunner } from './machines/machine-runner.ts';
+import { MachineService } from './machines/machine-service.ts';
+import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
+import { rotateIfLarge } from './machines/log-files.ts';
+import { StateWaiters } from './machines/state-waiters.ts';
+import { Store } from './machines/store.ts';
+import { createDriver } from './runtime/drivers.ts';
+import { resolveUser } from './runtime/resolve-user.ts';
+
+// Wires every part of Hangar into one process (DESIGN.md, "Processes and ports").
+
+export type DaemonOptions = {
+  dataDir: string;
+  apiHost: string;
+  apiPort: number;
+  /** The admin token; read from or generated into <dataDir>/token when absent. */
+  token?: string;
+  insecureRegistries?: string[];
+  logger?: boolean | object;
+};
+
+export type Daemon = {
+  url: string;
+  token: string;
+  services: ApiServices;
+  reconciled: ReconcileReport;
+  server: FastifyInstance;
+  /** Stops serving; machines keep running and are adopted by the next daemon. */
+  close(): Promise<void>;
+};
+
+type FileConfig = {
+  insecure_registries?: string[];
+  registry_credentials?: Record<string, { username: string; password: string }>;
+};
+
+export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  const token = opts.token ?? (await loadOrCreateToken(opts.dataDir));
+  const fileConfig = await readFileConfig(opts.dataDir);
+
+  const store = new Store(join(opts.dataDir, 'state.db'));
+  const images = createImageService({
+    root: join(opts.dataDir, 'images'),
+    insecureRegistries: [...(fileConfig.insecure_registries ?? []), ...(opts.insecureRegistries ?? [])],
+    credentials: fileConfig.registry_credentials,
+  });
+  const driver = createDriver('crun', { stateRoot: join(opts.dataDir, 'crun') });
+  await driver.checkHost();
+  const paths = new MachinePaths(opts.dataDir);
+  const runner = new MachineRunner(driver, paths, resolveUser);
+  const machines = new MachineService({ store, images, runner, waiters: new StateWaiters() });
+  const services: ApiServices = { apps: new AppService(store, machines), machines, admin: new MachineAdmin(machines), runner, images, paths };
+
+  const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
+
+  const rotation = setInterval(() => {
+    for (const m of store.listMachines()) if (m.state === 'started') void rotateIfLarge(paths.log(m.id)).catch(() => undefined);
+  }, 10_000);
+  rotation.unref();
+
+  const server = createApiServer({ services, token, logger: opts.logger });
+  await server.listen({ host: opts.apiHost, port: opts.apiPort });
+  const address = server.server.address();
+  const port = typeof address === 'object' && address ? address.port : opts.apiPort;
+  const url = `http://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${port}`;
+  await writeFile(join(opts.dataDir, 'api-url'), url + '\n');
+
+  return {
+    url,
+    token,
+    services,
+    reconciled,
+    server,
+    close: async () => {
+      clearInterval(rotation);
+      machines.close();
+      await server.close();
+      store.close();
+    },
+  };
+}
+
+async function loadOrCreateToken(dataDir: string): Promise<string> {
+  if (process.env.HANGAR_TOKEN) return process.env.HANGAR_TOKEN;
+  const path = join(dataDir, 'token');
+  const existing = await readFile(path, 'utf8').then((t) => t.trim(), () => '');
+  if (existing) return existing;
+  const token = 'hgr_' + randomBytes(24).toString('base64url');
+  await writeFile(path, token + '\n', { mode: 0o600 });
+  await chmod(path, 0o600);
+  return token;
+}
+
+async function readFileConfig(dataDir: string): Promise<FileConfig> {
+  const text = await readFile(join(dataDir, 'config.json'), 'utf8').catch(() => '');
+  return text ? (JSON.parse(text) as FileConfig) : {};
+}

@@ -1,0 +1,49 @@
+import { randomUUID } from 'node:crypto';
+import { HangarError } from '../protocol/errors.ts';
+import type { MachineService } from './machine-service.ts';
+import type { AppRecord, Store } from './store.ts';
+
+export class AppService {
+  readonly #store: Store;
+  readonly #machines: MachineService;
+
+  constructor(store: Store, machines: MachineService) {
+    this.#store = store;
+    this.#machines = machines;
+  }
+
+  create(name: string, network?: string): AppRecord {
+    if (this.#store.getApp(name)) {
+      throw new HangarError('app_exists', `app ${name} already exists`, { hint: 'use it, or choose another app_name' });
+    }
+    const app = { id: randomUUID(), name, network: network ?? 'default', createdAt: new Date().toISOString() };
+    this.#store.insertApp(app);
+    return app;
+  }
+
+  get(name: string): AppRecord {
+    const app = this.#store.getApp(name);
+    if (!app) {
+      throw new HangarError('app_not_found', `no app named ${name}`, {
+        hint: `create it first: POST /v1/apps {"app_name": "${name}"}`,
+        details: { app: name },
+      });
+    }
+    return app;
+  }
+
+  list(): Array<AppRecord & { machineCount: number }> {
+    return this.#store.listApps().map((a) => ({ ...a, machineCount: this.#store.countLiveMachines(a.name) }));
+  }
+
+  machineCount(name: string): number {
+    return this.#store.countLiveMachines(name);
+  }
+
+  /** Like Fly, deleting an app destroys its machines. */
+  async delete(name: string): Promise<void> {
+    this.get(name);
+    for (const m of this.#machines.list(name)) await this.#machines.destroy(name, m.id, { force: true, leaseNonce: m.lease?.nonce });
+    this.#store.deleteApp(name);
+  }
+}

@@ -1,0 +1,153 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Driver, ExecRequest, ExecResult, ExitInfo, MachineSpec } from '../runtime/driver.ts';
+import type { ImageRunConfig } from '../images/image-service.ts';
+import { durationToMs } from '../protocol/duration.ts';
+import { HangarError } from '../protocol/errors.ts';
+import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
+import { writeMachineFiles } from '../storage/machine-files.ts';
+import type { MachinePaths } from './machine-paths.ts';
+import { commandFor, envFor } from './process-spec.ts';
+import type { MachineRecord } from './store.ts';
+
+// The mechanics of running one machine: lay out its root filesystem and bundle, run it, halt it.
+// It keeps no state; machine-service.ts decides when each step happens.
+
+export type UserResolver = (rootfs: string, user: string) => Promise<{ uid: number; gid: number; additionalGids?: number[] }>;
+
+const DEFAULT_STOP_TIMEOUT_MS = 5_000;
+const KILL_GRACE_MS = 10_000;
+
+export class MachineRunner {
+  readonly #driver: Driver;
+  readonly #paths: MachinePaths;
+  readonly #resolveUser: UserResolver;
+  readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
+
+  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver) {
+    this.#driver = driver;
+    this.#paths = paths;
+    this.#resolveUser = resolveUser;
+  }
+
+  /** Slow path (create, update): mount the rootfs, write config.files, write the bundle. */
+  async layOut(m: MachineRecord, image: ImageRunConfig): Promise<void> {
+    await mkdir(dirname(this.#paths.log(m.id)), { recursive: true });
+    await mkdir(this.#paths.bundle(m.id), { recursive: true });
+    const layout = this.#paths.overlay(m.id, m.layerDirs);
+    if (!(await isMounted(layout.target))) await mountOverlay(layout);
+    await writeMachineFiles(layout.target, m.config.files);
+    await this.#driver.prepare(await this.#spec(m, image));
+  }
+
+  /** config.rootfs.persist = never: a fresh writable layer with config.files, before a start. */
+  async resetRootfs(m: MachineRecord): Promise<void> {
+    const layout = this.#paths.overlay(m.id, m.layerDirs);
+    await unmountOverlay(layout.target);
+    await resetUpper(layout);
+    await mountOverlay(layout);
+    await writeMachineFiles(layout.target, m.config.files);
+  }
+
+  /** Fast path: the rootfs is laid out; mount it if a reboot took it away, then run. */
+  async run(m: MachineRecord, onExit: (exit: ExitInfo) => void): Promise<{ pid: number }> {
+    const layout = this.#paths.overlay(m.id, m.layerDirs);
+    if (!(await isMounted(layout.target))) await mountOverlay(layout);
+    const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id) };
+    const started = await this.#driver.start(m.id, where);
+    this.watch(m.id, onExit);
+    return started;
+  }
+
+  /** Follows a running machine's exit; an exit a `halt` is waiting for goes to it instead. */
+  watch(id: string, onExit: (exit: ExitInfo) => void): void {
+    this.#driver.watchExit(id, { bundleDir: this.#paths.bundle(id) }, (exit) => {
+      const waiter = this.#exitWaiters.get(id);
+      if (waiter) {
+        this.#exitWaiters.delete(id);
+        waiter(exit);
+      } else {
+        onExit(exit);
+      }
+    });
+  }
+
+  /** Signal, wait up to the stop timeout, then SIGKILL; resolves with the exit once it happened. */
+  async halt(m: MachineRecord, opts: { signal?: string; timeoutMs?: number; stopSignal?: string }): Promise<ExitInfo> {
+    const where = { bundleDir: this.#paths.bundle(m.id) };
+    const state = await this.#driver.state(m.id, where);
+    if (state.status !== 'running') {
+      await this.#driver.cleanup(m.id, where);
+      return state.status === 'exited' ? state.exit : { exitCode: 0, oomKilled: false, exitedAt: new Date() };
+    }
+    const exited = new Promise<ExitInfo>((resolve) => this.#exitWaiters.set(m.id, resolve));
+    const signal = opts.signal ?? m.config.stop_config?.signal ?? opts.stopSignal ?? 'SIGTERM';
+    const configured = m.config.stop_config?.timeout === undefined ? undefined : durationToMs(m.config.stop_config.timeout);
+    const timeoutMs = opts.timeoutMs ?? configured ?? DEFAULT_STOP_TIMEOUT_MS;
+    await this.#driver.kill(m.id, signal).catch(() => undefined);
+    let exit = await raceTimeout(exited, timeoutMs);
+    if (!exit) {
+      await this.#driver.kill(m.id, 'SIGKILL').catch(() => undefined);
+      exit = await raceTimeout(exited, KILL_GRACE_MS);
+    }
+    this.#exitWaiters.delete(m.id);
+    if (!exit) {
+      throw new HangarError('runtime_error', `machine ${m.id} did not exit after SIGKILL`, {
+        hint: 'the host may be overloaded; retry the stop, or destroy with force=true',
+      });
+    }
+    await this.#driver.cleanup(m.id, where);
+    return exit;
+  }
+
+  async signal(m: MachineRecord, signal: string): Promise<void> {
+    await this.#driver.kill(m.id, signal);
+  }
+
+  async isRunning(m: MachineRecord): Promise<boolean> {
+    return (await this.#driver.state(m.id, { bundleDir: this.#paths.bundle(m.id) })).status === 'running';
+  }
+
+  exec(m: MachineRecord, request: ExecRequest): Promise<ExecResult> {
+    return this.#driver.exec(m.id, request);
+  }
+
+  async cleanupExited(id: string): Promise<void> {
+    await this.#driver.cleanup(id, { bundleDir: this.#paths.bundle(id) });
+  }
+
+  async remove(m: MachineRecord): Promise<void> {
+    await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
+    await unmountOverlay(this.#paths.rootfs(m.id));
+    await rm(this.#paths.dir(m.id), { recursive: true, force: true });
+  }
+
+  async unmount(m: MachineRecord): Promise<void> {
+    await unmountOverlay(this.#paths.rootfs(m.id));
+  }
+
+  async #spec(m: MachineRecord, image: ImageRunConfig): Promise<MachineSpec> {
+    const rootfs = this.#paths.rootfs(m.id);
+    const user = await this.#resolveUser(rootfs, image.User ?? '');
+    return {
+      id: m.id,
+      hostname: m.id,
+      rootfs,
+      bundleDir: this.#paths.bundle(m.id),
+      logPath: this.#paths.log(m.id),
+      process: {
+        args: commandFor(m.config, image),
+        env: envFor(m.config, image, { id: m.id, app: m.app, instanceId: m.instanceId, imageName: m.config.image, privateIp: m.privateIp }),
+        cwd: image.WorkingDir || '/',
+        ...user,
+      },
+      limits: { cpus: m.config.guest?.cpus, memoryMb: m.config.guest?.memory_mb },
+    };
+  }
+}
+
+function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,315 @@
+import type { ImageService } from '../images/image-service.ts';
+import type { ExitInfo } from '../runtime/driver.ts';
+import { HangarError } from '../protocol/errors.ts';
+import type { MachineConfig } from '../protocol/machine-config.ts';
+import type { CreateMachineRequest, UpdateMachineRequest } from '../protocol/schemas.ts';
+import type { MachineState, PersistentState, WaitableState } from '../protocol/states.ts';
+import { validateFiles } from '../storage/machine-files.ts';
+import { decideAfterExit } from './exit-policy.ts';
+import { assertFitsHost } from './host-limits.ts';
+import { newInstanceId, newMachineId } from './ids.ts';
+import { activeLease, assertLeaseHolder } from './leases.ts';
+import { event, exitEvent } from './machine-events.ts';
+import type { MachineRunner } from './machine-runner.ts';
+import { commandFor } from './process-spec.ts';
+import type { StateWaiters } from './state-waiters.ts';
+import type { EventRecord, MachineRecord, Store } from './store.ts';
+import { assertLegal, transientStateOf, type Action } from './transitions.ts';
+
+// Machine lifecycle: every transition is checked against the one table, recorded as an intent
+// in SQLite before it acts and closed after, and published to waiters.
+
+export type CallOptions = { leaseNonce?: string; signal?: AbortSignal };
+type Source = 'user' | 'flyd';
+
+export class MachineService {
+  readonly #store: Store;
+  readonly #images: ImageService;
+  readonly #runner: MachineRunner;
+  readonly #waiters: StateWaiters;
+  readonly #restartTimers = new Map<string, NodeJS.Timeout>();
+  /** Exits seen while a transition was under way; handled once it settles in `started`. */
+  readonly #pendingExits = new Map<string, ExitInfo>();
+
+  constructor(deps: { store: Store; images: ImageService; runner: MachineRunner; waiters: StateWaiters }) {
+    this.#store = deps.store;
+    this.#images = deps.images;
+    this.#runner = deps.runner;
+    this.#waiters = deps.waiters;
+  }
+
+  get(app: string, idOrName: string, opts: { includeDestroyed?: boolean } = {}): MachineRecord {
+    const m = this.#store.getMachine(idOrName) ?? this.#store.findMachineByName(app, idOrName);
+    if (!m || m.app !== app || (m.state === 'destroyed' && !opts.includeDestroyed)) {
+      throw new HangarError('machine_not_found', `no machine ${idOrName} in app ${app}`, {
+        hint: `list the app's machines: GET /v1/apps/${app}/machines`,
+        details: { machine_id: idOrName, app },
+      });
+    }
+    return m;
+  }
+
+  list(app: string, filter: { includeDestroyed?: boolean; metadata?: Record<string, string> } = {}): MachineRecord[] {
+    return this.#store
+      .listMachines({ app, includeDestroyed: filter.includeDestroyed })
+      .filter((m) => Object.entries(filter.metadata ?? {}).every(([k, v]) => m.config.metadata?.[k] === v));
+  }
+
+  events(app: string, id: string): EventRecord[] {
+    return this.#store.listEvents(this.get(app, id, { includeDestroyed: true }).id);
+  }
+
+  async create(app: string, req: CreateMachineRequest, opts: CallOptions = {}): Promise<MachineRecord & { nonce?: string }> {
+    validateConfig(req.config);
+    if (req.name && this.#store.findMachineByName(app, req.name)) {
+      throw new HangarError('machine_name_taken', `app ${app} already has a machine named ${req.name}`, {
+        hint: 'choose another name, or omit name to get a generated one',
+      });
+    }
+    const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
+    commandFor(req.config, image.config);
+    const id = newMachineId();
+    const now = new Date().toISOString();
+    const m: MachineRecord = {
+      id, app, name: req.name ?? `machine-${id}`, state: 'creating', instanceId: newInstanceId(),
+      config: req.config, imageRef: image.ref, layerDirs: image.layerDirs, privateIp: '',
+      createdAt: now, updatedAt: now, restartCount: 0, lease: null, cordoned: false,
+    };
+    if (req.lease_ttl) {
+      m.lease = { nonce: newInstanceId().toLowerCase(), expiresAt: Math.floor(Date.now() / 1000) + req.lease_ttl, owner: 'api', description: '', version: m.instanceId };
+    }
+    const intent = this.#store.transaction(() => {
+      this.#store.insertMachine(m);
+      return this.#store.openIntent(id, 'create', 'creating');
+    });
+    try {
+      await this.#runner.layOut(m, image.config);
+    } catch (err) {
+      await this.#runner.remove(m).catch(() => undefined);
+      this.#setState(m, 'destroyed', event('launch', 'failed', 'user', { error: String((err as Error).message) }));
+      this.#store.closeIntent(intent, `failed: ${(err as Error).message}`);
+      throw err;
+    }
+    this.#setState(m, 'created', event('launch', 'created', 'user'));
+    this.#store.closeIntent(intent, 'created');
+    if (!req.skip_launch) await this.#startTransition(m, 'user', m.lease?.nonce);
+    return { ...this.#store.getMachine(id)!, ...(m.lease ? { nonce: m.lease.nonce } : {}) };
+  }
+
+  async start(app: string, id: string, opts: CallOptions = {}): Promise<{ previousState: MachineState }> {
+    const m = this.get(app, id);
+    const previousState = m.state;
+    m.restartCount = 0;
+    await this.#startTransition(m, 'user', opts.leaseNonce);
+    return { previousState };
+  }
+
+  async stop(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number } = {}): Promise<void> {
+    const m = this.get(app, id);
+    await this.#transition(m, 'stop', 'user', opts.leaseNonce, async () => {
+      const exit = await this.#runner.halt(m, { signal: opts.signalName, timeoutMs: opts.timeoutMs });
+      this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: false }));
+      return 'stopped';
+    });
+  }
+
+  async restart(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number } = {}): Promise<void> {
+    const m = this.get(app, id);
+    await this.#transition(m, 'restart', 'user', opts.leaseNonce, async () => {
+      if (m.state !== 'stopped') {
+        const exit = await this.#runner.halt(m, { signal: opts.signalName, timeoutMs: opts.timeoutMs });
+        this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: true }));
+      }
+      m.restartCount = 0;
+      await this.#runFresh(m, true);
+      return 'started';
+    });
+  }
+
+  async update(app: string, id: string, req: UpdateMachineRequest, opts: CallOptions = {}): Promise<MachineRecord> {
+    validateConfig(req.config);
+    const m = this.get(app, id);
+    assertLegal('update', m.state, m.id);
+    assertLeaseHolder(m, opts.leaseNonce);
+    const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
+    commandFor(req.config, image.config);
+    await this.#transition(m, 'update', 'user', opts.leaseNonce, async (from) => {
+      if (from === 'started') {
+        const exit = await this.#runner.halt(m, {});
+        this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: true }));
+      }
+      if (image.layerDirs.join('\n') !== m.layerDirs.join('\n')) await this.#runner.unmount(m);
+      Object.assign(m, { config: req.config, instanceId: newInstanceId(), imageRef: image.ref, layerDirs: image.layerDirs });
+      if (req.name) m.name = req.name;
+      await this.#runner.layOut(m, image.config);
+      this.#store.addEvent(m.id, event('update', from, 'user'));
+      if (from !== 'started') return from;
+      await this.#runner.run(m, (exit) => this.#onExit(m.id, exit));
+      return 'started';
+    });
+    return this.#store.getMachine(m.id)!;
+  }
+
+  async destroy(app: string, id: string, opts: CallOptions & { force?: boolean } = {}): Promise<void> {
+    const m = this.get(app, id);
+    if (m.state === 'started' && !opts.force) {
+      throw new HangarError('invalid_state', `machine ${m.id} is started; destroying it needs force`, {
+        hint: 'stop it first (POST …/stop), or pass ?force=true to kill it',
+        details: { state: m.state },
+      });
+    }
+    await this.#transition(m, 'destroy', 'user', opts.leaseNonce, async (from) => {
+      if (from === 'started') await this.#runner.halt(m, { signal: 'SIGKILL', timeoutMs: 0 });
+      await this.#runner.remove(m);
+      return 'destroyed';
+    });
+  }
+
+  async signal(app: string, id: string, signalName: string, opts: CallOptions = {}): Promise<void> {
+    const m = this.get(app, id);
+    assertLegal('signal', m.state, m.id);
+    assertLeaseHolder(m, opts.leaseNonce);
+    await this.#runner.signal(m, signalName);
+  }
+
+  /** Resolves once the machine is in `state` (and version, when given); wait_timeout otherwise. */
+  async wait(app: string, id: string, q: { state: WaitableState; timeoutMs: number; instanceId?: string }, signal?: AbortSignal): Promise<MachineState> {
+    const m = this.get(app, id, { includeDestroyed: true });
+    const matches = (state: MachineState, instanceId: string) =>
+      state === q.state || (q.instanceId !== undefined && q.state === 'stopped' && instanceId !== q.instanceId);
+    if (matches(m.state, m.instanceId)) return m.state;
+    const ok = await this.#waiters.waitFor(m.id, (c) => matches(c.state, c.instanceId), q.timeoutMs, signal);
+    if (ok) return q.state;
+    const now = this.#store.getMachine(m.id)!;
+    throw new HangarError('wait_timeout', `machine ${m.id} did not reach ${q.state} within ${q.timeoutMs / 1000}s; it is ${now.state}`, {
+      hint: now.state === 'stopped' && q.state === 'started' ? 'start it: POST …/start' : 'wait again, or check …/events for why',
+      details: { state: now.state, wanted: q.state },
+    });
+  }
+
+  /** Machine records as they are, for reconcile and for the exit path. */
+  get store(): Store {
+    return this.#store;
+  }
+
+  // ---- transitions -------------------------------------------------------------------------
+
+  async #startTransition(m: MachineRecord, source: Source, leaseNonce: string | undefined): Promise<void> {
+    await this.#transition(m, 'start', source, leaseNonce, async (from) => {
+      await this.#runFresh(m, from === 'stopped' || from === 'failed');
+      return 'started';
+    });
+  }
+
+  async #runFresh(m: MachineRecord, resetAllowed: boolean): Promise<void> {
+    if (resetAllowed && m.config.rootfs?.persist === 'never') await this.#runner.resetRootfs(m);
+    await this.#runner.run(m, (exit) => this.#onExit(m.id, exit));
+  }
+
+  async #transition(
+    m: MachineRecord,
+    action: Action,
+    source: Source,
+    leaseNonce: string | undefined,
+    work: (from: PersistentState) => Promise<PersistentState | 'destroyed'>,
+  ): Promise<void> {
+    // Check and claim in one synchronous step: a concurrent call now sees the transient state.
+    assertLegal(action, m.state, m.id);
+    if (source === 'user') assertLeaseHolder(m, leaseNonce);
+    const from = m.state as PersistentState;
+    this.#cancelAutoRestart(m.id);
+    this.#pendingExits.delete(m.id);
+    const intent = this.#store.transaction(() => {
+      const seq = this.#store.openIntent(m.id, action, from);
+      this.#setState(m, transientStateOf(action) ?? from);
+      return seq;
+    });
+    let end: PersistentState | 'destroyed';
+    try {
+      end = await work(from);
+    } catch (err) {
+      const settled = await this.#settleAfterFailure(m, action, from);
+      this.#setState(m, settled, event(action, 'failed', source, { error: (err as Error).message }));
+      this.#store.closeIntent(intent, `failed: ${(err as Error).message}`);
+      throw err;
+    }
+    this.#setState(m, end, event(action, end, source));
+    this.#store.closeIntent(intent, end);
+    const pending = this.#pendingExits.get(m.id);
+    this.#pendingExits.delete(m.id);
+    if (pending && end === 'started') this.#onExit(m.id, pending);
+  }
+
+  async #settleAfterFailure(m: MachineRecord, action: Action, from: PersistentState): Promise<PersistentState> {
+    if (action === 'start') return 'failed';
+    const running = await this.#runner.isRunning(m).catch(() => false);
+    if (running) return 'started';
+    return from === 'started' ? 'stopped' : from;
+  }
+
+  #setState(m: MachineRecord, state: MachineState, ev?: EventRecord): void {
+    m.state = state;
+    m.updatedAt = new Date().toISOString();
+    this.#store.transaction(() => {
+      this.#store.updateMachine(m);
+      if (ev) this.#store.addEvent(m.id, ev);
+    });
+    this.#waiters.publish({ id: m.id, state, instanceId: m.instanceId });
+  }
+
+  // ---- exits the machine made on its own -----------------------------------------------------
+
+  /** Follows a machine that was running before this daemon started. */
+  adopt(m: MachineRecord): void {
+    this.#runner.watch(m.id, (exit) => this.#onExit(m.id, exit));
+  }
+
+  #onExit(id: string, exit: ExitInfo): void {
+    const m = this.#store.getMachine(id);
+    if (!m) return;
+    if (m.state !== 'started') {
+      this.#pendingExits.set(id, exit);
+      return;
+    }
+    void this.handleExit(m, exit).catch(() => undefined);
+  }
+
+  /** Records an exit nobody asked for and applies the restart policy. */
+  async handleExit(m: MachineRecord, exit: ExitInfo): Promise<void> {
+    const decision = decideAfterExit(m.config, exit.exitCode, m.restartCount);
+    const intent = this.#store.openIntent(m.id, 'exit', m.state);
+    this.#setState(m, 'stopping', exitEvent(exit, { requestedStop: false, restarting: decision.restart }));
+    await this.#runner.cleanupExited(m.id).catch(() => undefined);
+    this.#setState(m, 'stopped');
+    this.#store.closeIntent(intent, 'stopped');
+    if (decision.restart) {
+      this.#restartTimers.set(m.id, setTimeout(() => void this.#autoRestart(m.id), decision.delayMs));
+    } else if (m.config.auto_destroy) {
+      await this.destroy(m.app, m.id, { leaseNonce: activeLease(m)?.nonce }).catch(() => undefined);
+    }
+  }
+
+  async #autoRestart(id: string): Promise<void> {
+    this.#restartTimers.delete(id);
+    const m = this.#store.getMachine(id);
+    if (!m || m.state !== 'stopped') return;
+    m.restartCount += 1;
+    await this.#startTransition(m, 'flyd', undefined).catch(() => undefined);
+  }
+
+  #cancelAutoRestart(id: string): void {
+    clearTimeout(this.#restartTimers.get(id));
+    this.#restartTimers.delete(id);
+  }
+
+  /** Stops timers so the daemon can exit; machines keep running. */
+  close(): void {
+    for (const timer of this.#restartTimers.values()) clearTimeout(timer);
+    this.#restartTimers.clear();
+  }
+}
+
+function validateConfig(config: MachineConfig): void {
+  assertFitsHost(config);
+  validateFiles(config.files);
+}

@@ -1,0 +1,25 @@
+import type { Machine, MachineEvent } from '../protocol/schemas.ts';
+import type { EventRecord, MachineRecord } from './store.ts';
+
+/** A machine record in Fly's wire shape. */
+export function toWireMachine(m: MachineRecord & { nonce?: string }, events: EventRecord[]): Machine {
+  return {
+    id: m.id,
+    name: m.name,
+    state: m.state,
+    region: 'local',
+    instance_id: m.instanceId,
+    private_ip: m.privateIp,
+    config: m.config,
+    image_ref: m.imageRef,
+    events: events.map(toWireEvent),
+    created_at: m.createdAt,
+    updated_at: m.updatedAt,
+    host_status: 'ok',
+    ...(m.nonce ? { nonce: m.nonce } : {}),
+  };
+}
+
+export function toWireEvent(e: EventRecord): MachineEvent {
+  return { id: e.id, type: e.type, status: e.status, source: e.source, timestamp: e.timestamp, ...(e.request ? { request: e.request } : {}) };
+}

@@ -1,0 +1,81 @@
+import type { ImageService } from '../images/image-service.ts';
+import type { Driver } from '../runtime/driver.ts';
+import type { MachinePaths } from './machine-paths.ts';
+import type { MachineRunner } from './machine-runner.ts';
+import type { MachineService } from './machine-service.ts';
+import { event, exitEvent } from './machine-events.ts';
+import type { MachineRecord, Store } from './store.ts';
+import { isTransient } from '../protocol/states.ts';
+
+// After a restart (or kill -9) of the daemon: finish or undo what was under way, and bring every
+// record in line with what the runtime actually runs. Machines still running stay `started`.
+
+export type ReconcileReport = { adopted: string[]; exited: string[]; finished: string[]; cleaned: string[] };
+
+export async function reconcile(deps: {
+  store: Store;
+  machines: MachineService;
+  runner: MachineRunner;
+  driver: Driver;
+  images: ImageService;
+  paths: MachinePaths;
+}): Promise<ReconcileReport> {
+  const { store, machines, runner, driver, images, paths } = deps;
+  const report: ReconcileReport = { adopted: [], exited: [], finished: [], cleaned: [] };
+  const save = (m: MachineRecord, state: MachineRecord['state'], ev?: Parameters<Store['addEvent']>[1]) => {
+    m.state = state;
+    m.updatedAt = new Date().toISOString();
+    store.transaction(() => {
+      store.updateMachine(m);
+      if (ev) store.addEvent(m.id, ev);
+    });
+  };
+
+  for (const intent of store.openIntents()) {
+    const m = store.getMachine(intent.machineId);
+    if (!m) {
+      store.closeIntent(intent.seq, 'reconciled: machine gone');
+      continue;
+    }
+    if (intent.action === 'create' && m.state === 'creating') {
+      const image = await images.get(m.config.image);
+      try {
+        if (!image) throw new Error(`image ${m.config.image} is no longer in the store`);
+        await runner.layOut(m, image.config);
+        save(m, 'created', event('launch', 'created', 'flyd', { recovered: true }));
+        report.finished.push(m.id);
+      } catch (err) {
+        await runner.remove(m).catch(() => undefined);
+        save(m, 'destroyed', event('launch', 'failed', 'flyd', { error: (err as Error).message }));
+        report.cleaned.push(m.id);
+      }
+    } else if (intent.action === 'destroy' && m.state === 'destroying') {
+      const where = { bundleDir: paths.bundle(m.id) };
+      if ((await driver.state(m.id, where)).status === 'running') await driver.kill(m.id, 'SIGKILL').catch(() => undefined);
+      await runner.remove(m);
+      save(m, 'destroyed', event('destroy', 'destroyed', 'flyd', { recovered: true }));
+      report.finished.push(m.id);
+    }
+    store.closeIntent(intent.seq, `reconciled: ${store.getMachine(m.id)?.state}`);
+  }
+
+  for (const m of store.listMachines()) {
+    if (m.state !== 'started' && !isTransient(m.state)) continue;
+    const state = await driver.state(m.id, { bundleDir: paths.bundle(m.id) });
+    if (state.status === 'running') {
+      if (m.state !== 'started') save(m, 'started', event('start', 'started', 'flyd', { recovered: true }));
+      machines.adopt(m);
+      report.adopted.push(m.id);
+    } else if (state.status === 'exited' && m.state === 'started') {
+      // It ended while no daemon watched: record the exit and apply the restart policy now.
+      await machines.handleExit(m, state.exit);
+      report.exited.push(m.id);
+    } else {
+      await runner.cleanupExited(m.id).catch(() => undefined);
+      const exit = state.status === 'exited' ? state.exit : { exitCode: -1, oomKilled: false, exitedAt: new Date() };
+      save(m, 'stopped', exitEvent(exit, { requestedStop: m.state === 'stopping', restarting: false }));
+      report.exited.push(m.id);
+    }
+  }
+  return report;
+}

@@ -1,0 +1,242 @@
+import { DatabaseSync } from 'node:sqlite';
+import type { MachineConfig } from '../protocol/machine-config.ts';
+import type { MachineState } from '../protocol/states.ts';
+import type { ImageRef } from '../images/image-service.ts';
+
+// The durable record of apps, machines, their events and transition intents. Every transition
+// writes its intent before acting and its result after, so a restarted daemon knows what was
+// under way (machines/reconcile.ts).
+
+export type AppRecord = { id: string; name: string; network: string; createdAt: string };
+
+export type LeaseRecord = { nonce: string; expiresAt: number; owner: string; description: string; version: string };
+
+export type MachineRecord = {
+  id: string;
+  app: string;
+  name: string;
+  state: MachineState;
+  instanceId: string;
+  config: MachineConfig;
+  imageRef: ImageRef;
+  /** Unpacked layer dirs the overlay stacks, lowest first; fixed at create/update. */
+  layerDirs: string[];
+  privateIp: string;
+  createdAt: string;
+  updatedAt: string;
+  /** Automatic restarts since the last user start (for restart.max_retries). */
+  restartCount: number;
+  lease: LeaseRecord | null;
+  cordoned: boolean;
+};
+
+export type EventRecord = {
+  id: string;
+  type: string;
+  status: string;
+  source: 'user' | 'flyd';
+  timestamp: number;
+  request?: Record<string, unknown>;
+};
+
+export type IntentRecord = { seq: number; machineId: string; action: string; fromState: string; startedAt: string };
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS apps (
+  name TEXT PRIMARY KEY, id TEXT NOT NULL, network TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS machines (
+  id TEXT PRIMARY KEY, app TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+  instance_id TEXT NOT NULL, config TEXT NOT NULL, image_ref TEXT NOT NULL, layer_dirs TEXT NOT NULL,
+  private_ip TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+  restart_count INTEGER NOT NULL DEFAULT 0, lease TEXT, cordoned INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS machines_app ON machines(app, state);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, machine_id TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL,
+  status TEXT NOT NULL, source TEXT NOT NULL, timestamp INTEGER NOT NULL, request TEXT
+);
+CREATE INDEX IF NOT EXISTS events_machine ON events(machine_id, seq);
+CREATE TABLE IF NOT EXISTS intents (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, machine_id TEXT NOT NULL, action TEXT NOT NULL,
+  from_state TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, result TEXT
+);
+CREATE INDEX IF NOT EXISTS intents_open ON intents(machine_id) WHERE finished_at IS NULL;
+`;
+
+type Row = Record<string, string | number | null>;
+
+export class Store {
+  readonly #db: DatabaseSync;
+
+  constructor(path: string) {
+    this.#db = new DatabaseSync(path);
+    // WAL keeps every committed transition across a kill -9 of the daemon.
+    this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
+    this.#db.exec(SCHEMA);
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+
+  /** Runs fn in one transaction; a call from inside another joins the outer one. */
+  transaction<T>(fn: () => T): T {
+    if (this.#db.isTransaction) return fn();
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  insertApp(app: AppRecord): void {
+    this.#db
+      .prepare('INSERT INTO apps (name, id, network, created_at) VALUES (?, ?, ?, ?)')
+      .run(app.name, app.id, app.network, app.createdAt);
+  }
+
+  getApp(name: string): AppRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM apps WHERE name = ?').get(name) as Row | undefined;
+    return row && toApp(row);
+  }
+
+  listApps(): AppRecord[] {
+    return (this.#db.prepare('SELECT * FROM apps ORDER BY name').all() as Row[]).map(toApp);
+  }
+
+  deleteApp(name: string): void {
+    this.#db.prepare('DELETE FROM apps WHERE name = ?').run(name);
+  }
+
+  countLiveMachines(app: string): number {
+    const row = this.#db
+      .prepare("SELECT count(*) AS n FROM machines WHERE app = ? AND state != 'destroyed'")
+      .get(app) as { n: number };
+    return row.n;
+  }
+
+  insertMachine(m: MachineRecord): void {
+    this.#db
+      .prepare(
+        `INSERT INTO machines (id, app, name, state, instance_id, config, image_ref, layer_dirs, private_ip,
+          created_at, updated_at, restart_count, lease, cordoned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(...machineValues(m));
+  }
+
+  updateMachine(m: MachineRecord): void {
+    const [id, ...rest] = machineValues(m);
+    this.#db
+      .prepare(
+        `UPDATE machines SET app = ?, name = ?, state = ?, instance_id = ?, config = ?, image_ref = ?, layer_dirs = ?,
+          private_ip = ?, created_at = ?, updated_at = ?, restart_count = ?, lease = ?, cordoned = ? WHERE id = ?`,
+      )
+      .run(...rest, id);
+  }
+
+  getMachine(id: string): MachineRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM machines WHERE id = ?').get(id) as Row | undefined;
+    return row && toMachine(row);
+  }
+
+  listMachines(filter: { app?: string; includeDestroyed?: boolean } = {}): MachineRecord[] {
+    const where: string[] = [];
+    const args: string[] = [];
+    if (filter.app !== undefined) {
+      where.push('app = ?');
+      args.push(filter.app);
+    }
+    if (!filter.includeDestroyed) where.push("state != 'destroyed'");
+    const sql = `SELECT * FROM machines ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created_at, id`;
+    return (this.#db.prepare(sql).all(...args) as Row[]).map(toMachine);
+  }
+
+  findMachineByName(app: string, name: string): MachineRecord | undefined {
+    const row = this.#db
+      .prepare("SELECT * FROM machines WHERE app = ? AND name = ? AND state != 'destroyed'")
+      .get(app, name) as Row | undefined;
+    return row && toMachine(row);
+  }
+
+  addEvent(machineId: string, event: EventRecord): void {
+    this.#db
+      .prepare('INSERT INTO events (machine_id, id, type, status, source, timestamp, request) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(machineId, event.id, event.type, event.status, event.source, event.timestamp,
+        event.request ? JSON.stringify(event.request) : null);
+  }
+
+  /** Newest first, as Fly lists them. */
+  listEvents(machineId: string, limit = 100): EventRecord[] {
+    const rows = this.#db
+      .prepare('SELECT * FROM events WHERE machine_id = ? ORDER BY seq DESC LIMIT ?')
+      .all(machineId, limit) as Row[];
+    return rows.map((r) => ({
+      id: String(r.id),
+      type: String(r.type),
+      status: String(r.status),
+      source: r.source as 'user' | 'flyd',
+      timestamp: Number(r.timestamp),
+      ...(r.request ? { request: JSON.parse(String(r.request)) as Record<string, unknown> } : {}),
+    }));
+  }
+
+  openIntent(machineId: string, action: string, fromState: string): number {
+    const res = this.#db
+      .prepare('INSERT INTO intents (machine_id, action, from_state, started_at) VALUES (?, ?, ?, ?)')
+      .run(machineId, action, fromState, new Date().toISOString());
+    return Number(res.lastInsertRowid);
+  }
+
+  closeIntent(seq: number, result: string): void {
+    this.#db
+      .prepare('UPDATE intents SET finished_at = ?, result = ? WHERE seq = ?')
+      .run(new Date().toISOString(), result, seq);
+  }
+
+  openIntents(): IntentRecord[] {
+    const rows = this.#db.prepare('SELECT * FROM intents WHERE finished_at IS NULL ORDER BY seq').all() as Row[];
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      machineId: String(r.machine_id),
+      action: String(r.action),
+      fromState: String(r.from_state),
+      startedAt: String(r.started_at),
+    }));
+  }
+}
+
+function machineValues(m: MachineRecord) {
+  return [
+    m.id, m.app, m.name, m.state, m.instanceId, JSON.stringify(m.config), JSON.stringify(m.imageRef),
+    JSON.stringify(m.layerDirs), m.privateIp, m.createdAt, m.updatedAt, m.restartCount,
+    m.lease ? JSON.stringify(m.lease) : null, m.cordoned ? 1 : 0,
+  ] as const;
+}
+
+function toApp(r: Row): AppRecord {
+  return { name: String(r.name), id: String(r.id), network: String(r.network), createdAt: String(r.created_at) };
+}
+
+function toMachine(r: Row): MachineRecord {
+  return {
+    id: String(r.id),
+    app: String(r.app),
+    name: String(r.name),
+    state: r.state as MachineState,
+    instanceId: String(r.instance_id),
+    config: JSON.parse(String(r.config)) as MachineConfig,
+    imageRef: JSON.parse(String(r.image_ref)) as ImageRef,
+    layerDirs: JSON.parse(String(r.layer_dirs)) as string[],
+    privateIp: String(r.private_ip),
+    createdAt: String(r.created_at),
+    updatedAt: String(r.updated_at),
+    restartCount: Number(r.restart_count),
+    lease: r.lease ? (JSON.parse(String(r.lease)) as LeaseRecord) : null,
+    cordoned: Number(r.cordoned) === 1,
+  };
+}

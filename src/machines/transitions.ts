@@ -1,0 +1,34 @@
+import { HangarError } from '../protocol/errors.ts';
+import { PERSISTENT_STATES, type MachineState, type PersistentState, type TransientState } from '../protocol/states.ts';
+
+// The one table of which action is legal in which state (DESIGN.md, "Lifecycle").
+
+type Transition = { from: readonly PersistentState[]; via?: TransientState; hint: string };
+
+export const TRANSITIONS = {
+  start: { from: ['created', 'stopped', 'suspended', 'failed'], via: 'starting', hint: 'it is already running; stop or restart it instead' },
+  stop: { from: ['started', 'suspended'], via: 'stopping', hint: 'it is not running; start it first' },
+  restart: { from: ['started', 'stopped'], via: 'restarting', hint: 'start it instead' },
+  update: { from: PERSISTENT_STATES, via: 'updating', hint: 'wait for the current action to finish (GET …/wait)' },
+  destroy: { from: PERSISTENT_STATES, via: 'destroying', hint: 'wait for the current action to finish (GET …/wait)' },
+  exec: { from: ['started'], hint: 'start the machine first (POST …/start)' },
+  signal: { from: ['started'], hint: 'start the machine first (POST …/start)' },
+} as const satisfies Record<string, Transition>;
+
+export type Action = keyof typeof TRANSITIONS;
+
+/** Throws invalid_state (409) naming the current state when `action` is illegal in `state`. */
+export function assertLegal(action: Action, state: MachineState, machineId: string): void {
+  const t: Transition = TRANSITIONS[action];
+  if ((t.from as readonly string[]).includes(state)) return;
+  const busy = !(PERSISTENT_STATES as readonly string[]).includes(state) && state !== 'destroyed';
+  throw new HangarError('invalid_state', `cannot ${action} machine ${machineId}: it is ${state}`, {
+    hint: busy ? `another action is in progress; wait for it: GET …/wait?state=started or stopped` : t.hint,
+    details: { state, action, legal_from: t.from },
+  });
+}
+
+export function transientStateOf(action: Action): TransientState | undefined {
+  const t: Transition = TRANSITIONS[action];
+  return t.via;
+}

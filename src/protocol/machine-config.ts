@@ -1,0 +1,63 @@
+import { z } from 'zod';
+import { DurationSchema } from './duration.ts';
+
+// Fly's MachineConfig. Fields Hangar acts on are validated strictly; the rest of Fly's fields
+// (services, checks, mounts, dns...) are kept as given so a Fly client's config round-trips.
+
+const SIGNALS = [
+  'SIGABRT', 'SIGALRM', 'SIGFPE', 'SIGHUP', 'SIGILL', 'SIGINT', 'SIGKILL', 'SIGPIPE',
+  'SIGQUIT', 'SIGSEGV', 'SIGTERM', 'SIGTRAP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH',
+] as const;
+export const SignalSchema = z.enum(SIGNALS);
+export type SignalName = z.infer<typeof SignalSchema>;
+
+export const MachineInitSchema = z.looseObject({
+  exec: z.array(z.string()).optional(),
+  entrypoint: z.array(z.string()).optional(),
+  cmd: z.array(z.string()).optional(),
+  tty: z.boolean().optional(),
+});
+
+export const MachineGuestSchema = z.looseObject({
+  cpus: z.int().min(1).max(64).optional(),
+  memory_mb: z.int().min(16).optional(),
+  cpu_kind: z.string().optional(),
+});
+
+export const MachineRestartSchema = z.looseObject({
+  policy: z.enum(['no', 'always', 'on-failure']).optional(),
+  max_retries: z.int().min(0).optional(),
+});
+
+export const MachineFileSchema = z.looseObject({
+  guest_path: z.string().min(1).meta({ description: 'Absolute path inside the machine' }),
+  raw_value: z.base64().optional().meta({ description: 'Base64 file contents' }),
+  secret_name: z.string().optional(),
+  mode: z.int().min(0).max(0o7777).optional(),
+});
+
+export const StopConfigSchema = z.looseObject({
+  signal: SignalSchema.optional(),
+  timeout: DurationSchema.optional(),
+});
+
+export const RootfsConfigSchema = z.object({
+  persist: z.enum(['always', 'never']).optional().meta({
+    description: 'always (default): files survive stop/start; never: the writable layer resets at each start',
+  }),
+});
+
+export const MachineConfigSchema = z.looseObject({
+  image: z.string().min(1).meta({ description: 'OCI image reference, or hangar/busybox, hangar/debian:bookworm' }),
+  env: z.record(z.string(), z.string()).optional(),
+  init: MachineInitSchema.optional(),
+  guest: MachineGuestSchema.optional(),
+  restart: MachineRestartSchema.optional(),
+  files: z.array(MachineFileSchema).optional(),
+  metadata: z.record(z.string(), z.string()).optional(),
+  stop_config: StopConfigSchema.optional(),
+  rootfs: RootfsConfigSchema.optional(),
+  auto_destroy: z.boolean().optional(),
+});
+
+export type MachineConfig = z.infer<typeof MachineConfigSchema>;

@@ -1,0 +1,149 @@
+import { z } from 'zod';
+import { MACHINE_STATES, WAITABLE_STATES } from './states.ts';
+import { DurationSchema } from './duration.ts';
+import { MachineConfigSchema, SignalSchema } from './machine-config.ts';
+import { ERROR_CODES } from './errors.ts';
+
+// Wire types of the Machines API, shaped like Fly's. TypeScript types are inferred from these.
+
+export const AppNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lowercase letters, digits and dashes, starting with a letter or digit');
+
+export const CreateAppRequestSchema = z.looseObject({
+  app_name: AppNameSchema,
+  org_slug: z.string().optional(),
+  network: z.string().optional(),
+});
+
+export const OrganizationSchema = z.object({ name: z.string(), slug: z.string() });
+
+export const AppSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  status: z.string(),
+  organization: OrganizationSchema,
+  machine_count: z.int(),
+  created_at: z.string(),
+});
+
+export const ListAppsResponseSchema = z.object({
+  total_apps: z.int(),
+  apps: z.array(z.object({ id: z.string(), name: z.string(), machine_count: z.int(), network: z.string() })),
+});
+
+export const CreateMachineRequestSchema = z.looseObject({
+  name: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/).optional(),
+  config: MachineConfigSchema,
+  skip_launch: z.boolean().optional(),
+  lease_ttl: z.int().min(1).max(3600).optional(),
+  region: z.string().optional(),
+});
+
+export const UpdateMachineRequestSchema = CreateMachineRequestSchema.extend({
+  current_version: z.string().optional(),
+});
+
+export const ImageRefSchema = z.object({
+  registry: z.string(),
+  repository: z.string(),
+  tag: z.string(),
+  digest: z.string(),
+  labels: z.record(z.string(), z.string()),
+});
+
+export const MachineEventSchema = z.object({
+  id: z.string(),
+  type: z.string(),
+  status: z.string(),
+  source: z.enum(['user', 'flyd']),
+  timestamp: z.int(),
+  request: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const MachineSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: z.enum(MACHINE_STATES),
+  region: z.string(),
+  instance_id: z.string(),
+  private_ip: z.string(),
+  config: MachineConfigSchema,
+  image_ref: ImageRefSchema,
+  events: z.array(MachineEventSchema),
+  created_at: z.string(),
+  updated_at: z.string(),
+  host_status: z.enum(['ok', 'unknown', 'unreachable']),
+  nonce: z.string().optional(),
+});
+
+export const StopRequestSchema = z.looseObject({
+  signal: SignalSchema.optional(),
+  timeout: DurationSchema.optional(),
+});
+
+export const SignalRequestSchema = z.looseObject({ signal: SignalSchema });
+
+export const ExecRequestSchema = z.looseObject({
+  command: z.array(z.string()).min(1).optional(),
+  cmd: z.string().min(1).optional().meta({ description: 'Deprecated by Fly: a shell-split command string' }),
+  timeout: z.int().min(1).max(3600).optional().meta({ description: 'Seconds; default 30' }),
+  stdin: z.string().optional(),
+});
+
+export const ExecResponseSchema = z.object({
+  exit_code: z.int(),
+  exit_signal: z.int().optional(),
+  stdout: z.string(),
+  stderr: z.string(),
+  timed_out: z.boolean(),
+});
+
+export const WaitQuerySchema = z.object({
+  state: z.enum(WAITABLE_STATES).default('started'),
+  timeout: z.coerce.number().int().min(1).max(300).default(60),
+  instance_id: z.string().optional(),
+});
+
+export const CreateLeaseRequestSchema = z.looseObject({
+  ttl: z.int().min(1).max(3600).optional(),
+  description: z.string().optional(),
+});
+
+export const LeaseSchema = z.object({
+  nonce: z.string(),
+  expires_at: z.int(),
+  owner: z.string(),
+  description: z.string(),
+  version: z.string(),
+});
+
+export const MetadataValueSchema = z.looseObject({ value: z.string() });
+
+export const LogsQuerySchema = z.object({
+  follow: z.stringbool().default(false),
+  tail: z.coerce.number().int().min(0).max(100_000).default(1000),
+});
+
+export const ListMachinesQuerySchema = z.looseObject({
+  include_deleted: z.stringbool().default(false),
+  region: z.string().optional(),
+});
+
+export const ErrorBodySchema = z.object({
+  error: z.string(),
+  code: z.enum(ERROR_CODES),
+  hint: z.string().optional(),
+  request_id: z.string().optional(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+export type CreateMachineRequest = z.infer<typeof CreateMachineRequestSchema>;
+export type UpdateMachineRequest = z.infer<typeof UpdateMachineRequestSchema>;
+export type Machine = z.infer<typeof MachineSchema>;
+export type MachineEvent = z.infer<typeof MachineEventSchema>;
+export type App = z.infer<typeof AppSchema>;
+export type Lease = z.infer<typeof LeaseSchema>;
+export type ExecRequest = z.infer<typeof ExecRequestSchema>;
+export type ExecResponse = z.infer<typeof ExecResponseSchema>;
+export type StopRequest = z.infer<typeof StopRequestSchema>;

@@ -1,0 +1,269 @@
+// The crun driver. Each machine runs under a small detached shell, the shim, that waits for crun
+// and records the exit in the bundle, so machines outlive the daemon and a restarted daemon reads
+// what happened from the bundle (see run-files.ts).
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { access, constants as fsConstants, mkdir, rename, writeFile } from 'node:fs/promises';
+import { constants, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { HangarError } from '../protocol/errors.ts';
+import { watchBundle } from './bundle-watch.ts';
+import { type CrunCommand, crunArgv, detectCrunCommand, inCrunNamespace, runCrun } from './crun-command.ts';
+import { crunExec } from './crun-exec.ts';
+import type { Driver, ExecRequest, ExecResult, ExitInfo, MachineSpec, RunState } from './driver.ts';
+import { machineNofileLimit } from './host-limits.ts';
+import { KmsgOomLog } from './kmsg-oom.ts';
+import { DEFAULT_CAPABILITIES } from './oci-defaults.ts';
+import { buildOciSpec, cgroupsPathFor } from './oci-spec.ts';
+import {
+  EXIT_FILE,
+  EXIT_TMP_FILE,
+  PID_FILE,
+  SHIM_ARGV0,
+  SHIM_FILE,
+  isInCgroup,
+  isShimOf,
+  readExitFile,
+  readPid,
+  readShim,
+  removeRunFiles,
+  toExitInfo,
+} from './run-files.ts';
+import { DEFAULT_SECCOMP_PATH, loadSeccomp } from './seccomp-profile.ts';
+
+export type CrunDriverOptions = {
+  /** crun's --root, e.g. `<dataDir>/crun`. */
+  stateRoot: string;
+  initPath?: string;
+  seccompPath?: string;
+  startTimeoutMs?: number;
+};
+
+// $1 bundle, $2 id, rest: crun with its global flags. stdout/stderr are the machine's log.
+// `crun run` in the foreground waits for the machine and deletes it when it ends.
+const SHIM_SCRIPT = [
+  'b=$1; id=$2; shift 2',
+  `read up rest < /proc/uptime; echo "$$ $up" > "$b/${SHIM_FILE}"`,
+  `"$@" run -b "$b" --pid-file "$b/${PID_FILE}" "$id" < /dev/null`,
+  `echo $? > "$b/${EXIT_TMP_FILE}" && mv -f "$b/${EXIT_TMP_FILE}" "$b/${EXIT_FILE}"`,
+].join('\n');
+
+const START_POLL_MS = 2;
+const EXIT_POLL_MS = 250;
+const LOG_TAIL_BYTES = 4096;
+/** Status reported when the shim vanished without recording an exit (killed, or the host rebooted). */
+const LOST_EXIT_STATUS = 255;
+
+const INSTALL_HINT = 'install the runtime packages: apt-get install crun tini util-linux containers-common';
+
+export function createCrunDriver(opts: CrunDriverOptions): Driver {
+  return new CrunDriver(opts);
+}
+
+class CrunDriver implements Driver {
+  readonly name = 'crun';
+  readonly #cmd: CrunCommand;
+  readonly #initPath: string;
+  readonly #seccompPath: string;
+  readonly #startTimeoutMs: number;
+  readonly #nofile = machineNofileLimit();
+  readonly #oom = new KmsgOomLog();
+  /** Bundle of every machine this process has seen, so exec needs only the id. */
+  readonly #bundles = new Map<string, string>();
+
+  constructor(opts: CrunDriverOptions) {
+    this.#cmd = detectCrunCommand(opts.stateRoot);
+    this.#initPath = opts.initPath ?? '/usr/bin/tini-static';
+    this.#seccompPath = opts.seccompPath ?? DEFAULT_SECCOMP_PATH;
+    this.#startTimeoutMs = opts.startTimeoutMs ?? 15_000;
+  }
+
+  async checkHost(): Promise<void> {
+    if (process.getuid?.() !== 0) {
+      throw new HangarError('host_unsupported', 'the crun driver needs root', { hint: 'run the daemon as root' });
+    }
+    const tools = this.#cmd.hiddenCgroup2.length > 0 ? ['crun', 'unshare', 'umount'] : ['crun'];
+    for (const tool of tools) {
+      const ok = await new Promise<boolean>((resolve) => {
+        const child = spawn(tool, ['--version'], { stdio: 'ignore' });
+        child.on('error', () => resolve(false));
+        child.on('close', (code) => resolve(code === 0));
+      });
+      if (!ok) throw new HangarError('host_unsupported', `${tool} is not installed or does not run`, { hint: INSTALL_HINT });
+    }
+    await access(this.#initPath, fsConstants.X_OK).catch((err) => {
+      throw new HangarError('host_unsupported', `no static tini at ${this.#initPath}`, { hint: INSTALL_HINT, cause: err });
+    });
+    await loadSeccomp(DEFAULT_CAPABILITIES, this.#seccompPath);
+  }
+
+  async prepare(spec: MachineSpec): Promise<void> {
+    const seccomp = await loadSeccomp(DEFAULT_CAPABILITIES, this.#seccompPath);
+    const config = buildOciSpec(spec, { seccomp, initHostPath: this.#initPath, hostMemoryBytes: totalmem(), nofileLimit: this.#nofile });
+    await Promise.all([mkdir(spec.bundleDir, { recursive: true }), mkdir(dirname(spec.logPath), { recursive: true })]);
+    const tmp = join(spec.bundleDir, 'config.json.tmp');
+    await writeFile(tmp, JSON.stringify(config));
+    await rename(tmp, join(spec.bundleDir, 'config.json'));
+    this.#bundles.set(spec.id, spec.bundleDir);
+  }
+
+  async start(id: string, where: { bundleDir: string; logPath: string }): Promise<{ pid: number }> {
+    const { bundleDir, logPath } = where;
+    this.#bundles.set(id, bundleDir);
+    await removeRunFiles(bundleDir);
+    const logFd = openSync(logPath, 'a');
+    const logStart = fstatSync(logFd).size;
+    const argv = inCrunNamespace(this.#cmd, ['sh', '-c', SHIM_SCRIPT, SHIM_ARGV0, bundleDir, id, ...crunArgv(this.#cmd, [])]);
+    let shim;
+    try {
+      // Own session, no pipes to us: the shim and the machine survive the daemon's death.
+      shim = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', logFd, logFd] });
+    } finally {
+      closeSync(logFd);
+    }
+    shim.unref();
+    const outcome = await new Promise<{ pid: number } | { exit: number } | { error: Error }>((resolve) => {
+      const timer = setTimeout(() => {
+        stop();
+        resolve({ error: new Error(`no pid after ${this.#startTimeoutMs} ms`) });
+      }, this.#startTimeoutMs);
+      shim.once('error', (error) => {
+        stop();
+        resolve({ error });
+      });
+      const stop = watchBundle(
+        bundleDir,
+        () => {
+          const pid = readPid(bundleDir);
+          if (pid !== undefined) return { pid };
+          const exit = readExitFile(bundleDir);
+          return exit && { exit: exit.status };
+        },
+        (result) => {
+          clearTimeout(timer);
+          resolve(result);
+        },
+        START_POLL_MS,
+      );
+    });
+    if ('pid' in outcome) return outcome;
+    if ('error' in outcome && shim.pid) tryKill(-shim.pid);
+    const log = readTail(logPath, logStart);
+    const why = 'exit' in outcome ? `crun exited with status ${outcome.exit}` : outcome.error.message;
+    throw new HangarError('runtime_error', `machine ${id} failed to start: ${why}${log ? `: ${log.trim().split('\n').at(-1)}` : ''}`, {
+      hint: 'read the machine log for the full output; fix the command or image config and start it again',
+      details: { log },
+    });
+  }
+
+  async state(id: string, where: { bundleDir: string }): Promise<RunState> {
+    const { bundleDir } = where;
+    this.#bundles.set(id, bundleDir);
+    const exit = this.#currentExit(id, bundleDir);
+    if (exit) return { status: 'exited', exit };
+    const pid = readPid(bundleDir);
+    if (pid !== undefined && isInCgroup(pid, cgroupsPathFor(id))) return { status: 'running', pid };
+    const shim = readShim(bundleDir);
+    if (shim && isShimOf(shim.pid, bundleDir)) {
+      // Between the shim starting and crun writing the pid, or between the init ending and the
+      // exit being recorded: either way an answer is milliseconds away.
+      await new Promise((r) => setTimeout(r, 20));
+      return this.state(id, where);
+    }
+    return { status: 'absent' };
+  }
+
+  watchExit(id: string, where: { bundleDir: string }, onExit: (exit: ExitInfo) => void): () => void {
+    this.#bundles.set(id, where.bundleDir);
+    return watchBundle(where.bundleDir, () => this.#currentExit(id, where.bundleDir), onExit, EXIT_POLL_MS);
+  }
+
+  async kill(id: string, signal: string): Promise<void> {
+    const name = signal.toUpperCase().startsWith('SIG') ? signal.toUpperCase() : `SIG${signal.toUpperCase()}`;
+    if (!(name in constants.signals)) {
+      throw new HangarError('validation_failed', `unknown signal ${signal}`, { hint: 'use a signal name such as SIGTERM, SIGINT or SIGKILL' });
+    }
+    const res = await runCrun(this.#cmd, ['kill', id, name], { namespaced: true });
+    if (res.code !== 0) {
+      throw new HangarError('runtime_error', `crun kill ${id} failed: ${res.stderr.trim()}`, {
+        hint: 'the machine has probably exited already; check its state',
+      });
+    }
+  }
+
+  async exec(id: string, request: ExecRequest): Promise<ExecResult> {
+    const bundleDir = this.#bundles.get(id) ?? (await this.#bundleFromCrun(id));
+    const pid = readPid(bundleDir);
+    if (pid === undefined || !isInCgroup(pid, cgroupsPathFor(id)) || readExitFile(bundleDir)) {
+      throw new HangarError('runtime_error', `machine ${id} is not running`, { hint: 'start the machine before exec' });
+    }
+    return crunExec(this.#cmd, id, bundleDir, request);
+  }
+
+  async cleanup(id: string, where: { bundleDir: string }): Promise<void> {
+    const { bundleDir } = where;
+    if (existsSync(join(this.#cmd.stateRoot, id))) {
+      const res = await runCrun(this.#cmd, ['delete', '-f', id], { namespaced: true });
+      if (res.code !== 0 && existsSync(join(this.#cmd.stateRoot, id))) {
+        throw new HangarError('runtime_error', `crun delete ${id} failed: ${res.stderr.trim()}`, {
+          hint: 'retry; if it keeps failing, inspect `crun list` on the host',
+        });
+      }
+    }
+    // A shim still running would write its exit file after we removed it; let it finish first.
+    const shim = readShim(bundleDir);
+    for (let i = 0; shim && i < 250 && isShimOf(shim.pid, bundleDir); i++) await new Promise((r) => setTimeout(r, 20));
+    await removeRunFiles(bundleDir);
+    this.#oom.forget(cgroupsPathFor(id));
+    this.#bundles.delete(id);
+  }
+
+  /** The exit of the last run, if it has ended. */
+  #currentExit(id: string, bundleDir: string): ExitInfo | undefined {
+    const raw = readExitFile(bundleDir);
+    const shim = readShim(bundleDir);
+    if (raw) {
+      const oom = raw.status === 128 + constants.signals.SIGKILL && this.#oom.sawOomKill(cgroupsPathFor(id), (shim?.startedAtSec ?? 0) - 0.01);
+      return toExitInfo(raw, oom);
+    }
+    if (!shim || isShimOf(shim.pid, bundleDir)) return undefined;
+    const pid = readPid(bundleDir);
+    if (pid !== undefined && isInCgroup(pid, cgroupsPathFor(id))) return undefined;
+    // The shim writes the exit before it ends; read again in case it did so just now.
+    const late = readExitFile(bundleDir);
+    return late ? toExitInfo(late, false) : toExitInfo({ status: LOST_EXIT_STATUS, at: new Date() }, false);
+  }
+
+  async #bundleFromCrun(id: string): Promise<string> {
+    const res = await runCrun(this.#cmd, ['state', id], { namespaced: false });
+    const bundle = res.code === 0 ? (JSON.parse(res.stdout) as { bundle?: string }).bundle : undefined;
+    if (!bundle) throw new HangarError('machine_not_found', `the runtime has no machine ${id}`, { hint: 'start the machine first' });
+    this.#bundles.set(id, bundle);
+    return bundle;
+  }
+}
+
+function readTail(path: string, from: number): string {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      const start = Math.max(from, size - LOG_TAIL_BYTES);
+      const buf = Buffer.alloc(Math.max(0, size - start));
+      readSync(fd, buf, 0, buf.length, start);
+      return buf.toString('utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+}
+
+function tryKill(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}

@@ -1,0 +1,75 @@
+// Builds the OCI runtime config.json of a machine: tini as pid 1, Docker's default hardening,
+// a fresh set of namespaces and the machine's cgroup limits.
+import { HangarError } from '../protocol/errors.ts';
+import type { MachineLimits, MachineSpec } from './driver.ts';
+import { DEVICE_RULES, INIT_PATH, MASKED_PATHS, READONLY_PATHS, capabilitiesFor, defaultMounts } from './oci-defaults.ts';
+import type { OciSeccomp } from './seccomp-profile.ts';
+
+export const DEFAULT_PIDS_LIMIT = 4096;
+const CPU_PERIOD_US = 100_000;
+
+export type OciSpecOptions = {
+  seccomp: OciSeccomp;
+  /** Host path of a static tini, bind-mounted read-only as the machine's init. */
+  initHostPath: string;
+  hostMemoryBytes: number;
+  /** RLIMIT_NOFILE for the machine; at most the daemon's own hard limit, which crun cannot raise. */
+  nofileLimit: number;
+};
+
+export function cgroupsPathFor(id: string): string {
+  return `/hangar/${id}`;
+}
+
+export function buildOciSpec(spec: MachineSpec, opts: OciSpecOptions) {
+  const { process: proc } = spec;
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: proc.uid, gid: proc.gid, additionalGids: proc.additionalGids ?? [] },
+      // tini reaps zombies and forwards signals, which a robot's shell or server rarely does as pid 1.
+      args: [INIT_PATH, '--', ...proc.args],
+      env: proc.env,
+      cwd: proc.cwd || '/',
+      capabilities: capabilitiesFor(proc.uid),
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: opts.nofileLimit, soft: opts.nofileLimit }],
+      noNewPrivileges: true,
+    },
+    root: { path: spec.rootfs, readonly: false },
+    hostname: spec.hostname,
+    mounts: defaultMounts(opts.initHostPath),
+    linux: {
+      cgroupsPath: cgroupsPathFor(spec.id),
+      resources: { devices: DEVICE_RULES, ...resourcesFor(spec.limits, opts.hostMemoryBytes) },
+      namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }, { type: 'cgroup' }],
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+      seccomp: opts.seccomp,
+    },
+  };
+}
+
+export function resourcesFor(limits: MachineLimits, hostMemoryBytes: number) {
+  const resources: {
+    pids: { limit: number };
+    cpu?: { quota: number; period: number };
+    memory?: { limit: number; swap: number };
+  } = { pids: { limit: limits.pidsLimit ?? DEFAULT_PIDS_LIMIT } };
+  if (limits.cpus !== undefined) {
+    resources.cpu = { quota: Math.max(1000, Math.round(limits.cpus * CPU_PERIOD_US)), period: CPU_PERIOD_US };
+  }
+  if (limits.memoryMb !== undefined) {
+    const bytes = limits.memoryMb * 1024 * 1024;
+    if (bytes > hostMemoryBytes) {
+      const maxMb = Math.floor(hostMemoryBytes / 1024 / 1024);
+      throw new HangarError('memory_unavailable', `memory_mb ${limits.memoryMb} is more than this host has (${maxMb} MB)`, {
+        hint: `set guest.memory_mb to at most ${maxMb}`,
+        details: { memoryMb: limits.memoryMb, maxMemoryMb: maxMb },
+      });
+    }
+    // swap equal to the limit means no swap at all: an over-limit machine is OOM-killed, not slowed.
+    resources.memory = { limit: bytes, swap: bytes };
+  }
+  return resources;
+}

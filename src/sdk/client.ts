@@ -1,0 +1,118 @@
+import type { App, ExecResponse, Lease, Machine, MachineEvent, CreateMachineRequest, UpdateMachineRequest } from '../protocol/schemas.ts';
+import type { WaitableState } from '../protocol/states.ts';
+import { HangarApiError } from './errors.ts';
+
+// A typed client for the Hangar REST API. Uses only fetch, so it runs in browsers and edge
+// runtimes as well as Node. Every call takes `timeoutMs` and an AbortSignal.
+
+export type CallOptions = { timeoutMs?: number; signal?: AbortSignal; leaseNonce?: string };
+export type ClientOptions = { baseUrl: string; token: string; fetch?: typeof fetch };
+
+type Json = Record<string, unknown> | unknown[];
+
+export class HangarClient {
+  readonly baseUrl: string;
+  readonly #token: string;
+  readonly #fetch: typeof fetch;
+
+  constructor(opts: ClientOptions) {
+    this.baseUrl = opts.baseUrl.replace(/\/$/, '');
+    this.#token = opts.token;
+    this.#fetch = opts.fetch ?? fetch;
+  }
+
+  /** A raw call; resolves to the response (ok statuses only), rejects with HangarApiError. */
+  async raw(method: string, path: string, body?: Json, opts: CallOptions & { accept?: string } = {}): Promise<Response> {
+    const signals = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter((s) => s !== undefined);
+    const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept: opts.accept ?? 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (opts.leaseNonce) headers['fly-machine-lease-nonce'] = opts.leaseNonce;
+    let res: Response;
+    try {
+      res = await this.#fetch(this.baseUrl + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: signals.length ? AbortSignal.any(signals) : undefined,
+      });
+    } catch (err) {
+      if ((err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError') throw err;
+      throw new HangarApiError(0, { hint: `is the daemon running? start it with: hangar serve` }, `cannot reach ${this.baseUrl}: ${(err as Error).message}`);
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let parsed: Record<string, unknown> = {};
+      try {
+        parsed = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        parsed = { error: text };
+      }
+      throw new HangarApiError(res.status, parsed, `HTTP ${res.status}`);
+    }
+    return res;
+  }
+
+  async call<T>(method: string, path: string, body?: Json, opts: CallOptions = {}): Promise<T> {
+    const res = await this.raw(method, path, body, opts);
+    const text = await res.text();
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  readonly apps = {
+    list: (opts?: CallOptions) => this.call<{ total_apps: number; apps: Array<{ id: string; name: string; machine_count: number }> }>('GET', '/v1/apps', undefined, opts),
+    create: (name: string, opts?: CallOptions) => this.call<App>('POST', '/v1/apps', { app_name: name }, opts),
+    get: (name: string, opts?: CallOptions) => this.call<App>('GET', `/v1/apps/${enc(name)}`, undefined, opts),
+    delete: (name: string, opts?: CallOptions) => this.call<void>('DELETE', `/v1/apps/${enc(name)}`, undefined, opts),
+  };
+
+  readonly machines = {
+    list: (app: string, opts?: CallOptions & { includeDeleted?: boolean }) =>
+      this.call<Machine[]>('GET', `/v1/apps/${enc(app)}/machines${opts?.includeDeleted ? '?include_deleted=true' : ''}`, undefined, opts),
+    create: (app: string, req: CreateMachineRequest, opts?: CallOptions) => this.call<Machine>('POST', `/v1/apps/${enc(app)}/machines`, req, opts),
+    get: (app: string, id: string, opts?: CallOptions) => this.call<Machine>('GET', this.#m(app, id), undefined, opts),
+    update: (app: string, id: string, req: UpdateMachineRequest, opts?: CallOptions) => this.call<Machine>('POST', this.#m(app, id), req, opts),
+    start: (app: string, id: string, opts?: CallOptions) => this.call<{ previous_state: string }>('POST', `${this.#m(app, id)}/start`, undefined, opts),
+    stop: (app: string, id: string, req: { signal?: string; timeout?: string } = {}, opts?: CallOptions) =>
+      this.call<{ ok: boolean }>('POST', `${this.#m(app, id)}/stop`, req, opts),
+    restart: (app: string, id: string, opts?: CallOptions) => this.call<{ ok: boolean }>('POST', `${this.#m(app, id)}/restart`, undefined, opts),
+    signal: (app: string, id: string, signal: string, opts?: CallOptions) => this.call<{ ok: boolean }>('POST', `${this.#m(app, id)}/signal`, { signal }, opts),
+    destroy: (app: string, id: string, opts?: CallOptions & { force?: boolean }) =>
+      this.call<{ ok: boolean }>('DELETE', `${this.#m(app, id)}${opts?.force ? '?force=true' : ''}`, undefined, opts),
+    wait: (app: string, id: string, state: WaitableState, opts?: CallOptions & { timeoutS?: number; instanceId?: string }) => {
+      const q = new URLSearchParams({ state, timeout: String(opts?.timeoutS ?? 60), ...(opts?.instanceId ? { instance_id: opts.instanceId } : {}) });
+      return this.call<{ ok: boolean }>('GET', `${this.#m(app, id)}/wait?${q}`, undefined, opts);
+    },
+    exec: (app: string, id: string, command: string[], opts?: CallOptions & { timeoutS?: number; stdin?: string }) =>
+      this.call<ExecResponse>('POST', `${this.#m(app, id)}/exec`, { command, ...(opts?.timeoutS ? { timeout: opts.timeoutS } : {}), ...(opts?.stdin !== undefined ? { stdin: opts.stdin } : {}) }, opts),
+    events: (app: string, id: string, opts?: CallOptions) => this.call<MachineEvent[]>('GET', `${this.#m(app, id)}/events`, undefined, opts),
+    logs: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
+      this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),
+    /** Yields log lines as they are written, until the signal aborts. */
+    followLogs: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followLogs(app, id, opts),
+    lease: (app: string, id: string, ttlS: number, opts?: CallOptions) => this.call<Lease>('POST', `${this.#m(app, id)}/lease`, { ttl: ttlS }, opts),
+  };
+
+  #m(app: string, id: string): string {
+    return `/v1/apps/${enc(app)}/machines/${enc(id)}`;
+  }
+
+  async *#followLogs(app: string, id: string, opts: CallOptions & { tail?: number }): AsyncGenerator<string> {
+    const res = await this.raw('GET', `${this.#m(app, id)}/logs?follow=true&tail=${opts.tail ?? 100}`, undefined, { ...opts, accept: 'text/event-stream' });
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+        if (data.length) yield data.join('\n');
+      }
+    }
+  }
+}
+
+function enc(s: string): string {
+  return encodeURIComponent(s);
+}

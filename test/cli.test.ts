@@ -1,0 +1,76 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { withDaemon, HANGAR, type TestDaemon } from './helpers/daemon.ts';
+
+// The `hangar` CLI as a person or a robot runs it; it finds the daemon through the data dir.
+
+let d: TestDaemon & { close(): Promise<void> };
+
+before(async () => {
+  d = await withDaemon();
+});
+after(async () => {
+  await d?.close();
+});
+
+function hangar(...args: string[]) {
+  const r = spawnSync(HANGAR, args, { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: d.dataDir, HANGAR_APP: 'cli' }, timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('hangar CLI', () => {
+  it('runs, lists, execs, logs, stops, starts and destroys a machine', () => {
+    const run = hangar('machines', 'run', 'hangar/busybox', '--name', 'web', '--env', 'WHO=robot', '--', 'sh', '-c', 'echo hi $WHO; exec sleep 3600');
+    assert.equal(run.code, 0, run.stderr);
+    const id = run.stdout.split(/\s+/)[0]!;
+    assert.match(id, /^[0-9a-f]{14}$/);
+    assert.match(run.stdout, /started/);
+
+    const list = hangar('machines', 'list');
+    assert.match(list.stdout, /^ID\s+NAME\s+STATE/m);
+    assert.match(list.stdout, new RegExp(`${id}\\s+web\\s+started\\s+hangar/busybox`));
+    const json = JSON.parse(hangar('machines', 'list', '--json').stdout) as Array<{ id: string }>;
+    assert.deepEqual(json.map((m) => m.id), [id]);
+
+    const exec = hangar('machines', 'exec', id, '--', 'sh', '-c', 'echo $WHO; exit 4');
+    assert.equal(exec.code, 4, 'exec exits with the command exit code');
+    assert.equal(exec.stdout, 'robot\n');
+
+    const logs = hangar('machines', 'logs', id);
+    assert.match(logs.stdout, /hi robot/);
+
+    assert.match(hangar('machines', 'stop', id).stdout, /state:\s+stopped/);
+    assert.match(hangar('machines', 'start', 'web').stdout, /state:\s+started/, 'machines can be named by name');
+    const status = hangar('machines', 'status', id);
+    assert.match(status.stdout, /events:/);
+    assert.match(status.stdout, /exit\s+stopped/);
+
+    assert.match(hangar('apps', 'list').stdout, /cli\s+1/);
+    const destroy = hangar('machines', 'destroy', id);
+    assert.equal(destroy.code, 1);
+    assert.match(destroy.stderr, /hint: .*force=true/);
+    assert.equal(hangar('machines', 'destroy', id, '--force').code, 0);
+    assert.match(hangar('machines', 'list').stdout, /\(none\)/);
+  });
+
+  it('shows the API error and its hint, and exits non-zero', () => {
+    const r = hangar('machines', 'start', 'no-such-machine');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: no machine no-such-machine in app cli/m);
+    assert.match(r.stderr, /^hint: /m);
+    assert.match(r.stderr, /^code: machine_not_found/m);
+    const usage = hangar('machines', 'frobnicate');
+    assert.equal(usage.code, 1);
+    assert.match(usage.stderr, /unknown command/);
+  });
+
+  it('lists and inspects images, and builds base images with progress', () => {
+    const build = hangar('images', 'build-base', 'hangar/busybox');
+    assert.equal(build.code, 0, build.stderr);
+    assert.match(build.stdout, /hangar\/busybox:latest\s+sha256:/);
+    assert.match(hangar('images', 'list').stdout, /hangar\/busybox:latest/);
+    const inspect = JSON.parse(hangar('images', 'inspect', 'hangar/busybox').stdout) as { config: { Cmd: string[] } };
+    assert.ok(Array.isArray(inspect.config.Cmd));
+  });
+});

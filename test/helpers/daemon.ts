@@ -1,0 +1,140 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { HangarClient } from '../../src/sdk/index.ts';
+
+// Runs `hangar serve` as a user would, in its own process (so tests can kill -9 it), on a
+// fresh data dir and a free loopback port. stop() and cleanup() leave nothing behind.
+
+export const REPO = resolve(import.meta.dirname, '../..');
+export const HANGAR = join(REPO, 'hangar');
+
+export type TestDaemon = {
+  dataDir: string;
+  url: string;
+  token: string;
+  client: HangarClient;
+  process: ChildProcess;
+  output: () => string;
+  /** SIGTERM; machines keep running. */
+  stop(): Promise<void>;
+  /** SIGKILL, as a crash would. */
+  kill(): Promise<void>;
+};
+
+export async function makeDataDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'hangar-test-'));
+}
+
+export async function startDaemon(dataDir: string, extraArgs: string[] = []): Promise<TestDaemon> {
+  await rm(join(dataDir, 'api-url'), { force: true });
+  const child = spawn(HANGAR, ['serve', '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HANGAR_TOKEN: '' },
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<void>((res) => child.once('exit', () => res()));
+  const deadline = Date.now() + 30_000;
+  let url = '';
+  while (!url) {
+    if (child.exitCode !== null) throw new Error(`hangar serve exited (${child.exitCode}):\n${out}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`hangar serve did not come up:\n${out}`);
+    }
+    url = await readFile(join(dataDir, 'api-url'), 'utf8').then((s) => s.trim(), () => '');
+    if (!url) await new Promise((r) => setTimeout(r, 50));
+  }
+  const token = readFileSync(join(dataDir, 'token'), 'utf8').trim();
+  const signalAndWait = async (sig: NodeJS.Signals) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+    await exited;
+  };
+  return {
+    dataDir, url, token, process: child,
+    client: new HangarClient({ baseUrl: url, token }),
+    output: () => out,
+    stop: () => signalAndWait('SIGTERM'),
+    kill: () => signalAndWait('SIGKILL'),
+  };
+}
+
+/**
+ * Removes everything a test's daemon made: containers still running under its crun state dir
+ * (killed by the PIDs crun reports for them), overlay mounts under the data dir, the dir itself.
+ */
+export async function cleanupDataDir(dataDir: string): Promise<void> {
+  const crunRoot = join(dataDir, 'crun');
+  try {
+    const list = JSON.parse(execFileSync('crun', ['--root', crunRoot, 'list', '--format', 'json'], { encoding: 'utf8' }) || '[]') as Array<{ id: string; pid: number; status: string }>;
+    for (const c of list) {
+      if (c.status === 'running' && c.pid > 0) {
+        try {
+          process.kill(c.pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  } catch {
+    /* no crun state */
+  }
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p): p is string => !!p && p.startsWith(dataDir + '/'))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) {
+    try {
+      execFileSync('umount', ['-l', m]);
+    } catch {
+      /* already gone */
+    }
+  }
+  await rm(dataDir, { recursive: true, force: true });
+}
+
+/** A daemon with a data dir, torn down completely by `close()` even if the test failed. */
+export async function withDaemon(extraArgs: string[] = []): Promise<TestDaemon & { close(): Promise<void> }> {
+  const dataDir = await makeDataDir();
+  const daemon = await startDaemon(dataDir, extraArgs);
+  return {
+    ...daemon,
+    close: async () => {
+      await daemon.kill().catch(() => undefined);
+      await cleanupDataDir(dataDir);
+    },
+  };
+}
+
+/** Raw HTTP for tests of the wire itself (status codes, error bodies). */
+export async function http(
+  d: { url: string; token: string },
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any; text: string; headers: Headers }> {
+  const res = await fetch(d.url + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${d.token}`,
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...headers,
+    },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  return { status: res.status, body: parsed, text, headers: res.headers };
+}
