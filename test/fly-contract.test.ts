@@ -48,7 +48,7 @@ describe("Fly Machines API contract", () => {
         image: 'hangar/busybox',
         env: { A: 'b' },
         guest: { cpus: 1, memory_mb: 256, cpu_kind: 'shared' },
-        init: { cmd: ['sleep', '3600'] },
+        init: { cmd: ['sh', '-c', 'trap "echo got usr1" USR1; while true; do sleep 1; done'] },
         restart: { policy: 'on-failure', max_retries: 3 },
         metadata: { fly_platform_version: 'v2' },
         services: [{ protocol: 'tcp', internal_port: 8080, ports: [{ port: 80, handlers: ['http'] }] }],
@@ -69,7 +69,7 @@ describe("Fly Machines API contract", () => {
     const lease = await call('POST', `${base}/lease`, { ttl: 30, description: 'contract' }, 'CreateLeaseRequest', schema('Lease'));
     await call('GET', `${base}/lease`, undefined, undefined, schema('Lease'));
     const released = await http(d, 'DELETE', `${base}/lease`, undefined, { 'fly-machine-lease-nonce': lease.nonce });
-    assert.equal(released.status, 200);
+    assert.equal(released.status, 200, released.text);
 
     await call('POST', `${base}/stop`, { signal: 'SIGTERM', timeout: { 'time.Duration': 1_000_000_000 } }, 'StopRequest', undefined);
     await call('GET', `${base}/wait?state=stopped&timeout=10`, undefined, undefined, undefined);

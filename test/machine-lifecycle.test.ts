@@ -57,7 +57,8 @@ describe('machine lifecycle', () => {
 
   it('keeps every file across stop/start, 100 times, and start is the fast path', async () => {
     const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] } } });
-    await sh(m.id, 'mkdir -p /work && echo 0 > /work/counter && echo built > /usr/local/marker');
+    const setup = await sh(m.id, 'mkdir -p /work /usr/local && echo 0 > /work/counter && echo built > /usr/local/marker');
+    assert.equal(setup.exit_code, 0, setup.stderr);
     for (let i = 1; i <= 100; i++) {
       await d.client.machines.stop(APP, m.id, { timeout: '2s' });
       await d.client.machines.start(APP, m.id);

@@ -29,7 +29,7 @@ export const AppSchema = z.object({
 
 export const ListAppsResponseSchema = z.object({
   total_apps: z.int(),
-  apps: z.array(z.object({ id: z.string(), name: z.string(), machine_count: z.int(), network: z.string() })),
+  apps: z.array(z.object({ id: z.string(), name: z.string(), machine_count: z.int(), network: z.object({ name: z.string() }) })),
 });
 
 export const CreateMachineRequestSchema = z.looseObject({

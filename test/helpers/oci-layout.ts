@@ -75,8 +75,8 @@ const LAYER_TYPE = {
 export async function writeLayout(dir: string, tag: string, spec: ImageSpec): Promise<WrittenImage> {
   await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
   await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  const layers = [];
-  const diffIds = [];
+  const layers: { mediaType: string; digest: string; size: number }[] = [];
+  const diffIds: string[] = [];
   const layerBlobs: Buffer[] = [];
   for (const l of spec.layers) {
     const raw = await tarBytes(l.entries);

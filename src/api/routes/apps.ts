@@ -24,7 +24,7 @@ export const appRoutes = [
       const apps = services.apps.list();
       return {
         total_apps: apps.length,
-        apps: apps.map((a) => ({ id: a.id, name: a.name, machine_count: a.machineCount, network: a.network })),
+        apps: apps.map((a) => ({ id: a.id, name: a.name, machine_count: a.machineCount, network: { name: a.network } })),
       };
     },
   }),
