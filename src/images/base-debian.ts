@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
@@ -67,6 +67,8 @@ export async function debianTar(
       await mkdir(join(dir, sub, 'partial'), { recursive: true, mode: 0o700 });
     }
     await rm(join(dir, 'var/cache/apt/pkgcache.bin'), { force: true });
+    // mkdtemp made the tree's root 0700; it becomes the machine's `/`.
+    await chmod(dir, 0o755);
     await rm(join(dir, 'var/cache/apt/srcpkgcache.bin'), { force: true });
   } catch (err) {
     await cleanup();

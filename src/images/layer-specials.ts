@@ -39,7 +39,7 @@ export async function applySpecials(layerDir: string, entries: SpecialEntry[], s
   const pack = tar.pack();
   pack.pipe(child.stdin);
   child.stdin.on('error', () => {});
-  try {
+  const feed = async () => {
     for (const e of entries) {
       const pax: Record<string, string> = {};
       for (const [k, v] of Object.entries(e.xattrs)) pax[`SCHILY.xattr.${k}`] = v;
@@ -70,6 +70,10 @@ export async function applySpecials(layerDir: string, entries: SpecialEntry[], s
         await new Promise<void>((resolve, reject) => pack.entry(header, (err) => (err ? reject(err) : resolve())));
       }
     }
+  };
+  try {
+    // If tar dies early nothing drains the pack stream; its exit ends the wait instead.
+    await Promise.race([feed(), exited]);
   } finally {
     pack.finalize();
   }

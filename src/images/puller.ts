@@ -12,7 +12,13 @@ import type { RegistryClient } from './registry-client.ts';
 const PARALLEL_LAYERS = 3;
 const DOWNLOAD_ATTEMPTS = 3;
 
-export type PullDeps = { registry: RegistryClient; content: ContentStore; layers: LayerStore };
+export type PullDeps = {
+  registry: RegistryClient;
+  content: ContentStore;
+  layers: LayerStore;
+  /** Downloads under way, by digest: two pulls sharing a layer must not write one ingest file. */
+  downloads: Map<string, Promise<void>>;
+};
 
 export async function pullImage(deps: PullDeps, ref: ParsedRef, options: PullOptions, pin: (digest: string) => void): Promise<string> {
   const { registry, content } = deps;
@@ -47,7 +53,7 @@ export async function pullImage(deps: PullDeps, ref: ParsedRef, options: PullOpt
     for (let layer = queue.shift(); layer; layer = queue.shift()) {
       signal?.throwIfAborted();
       if (await deps.layers.has(layer.digest)) continue;
-      if (!(await content.has(layer.digest))) await downloadLayer(deps, ref, layer, options);
+      if (!(await content.has(layer.digest))) await sharedDownload(deps, ref, layer, options);
       onProgress?.({ phase: 'unpack', digest: layer.digest });
       await deps.layers.ensure(layer.digest, content.blobPath(layer.digest), signal);
     }
@@ -57,6 +63,14 @@ export async function pullImage(deps: PullDeps, ref: ParsedRef, options: PullOpt
   // Stored last: a manifest in the store means everything it names is present.
   await content.writeBytes(fetched.bytes, fetched.digest);
   return fetched.digest;
+}
+
+async function sharedDownload(deps: PullDeps, ref: ParsedRef, layer: Descriptor, options: PullOptions): Promise<void> {
+  const running = deps.downloads.get(layer.digest);
+  if (running) return running;
+  const work = downloadLayer(deps, ref, layer, options).finally(() => deps.downloads.delete(layer.digest));
+  deps.downloads.set(layer.digest, work);
+  return work;
 }
 
 async function downloadLayer(deps: PullDeps, ref: ParsedRef, layer: Descriptor, options: PullOptions): Promise<void> {

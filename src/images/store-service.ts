@@ -25,6 +25,7 @@ export class StoreImageService implements ImageService {
   readonly #root: string;
   readonly #ready: Promise<void>;
   readonly #pins = new Map<string, number>();
+  readonly #downloads = new Map<string, Promise<void>>();
   /** One pull or build per name at a time; later callers join the running one. */
   readonly #fetching = new Map<string, Promise<ResolvedImage>>();
 
@@ -55,7 +56,7 @@ export class StoreImageService implements ImageService {
     if (parsed.isBase) return this.buildBase(parsed.name, options);
     return this.#once(parsed.name, () =>
       this.#pinned(async (pin) => {
-        const digest = await pullImage({ registry: this.#registry, content: this.#content, layers: this.#layers }, parsed, options, pin);
+        const digest = await pullImage({ registry: this.#registry, content: this.#content, layers: this.#layers, downloads: this.#downloads }, parsed, options, pin);
         return this.#record(parsed, digest, options);
       }),
     );

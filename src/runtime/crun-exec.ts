@@ -11,6 +11,7 @@ import { type CrunCommand, crunArgv, inCrunNamespace } from './crun-command.ts';
 import type { ExecRequest, ExecResult } from './driver.ts';
 
 export const EXEC_OUTPUT_CAP_BYTES = 4 * 1024 * 1024;
+const PIPE_GRACE_MS = 1_000;
 
 type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number } };
 
@@ -81,10 +82,21 @@ export async function crunExec(cmd: CrunCommand, id: string, bundleDir: string, 
   let timedOut = false;
   let aborted = false;
   const killExec = async () => {
+    // crun puts the exec'd process in a new session (led by a helper that has exited), so the
+    // group to kill is read from /proc: it takes the process's children too. Our own group covers
+    // a process crun has not forked yet.
     const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
-    // The pid file names the exec'd process even if it left our process group.
-    if (pid > 0) tryKill(pid);
+    if (pid > 0) {
+      const pgrp = processGroupOf(pid);
+      if (pgrp !== undefined && pgrp > 1 && pgrp !== process.pid) tryKill(-pgrp);
+      tryKill(pid);
+    }
     if (child.pid) tryKill(-child.pid);
+    // A process that left the group may still hold our pipes; stop waiting for them.
+    setTimeout(() => {
+      child.stdout!.destroy();
+      child.stderr!.destroy();
+    }, PIPE_GRACE_MS).unref();
   };
   const timer = setTimeout(() => {
     timedOut = true;
@@ -122,6 +134,17 @@ export async function crunExec(cmd: CrunCommand, id: string, bundleDir: string, 
       resolve(result);
     });
   });
+}
+
+function processGroupOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may itself hold spaces and parentheses: state ppid pgrp.
+    const pgrp = Number.parseInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2] ?? '', 10);
+    return Number.isFinite(pgrp) ? pgrp : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function tryKill(pid: number): void {

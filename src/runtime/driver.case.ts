@@ -48,7 +48,7 @@ export function runDriverConformance(target: ConformanceTarget): void {
       test: (name, fn) => {
         const reason = target.skip?.[name];
         if (reason) it(name, { skip: reason }, () => {});
-        else it(name, fn);
+        else it(name, { timeout: 120_000 }, fn);
       },
     };
     runLifecycleCases(suite);
@@ -121,9 +121,16 @@ function runLifecycleCases(s: Suite): void {
     assert.equal(m.log().match(/run/g)?.length, 2);
   });
 
-  s.test('start rejects with runtime_error and the log when the command does not exist', async (t) => {
-    const m = await prepareMachine(t, s.driver(), s.target, s.root(), { args: ['/no/such/binary'] });
-    await assert.rejects(s.driver().start(m.id, m.spec), (err) => isHangarError(err, 'runtime_error') && !!err.hint);
+  s.test('start rejects with runtime_error and the runtime message when the rootfs is gone', async (t) => {
+    const m = await prepareMachine(t, s.driver(), s.target, s.root(), { args: ['true'] });
+    rmSync(m.spec.rootfs, { recursive: true, force: true });
+    await assert.rejects(s.driver().start(m.id, m.spec), (err) => isHangarError(err, 'runtime_error') && err.message.includes(m.spec.rootfs) && !!err.hint);
+  });
+
+  s.test('a command that cannot run exits 127 with the reason in the log', async (t) => {
+    const m = await s.start(t, { args: ['/no/such/binary'] });
+    assert.equal((await waitForExit(s.driver(), m.spec, 10_000)).exitCode, 127);
+    assert.match(m.log(), /\/no\/such\/binary/);
   });
 
   s.test('prepare refuses more memory than the host has', async (t) => {
