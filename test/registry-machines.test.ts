@@ -1,0 +1,89 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { withDaemon, http, HANGAR, type TestDaemon } from './helpers/daemon.ts';
+import { startRegistry, pushLayout, type TestRegistry } from './helpers/registry.ts';
+import { writeLayout, type TarEntry } from './helpers/oci-layout.ts';
+
+// Machines from an image in a real registry: pulled through the daemon (CLI progress included),
+// the image's config honoured, layers stacked with their whiteouts.
+
+let registry: TestRegistry;
+let d: TestDaemon & { close(): Promise<void> };
+let layoutDir: string;
+let image: string;
+
+before(async () => {
+  registry = await startRegistry();
+  layoutDir = await mkdtemp(join(tmpdir(), 'hangar-layout-'));
+  const busybox = await readFile('/bin/busybox');
+  const base: TarEntry[] = [
+    { name: 'bin/', type: 'directory', mode: 0o755 },
+    { name: 'bin/busybox', content: busybox, mode: 0o755 },
+    ...['sh', 'id', 'cat', 'ls', 'echo', 'sleep', 'pwd'].map((a): TarEntry => ({ name: `bin/${a}`, type: 'symlink', linkname: 'busybox' })),
+    { name: 'etc/', type: 'directory', mode: 0o755 },
+    { name: 'etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\nrobot:x:1000:1000:robot:/home/robot:/bin/sh\n', mode: 0o644 },
+    { name: 'etc/group', content: 'root:x:0:\nrobot:x:1000:\n', mode: 0o644 },
+    { name: 'etc/removeme', content: 'lower', mode: 0o644 },
+    { name: 'tmp/', type: 'directory', mode: 0o1777 },
+  ];
+  const app: TarEntry[] = [
+    { name: 'etc/.wh.removeme', content: '' },
+    { name: 'app/', type: 'directory', mode: 0o755, uid: 1000, gid: 1000 },
+    { name: 'app/hello.txt', content: 'from layer two\n', mode: 0o644, uid: 1000, gid: 1000 },
+  ];
+  await writeLayout(layoutDir, '1', {
+    layers: [{ entries: base, compression: 'gzip' }, { entries: app, compression: 'zstd' }],
+    config: { Cmd: ['sh', '-c', 'echo started as $(id -u) in $(pwd); exec sleep 3600'], Env: ['PATH=/bin', 'FROM_IMAGE=yes'], WorkingDir: '/app', User: 'robot' },
+    index: true,
+  });
+  image = `${registry.host}/tests/app:1`;
+  await pushLayout(layoutDir, image, { tag: '1' });
+  d = await withDaemon(['--insecure-registry', registry.host]);
+  await d.client.apps.create('reg');
+});
+
+after(async () => {
+  await d?.close();
+  await registry?.stop();
+  if (layoutDir) await rm(layoutDir, { recursive: true, force: true });
+});
+
+describe('machines from a registry image', () => {
+  it('pulls with progress through the CLI and runs the image as its config says', async () => {
+    const pull = spawnSync(HANGAR, ['images', 'pull', image], { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: d.dataDir } });
+    assert.equal(pull.status, 0, pull.stderr);
+    assert.match(pull.stderr, /resolving .*tests\/app:1/);
+    assert.match(pull.stderr, /downloading 2 layer\(s\)/);
+    assert.match(pull.stdout, /tests\/app:1\s+sha256:[0-9a-f]{64}/);
+
+    const m = await d.client.machines.create('reg', { config: { image } });
+    assert.equal(m.state, 'started');
+    assert.deepEqual({ registry: m.image_ref.registry, repository: m.image_ref.repository, tag: m.image_ref.tag }, { registry: registry.host, repository: 'tests/app', tag: '1' });
+    const r = await d.client.machines.exec('reg', m.id, ['sh', '-c', 'id -u; pwd; echo $FROM_IMAGE; cat hello.txt; ls /etc']);
+    assert.equal(r.exit_code, 0, r.stderr);
+    const [uid, cwd, fromImage, hello, ...etc] = r.stdout.trim().split('\n');
+    assert.deepEqual([uid, cwd, fromImage, hello], ['1000', '/app', 'yes', 'from layer two']);
+    assert.ok(!etc.includes('removeme'), 'the whiteout in layer two hides /etc/removeme');
+    const logs = await d.client.machines.logs('reg', m.id);
+    assert.ok(logs.lines.includes('started as 1000 in /app'), JSON.stringify(logs.lines));
+
+    const inUse = await http(d, 'DELETE', `/v1/images?image=${encodeURIComponent(image)}`);
+    assert.equal(inUse.status, 409);
+    assert.equal(inUse.body.code, 'image_in_use');
+    await d.client.machines.destroy('reg', m.id, { force: true });
+    assert.equal((await http(d, 'DELETE', `/v1/images?image=${encodeURIComponent(image)}`)).status, 200);
+  });
+
+  it('creating from an image not in the store pulls it; an unknown tag is a 404 with a hint', async () => {
+    const m = await d.client.machines.create('reg', { skip_launch: true, config: { image } });
+    assert.equal(m.state, 'created');
+    const missing = await http(d, 'POST', '/v1/apps/reg/machines', { config: { image: `${registry.host}/tests/app:nope` } });
+    assert.equal(missing.status, 404, missing.text);
+    assert.equal(missing.body.code, 'image_not_found');
+    assert.ok(missing.body.hint);
+  });
+});
