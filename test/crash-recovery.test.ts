@@ -2,6 +2,9 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { cleanupDataDir, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { waitFor } from './helpers/wait.ts';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Store } from '../src/machines/store.ts';
 
 // kill -9 of the daemon loses nothing: machines still running stay started and controllable,
 // a machine that ended while the daemon was down is recorded as stopped with its exit.
@@ -87,5 +90,28 @@ describe('crash safety', () => {
     assert.ok(state === 'started' || state === 'stopped', state);
     if (state === 'started') await d.client.machines.stop(APP, m.id, { timeout: '1s' });
     assert.equal((await d.client.machines.get(APP, m.id)).state, 'stopped');
+  });
+});
+
+describe('half-made work', () => {
+  it('finishes a create the daemon died in the middle of', async () => {
+    const m = await d.client.machines.create(APP, { skip_launch: true, config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] } } });
+    await d.kill();
+    // Put the record back to where a kill -9 during create leaves it: `creating`, intent open,
+    // bundle not yet written.
+    const store = new Store(join(dataDir, 'state.db'));
+    const rec = store.getMachine(m.id)!;
+    rec.state = 'creating';
+    store.updateMachine(rec);
+    store.openIntent(m.id, 'create', 'creating');
+    store.close();
+    await rm(join(dataDir, 'machines', m.id, 'bundle'), { recursive: true, force: true });
+
+    d = await startDaemon(dataDir);
+    assert.match(d.output(), /1 finished/);
+    const got = await d.client.machines.get(APP, m.id);
+    assert.equal(got.state, 'created');
+    await d.client.machines.start(APP, m.id);
+    assert.equal((await d.client.machines.exec(APP, m.id, ['echo', 'ok'])).stdout, 'ok\n');
   });
 });
