@@ -62,6 +62,13 @@ describe('API errors', () => {
     assertError(await http(d, 'POST', '/v1/apps', { app_name: 'Bad Name!' }), 400, 'validation_failed');
   });
 
+  it('gives a name to exactly one of many concurrent creates', async () => {
+    const body = { name: 'unique', skip_launch: true, config: { image: 'hangar/busybox', init: { cmd: ['sleep', '1'] } } };
+    const results = await Promise.all(Array.from({ length: 5 }, () => http(d, 'POST', `/v1/apps/${APP}/machines`, body)));
+    assert.deepEqual(results.map((r) => r.status).sort(), [200, 409, 409, 409, 409]);
+    for (const r of results.filter((x) => x.status === 409)) assertError(r, 409, 'machine_name_taken');
+  });
+
   it('refuses files that escape the root and memory the host cannot give', async () => {
     const escape = await http(d, 'POST', `/v1/apps/${APP}/machines`, {
       config: { image: 'hangar/busybox', files: [{ guest_path: '/etc/../../../tmp/pwned', raw_value: 'eA==' }] },

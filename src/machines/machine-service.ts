@@ -61,11 +61,7 @@ export class MachineService {
 
   async create(app: string, req: CreateMachineRequest, opts: CallOptions = {}): Promise<MachineRecord & { nonce?: string }> {
     validateConfig(req.config);
-    if (req.name && this.#store.findMachineByName(app, req.name)) {
-      throw new HangarError('machine_name_taken', `app ${app} already has a machine named ${req.name}`, {
-        hint: 'choose another name, or omit name to get a generated one',
-      });
-    }
+    this.#assertNameFree(app, req.name);
     const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
     commandFor(req.config, image.config);
     const id = newMachineId();
@@ -79,6 +75,8 @@ export class MachineService {
       m.lease = { nonce: newInstanceId().toLowerCase(), expiresAt: Math.floor(Date.now() / 1000) + req.lease_ttl, owner: 'api', description: '', version: m.instanceId };
     }
     const intent = this.#store.transaction(() => {
+      // Again, now in the same synchronous step as the insert: the image await let others in.
+      this.#assertNameFree(app, req.name);
       this.#store.insertMachine(m);
       return this.#store.openIntent(id, 'create', 'creating');
     });
@@ -190,6 +188,14 @@ export class MachineService {
   /** Machine records as they are, for reconcile and for the exit path. */
   get store(): Store {
     return this.#store;
+  }
+
+  #assertNameFree(app: string, name: string | undefined): void {
+    if (name && this.#store.findMachineByName(app, name)) {
+      throw new HangarError('machine_name_taken', `app ${app} already has a machine named ${name}`, {
+        hint: 'choose another name, or omit name to get a generated one',
+      });
+    }
   }
 
   // ---- transitions -------------------------------------------------------------------------
