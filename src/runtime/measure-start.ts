@@ -1,17 +1,24 @@
 // Measures start latency of the crun driver against a bare `crun run -d` through the same
 // namespace wrapper (median of 20 each). Not a test: `node src/runtime/measure-start.ts`, as root.
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { makeBusyboxRootfs } from '../../test/helpers/busybox-rootfs.ts';
 import { crunArgv, detectCrunCommand, inCrunNamespace } from './crun-command.ts';
 import { createCrunDriver } from './crun-driver.ts';
 import type { MachineSpec } from './driver.ts';
 
 const RUNS = 20;
-const run = promisify(execFile);
+
+// stdio ignored: a detached machine would hold captured pipes open and the call would never end.
+function run(argv: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${argv.join(' ')} exited ${code}`))));
+  });
+}
 
 function median(xs: number[]): number {
   const sorted = [...xs].sort((a, b) => a - b);
@@ -51,10 +58,12 @@ try {
     await driver.prepare(r);
     const argv = inCrunNamespace(cmd, crunArgv(cmd, ['run', '-d', '-b', r.bundleDir, '--pid-file', join(r.bundleDir, 'pid'), r.id]));
     t = performance.now();
-    await run(argv[0]!, argv.slice(1));
-    raw.push(performance.now() - t);
-    const del = inCrunNamespace(cmd, crunArgv(cmd, ['delete', '-f', r.id]));
-    await run(del[0]!, del.slice(1));
+    try {
+      await run(argv);
+      raw.push(performance.now() - t);
+    } finally {
+      await run(inCrunNamespace(cmd, crunArgv(cmd, ['delete', '-f', r.id])));
+    }
   }
   const fmt = (xs: number[]) => `median ${median(xs).toFixed(1)} ms, min ${Math.min(...xs).toFixed(1)}, max ${Math.max(...xs).toFixed(1)}`;
   console.log(`driver.start (shim, foreground crun run, pid file): ${fmt(viaDriver)}`);

@@ -1,5 +1,6 @@
 import type { App, ExecResponse, Lease, Machine, MachineEvent, CreateMachineRequest, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
+import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
 
 // A typed client for the Hangar REST API. Uses only fetch, so it runs in browsers and edge
@@ -9,6 +10,17 @@ export type CallOptions = { timeoutMs?: number; signal?: AbortSignal; leaseNonce
 export type ClientOptions = { baseUrl: string; token: string; fetch?: typeof fetch };
 
 type Json = Record<string, unknown> | unknown[];
+
+export type ImageSummary = { name: string; digest: string; size_bytes: number; layers: number; created_at: string };
+export type ImageInfo = {
+  name: string;
+  digest: string;
+  image_ref: Record<string, unknown>;
+  config: Record<string, unknown>;
+  layers: number;
+  size_bytes: number;
+  created_at?: string;
+};
 
 export class HangarClient {
   readonly baseUrl: string;
@@ -92,23 +104,48 @@ export class HangarClient {
     lease: (app: string, id: string, ttlS: number, opts?: CallOptions) => this.call<Lease>('POST', `${this.#m(app, id)}/lease`, { ttl: ttlS }, opts),
   };
 
+  readonly images = {
+    list: (opts?: CallOptions) => this.call<ImageSummary[]>('GET', '/v1/images', undefined, opts),
+    inspect: (image: string, opts?: CallOptions) => this.call<ImageInfo>('GET', `/v1/images/inspect?image=${enc(image)}`, undefined, opts),
+    remove: (image: string, opts?: CallOptions) => this.call<{ ok: boolean }>('DELETE', `/v1/images?image=${enc(image)}`, undefined, opts),
+    /** Pulls (or builds a hangar/* base); progress arrives through onProgress as it happens. */
+    pull: (image: string, opts: CallOptions & { onProgress?: (p: PullProgress) => void } = {}) => this.#pull(image, opts),
+  };
+
   #m(app: string, id: string): string {
     return `/v1/apps/${enc(app)}/machines/${enc(id)}`;
   }
 
   async *#followLogs(app: string, id: string, opts: CallOptions & { tail?: number }): AsyncGenerator<string> {
     const res = await this.raw('GET', `${this.#m(app, id)}/logs?follow=true&tail=${opts.tail ?? 100}`, undefined, { ...opts, accept: 'text/event-stream' });
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
-        if (data.length) yield data.join('\n');
-      }
+    for await (const block of splitStream(res, '\n\n')) {
+      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+      if (data.length) yield data.join('\n');
+    }
+  }
+
+  async #pull(image: string, opts: CallOptions & { onProgress?: (p: PullProgress) => void }): Promise<ImageInfo> {
+    const res = await this.raw('POST', '/v1/images/pull', { image }, { ...opts, accept: 'application/x-ndjson' });
+    for await (const line of splitStream(res, '\n')) {
+      const msg = JSON.parse(line) as { progress?: PullProgress; image?: ImageInfo; code?: string; error?: string };
+      if (msg.progress) opts.onProgress?.(msg.progress);
+      else if (msg.image) return msg.image;
+      else if (msg.code) throw new HangarApiError(502, msg as Record<string, string>, 'pull failed');
+    }
+    throw new HangarApiError(502, { hint: 'retry the pull' }, 'the pull stream ended without a result');
+  }
+}
+
+/** The pieces of a streamed response body between separators. */
+async function* splitStream(res: Response, separator: string): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf(separator)) >= 0) {
+      yield buffer.slice(0, end);
+      buffer = buffer.slice(end + separator.length);
     }
   }
 }

@@ -1,2 +1,2 @@
-export { HangarClient, type CallOptions, type ClientOptions } from './client.ts';
+export { HangarClient, type CallOptions, type ClientOptions, type ImageInfo, type ImageSummary } from './client.ts';
 export { HangarApiError } from './errors.ts';
