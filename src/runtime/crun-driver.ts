@@ -51,6 +51,7 @@ const SHIM_SCRIPT = [
 const START_POLL_MS = 2;
 const EXIT_POLL_MS = 250;
 const LOG_TAIL_BYTES = 4096;
+const STATE_SETTLE_TRIES = 100;
 /** Status reported when the shim vanished without recording an exit (killed, or the host rebooted). */
 const LOST_EXIT_STATUS = 255;
 
@@ -159,18 +160,17 @@ class CrunDriver implements Driver {
   async state(id: string, where: { bundleDir: string }): Promise<RunState> {
     const { bundleDir } = where;
     this.#bundles.set(id, bundleDir);
-    const exit = this.#currentExit(id, bundleDir);
-    if (exit) return { status: 'exited', exit };
-    const pid = readPid(bundleDir);
-    if (pid !== undefined && isInCgroup(pid, cgroupsPathFor(id))) return { status: 'running', pid };
-    const shim = readShim(bundleDir);
-    if (shim && isShimOf(shim.pid, bundleDir)) {
-      // Between the shim starting and crun writing the pid, or between the init ending and the
-      // exit being recorded: either way an answer is milliseconds away.
+    for (let attempt = 0; ; attempt++) {
+      const exit = this.#currentExit(id, bundleDir);
+      if (exit) return { status: 'exited', exit };
+      const pid = readPid(bundleDir);
+      if (pid !== undefined && isInCgroup(pid, cgroupsPathFor(id))) return { status: 'running', pid };
+      const shim = readShim(bundleDir);
+      // A live shim without a running init is between starting and crun writing the pid, or between
+      // the init ending and the exit being recorded: an answer is milliseconds away.
+      if (!shim || !isShimOf(shim.pid, bundleDir) || attempt >= STATE_SETTLE_TRIES) return { status: 'absent' };
       await new Promise((r) => setTimeout(r, 20));
-      return this.state(id, where);
     }
-    return { status: 'absent' };
   }
 
   watchExit(id: string, where: { bundleDir: string }, onExit: (exit: ExitInfo) => void): () => void {
