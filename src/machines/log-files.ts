@@ -1,4 +1,4 @@
-import { copyFile, open, stat, truncate } from 'node:fs/promises';
+import { copyFile, open, rename, stat, truncate } from 'node:fs/promises';
 import { watch } from 'node:fs';
 
 // A machine's stdout and stderr file: size-capped by copy-and-truncate (the runtime appends with
@@ -9,8 +9,10 @@ export const DEFAULT_LOG_MAX_BYTES = 8 * 2 ** 20;
 export async function rotateIfLarge(path: string, maxBytes = DEFAULT_LOG_MAX_BYTES): Promise<boolean> {
   const size = await stat(path).then((s) => s.size, () => 0);
   if (size <= maxBytes) return false;
-  await copyFile(path, `${path}.1`);
+  // `.1` appears only once rotation is complete: copy aside, truncate, then rename into place.
+  await copyFile(path, `${path}.1.tmp`);
   await truncate(path, 0);
+  await rename(`${path}.1.tmp`, `${path}.1`);
   return true;
 }
 
