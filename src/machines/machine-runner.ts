@@ -23,6 +23,8 @@ export class MachineRunner {
   readonly #paths: MachinePaths;
   readonly #resolveUser: UserResolver;
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
+  /** One exit watch per machine, for its current run only. */
+  readonly #unwatch = new Map<string, () => void>();
 
   constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver) {
     this.#driver = driver;
@@ -61,7 +63,9 @@ export class MachineRunner {
 
   /** Follows a running machine's exit; an exit a `halt` is waiting for goes to it instead. */
   watch(id: string, onExit: (exit: ExitInfo) => void): void {
-    this.#driver.watchExit(id, { bundleDir: this.#paths.bundle(id) }, (exit) => {
+    this.#stopWatching(id);
+    const unwatch = this.#driver.watchExit(id, { bundleDir: this.#paths.bundle(id) }, (exit) => {
+      this.#unwatch.delete(id);
       const waiter = this.#exitWaiters.get(id);
       if (waiter) {
         this.#exitWaiters.delete(id);
@@ -70,6 +74,12 @@ export class MachineRunner {
         onExit(exit);
       }
     });
+    this.#unwatch.set(id, unwatch);
+  }
+
+  #stopWatching(id: string): void {
+    this.#unwatch.get(id)?.();
+    this.#unwatch.delete(id);
   }
 
   /** Signal, wait up to the stop timeout, then SIGKILL; resolves with the exit once it happened. */
@@ -77,6 +87,7 @@ export class MachineRunner {
     const where = { bundleDir: this.#paths.bundle(m.id) };
     const state = await this.#driver.state(m.id, where);
     if (state.status !== 'running') {
+      this.#stopWatching(m.id);
       await this.#driver.cleanup(m.id, where);
       return state.status === 'exited' ? state.exit : { exitCode: 0, oomKilled: false, exitedAt: new Date() };
     }
@@ -113,10 +124,12 @@ export class MachineRunner {
   }
 
   async cleanupExited(id: string): Promise<void> {
+    this.#stopWatching(id);
     await this.#driver.cleanup(id, { bundleDir: this.#paths.bundle(id) });
   }
 
   async remove(m: MachineRecord): Promise<void> {
+    this.#stopWatching(m.id);
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
     await unmountOverlay(this.#paths.rootfs(m.id));
     await rm(this.#paths.dir(m.id), { recursive: true, force: true });
