@@ -1,6 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { withDaemon, http, type TestDaemon } from './helpers/daemon.ts';
 
 // Bad input gets a 4xx (or 502 for a registry) with a machine-readable code and a hint.
@@ -41,6 +43,7 @@ describe('API errors', () => {
     assert.equal((await fetch(d.url + '/health')).status, 200);
     const spec = await (await fetch(d.url + '/openapi.json')).json() as { paths: Record<string, unknown> };
     assert.ok(spec.paths['/v1/apps/{app_name}/machines/{machine_id}/wait']);
+    assert.equal(statSync(join(d.dataDir, 'token')).mode & 0o777, 0o600, 'the generated token is readable by root only');
   });
 
   it('rejects malformed JSON, wrong types, and bodies over 1 MiB', async () => {

@@ -193,6 +193,14 @@ describe('machine lifecycle', () => {
     const rel = await http(d, 'DELETE', `/v1/apps/${APP}/machines/${m.id}/lease`, undefined, { 'fly-machine-lease-nonce': nonce });
     assert.equal(rel.status, 200);
     assert.equal((await http(d, 'GET', `/v1/apps/${APP}/machines/${m.id}/lease`)).status, 404);
+
+    const leased = await http(d, 'POST', `/v1/apps/${APP}/machines`, { lease_ttl: 60, config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] } } });
+    assert.equal(leased.status, 200);
+    assert.match(leased.body.nonce, /^[0-9a-z]+$/, 'create with lease_ttl returns the nonce');
+    assert.equal(leased.body.state, 'started');
+    assert.equal((await http(d, 'POST', `/v1/apps/${APP}/machines/${leased.body.id}/stop`)).status, 409);
+    const held = await http(d, 'POST', `/v1/apps/${APP}/machines/${leased.body.id}/stop`, {}, { 'fly-machine-lease-nonce': leased.body.nonce });
+    assert.equal(held.status, 200);
   });
 
   it('sets and deletes metadata, cordons, and destroys (listed with include_deleted)', async () => {
