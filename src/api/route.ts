@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { ApiServices } from './services.ts';
 
@@ -14,6 +14,9 @@ export type RouteContext<P, Q, B> = {
   /** Aborts when the client goes away. */
   signal: AbortSignal;
   services: ApiServices;
+  /** For routes that stream their body: with Content-Type application/octet-stream or
+   * application/x-tar, `req.body` is the unread request stream (no size limit applies). */
+  req: FastifyRequest;
   reply: FastifyReply;
 };
 

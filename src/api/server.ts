@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import websocket from '@fastify/websocket';
 import { HangarError } from '../protocol/errors.ts';
 import { checkBearer } from './auth.ts';
 import { errorBody, toHangarError } from './errors.ts';
@@ -58,6 +59,11 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
     }
   });
 
+  // File uploads stream straight through to their handler, unbuffered and not size-limited.
+  app.addContentTypeParser(['application/octet-stream', 'application/x-tar'], (_req, payload, done) => done(null, payload));
+
+  void app.register(websocket);
+
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);
     const def = (req.routeOptions.config as { def?: RouteDef } | undefined)?.def;
@@ -96,6 +102,7 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
           requestId: req.id,
           signal: abort.signal,
           services: opts.services,
+          req,
           reply,
         });
         if (result === HANDLED) return reply;
