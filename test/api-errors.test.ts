@@ -95,3 +95,15 @@ describe('API errors', () => {
     assertError(await http(d, 'POST', `/v1/apps/${APP}/machines`, { config: { image: 'UPPER/Case::bad' } }), 400, 'invalid_image_ref');
   });
 });
+
+describe('documents for robots', () => {
+  it('serves /llms.txt generated from the route table, without auth', async () => {
+    const res = await fetch(d.url + '/llms.txt');
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+    const text = await res.text();
+    assert.match(text, /^# Hangar/);
+    assert.match(text, /- POST \/v1\/apps\/\{app_name\}\/machines: Create a machine .* — body \{name\?: string, config: object/);
+    assert.match(text, /- GET \/v1\/apps\/\{app_name\}\/machines\/\{machine_id\}\/wait \?state\?: string, timeout\?: /);
+  });
+});

@@ -34,17 +34,18 @@ export class HangarClient {
   }
 
   /** A raw call; resolves to the response (ok statuses only), rejects with HangarApiError. */
-  async raw(method: string, path: string, body?: Json, opts: CallOptions & { accept?: string } = {}): Promise<Response> {
+  async raw(method: string, path: string, body?: Json, opts: CallOptions & { accept?: string; rawBody?: Uint8Array } = {}): Promise<Response> {
     const signals = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter((s) => s !== undefined);
     const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept: opts.accept ?? 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
+    if (opts.rawBody !== undefined) headers['content-type'] = 'application/octet-stream';
     if (opts.leaseNonce) headers['fly-machine-lease-nonce'] = opts.leaseNonce;
     let res: Response;
     try {
       res = await this.#fetch(this.baseUrl + path, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: opts.rawBody ?? (body === undefined ? undefined : JSON.stringify(body)),
         signal: signals.length ? AbortSignal.any(signals) : undefined,
       });
     } catch (err) {

@@ -1,2 +1,7 @@
+// The SDK's public entry (`hangar/sdk`). It imports nothing Node-only: fetch, streams and
+// TextDecoder only, so it runs in browsers and edge runtimes too. Adding an export is an API decision.
+export { Hangar } from './hangar.ts';
+export { Machine, MachineFiles, type ExecOptions, type FileEntry } from './machine.ts';
+export { ExecHandle, type ExecChunk, type ExecResult } from './exec-handle.ts';
 export { HangarClient, type CallOptions, type ClientOptions, type ImageInfo, type ImageSummary } from './client.ts';
 export { HangarApiError } from './errors.ts';

@@ -1,0 +1,74 @@
+import { HangarApiError } from './errors.ts';
+
+// A command running in a machine: output as it is produced, `wait()` for the result, `kill()`
+// to stop it (the server kills the command when the stream is abandoned).
+
+export type ExecChunk = { stream: 'stdout' | 'stderr'; data: string };
+export type ExecResult = { exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean; cancelled: boolean };
+
+type WireMessage =
+  | { type: 'stdout' | 'stderr'; data: string }
+  | { type: 'exit'; exit_code: number; exit_signal?: number; timed_out: boolean; cancelled: boolean };
+
+export class ExecHandle implements AsyncIterable<ExecChunk> {
+  readonly #abort: AbortController;
+  readonly #chunks: ExecChunk[] = [];
+  readonly #waiters: Array<() => void> = [];
+  readonly #result: Promise<ExecResult>;
+  #ended = false;
+
+  constructor(response: Promise<Response>, abort: AbortController) {
+    this.#abort = abort;
+    this.#result = this.#consume(response);
+    this.#result.catch(() => undefined).finally(() => {
+      this.#ended = true;
+      this.#wake();
+    });
+  }
+
+  /** Output chunks in order, as the command produces them. */
+  async *[Symbol.asyncIterator](): AsyncIterator<ExecChunk> {
+    let next = 0;
+    for (;;) {
+      while (next < this.#chunks.length) yield this.#chunks[next++]!;
+      if (this.#ended) return;
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+  }
+
+  /** Resolves with the whole output and exit code once the command ends. */
+  wait(): Promise<ExecResult> {
+    return this.#result;
+  }
+
+  /** Stops the command; `wait()` then resolves or rejects with the abort. */
+  kill(): void {
+    this.#abort.abort();
+  }
+
+  async #consume(response: Promise<Response>): Promise<ExecResult> {
+    const res = await response;
+    const out = { stdout: '', stderr: '' };
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(bytes, { stream: true });
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const msg = JSON.parse(buffer.slice(0, nl)) as WireMessage;
+        buffer = buffer.slice(nl + 1);
+        if (msg.type === 'exit') {
+          return { exitCode: msg.exit_code, ...(msg.exit_signal !== undefined ? { exitSignal: msg.exit_signal } : {}), ...out, timedOut: msg.timed_out, cancelled: msg.cancelled };
+        }
+        out[msg.type] += msg.data;
+        this.#chunks.push({ stream: msg.type, data: msg.data });
+        this.#wake();
+      }
+    }
+    throw new HangarApiError(502, { hint: 'the connection to the daemon ended; check the machine with machines.get' }, 'exec stream ended without an exit status');
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+}

@@ -1,0 +1,35 @@
+import type { CreateMachineRequest } from '../protocol/schemas.ts';
+import { HangarClient, type CallOptions, type ClientOptions } from './client.ts';
+import { Machine } from './machine.ts';
+
+/**
+ * The robot-facing facade:
+ *   const hangar = new Hangar({ baseUrl, token });
+ *   const m = await hangar.machines.create('my-app', { config: { image: 'hangar/debian:bookworm' } });
+ *   const run = m.exec(['apt-get', 'install', '-y', 'curl']);
+ *   for await (const chunk of run) process.stdout.write(chunk.data);
+ *   const { exitCode } = await run.wait();
+ *   await m.files.write('/etc/app.conf', 'key=value');
+ *   await m.stop();
+ */
+export class Hangar {
+  /** The low-level client, one method per REST endpoint. */
+  readonly client: HangarClient;
+
+  constructor(opts: ClientOptions) {
+    this.client = new HangarClient(opts);
+  }
+
+  readonly apps = {
+    list: (opts?: CallOptions) => this.client.apps.list(opts).then((r) => r.apps),
+    create: (name: string, opts?: CallOptions) => this.client.apps.create(name, opts),
+    get: (name: string, opts?: CallOptions) => this.client.apps.get(name, opts),
+    destroy: (name: string, opts?: CallOptions) => this.client.apps.delete(name, opts),
+  };
+
+  readonly machines = {
+    create: async (app: string, req: CreateMachineRequest, opts?: CallOptions) => new Machine(this.client, app, await this.client.machines.create(app, req, opts)),
+    get: async (app: string, id: string, opts?: CallOptions) => new Machine(this.client, app, await this.client.machines.get(app, id, opts)),
+    list: async (app: string, opts?: CallOptions) => (await this.client.machines.list(app, opts)).map((m) => new Machine(this.client, app, m)),
+  };
+}
