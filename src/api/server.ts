@@ -5,6 +5,7 @@ import { HangarError } from '../protocol/errors.ts';
 import { checkBearer } from './auth.ts';
 import { errorBody, toHangarError } from './errors.ts';
 import { buildOpenApi } from './openapi.ts';
+import { buildLlmsTxt } from './llms-txt.ts';
 import { HANDLED, route, type RouteDef } from './route.ts';
 import type { ApiServices } from './services.ts';
 import { appRoutes } from './routes/apps.ts';
@@ -32,6 +33,14 @@ const systemRoutes = (all: () => RouteDef[]) => [
   route({
     method: 'GET', path: '/openapi.json', tag: 'System', summary: 'This API as OpenAPI 3.1 (no auth)', public: true,
     handler: ({ headers }) => buildOpenApi(all(), `http://${headers.host ?? '127.0.0.1:4280'}`),
+  }),
+  route({
+    method: 'GET', path: '/llms.txt', tag: 'System', summary: 'This API and the MCP tools, described for a model to read (no auth)', public: true,
+    produces: 'text/plain',
+    handler: ({ reply }) => {
+      void reply.type('text/plain; charset=utf-8').send(buildLlmsTxt(all(), []));
+      return HANDLED;
+    },
   }),
 ];
 
