@@ -14,6 +14,7 @@ import { machineActionRoutes } from './routes/machine-actions.ts';
 import { machineAdminRoutes } from './routes/machine-admin.ts';
 import { logRoutes } from './routes/logs.ts';
 import { imageRoutes } from './routes/images.ts';
+import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 
 // The REST server: parses HTTP into service calls and is the one place errors become HTTP.
 
@@ -72,6 +73,7 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
   app.addContentTypeParser(['application/octet-stream', 'application/x-tar'], (_req, payload, done) => done(null, payload));
 
   void app.register(websocket);
+  registerMcpEndpoint(app);
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);

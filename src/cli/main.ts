@@ -3,6 +3,7 @@ import { apps, appsUsage } from './apps.ts';
 import { CliError } from './connect.ts';
 import { images, imagesUsage } from './images.ts';
 import { machines, machinesUsage } from './machines.ts';
+import { mcp, mcpUsage } from './mcp.ts';
 import { serve, serveUsage } from './serve.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
@@ -14,6 +15,8 @@ ${appsUsage}
 ${machinesUsage}
 
 ${imagesUsage}
+
+${mcpUsage}
 
 The CLI finds the API through HANGAR_API_URL and HANGAR_TOKEN, else through the files
 \`hangar serve\` writes into its data dir (--data-dir, $HANGAR_DATA_DIR, default /var/lib/hangar).
@@ -33,6 +36,8 @@ async function main(argv: string[]): Promise<number> {
       return machines(rest);
     case 'images':
       return images(rest);
+    case 'mcp':
+      return mcp(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -1,0 +1,79 @@
+import { z } from 'zod';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { HangarApiError, type HangarClient } from '../sdk/index.ts';
+import { appTools } from './app-tools.ts';
+import { fileTools } from './file-tools.ts';
+import { machineTools } from './machine-tools.ts';
+import { processTools } from './process-tools.ts';
+import { registerResources } from './resources.ts';
+import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
+
+// The MCP server: every tool is a call through a HangarClient, so stdio (`hangar mcp`) and
+// Streamable HTTP (/mcp) behave alike and the REST API's auth applies to both.
+
+const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...processTools, ...fileTools];
+
+/** Names and descriptions, for /llms.txt. */
+export function toolSummaries(): Array<{ name: string; description: string }> {
+  return TOOLS.map((t) => ({ name: t.name, description: t.description }));
+}
+
+const SERVER_INFO = { name: 'hangar', version: '0.1.0' };
+
+const INSTRUCTIONS =
+  'Hangar runs machines (containers from OCI images) for you. Create an app (app_create), then a machine in it (machine_create), ' +
+  'build it up in place with machine_exec and file_write, stop it when idle (files are kept) and start it again in milliseconds. ' +
+  'Errors come as "<code>: <message>" with a hint line saying what to do next.';
+
+export function createMcpServer(client: HangarClient): McpServer {
+  const server = new McpServer(SERVER_INFO, { instructions: INSTRUCTIONS });
+  for (const def of TOOLS) {
+    server.registerTool(
+      def.name,
+      { description: def.description, inputSchema: z.object(def.input), annotations: def.annotations },
+      async (args, extra) => {
+        const token = extra._meta?.progressToken;
+        let progress = 0;
+        const ctx: ToolContext = {
+          client,
+          signal: extra.signal,
+          progress: async (message) => {
+            if (token === undefined) return;
+            await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: ++progress, message } });
+          },
+        };
+        try {
+          return success(await def.run(args as never, ctx));
+        } catch (err) {
+          return failure(err);
+        }
+      },
+    );
+  }
+  registerResources(server, client);
+  return server;
+}
+
+function success(out: ToolOutput): CallToolResult {
+  // Hosts that ignore structuredContent still get the data, as the MCP spec asks of servers.
+  return {
+    content: [{ type: 'text', text: out.summary }, { type: 'text', text: JSON.stringify(out.data) }],
+    structuredContent: out.data,
+  };
+}
+
+/** A failed call is a tool result robots can act on (`code`, `hint`), never a protocol error. */
+function failure(err: unknown): CallToolResult {
+  const e =
+    err instanceof HangarApiError
+      ? { code: err.code, error: err.message, hint: err.hint }
+      : (err as Error)?.name === 'AbortError' || (err as Error)?.name === 'TimeoutError'
+        ? { code: 'cancelled', error: 'the call was cancelled', hint: undefined }
+        : { code: 'internal', error: (err as Error)?.message ?? String(err), hint: 'retry; if it persists, check the daemon log' };
+  return {
+    isError: true,
+    content: [{ type: 'text', text: `${e.code}: ${e.error}${e.hint ? `\nhint: ${e.hint}` : ''}` }],
+    structuredContent: { code: e.code, error: e.error, ...(e.hint ? { hint: e.hint } : {}) },
+  };
+}

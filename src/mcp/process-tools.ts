@@ -1,0 +1,84 @@
+import { z } from 'zod';
+import { ExecRequestSchema } from '../protocol/schemas.ts';
+import { ExecHandle } from '../sdk/index.ts';
+import { appArg, CHANGES, machineArg, READ_ONLY, tool, type ToolContext } from './tool-def.ts';
+
+// What runs inside a machine: commands (machine_exec) and the main process's output (machine_logs).
+
+const MAX_FOLLOW_S = 60;
+
+function machinePath(app: string, id: string): string {
+  return `/v1/apps/${encodeURIComponent(app)}/machines/${encodeURIComponent(id)}`;
+}
+
+/** Starts a command over the streaming exec endpoint; cancelling the MCP request kills it. */
+function startExec(ctx: ToolContext, app: string, id: string, body: { command: string[]; timeout?: number; stdin?: string }): ExecHandle {
+  const abort = new AbortController();
+  const response = ctx.client.raw('POST', `${machinePath(app, id)}/exec/stream`, body, {
+    signal: AbortSignal.any([ctx.signal, abort.signal]),
+    accept: 'application/x-ndjson',
+  });
+  return new ExecHandle(response, abort);
+}
+
+export const processTools = [
+  tool({
+    name: 'machine_exec',
+    description:
+      'Run a command in a started machine and return its stdout, stderr and exit_code. Output also streams as progress notifications while it runs. ' +
+      'For a shell line use ["sh", "-c", "..."]. For the output of the machine\'s own main process use machine_logs.',
+    input: {
+      app: appArg,
+      id: machineArg,
+      command: ExecRequestSchema.shape.command.unwrap().meta({ description: 'Program and arguments, e.g. ["ls", "-l", "/"]' }),
+      timeout_s: ExecRequestSchema.shape.timeout.meta({ description: 'Seconds before the command is killed; default 30, at most 3600' }),
+      stdin: ExecRequestSchema.shape.stdin.meta({ description: 'Text fed to the command on stdin' }),
+    },
+    annotations: CHANGES,
+    run: async ({ app, id, command, timeout_s, stdin }, ctx) => {
+      const run = startExec(ctx, app, id, { command, ...(timeout_s ? { timeout: timeout_s } : {}), ...(stdin !== undefined ? { stdin } : {}) });
+      for await (const chunk of run) await ctx.progress(chunk.data);
+      const r = await run.wait();
+      const data = {
+        exit_code: r.exitCode,
+        ...(r.exitSignal !== undefined ? { exit_signal: r.exitSignal } : {}),
+        stdout: r.stdout,
+        stderr: r.stderr,
+        timed_out: r.timedOut,
+      };
+      const how = r.timedOut ? `timed out after ${timeout_s ?? 30}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
+      return { summary: `${command.join(' ')}: ${how}`, data };
+    },
+  }),
+  tool({
+    name: 'machine_logs',
+    description:
+      "Recent stdout and stderr lines of the machine's main process (its init.cmd), also after it stopped; not the output of machine_exec commands. " +
+      `follow_s keeps collecting new lines for that many seconds (at most ${MAX_FOLLOW_S}), streaming them as progress notifications.`,
+    input: {
+      app: appArg,
+      id: machineArg,
+      lines: z.int().min(1).max(10_000).default(100).meta({ description: 'How many recent lines; default 100' }),
+      follow_s: z.int().min(1).max(MAX_FOLLOW_S).optional().meta({ description: `Also wait this many seconds for new lines (at most ${MAX_FOLLOW_S})` }),
+    },
+    annotations: READ_ONLY,
+    run: async ({ app, id, lines, follow_s }, ctx) => {
+      if (!follow_s) {
+        const got = (await ctx.client.machines.logs(app, id, { tail: lines, signal: ctx.signal })).lines;
+        return { summary: `${got.length} line(s) from ${id}`, data: { lines: got } };
+      }
+      const got: string[] = [];
+      const timer = AbortSignal.timeout(follow_s * 1000);
+      try {
+        for await (const l of ctx.client.machines.followLogs(app, id, { tail: lines, signal: AbortSignal.any([ctx.signal, timer]) })) {
+          got.push(l);
+          await ctx.progress(l);
+        }
+      } catch (err) {
+        // Reaching follow_s is how a follow ends; any other failure is the caller's to see.
+        if (!timer.aborted || ctx.signal.aborted) throw err;
+      }
+      return { summary: `${got.length} line(s) from ${id} over ${follow_s}s`, data: { lines: got } };
+    },
+  }),
+];
