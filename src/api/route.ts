@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
 import type { z } from 'zod';
 import type { ApiServices } from './services.ts';
 
@@ -43,6 +44,9 @@ export type RouteDef<P extends Schema | undefined = Schema | undefined, Q extend
   /** Answer with text/plain or an event stream rather than JSON (documentation only). */
   produces?: string;
   public?: boolean;
+  /** Serves a WebSocket on this GET path; `handler` answers requests that do not upgrade.
+   * Whatever it throws is sent as an error message and closes the socket. */
+  websocket?: (socket: WebSocket, ctx: RouteContext<Infer<P>, Infer<Q>, undefined>) => Promise<void> | void;
   handler: (ctx: RouteContext<Infer<P>, Infer<Q>, Infer<B>>) => Promise<unknown> | unknown;
 };
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
+import type { WebSocket } from 'ws';
 import { HangarError } from '../protocol/errors.ts';
 import { checkBearer } from './auth.ts';
 import { errorBody, toHangarError } from './errors.ts';
@@ -14,6 +15,7 @@ import { machineActionRoutes } from './routes/machine-actions.ts';
 import { machineAdminRoutes } from './routes/machine-admin.ts';
 import { logRoutes } from './routes/logs.ts';
 import { imageRoutes } from './routes/images.ts';
+import { execStreamRoutes } from './routes/exec-stream.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 
 // The REST server: parses HTTP into service calls and is the one place errors become HTTP.
@@ -46,7 +48,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 
@@ -97,32 +99,67 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
     void reply.status(status).send(body);
   });
 
-  for (const def of allRoutes()) {
-    app.route({
-      method: def.method,
-      url: def.path.replace(/\{(\w+)\}/g, ':$1'),
-      config: { def },
-      handler: async (req, reply) => {
-        const abort = new AbortController();
-        reply.raw.on('close', () => abort.abort());
-        const result = await def.handler({
-          params: def.params ? def.params.parse(req.params) : undefined,
-          query: def.query ? def.query.parse(req.query) : undefined,
-          body: parseBody(def, req),
-          headers: req.headers,
-          requestId: req.id,
-          signal: abort.signal,
-          services: opts.services,
-          req,
-          reply,
-        });
-        if (result === HANDLED) return reply;
-        reply.status(def.status ?? 200);
-        return result === undefined ? reply.send() : reply.send(result);
-      },
-    });
-  }
+  // Routes go in a plugin so they are added after @fastify/websocket has loaded (it must see wsHandler).
+  void app.register(async (scope) => {
+    for (const def of allRoutes()) addRoute(scope, def, opts.services);
+  });
   return app;
+}
+
+function addRoute(app: FastifyInstance, def: RouteDef, services: ApiServices): void {
+  app.route({
+    method: def.method,
+    url: def.path.replace(/\{(\w+)\}/g, ':$1'),
+    config: { def },
+    ...(def.websocket ? { wsHandler: websocketHandler(def, services) } : {}),
+    handler: async (req, reply) => {
+      const abort = new AbortController();
+      reply.raw.on('close', () => abort.abort());
+      const result = await def.handler({
+        params: def.params ? def.params.parse(req.params) : undefined,
+        query: def.query ? def.query.parse(req.query) : undefined,
+        body: parseBody(def, req),
+        headers: req.headers,
+        requestId: req.id,
+        signal: abort.signal,
+        services,
+        req,
+        reply,
+      });
+      if (result === HANDLED) return reply;
+      reply.status(def.status ?? 200);
+      return result === undefined ? reply.send() : reply.send(result);
+    },
+  });
+}
+
+/** Runs a route's websocket side; a failure is one error message, then close code 1008. */
+function websocketHandler(def: RouteDef, services: ApiServices) {
+  return async (socket: WebSocket, req: FastifyRequest) => {
+    const abort = new AbortController();
+    socket.on('close', () => abort.abort());
+    try {
+      await def.websocket!(socket, {
+        params: def.params ? def.params.parse(req.params) : undefined,
+        query: def.query ? def.query.parse(req.query) : undefined,
+        body: undefined,
+        headers: req.headers,
+        requestId: req.id,
+        signal: abort.signal,
+        services,
+        req,
+        reply: undefined as never,
+      });
+    } catch (err) {
+      const hangarError = toHangarError(err);
+      if (hangarError.code === 'internal') req.log.error({ err }, 'unhandled websocket error');
+      const { body } = errorBody(hangarError, req.id);
+      if (socket.readyState === socket.OPEN) {
+        socket.send(JSON.stringify({ type: 'error', ...body }));
+        socket.close(1008, hangarError.code);
+      }
+    }
+  };
 }
 
 function parseBody(def: RouteDef, req: FastifyRequest): unknown {

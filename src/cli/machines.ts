@@ -10,7 +10,8 @@ export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   list [--all]                             machines of the app (--all includes destroyed)
   status ID                                one machine with its recent events
   start ID | stop ID [--signal S] [--timeout 10s] | restart ID
-  exec ID -- CMD...                        run a command; prints its output, exits with its code
+  exec ID [--timeout S] -- CMD...          run a command, its output live; exits with its code (Ctrl-C kills it)
+  ps ID                                    the machine's processes and the ports they listen on
   logs ID [-f] [--tail N]                  the machine's stdout and stderr
   destroy ID [--force]
 The app is --app, else $HANGAR_APP, else "default".`;
@@ -99,15 +100,30 @@ export async function machines(argv: string[]): Promise<number> {
       return 0;
     case 'exec': {
       if (command.length === 0) fail('machines exec needs a command after --', 'hangar machines exec ID -- ls -l /');
-      const res = await client.machines.exec(app, id(), command, values.timeout ? { timeoutS: Number.parseInt(values.timeout, 10) } : {});
+      const run = client.machines.execStream(app, id(), { command, ...(values.timeout ? { timeout: Number.parseInt(values.timeout, 10) } : {}) });
+      process.once('SIGINT', () => run.kill());
+      if (!values.json) for await (const chunk of run) (chunk.stream === 'stdout' ? process.stdout : process.stderr).write(chunk.data);
+      const res = await run.wait().catch((err: unknown) => {
+        if (err instanceof Error && err.name === 'AbortError') fail('the command was cancelled');
+        throw err;
+      });
       if (values.json) {
         printJson(res);
         return 0;
       }
-      process.stdout.write(res.stdout);
-      process.stderr.write(res.stderr);
-      if (res.timed_out) process.stderr.write('hangar: the command was killed at its timeout\n');
-      return res.exit_code;
+      if (res.timedOut) process.stderr.write('hangar: the command was killed at its timeout\n');
+      return res.exitCode;
+    }
+    case 'ps': {
+      const list = await client.machines.ps(app, id());
+      if (values.json) printJson(list);
+      else {
+        printTable(list.map((p) => ({
+          pid: p.pid, rss: `${Math.round(p.rss / 1024)}K`, cpu: `${p.cpu}%`,
+          listen: p.listen_sockets.map((s) => `${s.proto}/${s.address}`).join(','), command: p.command,
+        })), ['pid', 'rss', 'cpu', 'listen', 'command']);
+      }
+      return 0;
     }
     case 'logs': {
       if (!values.follow) {

@@ -1,6 +1,7 @@
 import { HangarApiError } from '../sdk/index.ts';
 import { apps, appsUsage } from './apps.ts';
 import { CliError } from './connect.ts';
+import { consoleCommand, consoleUsage } from './console.ts';
 import { images, imagesUsage } from './images.ts';
 import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
@@ -13,6 +14,8 @@ ${serveUsage}
 ${appsUsage}
 
 ${machinesUsage}
+
+${consoleUsage}
 
 ${imagesUsage}
 
@@ -34,6 +37,8 @@ async function main(argv: string[]): Promise<number> {
     case 'machine':
     case 'm':
       return machines(rest);
+    case 'console':
+      return consoleCommand(rest);
     case 'images':
       return images(rest);
     case 'mcp':

@@ -1,9 +1,11 @@
 import { HangarError } from '../protocol/errors.ts';
+import type { ExecProcess } from '../runtime/driver.ts';
+import type { ProcessStat } from '../runtime/proc-stat.ts';
 import type { MachineRunner } from './machine-runner.ts';
 import type { MachineService } from './machine-service.ts';
 import { assertLegal } from './transitions.ts';
 
-// Buffered exec (Fly's POST …/exec): run a command in a started machine and return its output.
+// Commands in a started machine: buffered (Fly's POST …/exec), streaming, and the process list.
 
 export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string };
 export type ExecOutput = { exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean };
@@ -37,4 +39,39 @@ export async function execInMachine(
     stderr: result.stderr.toString('utf8'),
     timedOut: result.timedOut,
   };
+}
+
+export type ExecStreamInput = {
+  command: string[];
+  timeoutS: number;
+  env?: Record<string, string>;
+  cwd?: string;
+  tty?: { rows: number; cols: number };
+  signal: AbortSignal;
+};
+
+/** Streaming exec: the process is handed back running; aborting `signal` kills it. */
+export async function startExec(machines: MachineService, runner: MachineRunner, app: string, id: string, input: ExecStreamInput): Promise<ExecProcess> {
+  const m = machines.get(app, id);
+  assertLegal('exec', m.state, m.id);
+  return runner.execStream(m, {
+    command: input.command,
+    timeoutMs: input.timeoutS * 1000,
+    signal: input.signal,
+    ...(input.env ? { env: Object.entries(input.env).map(([k, v]) => `${k}=${v}`) } : {}),
+    ...(input.cwd ? { cwd: input.cwd } : {}),
+    ...(input.tty ? { tty: input.tty } : {}),
+  });
+}
+
+export type PsOrder = { sortBy: 'pid' | 'cpu' | 'rss' | 'rtime' | 'stime' | 'command'; order: 'asc' | 'desc' };
+
+/** The machine's processes (Fly's GET …/ps). */
+export async function listProcesses(machines: MachineService, runner: MachineRunner, app: string, id: string, order: PsOrder): Promise<ProcessStat[]> {
+  const m = machines.get(app, id);
+  assertLegal('ps', m.state, m.id);
+  const stats = await runner.processes(m);
+  const key = order.sortBy;
+  const sign = order.order === 'asc' ? 1 : -1;
+  return stats.sort((a, b) => sign * (key === 'command' ? a.command.localeCompare(b.command) : a[key] - b[key]));
 }

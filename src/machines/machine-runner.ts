@@ -1,11 +1,13 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Driver, ExecRequest, ExecResult, ExitInfo, MachineSpec } from '../runtime/driver.ts';
+import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec } from '../runtime/driver.ts';
+import { processStats, type ProcessStat } from '../runtime/proc-stat.ts';
 import type { ImageRunConfig } from '../images/image-service.ts';
 import { durationToMs } from '../protocol/duration.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
+import { assertLegal } from './transitions.ts';
 import type { MachinePaths } from './machine-paths.ts';
 import { commandFor, envFor } from './process-spec.ts';
 import type { MachineRecord } from './store.ts';
@@ -25,6 +27,8 @@ export class MachineRunner {
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
   readonly #unwatch = new Map<string, () => void>();
+  /** Mounts under way, so two callers (a start and a files request) never mount one rootfs twice. */
+  readonly #mounting = new Map<string, Promise<void>>();
 
   constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver) {
     this.#driver = driver;
@@ -53,12 +57,32 @@ export class MachineRunner {
 
   /** Fast path: the rootfs is laid out; mount it if a reboot took it away, then run. */
   async run(m: MachineRecord, onExit: (exit: ExitInfo) => void): Promise<{ pid: number }> {
-    const layout = this.#paths.overlay(m.id, m.layerDirs);
-    if (!(await isMounted(layout.target))) await mountOverlay(layout);
+    await this.#ensureMounted(m);
     const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id) };
     const started = await this.#driver.start(m.id, where);
     this.watch(m.id, onExit);
     return started;
+  }
+
+  /**
+   * The host path of the machine's root filesystem for the files API, mounted if a reboot took
+   * the mount away. Legal in every persistent state (TRANSITIONS.files); the machine may be running.
+   */
+  async rootfs(m: MachineRecord): Promise<string> {
+    assertLegal('files', m.state, m.id);
+    await this.#ensureMounted(m);
+    return this.#paths.rootfs(m.id);
+  }
+
+  async #ensureMounted(m: MachineRecord): Promise<void> {
+    const pending = this.#mounting.get(m.id);
+    if (pending) return pending;
+    const layout = this.#paths.overlay(m.id, m.layerDirs);
+    const mounting = (async () => {
+      if (!(await isMounted(layout.target))) await mountOverlay(layout);
+    })().finally(() => this.#mounting.delete(m.id));
+    this.#mounting.set(m.id, mounting);
+    return mounting;
   }
 
   /** Follows a running machine's exit; an exit a `halt` is waiting for goes to it instead. */
@@ -121,6 +145,14 @@ export class MachineRunner {
 
   exec(m: MachineRecord, request: ExecRequest): Promise<ExecResult> {
     return this.#driver.exec(m.id, request);
+  }
+
+  execStream(m: MachineRecord, request: ExecStreamRequest): Promise<ExecProcess> {
+    return this.#driver.execStream(m.id, request);
+  }
+
+  async processes(m: MachineRecord): Promise<ProcessStat[]> {
+    return processStats(await this.#driver.processes(m.id), this.#paths.rootfs(m.id));
   }
 
   async cleanupExited(id: string): Promise<void> {

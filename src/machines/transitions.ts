@@ -13,6 +13,9 @@ export const TRANSITIONS = {
   destroy: { from: PERSISTENT_STATES, via: 'destroying', hint: 'wait for the current action to finish (GET …/wait)' },
   exec: { from: ['started'], hint: 'start the machine first (POST …/start)' },
   signal: { from: ['started'], hint: 'start the machine first (POST …/start)' },
+  ps: { from: ['started'], hint: 'start the machine first (POST …/start)' },
+  /** The files API: the root filesystem is there in every persistent state, running or not. */
+  files: { from: PERSISTENT_STATES, hint: 'wait for the current action to finish (GET …/wait)' },
 } as const satisfies Record<string, Transition>;
 
 export type Action = keyof typeof TRANSITIONS;

@@ -1,25 +1,10 @@
 import { z } from 'zod';
-import { ExecRequestSchema } from '../protocol/schemas.ts';
-import { ExecHandle } from '../sdk/index.ts';
-import { appArg, CHANGES, machineArg, READ_ONLY, tool, type ToolContext } from './tool-def.ts';
+import { EXEC_STREAM_DEFAULT_TIMEOUT_S, ExecStreamRequestSchema } from '../protocol/schemas.ts';
+import { appArg, CHANGES, machineArg, READ_ONLY, tool } from './tool-def.ts';
 
 // What runs inside a machine: commands (machine_exec) and the main process's output (machine_logs).
 
 const MAX_FOLLOW_S = 60;
-
-function machinePath(app: string, id: string): string {
-  return `/v1/apps/${encodeURIComponent(app)}/machines/${encodeURIComponent(id)}`;
-}
-
-/** Starts a command over the streaming exec endpoint; cancelling the MCP request kills it. */
-function startExec(ctx: ToolContext, app: string, id: string, body: { command: string[]; timeout?: number; stdin?: string }): ExecHandle {
-  const abort = new AbortController();
-  const response = ctx.client.raw('POST', `${machinePath(app, id)}/exec/stream`, body, {
-    signal: AbortSignal.any([ctx.signal, abort.signal]),
-    accept: 'application/x-ndjson',
-  });
-  return new ExecHandle(response, abort);
-}
 
 export const processTools = [
   tool({
@@ -30,13 +15,16 @@ export const processTools = [
     input: {
       app: appArg,
       id: machineArg,
-      command: ExecRequestSchema.shape.command.unwrap().meta({ description: 'Program and arguments, e.g. ["ls", "-l", "/"]' }),
-      timeout_s: ExecRequestSchema.shape.timeout.meta({ description: 'Seconds before the command is killed; default 30, at most 3600' }),
-      stdin: ExecRequestSchema.shape.stdin.meta({ description: 'Text fed to the command on stdin' }),
+      command: ExecStreamRequestSchema.shape.command,
+      timeout_s: ExecStreamRequestSchema.shape.timeout.meta({ description: `Seconds before the command is killed; default ${EXEC_STREAM_DEFAULT_TIMEOUT_S}` }),
+      stdin: ExecStreamRequestSchema.shape.stdin,
+      cwd: ExecStreamRequestSchema.shape.cwd,
+      env: ExecStreamRequestSchema.shape.env,
     },
     annotations: CHANGES,
-    run: async ({ app, id, command, timeout_s, stdin }, ctx) => {
-      const run = startExec(ctx, app, id, { command, ...(timeout_s ? { timeout: timeout_s } : {}), ...(stdin !== undefined ? { stdin } : {}) });
+    run: async ({ app, id, command, timeout_s, stdin, cwd, env }, ctx) => {
+      const body = { command, ...(timeout_s ? { timeout: timeout_s } : {}), ...(stdin !== undefined ? { stdin } : {}), ...(cwd ? { cwd } : {}), ...(env ? { env } : {}) };
+      const run = ctx.client.machines.execStream(app, id, body, { signal: ctx.signal });
       for await (const chunk of run) await ctx.progress(chunk.data);
       const r = await run.wait();
       const data = {
@@ -46,8 +34,19 @@ export const processTools = [
         stderr: r.stderr,
         timed_out: r.timedOut,
       };
-      const how = r.timedOut ? `timed out after ${timeout_s ?? 30}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
+      const how = r.timedOut ? `timed out after ${timeout_s ?? EXEC_STREAM_DEFAULT_TIMEOUT_S}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
       return { summary: `${command.join(' ')}: ${how}`, data };
+    },
+  }),
+  tool({
+    name: 'machine_ps',
+    description: 'List the processes running in a started machine (pid, command, memory, CPU) and the ports each listens on. Use it to check a server came up.',
+    input: { app: appArg, id: machineArg },
+    annotations: READ_ONLY,
+    run: async ({ app, id }, ctx) => {
+      const processes = await ctx.client.machines.ps(app, id, { signal: ctx.signal });
+      const ports = processes.flatMap((p) => p.listen_sockets.map((s) => `${s.proto} ${s.address} (${p.command})`));
+      return { summary: `${processes.length} process(es); listening: ${ports.length ? ports.join(', ') : 'nothing'}`, data: { processes } };
     },
   }),
   tool({

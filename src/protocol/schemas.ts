@@ -99,6 +99,39 @@ export const ExecResponseSchema = z.object({
   timed_out: z.boolean(),
 });
 
+export const EXEC_STREAM_DEFAULT_TIMEOUT_S = 300;
+
+export const ExecStreamRequestSchema = z.object({
+  command: z.array(z.string()).min(1).meta({ description: 'Program and arguments, e.g. ["sh", "-c", "apt-get install -y curl"]' }),
+  timeout: z.int().min(1).max(86_400).optional()
+    .meta({ description: `Seconds before the command is killed (the exit event then says timed_out); default ${EXEC_STREAM_DEFAULT_TIMEOUT_S}` }),
+  stdin: z.string().optional().meta({ description: 'Text fed to the command on stdin, which is then closed' }),
+  env: z.record(z.string().regex(/^[^=\0]+$/), z.string()).optional().meta({ description: "Variables added to (or replacing) the machine's env" }),
+  cwd: z.string().startsWith('/').optional().meta({ description: "Working directory; default the machine's" }),
+});
+
+/** One line of the NDJSON stream of POST …/exec/stream (and one WebSocket message of …/exec/ws). */
+export const ExecEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.enum(['stdout', 'stderr']), data: z.string() }),
+  z.object({ type: z.literal('exit'), exit_code: z.int(), exit_signal: z.int().optional(), timed_out: z.boolean(), cancelled: z.boolean() }),
+]);
+
+export const ProcessStatSchema = z.object({
+  pid: z.int().meta({ description: "Pid as the machine sees it" }),
+  command: z.string(),
+  directory: z.string(),
+  rss: z.int().meta({ description: 'Resident memory, bytes' }),
+  cpu: z.int().meta({ description: "CPU use over the process's life, percent of one core" }),
+  rtime: z.number().meta({ description: 'User CPU time, ms' }),
+  stime: z.number().meta({ description: 'System CPU time, ms' }),
+  listen_sockets: z.array(z.object({ proto: z.string(), address: z.string() })),
+});
+
+export const PsQuerySchema = z.object({
+  sort_by: z.enum(['pid', 'cpu', 'rss', 'rtime', 'stime', 'command']).default('pid'),
+  order: z.enum(['asc', 'desc']).default('asc'),
+});
+
 export const WaitQuerySchema = z.object({
   state: z.enum(WAITABLE_STATES).default('started'),
   timeout: z.coerce.number().int().min(1).max(300).default(60),
@@ -146,4 +179,49 @@ export type App = z.infer<typeof AppSchema>;
 export type Lease = z.infer<typeof LeaseSchema>;
 export type ExecRequest = z.infer<typeof ExecRequestSchema>;
 export type ExecResponse = z.infer<typeof ExecResponseSchema>;
+export type ExecStreamRequest = z.infer<typeof ExecStreamRequestSchema>;
+export type ExecEvent = z.infer<typeof ExecEventSchema>;
+export type ProcessStat = z.infer<typeof ProcessStatSchema>;
 export type StopRequest = z.infer<typeof StopRequestSchema>;
+
+// The files API (…/machines/{id}/files): paths are absolute, as the machine sees them.
+
+export const GuestPathSchema = z.string().min(1).meta({ description: 'Absolute path inside the machine, e.g. /etc/app.conf' });
+
+export const FilePathQuerySchema = z.object({ path: GuestPathSchema });
+
+export const FileWriteQuerySchema = FilePathQuerySchema.extend({
+  mode: z.string().regex(/^[0-7]{1,4}$/, 'octal digits such as 0644').optional()
+    .meta({ description: 'Permission bits in octal; default 0644 for a new file, the old mode for a replaced one' }),
+});
+
+export const FileRemoveQuerySchema = FilePathQuerySchema.extend({
+  recursive: z.stringbool().default(false).meta({ description: 'Remove a directory and everything in it' }),
+});
+
+export const FileRenameRequestSchema = z.object({
+  from: GuestPathSchema,
+  to: GuestPathSchema,
+  overwrite: z.boolean().default(false).meta({ description: 'Replace an existing file (or empty directory) at `to`' }),
+});
+
+export const FileEntrySchema = z.object({
+  name: z.string(),
+  type: z.enum(['file', 'dir', 'symlink', 'other']),
+  size: z.int().meta({ description: 'Bytes' }),
+  mode: z.int().meta({ description: 'Permission bits (mode & 0o7777)' }),
+  mtime: z.string().meta({ description: 'ISO 8601' }),
+  link_target: z.string().optional().meta({ description: 'For a symlink: where it points, as stored' }),
+});
+
+export const FileStatSchema = FileEntrySchema.extend({ path: z.string() });
+
+export const FileListSchema = z.object({ path: z.string(), entries: z.array(FileEntrySchema) });
+
+export const FileWriteResponseSchema = z.object({ path: z.string(), size: z.int(), mode: z.int() });
+
+export const TarUploadResponseSchema = z.object({ path: z.string(), members: z.int().meta({ description: 'Archive members unpacked' }) });
+
+export type FileEntry = z.infer<typeof FileEntrySchema>;
+export type FileStat = z.infer<typeof FileStatSchema>;
+export type FileRenameRequest = z.infer<typeof FileRenameRequestSchema>;

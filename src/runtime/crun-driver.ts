@@ -9,8 +9,8 @@ import { dirname, join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import { watchBundle } from './bundle-watch.ts';
 import { type CrunCommand, crunArgv, detectCrunCommand, inCrunNamespace, runCrun } from './crun-command.ts';
-import { crunExec } from './crun-exec.ts';
-import type { Driver, ExecRequest, ExecResult, ExitInfo, MachineSpec, RunState } from './driver.ts';
+import { crunExec, spawnExec } from './crun-exec.ts';
+import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec, RunState } from './driver.ts';
 import { machineNofileLimit } from './host-limits.ts';
 import { KmsgOomLog } from './kmsg-oom.ts';
 import { DEFAULT_CAPABILITIES } from './oci-defaults.ts';
@@ -192,12 +192,29 @@ class CrunDriver implements Driver {
   }
 
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {
+    return crunExec(this.#cmd, id, await this.#runningBundle(id), request);
+  }
+
+  async execStream(id: string, request: ExecStreamRequest): Promise<ExecProcess> {
+    return spawnExec(this.#cmd, id, await this.#runningBundle(id), request);
+  }
+
+  async processes(id: string): Promise<number[]> {
+    await this.#runningBundle(id);
+    const res = await runCrun(this.#cmd, ['ps', '--format', 'json', id], { namespaced: true });
+    if (res.code !== 0) {
+      throw new HangarError('runtime_error', `crun ps ${id} failed: ${res.stderr.trim()}`, { hint: 'the machine has probably exited; check its state' });
+    }
+    return JSON.parse(res.stdout) as number[];
+  }
+
+  async #runningBundle(id: string): Promise<string> {
     const bundleDir = this.#bundles.get(id) ?? (await this.#bundleFromCrun(id));
     const pid = readPid(bundleDir);
     if (pid === undefined || !isInCgroup(pid, cgroupsPathFor(id)) || readExitFile(bundleDir)) {
       throw new HangarError('runtime_error', `machine ${id} is not running`, { hint: 'start the machine before exec' });
     }
-    return crunExec(this.#cmd, id, bundleDir, request);
+    return bundleDir;
   }
 
   async cleanup(id: string, where: { bundleDir: string }): Promise<void> {

@@ -1,17 +1,20 @@
-// Runs a command inside a running machine with `crun exec`, capturing its output. On timeout or
-// abort the exec'd process itself is killed: killing only the crun client would leave it running.
-import { spawn } from 'node:child_process';
+// Runs a command inside a running machine with `crun exec`. On timeout or abort the exec'd process
+// itself is killed: killing only the crun client would leave it running.
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { readFile, unlink } from 'node:fs/promises';
+import { readFile, readlink, unlink } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { type CrunCommand, crunArgv, inCrunNamespace } from './crun-command.ts';
-import type { ExecRequest, ExecResult } from './driver.ts';
+import type { ExecExit, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest } from './driver.ts';
 
 export const EXEC_OUTPUT_CAP_BYTES = 4 * 1024 * 1024;
 const PIPE_GRACE_MS = 1_000;
+const run = promisify(execFile);
 
 type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number } };
 
@@ -47,17 +50,44 @@ function readMachineProcess(bundleDir: string): MachineProcess {
   }
 }
 
+/** Buffered exec: output is collected (up to the cap) and returned with the exit code. */
 export async function crunExec(cmd: CrunCommand, id: string, bundleDir: string, req: ExecRequest): Promise<ExecResult> {
+  const { stdin, ...rest } = req;
+  const proc = spawnExec(cmd, id, bundleDir, rest, { stdin: stdin !== undefined });
+  const stdout = new CappedBuffer();
+  const stderr = new CappedBuffer();
+  proc.stdout.on('data', (c: Buffer) => stdout.push(c));
+  proc.stderr.on('data', (c: Buffer) => stderr.push(c));
+  if (stdin !== undefined) proc.stdin.end(stdin);
+  const exit = await proc.exit;
+  if (exit.cancelled) throw req.signal?.reason ?? new Error('exec cancelled');
+  return {
+    exitCode: exit.exitCode,
+    ...(exit.exitSignal !== undefined ? { exitSignal: exit.exitSignal } : {}),
+    stdout: Buffer.concat(stdout.chunks),
+    stderr: Buffer.concat(stderr.chunks),
+    timedOut: exit.timedOut,
+    truncated: stdout.truncated || stderr.truncated,
+  };
+}
+
+/**
+ * Starts a command and hands back its streams. With `tty`, `script` gives crun a terminal to
+ * stand on (crun's own `exec -t` relays between its stdin and a pty inside the machine, and
+ * insists its stdin is a terminal); resizes go straight to the machine-side pty.
+ */
+export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: ExecStreamRequest, opts: { stdin?: boolean } = {}): ExecProcess {
   if (req.command.length === 0) throw new HangarError('validation_failed', 'exec needs a command', { hint: 'pass command: ["sh", "-c", "..."]' });
   req.signal?.throwIfAborted();
   const machine = readMachineProcess(bundleDir);
   const pidFile = join(bundleDir, `exec-${randomUUID()}.pid`);
-  const env = mergeEnv(machine.env, req.env ?? []);
+  const env = mergeEnv(machine.env, [...(req.tty ? ['TERM=xterm-256color'] : []), ...(req.env ?? [])]);
   const args = [
     'exec',
     '--pid-file',
     pidFile,
     '--no-new-privs',
+    ...(req.tty ? ['--tty'] : []),
     '--cwd',
     req.cwd ?? machine.cwd,
     '--user',
@@ -67,25 +97,24 @@ export async function crunExec(cmd: CrunCommand, id: string, bundleDir: string, 
     id,
     ...req.command,
   ];
-  const [file, ...rest] = inCrunNamespace(cmd, crunArgv(cmd, args));
+  const argv = inCrunNamespace(cmd, crunArgv(cmd, args));
+  const [file, ...rest] = req.tty ? inTerminal(argv, req.tty) : argv;
   // Own process group: the exec'd process inherits it, so the whole group can be killed at once.
-  const child = spawn(file!, rest, { detached: true, stdio: [req.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-  const stdout = new CappedBuffer();
-  const stderr = new CappedBuffer();
-  child.stdout!.on('data', (c: Buffer) => stdout.push(c));
-  child.stderr!.on('data', (c: Buffer) => stderr.push(c));
-  if (req.stdin !== undefined) {
-    child.stdin!.on('error', () => {}); // the command may exit without reading its stdin
-    child.stdin!.end(req.stdin);
-  }
+  const child = spawn(file!, rest, {
+    detached: true,
+    stdio: [req.tty || opts.stdin !== false ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    env: req.tty ? { ...process.env, SHELL: '/bin/sh' } : process.env,
+  });
+  child.stdin?.on('error', () => {}); // the command may exit without reading its stdin
 
   let timedOut = false;
-  let aborted = false;
+  let cancelled = false;
+  const execPid = async () => Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
   const killExec = async () => {
     // crun puts the exec'd process in a new session (led by a helper that has exited), so the
     // group to kill is read from /proc: it takes the process's children too. Our own group covers
     // a process crun has not forked yet.
-    const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+    const pid = await execPid();
     if (pid > 0) {
       const pgrp = processGroupOf(pid);
       if (pgrp !== undefined && pgrp > 1 && pgrp !== process.pid) tryKill(-pgrp);
@@ -103,37 +132,65 @@ export async function crunExec(cmd: CrunCommand, id: string, bundleDir: string, 
     void killExec();
   }, req.timeoutMs);
   const onAbort = () => {
-    aborted = true;
+    cancelled = true;
     void killExec();
   };
   req.signal?.addEventListener('abort', onAbort, { once: true });
 
-  return new Promise<ExecResult>((resolve, reject) => {
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new HangarError('runtime_error', `cannot run crun exec: ${err.message}`, { hint: 'check that crun is installed', cause: err }));
-    });
-    child.on('close', (code, signal) => {
+  const exit = new Promise<ExecExit>((resolve) => {
+    const finish = (exitCode: number, exitSignal?: number) => {
       clearTimeout(timer);
       req.signal?.removeEventListener('abort', onAbort);
       void unlink(pidFile).catch(() => {});
-      if (aborted) {
-        reject(req.signal!.reason);
-        return;
-      }
+      resolve({ exitCode, ...(exitSignal !== undefined ? { exitSignal } : {}), timedOut, cancelled });
+    };
+    child.on('error', (err) => {
+      child.stderr!.emit('data', Buffer.from(`hangar: cannot run crun exec: ${err.message}\n`));
+      finish(127);
+    });
+    child.on('close', (code, signal) => {
       const signum = signal ? constants.signals[signal] : undefined;
-      const result: ExecResult = {
-        exitCode: code ?? 128 + (signum ?? 0),
-        stdout: Buffer.concat(stdout.chunks),
-        stderr: Buffer.concat(stderr.chunks),
-        timedOut,
-        truncated: stdout.truncated || stderr.truncated,
-      };
-      if (timedOut) result.exitSignal = constants.signals.SIGKILL;
-      else if (signum !== undefined) result.exitSignal = signum;
-      resolve(result);
+      if (timedOut || cancelled) finish(code ?? 128 + constants.signals.SIGKILL, constants.signals.SIGKILL);
+      else finish(code ?? 128 + (signum ?? 0), signum);
     });
   });
+
+  return {
+    stdout: child.stdout!,
+    stderr: child.stderr!,
+    stdin: child.stdin ?? discardingStdin(),
+    exit,
+    resize: async (rows, cols) => {
+      if (!req.tty) throw new HangarError('validation_failed', 'resize needs an exec started with a tty', { hint: 'start the exec with tty: true' });
+      const pid = await execPid();
+      if (!(pid > 0)) return; // not started yet: it starts at the size `script` was given
+      await resizeMachinePty(pid, rows, cols);
+    },
+  };
+}
+
+/**
+ * Runs argv on a fresh host pty of the given size, raw so bytes pass through untouched. The
+ * command string is for `sh -c`, hence the quoting.
+ */
+function inTerminal(argv: string[], size: { rows: number; cols: number }): string[] {
+  const script = `stty raw -echo rows ${size.rows} cols ${size.cols} && exec ${argv.map(shellQuote).join(' ')}`;
+  return ['script', '--quiet', '--return', '--command', script, '/dev/null'];
+}
+
+/** The exec'd process's terminal is a pty of the machine's own devpts, reachable through /proc. */
+async function resizeMachinePty(pid: number, rows: number, cols: number): Promise<void> {
+  const tty = await readlink(`/proc/${pid}/fd/0`).catch(() => '');
+  if (!/^\/dev\/pts\/\d+$/.test(tty)) return; // gone, or its stdin was redirected
+  await run('stty', ['-F', `/proc/${pid}/root${tty}`, 'rows', String(rows), 'cols', String(cols)]).catch(() => {});
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function discardingStdin(): Writable {
+  return new Writable({ write: (_chunk, _encoding, done) => done() });
 }
 
 function processGroupOf(pid: number): number | undefined {

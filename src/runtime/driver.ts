@@ -10,6 +10,8 @@
 //   await driver.cleanup(id)             // after exit: drops runtime state, keeps the rootfs
 // After a daemon restart, `state(id)` tells whether a machine still runs and `watchExit` adopts it.
 
+import type { Readable, Writable } from 'node:stream';
+
 export type ProcessSpec = {
   args: string[];
   env: string[];
@@ -60,6 +62,29 @@ export type ExecRequest = {
   signal?: AbortSignal;
 };
 
+/** An exec whose output is read as it comes. `tty` gives the command a terminal of that size;
+ * its output (stdout and stderr alike) then arrives on `stdout`. */
+export type ExecStreamRequest = Omit<ExecRequest, 'stdin'> & { tty?: { rows: number; cols: number } };
+
+export type ExecExit = {
+  exitCode: number;
+  exitSignal?: number;
+  /** Killed at its timeout. */
+  timedOut: boolean;
+  /** Killed because the caller aborted. */
+  cancelled: boolean;
+};
+
+export interface ExecProcess {
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  readonly stdin: Writable;
+  /** Resizes the terminal of a `tty` exec (the command gets SIGWINCH). */
+  resize(rows: number, cols: number): Promise<void>;
+  /** Resolves once the command has ended and its output has been read; never rejects. */
+  readonly exit: Promise<ExecExit>;
+}
+
 export type ExecResult = {
   exitCode: number;
   exitSignal?: number;
@@ -84,6 +109,9 @@ export interface Driver {
   watchExit(id: string, where: { bundleDir: string }, onExit: (exit: ExitInfo) => void): () => void;
   kill(id: string, signal: string): Promise<void>;
   exec(id: string, request: ExecRequest): Promise<ExecResult>;
+  execStream(id: string, request: ExecStreamRequest): Promise<ExecProcess>;
+  /** Host pids of every process in the running machine. */
+  processes(id: string): Promise<number[]>;
   /** Drops runtime state of an exited machine (and the exit record). Idempotent. */
   cleanup(id: string, where: { bundleDir: string }): Promise<void>;
 }

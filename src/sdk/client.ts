@@ -1,7 +1,11 @@
-import type { App, ExecResponse, Lease, Machine, MachineEvent, CreateMachineRequest, UpdateMachineRequest } from '../protocol/schemas.ts';
+import type {
+  App, ExecResponse, ExecStreamRequest, Lease, Machine, MachineEvent, CreateMachineRequest, ProcessStat, UpdateMachineRequest,
+} from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
 import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
+import { ExecHandle } from './exec-handle.ts';
+import { ExecSession, type ExecSessionStart } from './exec-session.ts';
 
 // A typed client for the Hangar REST API. Uses only fetch, so it runs in browsers and edge
 // runtimes as well as Node. Every call takes `timeoutMs` and an AbortSignal.
@@ -97,6 +101,18 @@ export class HangarClient {
     },
     exec: (app: string, id: string, command: string[], opts?: CallOptions & { timeoutS?: number; stdin?: string }) =>
       this.call<ExecResponse>('POST', `${this.#m(app, id)}/exec`, { command, ...(opts?.timeoutS ? { timeout: opts.timeoutS } : {}), ...(opts?.stdin !== undefined ? { stdin: opts.stdin } : {}) }, opts),
+    /** Streams a command's output as it runs (POST …/exec/stream); `kill()` on the handle stops it. */
+    execStream: (app: string, id: string, req: ExecStreamRequest, opts: CallOptions = {}) => {
+      const abort = new AbortController();
+      const signal = opts.signal ? AbortSignal.any([opts.signal, abort.signal]) : abort.signal;
+      const response = this.raw('POST', `${this.#m(app, id)}/exec/stream`, req, { ...opts, signal, accept: 'application/x-ndjson' });
+      return new ExecHandle(response, abort);
+    },
+    /** An interactive command over a WebSocket (stdin, tty resize, kill); see ExecSession. */
+    execSession: (app: string, id: string, start: ExecSessionStart) =>
+      ExecSession.open(`${this.baseUrl.replace(/^http/, 'ws')}${this.#m(app, id)}/exec/ws`, this.#token, start),
+    ps: (app: string, id: string, opts?: CallOptions & { sortBy?: string; order?: 'asc' | 'desc' }) =>
+      this.call<ProcessStat[]>('GET', `${this.#m(app, id)}/ps?sort_by=${opts?.sortBy ?? 'pid'}&order=${opts?.order ?? 'asc'}`, undefined, opts),
     events: (app: string, id: string, opts?: CallOptions) => this.call<MachineEvent[]>('GET', `${this.#m(app, id)}/events`, undefined, opts),
     logs: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
       this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),

@@ -3,5 +3,6 @@
 export { Hangar } from './hangar.ts';
 export { Machine, MachineFiles, type ExecOptions, type FileEntry } from './machine.ts';
 export { ExecHandle, type ExecChunk, type ExecResult } from './exec-handle.ts';
+export { ExecSession, type ExecSessionStart } from './exec-session.ts';
 export { HangarClient, type CallOptions, type ClientOptions, type ImageInfo, type ImageSummary } from './client.ts';
 export { HangarApiError } from './errors.ts';

@@ -1,7 +1,8 @@
-import type { Machine as WireMachine, MachineEvent, UpdateMachineRequest } from '../protocol/schemas.ts';
+import type { Machine as WireMachine, MachineEvent, ProcessStat, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
 import type { CallOptions, HangarClient } from './client.ts';
-import { ExecHandle } from './exec-handle.ts';
+import type { ExecHandle } from './exec-handle.ts';
+import type { ExecSession, ExecSessionStart } from './exec-session.ts';
 
 // A machine as a robot holds it: the last known record plus the verbs that act on it.
 
@@ -65,21 +66,19 @@ export class Machine {
 
   /** Starts a command; iterate the handle for output as it comes, `wait()` for the result. */
   exec(command: string[], opts: ExecOptions = {}): ExecHandle {
-    const abort = new AbortController();
-    opts.signal?.addEventListener('abort', () => abort.abort(opts.signal?.reason), { once: true });
-    const body = {
-      command,
-      ...(opts.timeoutS ? { timeout: opts.timeoutS } : {}),
-      ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
-      ...(opts.env ? { env: opts.env } : {}),
-      ...(opts.cwd ? { cwd: opts.cwd } : {}),
-    };
-    const response = this.#client.raw('POST', `${machinePath(this.app, this.id)}/exec/stream`, body, {
-      signal: abort.signal,
-      timeoutMs: opts.timeoutMs,
-      accept: 'application/x-ndjson',
-    });
-    return new ExecHandle(response, abort);
+    const { timeoutS, stdin, env, cwd, ...call } = opts;
+    const body = { command, ...(timeoutS ? { timeout: timeoutS } : {}), ...(stdin !== undefined ? { stdin } : {}), ...(env ? { env } : {}), ...(cwd ? { cwd } : {}) };
+    return this.#client.machines.execStream(this.app, this.id, body, call);
+  }
+
+  /** An interactive command (a shell by default) with a terminal of the given size, as `hangar console` uses. */
+  console(opts: Partial<Omit<ExecSessionStart, 'tty'>> = {}): ExecSession {
+    return this.#client.machines.execSession(this.app, this.id, { ...opts, command: opts.command ?? ['sh'], tty: true });
+  }
+
+  /** The machine's processes, with the sockets each listens on. */
+  async ps(opts?: CallOptions): Promise<ProcessStat[]> {
+    return this.#client.machines.ps(this.app, this.id, opts);
   }
 
   async events(opts?: CallOptions): Promise<MachineEvent[]> {
