@@ -17,7 +17,7 @@ const APP = 'mcp';
 const TOOLS = [
   'app_list', 'app_create', 'app_destroy',
   'machine_create', 'machine_list', 'machine_get', 'machine_start', 'machine_stop', 'machine_restart', 'machine_destroy',
-  'machine_wait', 'machine_update', 'machine_exec', 'machine_logs',
+  'machine_wait', 'machine_update', 'machine_exec', 'machine_ps', 'machine_logs',
   'file_read', 'file_write', 'file_list', 'file_remove',
 ];
 const INSPECTOR = join(REPO, 'node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js');
@@ -26,7 +26,7 @@ let d: TestDaemon & { close(): Promise<void> };
 let overHttp: Client;
 let overStdio: Client;
 /** Whether the endpoints other work is adding have landed; tests of them skip with the reason until then. */
-const landed = { files: false, execStream: false };
+const landed = { files: false };
 
 async function connectHttp(): Promise<[Client, StreamableHTTPClientTransport]> {
   const client = new Client({ name: 'hangar-test', version: '1' });
@@ -44,7 +44,6 @@ before(async () => {
   await overStdio.connect(new StdioClientTransport({ command: HANGAR, args: ['mcp'], env: { HANGAR_DATA_DIR: d.dataDir }, stderr: 'pipe' }));
   const probe = async (method: string, path: string) => (await http(d, method, path, method === 'POST' ? {} : undefined)).body?.code !== 'route_not_found';
   landed.files = await probe('GET', '/v1/apps/x/machines/y/files/list?path=/');
-  landed.execStream = await probe('POST', '/v1/apps/x/machines/y/exec/stream');
 });
 after(async () => {
   await overHttp?.close();
@@ -108,8 +107,7 @@ describe('MCP server', () => {
     assert.equal(bad.isError, true, 'input validation failures are tool errors too');
   });
 
-  it('streams exec output as progress notifications before the result', async (t) => {
-    if (!landed.execStream) return t.skip('waiting for POST …/exec/stream');
+  it('streams exec output as progress notifications before the result', async () => {
     const id = await newMachine(overHttp);
     for (const [via, client] of clients()) {
       const events: string[] = [];
@@ -126,8 +124,7 @@ describe('MCP server', () => {
     }
   });
 
-  it('kills the command when the exec call is cancelled', async (t) => {
-    if (!landed.execStream) return t.skip('waiting for POST …/exec/stream');
+  it('kills the command when the exec call is cancelled', async () => {
     const id = await newMachine(overHttp);
     for (const [via, client] of clients()) {
       const abort = new AbortController();

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { readFile, readlink, unlink } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { type CrunCommand, crunArgv, inCrunNamespace } from './crun-command.ts';
@@ -158,7 +158,7 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
   return {
     stdout: child.stdout!,
     stderr: child.stderr!,
-    stdin: child.stdin ?? discardingStdin(),
+    stdin: req.tty ? heldUntil(child.stdin!, waitForPid(pidFile, exit)) : (child.stdin ?? discardingStdin()),
     exit,
     resize: async (rows, cols) => {
       if (!req.tty) throw new HangarError('validation_failed', 'resize needs an exec started with a tty', { hint: 'start the exec with tty: true' });
@@ -183,6 +183,20 @@ async function resizeMachinePty(pid: number, rows: number, cols: number): Promis
   const tty = await readlink(`/proc/${pid}/fd/0`).catch(() => '');
   if (!/^\/dev\/pts\/\d+$/.test(tty)) return; // gone, or its stdin was redirected
   await run('stty', ['-F', `/proc/${pid}/root${tty}`, 'rows', String(rows), 'cols', String(cols)]).catch(() => {});
+}
+
+/** Resolves once crun has written the exec'd pid (so `stty raw` has run), or the exec has ended. */
+async function waitForPid(pidFile: string, exit: Promise<unknown>): Promise<void> {
+  let ended = false;
+  void exit.then(() => (ended = true));
+  while (!ended && !(Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10) > 0)) await new Promise((r) => setTimeout(r, 10));
+}
+
+/** A stdin that passes writes on once `ready` settles: keys sent before the terminal is raw would be echoed twice. */
+function heldUntil(target: Writable, ready: Promise<void>): Writable {
+  const held = new PassThrough();
+  void ready.then(() => held.pipe(target));
+  return held;
 }
 
 function shellQuote(s: string): string {

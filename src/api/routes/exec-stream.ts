@@ -72,18 +72,45 @@ function parseMessage<S extends z.ZodType>(schema: S, raw: unknown): z.output<S>
   return schema.parse(json);
 }
 
-function firstMessage(socket: WebSocket): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      socket.off('message', onMessage);
-      reject(new HangarError('bad_request', 'no start message within 30s', { hint: 'send {"type":"start","command":[...]} right after connecting' }));
-    }, START_TIMEOUT_MS);
-    const onMessage = (data: unknown) => {
-      clearTimeout(timer);
-      resolve(data);
-    };
-    socket.once('message', onMessage);
-  });
+/**
+ * Holds a socket's messages until they are taken. ws may emit several messages in one tick (one
+ * TCP read), so a listener attached after an await would miss some; this one is attached at once.
+ */
+class Inbox {
+  readonly #queue: unknown[] = [];
+  #wake: (() => void) | undefined;
+  #handler: ((raw: unknown) => void) | undefined;
+
+  constructor(socket: WebSocket) {
+    socket.on('message', (raw) => {
+      if (this.#handler) this.#handler(raw);
+      else {
+        this.#queue.push(raw);
+        this.#wake?.();
+      }
+    });
+  }
+
+  async first(timeoutMs: number): Promise<unknown> {
+    if (this.#queue.length === 0) {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new HangarError('bad_request', `no start message within ${timeoutMs / 1000}s`, {
+          hint: 'send {"type":"start","command":[...]} right after connecting',
+        })), timeoutMs);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    return this.#queue.shift();
+  }
+
+  /** From now on every message, those already waiting first, goes to `handler`. */
+  drainTo(handler: (raw: unknown) => void): void {
+    this.#handler = handler;
+    this.#queue.splice(0).forEach(handler);
+  }
 }
 
 export const execStreamRoutes = [
@@ -119,7 +146,8 @@ export const execStreamRoutes = [
       });
     },
     websocket: async (socket, { services, params, signal }) => {
-      const start = parseMessage(WsStartSchema, await firstMessage(socket));
+      const inbox = new Inbox(socket);
+      const start = parseMessage(WsStartSchema, await inbox.first(START_TIMEOUT_MS));
       const cancel = new AbortController();
       const proc = await startExec(services.machines, services.runner, params.app_name, params.machine_id, {
         command: start.command,
@@ -130,7 +158,7 @@ export const execStreamRoutes = [
         signal: AbortSignal.any([signal, cancel.signal]),
       });
       if (start.stdin !== undefined) proc.stdin.end(start.stdin);
-      socket.on('message', (raw) => {
+      const onMessage = (raw: unknown) => {
         try {
           const msg = parseMessage(WsClientMessageSchema, raw);
           if (msg.type === 'stdin') proc.stdin.write(msg.data);
@@ -143,7 +171,8 @@ export const execStreamRoutes = [
           });
           socket.send(JSON.stringify({ type: 'error', code: e.code, error: e.message, hint: e.hint }));
         }
-      });
+      };
+      inbox.drainTo(onMessage);
       forwardOutput(proc, (event) => {
         socket.send(JSON.stringify(event));
         return socket.bufferedAmount < 1024 * 1024;
