@@ -105,5 +105,6 @@ describe('documents for robots', () => {
     assert.match(text, /^# Hangar/);
     assert.match(text, /- POST \/v1\/apps\/\{app_name\}\/machines: Create a machine .* — body \{name\?: string, config: object/);
     assert.match(text, /- GET \/v1\/apps\/\{app_name\}\/machines\/\{machine_id\}\/wait \?state\?: string, timeout\?: /);
+    assert.match(text, /## MCP tools[\s\S]*- machine_exec: Run a command in a started machine/, 'the MCP tools are described from the tool table');
   });
 });

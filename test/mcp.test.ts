@@ -161,10 +161,8 @@ describe('MCP server', () => {
     const { entries } = await ok(overStdio, 'file_list', { app: APP, id, path: '/srv' });
     assert.deepEqual(entries.map((e: { name: string }) => e.name).sort(), ['blob', 'hello.txt']);
 
-    if (landed.execStream) {
-      const seen = await ok(overHttp, 'machine_exec', { app: APP, id, command: ['cat', '/srv/hello.txt'] });
-      assert.equal(seen.stdout, 'hello from mcp\n');
-    }
+    const seen = await ok(overHttp, 'machine_exec', { app: APP, id, command: ['cat', '/srv/hello.txt'] });
+    assert.equal(seen.stdout, 'hello from mcp\n');
     await ok(overHttp, 'file_remove', { app: APP, id, path: '/srv', recursive: true });
     const gone = await call(overHttp, 'file_read', { app: APP, id, path: '/srv/hello.txt' });
     assert.match(text(gone), /^file_not_found: /);

@@ -41,7 +41,13 @@ export function buildLlmsTxt(routes: RouteDef[], tools: ToolSummary[]): string {
     lines.push('');
   }
   if (tools.length) {
-    lines.push('## MCP tools', '', 'Streamable HTTP at POST /mcp (same bearer token), or stdio with `hangar mcp`.', '');
+    lines.push(
+      '## MCP tools',
+      '',
+      'Streamable HTTP at /mcp (same bearer token), or stdio with `hangar mcp`. A failed call returns isError with the code and hint.',
+      'Resources: hangar://apps/{app}/machines/{id}/config and hangar://apps/{app}/machines/{id}/logs.',
+      '',
+    );
     for (const t of tools) lines.push(`- ${t.name}: ${t.description}`);
     lines.push('');
   }

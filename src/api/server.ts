@@ -17,6 +17,7 @@ import { logRoutes } from './routes/logs.ts';
 import { imageRoutes } from './routes/images.ts';
 import { execStreamRoutes } from './routes/exec-stream.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
+import { toolSummaries } from '../mcp/mcp-server.ts';
 
 // The REST server: parses HTTP into service calls and is the one place errors become HTTP.
 
@@ -41,7 +42,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
     method: 'GET', path: '/llms.txt', tag: 'System', summary: 'This API and the MCP tools, described for a model to read (no auth)', public: true,
     produces: 'text/plain',
     handler: ({ reply }) => {
-      void reply.type('text/plain; charset=utf-8').send(buildLlmsTxt(all(), []));
+      void reply.type('text/plain; charset=utf-8').send(buildLlmsTxt(all(), toolSummaries()));
       return HANDLED;
     },
   }),
