@@ -213,6 +213,26 @@ function runExecCases(s: Suite): void {
     await assertNoProcess(s, m.id, 'sleep 4322');
   });
 
+  s.test('execStream hands output over as it comes, takes stdin, and lists the machine processes', async (t) => {
+    const m = await s.start(t, { args: ['sleep', '1000'] });
+    const proc = await s.driver().execStream(m.id, { command: ['sh', '-c', 'read line; echo "got $line"; sleep 5; echo late'], timeoutMs: 10_000 });
+    let out = '';
+    proc.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    proc.stdin.end('hello\n');
+    for (let i = 0; i < 50 && !out.includes('got hello'); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(out, 'got hello\n', 'output arrives while the command still runs');
+    const pids = await s.driver().processes(m.id);
+    assert.ok(pids.length >= 3, `init, sleep and the exec'd shell: ${pids.join(' ')}`);
+    const controller = new AbortController();
+    const cancelled = await s.driver().execStream(m.id, { command: ['sleep', '4323'], timeoutMs: 30_000, signal: controller.signal });
+    controller.abort();
+    const exit = await cancelled.exit;
+    assert.equal(exit.cancelled, true);
+    await assertNoProcess(s, m.id, 'sleep 4323');
+    assert.equal((await proc.exit).exitCode, 0);
+    assert.equal(out, 'got hello\nlate\n');
+  });
+
   s.test('exec into a machine that is not running is a runtime_error', async (t) => {
     const m = await s.start(t, { args: ['sh', '-c', 'exit 0'] });
     await waitForExit(s.driver(), m.spec, 10_000);
