@@ -25,8 +25,6 @@ const INSPECTOR = join(REPO, 'node_modules/@modelcontextprotocol/inspector/clien
 let d: TestDaemon & { close(): Promise<void> };
 let overHttp: Client;
 let overStdio: Client;
-/** Whether the endpoints other work is adding have landed; tests of them skip with the reason until then. */
-const landed = { files: false };
 
 async function connectHttp(): Promise<[Client, StreamableHTTPClientTransport]> {
   const client = new Client({ name: 'hangar-test', version: '1' });
@@ -42,8 +40,6 @@ before(async () => {
   [overHttp] = await connectHttp();
   overStdio = new Client({ name: 'hangar-test', version: '1' });
   await overStdio.connect(new StdioClientTransport({ command: HANGAR, args: ['mcp'], env: { HANGAR_DATA_DIR: d.dataDir }, stderr: 'pipe' }));
-  const probe = async (method: string, path: string) => (await http(d, method, path, method === 'POST' ? {} : undefined)).body?.code !== 'route_not_found';
-  landed.files = await probe('GET', '/v1/apps/x/machines/y/files/list?path=/');
 });
 after(async () => {
   await overHttp?.close();
@@ -143,8 +139,7 @@ describe('MCP server', () => {
     }
   });
 
-  it('writes a file into a stopped machine, which sees it once started', async (t) => {
-    if (!landed.files) return t.skip('waiting for the files API');
+  it('writes a file into a stopped machine, which sees it once started', async () => {
     const id = await newMachine(overStdio);
     await ok(overStdio, 'machine_stop', { app: APP, id, timeout: '2s' });
     const written = await ok(overStdio, 'file_write', { app: APP, id, path: '/srv/hello.txt', content: 'hello from mcp\n', mode: '0640' });

@@ -31,6 +31,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   not_a_directory: 400,
   is_a_directory: 400,
   file_exists: 409,
+  directory_not_empty: 409,
   range_not_satisfiable: 416,
   memory_unavailable: 422,
   cpus_unavailable: 422,

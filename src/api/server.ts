@@ -15,6 +15,7 @@ import { machineActionRoutes } from './routes/machine-actions.ts';
 import { machineAdminRoutes } from './routes/machine-admin.ts';
 import { logRoutes } from './routes/logs.ts';
 import { imageRoutes } from './routes/images.ts';
+import { fileRoutes } from './routes/files.ts';
 import { execStreamRoutes } from './routes/exec-stream.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
@@ -49,7 +50,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

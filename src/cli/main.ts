@@ -1,6 +1,7 @@
 import { HangarApiError } from '../sdk/index.ts';
 import { apps, appsUsage } from './apps.ts';
 import { CliError } from './connect.ts';
+import { files, filesUsage } from './files.ts';
 import { consoleCommand, consoleUsage } from './console.ts';
 import { images, imagesUsage } from './images.ts';
 import { machines, machinesUsage } from './machines.ts';
@@ -16,6 +17,8 @@ ${appsUsage}
 ${machinesUsage}
 
 ${consoleUsage}
+
+${filesUsage}
 
 ${imagesUsage}
 
@@ -39,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       return machines(rest);
     case 'console':
       return consoleCommand(rest);
+    case 'files':
+      return files(rest);
     case 'images':
       return images(rest);
     case 'mcp':

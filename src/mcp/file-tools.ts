@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MachineFiles } from '../sdk/index.ts';
+import { HangarApiError, MachineFiles } from '../sdk/index.ts';
 import { appArg, CHANGES, DESTROYS, machineArg, pathArg, READ_ONLY, tool, type ToolContext } from './tool-def.ts';
 
 // Files inside a machine, through the files API; it works whether the machine is started or not.
@@ -7,41 +7,17 @@ import { appArg, CHANGES, DESTROYS, machineArg, pathArg, READ_ONLY, tool, type T
 const DEFAULT_READ_BYTES = 256 * 1024;
 const MAX_READ_BYTES = 4 * 1024 * 1024;
 
-function filesPath(app: string, id: string): string {
-  return `/v1/apps/${encodeURIComponent(app)}/machines/${encodeURIComponent(id)}/files`;
-}
-
-/**
- * Reads bytes [offset, offset+length) of a file, plus one byte past it to learn whether more
- * follows, and stops the download there. (The SDK client sends no Range header, so the bytes
- * before offset still cross loopback; only the tail is saved.)
- */
+/** Reads bytes [offset, offset+length) of a file, plus one byte past it to learn whether more follows. */
 async function readSpan(ctx: ToolContext, app: string, id: string, path: string, offset: number, length: number): Promise<{ bytes: Uint8Array; more: boolean }> {
-  const abort = new AbortController();
-  const res = await ctx.client.raw('GET', `${filesPath(app, id)}?path=${encodeURIComponent(path)}`, undefined, {
-    accept: 'application/octet-stream',
-    signal: AbortSignal.any([ctx.signal, abort.signal]),
-  });
-  const want = offset + length + 1;
-  const out = new Uint8Array(length + 1);
-  let seen = 0;
-  let kept = 0;
+  const files = new MachineFiles(ctx.client, app, id);
   try {
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      const from = Math.max(0, offset - seen);
-      const to = Math.min(chunk.length, want - seen);
-      if (to > from) {
-        out.set(chunk.subarray(from, to), kept);
-        kept += to - from;
-      }
-      seen += chunk.length;
-      if (seen >= want) break;
-    }
-  } finally {
-    abort.abort();
+    const bytes = await files.read(path, { range: { start: offset, end: offset + length }, signal: ctx.signal });
+    return { bytes: bytes.subarray(0, Math.min(bytes.length, length)), more: bytes.length > length };
+  } catch (err) {
+    // An empty file has no byte 0 to range over; anything else past the end is the caller's mistake.
+    if (offset === 0 && err instanceof HangarApiError && err.code === 'range_not_satisfiable') return { bytes: new Uint8Array(0), more: false };
+    throw err;
   }
-  const more = kept > length;
-  return { bytes: out.subarray(0, Math.min(kept, length)), more };
 }
 
 /** The bytes as text when they are UTF-8 without NULs; a character cut at the end is left for the next read. */

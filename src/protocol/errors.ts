@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   'not_a_directory',
   'is_a_directory',
   'file_exists',
+  'directory_not_empty',
   'range_not_satisfiable',
   'memory_unavailable',
   'cpus_unavailable',

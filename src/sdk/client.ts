@@ -11,6 +11,14 @@ import { ExecSession, type ExecSessionStart } from './exec-session.ts';
 // runtimes as well as Node. Every call takes `timeoutMs` and an AbortSignal.
 
 export type CallOptions = { timeoutMs?: number; signal?: AbortSignal; leaseNonce?: string };
+/** For `raw`: a body of raw bytes (whole or streamed) with its content type, and extra headers. */
+export type RawOptions = CallOptions & {
+  accept?: string;
+  rawBody?: Uint8Array | ReadableStream<Uint8Array>;
+  /** Content-Type of rawBody; application/octet-stream unless set. */
+  contentType?: string;
+  headers?: Record<string, string>;
+};
 export type ClientOptions = { baseUrl: string; token: string; fetch?: typeof fetch };
 
 type Json = Record<string, unknown> | unknown[];
@@ -38,12 +46,13 @@ export class HangarClient {
   }
 
   /** A raw call; resolves to the response (ok statuses only), rejects with HangarApiError. */
-  async raw(method: string, path: string, body?: Json, opts: CallOptions & { accept?: string; rawBody?: Uint8Array } = {}): Promise<Response> {
+  async raw(method: string, path: string, body?: Json, opts: RawOptions = {}): Promise<Response> {
     const signals = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter((s) => s !== undefined);
-    const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept: opts.accept ?? 'application/json' };
+    const headers: Record<string, string> = { ...opts.headers, authorization: `Bearer ${this.#token}`, accept: opts.accept ?? 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
-    if (opts.rawBody !== undefined) headers['content-type'] = 'application/octet-stream';
+    if (opts.rawBody !== undefined) headers['content-type'] = opts.contentType ?? 'application/octet-stream';
     if (opts.leaseNonce) headers['fly-machine-lease-nonce'] = opts.leaseNonce;
+    const streaming = typeof ReadableStream !== 'undefined' && opts.rawBody instanceof ReadableStream;
     let res: Response;
     try {
       res = await this.#fetch(this.baseUrl + path, {
@@ -51,7 +60,9 @@ export class HangarClient {
         headers,
         body: opts.rawBody ?? (body === undefined ? undefined : JSON.stringify(body)),
         signal: signals.length ? AbortSignal.any(signals) : undefined,
-      });
+        // A streamed request body needs half duplex (fetch's rule; Node enforces it).
+        ...(streaming ? { duplex: 'half' } : {}),
+      } as RequestInit);
     } catch (err) {
       if ((err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError') throw err;
       throw new HangarApiError(0, { hint: `is the daemon running? start it with: hangar serve` }, `cannot reach ${this.baseUrl}: ${(err as Error).message}`);

@@ -1,13 +1,15 @@
-import type { Machine as WireMachine, MachineEvent, ProcessStat, UpdateMachineRequest } from '../protocol/schemas.ts';
+import type { FileEntry as WireFileEntry, FileStat, Machine as WireMachine, MachineEvent, ProcessStat, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
-import type { CallOptions, HangarClient } from './client.ts';
+import type { CallOptions, HangarClient, RawOptions } from './client.ts';
 import type { ExecHandle } from './exec-handle.ts';
 import type { ExecSession, ExecSessionStart } from './exec-session.ts';
 
 // A machine as a robot holds it: the last known record plus the verbs that act on it.
 
 export type ExecOptions = CallOptions & { timeoutS?: number; stdin?: string; env?: Record<string, string>; cwd?: string };
-export type FileEntry = { name: string; type: 'file' | 'dir' | 'symlink' | 'other'; size: number; mode: number; mtime: string; link_target?: string };
+export type FileEntry = WireFileEntry;
+/** Bytes start..end of a file, both inclusive as in HTTP; without end, to the end of the file. */
+export type ByteRange = { start: number; end?: number };
 
 export class Machine {
   readonly app: string;
@@ -95,7 +97,11 @@ export class Machine {
   }
 }
 
-/** Files inside a machine, started or stopped. Paths are absolute paths as the machine sees them. */
+/**
+ * Files inside a machine, started or stopped. Paths are absolute paths as the machine sees them;
+ * the daemon refuses any that would lead outside the machine (`..`, absolute symlinks, links that
+ * climb out): HangarApiError with code path_escapes_root. Contents stream both ways.
+ */
 export class MachineFiles {
   readonly #client: HangarClient;
   readonly #base: string;
@@ -105,16 +111,26 @@ export class MachineFiles {
     this.#base = `${machinePath(app, id)}/files`;
   }
 
-  async read(path: string, opts?: CallOptions): Promise<Uint8Array> {
-    const res = await this.#client.raw('GET', `${this.#base}?path=${encodeURIComponent(path)}`, undefined, { ...opts, accept: 'application/octet-stream' });
-    return new Uint8Array(await res.arrayBuffer());
+  async read(path: string, opts?: CallOptions & { range?: ByteRange }): Promise<Uint8Array> {
+    return new Uint8Array(await (await this.#get(path, opts)).arrayBuffer());
   }
 
-  async readText(path: string, opts?: CallOptions): Promise<string> {
+  async readText(path: string, opts?: CallOptions & { range?: ByteRange }): Promise<string> {
     return new TextDecoder().decode(await this.read(path, opts));
   }
 
-  async write(path: string, content: string | Uint8Array, opts?: CallOptions & { mode?: number }): Promise<{ path: string; size: number; mode: number }> {
+  /** The file's bytes as they arrive, for files too big to hold. */
+  async readStream(path: string, opts?: CallOptions & { range?: ByteRange }): Promise<ReadableStream<Uint8Array>> {
+    return bodyOf(await this.#get(path, opts));
+  }
+
+  /** Writes a whole file (replacing it), creating parent directories. A new file gets mode 0644
+   * unless `mode` is given; a replaced one keeps its mode. A stream is sent as it is read. */
+  async write(
+    path: string,
+    content: string | Uint8Array | ReadableStream<Uint8Array>,
+    opts?: CallOptions & { mode?: number },
+  ): Promise<{ path: string; size: number; mode: number }> {
     const mode = opts?.mode !== undefined ? `&mode=${opts.mode.toString(8)}` : '';
     const res = await this.#client.raw('PUT', `${this.#base}?path=${encodeURIComponent(path)}${mode}`, undefined, {
       ...opts,
@@ -127,9 +143,46 @@ export class MachineFiles {
     return (await this.#client.call<{ entries: FileEntry[] }>('GET', `${this.#base}/list?path=${encodeURIComponent(path)}`, undefined, opts)).entries;
   }
 
+  /** One entry; a symlink is described (with link_target), not followed. */
+  async stat(path: string, opts?: CallOptions): Promise<FileStat> {
+    return this.#client.call<FileStat>('GET', `${this.#base}/stat?path=${encodeURIComponent(path)}`, undefined, opts);
+  }
+
   async remove(path: string, opts?: CallOptions & { recursive?: boolean }): Promise<void> {
     await this.#client.call('DELETE', `${this.#base}?path=${encodeURIComponent(path)}${opts?.recursive ? '&recursive=true' : ''}`, undefined, opts);
   }
+
+  /** Moves a file or directory; an existing `to` is replaced only with `overwrite` (else file_exists). */
+  async rename(from: string, to: string, opts?: CallOptions & { overwrite?: boolean }): Promise<void> {
+    await this.#client.call('POST', `${this.#base}/rename`, { from, to, overwrite: opts?.overwrite ?? false }, opts);
+  }
+
+  /** A directory as an (uncompressed) tar stream. */
+  async downloadTar(path: string, opts?: CallOptions): Promise<ReadableStream<Uint8Array>> {
+    const res = await this.#client.raw('GET', `${this.#base}/tar?path=${encodeURIComponent(path)}`, undefined, { ...opts, accept: 'application/x-tar' });
+    return bodyOf(res);
+  }
+
+  /** Unpacks a tar archive into a directory (created if missing), merging with what is there. */
+  async uploadTar(path: string, archive: Uint8Array | ReadableStream<Uint8Array>, opts?: CallOptions): Promise<{ path: string; members: number }> {
+    const res = await this.#client.raw('PUT', `${this.#base}/tar?path=${encodeURIComponent(path)}`, undefined, {
+      ...opts,
+      rawBody: archive,
+      contentType: 'application/x-tar',
+    });
+    return (await res.json()) as { path: string; members: number };
+  }
+
+  #get(path: string, opts?: CallOptions & { range?: ByteRange }): Promise<Response> {
+    const { range, ...call } = opts ?? {};
+    const raw: RawOptions = { ...call, accept: 'application/octet-stream' };
+    if (range) raw.headers = { range: `bytes=${range.start}-${range.end ?? ''}` };
+    return this.#client.raw('GET', `${this.#base}?path=${encodeURIComponent(path)}`, undefined, raw);
+  }
+}
+
+function bodyOf(res: Response): ReadableStream<Uint8Array> {
+  return res.body ?? new ReadableStream({ start: (c) => c.close() });
 }
 
 function machinePath(app: string, id: string): string {

@@ -96,7 +96,8 @@ export async function cleanupDataDir(dataDir: string): Promise<void> {
       /* already gone */
     }
   }
-  await rm(dataDir, { recursive: true, force: true });
+  // A crun still finishing (the shim of a killed machine) may write into crun/ while it goes.
+  await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
 }
 
 /** A daemon with a data dir, torn down completely by `close()` even if the test failed. */
