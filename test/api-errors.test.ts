@@ -41,8 +41,10 @@ describe('API errors', () => {
     const noAuth = await fetch(d.url + '/v1/apps');
     assert.equal(noAuth.status, 401);
     assert.equal((await fetch(d.url + '/health')).status, 200);
-    const spec = await (await fetch(d.url + '/openapi.json')).json() as { paths: Record<string, unknown> };
+    const spec = await (await fetch(d.url + '/openapi.json')).json() as { paths: Record<string, Record<string, { requestBody?: { content: object } }>> };
     assert.ok(spec.paths['/v1/apps/{app_name}/machines/{machine_id}/wait']);
+    const upload = spec.paths['/v1/apps/{app_name}/machines/{machine_id}/files']?.put?.requestBody?.content;
+    assert.deepEqual(Object.keys(upload ?? {}), ['application/octet-stream'], 'raw uploads are documented with their content type');
     assert.equal(statSync(join(d.dataDir, 'token')).mode & 0o777, 0o600, 'the generated token is readable by root only');
   });
 

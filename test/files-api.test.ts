@@ -219,9 +219,9 @@ describe('files API', () => {
     await m.destroy({ force: true });
   });
 
-  it('streams a 64 MiB file up and down without holding it in memory', async () => {
+  it('streams a 256 MiB file up and down without holding it in memory', async (t) => {
     const m = await busybox();
-    const size = 64 * 1024 * 1024;
+    const size = 256 * 1024 * 1024;
     const chunk = 1024 * 1024;
     const sent = createHash('sha256');
     let produced = 0;
@@ -253,7 +253,10 @@ describe('files API', () => {
     assert.equal(received, size);
     assert.equal(got.digest('hex'), digest);
     const grew = rss() - before;
-    assert.ok(grew < 40 * 1024 * 1024, `the daemon's peak RSS grew by ${(grew / 1048576).toFixed(1)} MiB for a 64 MiB file`);
+    t.diagnostic(`daemon peak RSS grew ${(grew / 1048576).toFixed(1)} MiB`);
+    // Garbage chunks wait for a GC (V8 collects once ~64 MiB of external memory is pending), so
+    // the bound is well above that yet well below the file's size.
+    assert.ok(grew < 160 * 1024 * 1024, `the daemon's peak RSS grew by ${(grew / 1048576).toFixed(1)} MiB for a 256 MiB file`);
 
     const tail = await m.files.read('/big/blob.bin', { range: { start: size - 5 } });
     assert.equal(tail.length, 5);

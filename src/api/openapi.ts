@@ -36,6 +36,7 @@ export function buildOpenApi(routes: RouteDef[], serverUrl: string): object {
       ...(def.body
         ? { requestBody: { required: !def.bodyOptional, content: { 'application/json': { schema: jsonSchema(def.body, 'input') } } } }
         : {}),
+      ...(def.consumes ? { requestBody: { required: true, content: { [def.consumes]: { schema: { type: 'string', format: 'binary' } } } } } : {}),
       responses: {
         [status]: success,
         default: { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },

@@ -36,6 +36,8 @@ export type RouteDef<P extends Schema | undefined = Schema | undefined, Q extend
   params?: P;
   query?: Q;
   body?: B;
+  /** The raw request body's content type, for routes that stream it (documentation only). */
+  consumes?: 'application/octet-stream' | 'application/x-tar';
   /** Body may be absent (Fly clients POST …/start with no body). */
   bodyOptional?: boolean;
   response?: Schema;

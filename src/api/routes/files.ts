@@ -89,7 +89,7 @@ export const fileRoutes = [
   route({
     method: 'PUT', path: FILES, tag: TAG,
     summary: 'Write a file (?path=&mode=0644) from the raw body (Content-Type: application/octet-stream), streamed to disk with no size limit; parent directories are created. 201 when created, 200 when replaced',
-    params: MachineParams, query: FileWriteQuerySchema, response: FileWriteResponseSchema, status: 201,
+    params: MachineParams, query: FileWriteQuerySchema, response: FileWriteResponseSchema, status: 201, consumes: 'application/octet-stream',
     handler: async ({ services, params, query, req, reply, signal }) => {
       const body = uploadBody(req, 'application/octet-stream');
       const mode = query.mode === undefined ? undefined : Number.parseInt(query.mode, 8);
@@ -141,7 +141,7 @@ export const fileRoutes = [
   route({
     method: 'PUT', path: `${FILES}/tar`, tag: TAG,
     summary: 'Unpack a tar stream (Content-Type: application/x-tar, uncompressed) into a directory (?path=, created if missing). Members with "..", absolute names, or written through symlinks refuse the whole archive',
-    params: MachineParams, query: FilePathQuerySchema, response: TarUploadResponseSchema,
+    params: MachineParams, query: FilePathQuerySchema, response: TarUploadResponseSchema, consumes: 'application/x-tar',
     handler: async ({ services, params, query, req, signal }) => {
       const body = uploadBody(req, 'application/x-tar');
       return untarInto(await rootfsOf(services, params), query.path, body, { signal });
