@@ -9,7 +9,8 @@ NODE_VERSION=24.21.0
 APT_PACKAGES=(crun tini busybox-static skopeo docker-registry golang-github-containers-common
   debootstrap zstd iproute2 util-linux mount openssl dpkg tar
   bsdutils coreutils  # script (a pty for tty exec) and stty (its resizes)
-  tmux)               # the console test drives `hangar console` through it
+  tmux                # the console test drives `hangar console` through it
+  nftables)           # machine network isolation
 
 step() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 

@@ -14,6 +14,8 @@ import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { rotateIfLarge } from './machines/log-files.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
+import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
+import { MachineNetwork } from './network/machine-network.ts';
 import { createDriver } from './runtime/drivers.ts';
 import { resolveUser } from './runtime/resolve-user.ts';
 
@@ -26,6 +28,8 @@ export type DaemonOptions = {
   /** The admin token; read from or generated into <dataDir>/token when absent. */
   token?: string;
   insecureRegistries?: string[];
+  /** The range machines' private addresses come from; one /24 per app. */
+  machineCidr?: string;
   logger?: boolean | object;
 };
 
@@ -42,6 +46,7 @@ export type Daemon = {
 type FileConfig = {
   insecure_registries?: string[];
   registry_credentials?: Record<string, { username: string; password: string }>;
+  machine_cidr?: string;
 };
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
@@ -57,10 +62,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   const driver = createDriver('crun', { stateRoot: join(opts.dataDir, 'crun') });
   await driver.checkHost();
+  const network = new MachineNetwork({ dataDir: opts.dataDir, machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR });
+  await network.setUp();
   const paths = new MachinePaths(opts.dataDir);
-  const runner = new MachineRunner(driver, paths, resolveUser);
-  const machines = new MachineService({ store, images, runner, waiters: new StateWaiters() });
-  const services: ApiServices = { apps: new AppService(store, machines), machines, admin: new MachineAdmin(machines), runner, images, paths };
+  const runner = new MachineRunner(driver, paths, resolveUser, network);
+  const machines = new MachineService({ store, images, runner, waiters: new StateWaiters(), machineRange: network.range });
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, admin: new MachineAdmin(machines), runner, images, paths };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
 

@@ -35,6 +35,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   range_not_satisfiable: 416,
   memory_unavailable: 422,
   cpus_unavailable: 422,
+  network_exhausted: 507,
   runtime_error: 500,
   host_unsupported: 500,
   internal: 500,

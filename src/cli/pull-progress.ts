@@ -5,7 +5,7 @@ import type { PullProgress } from '../images/image-service.ts';
 
 export class PullProgressView {
   readonly #out: NodeJS.WriteStream;
-  readonly #layers = new Map<string, { done: number; total: number }>();
+  readonly #layers = new Map<string, { done: number }>();
   #lastPhase = '';
   #drawn = false;
 
@@ -14,7 +14,7 @@ export class PullProgressView {
   }
 
   update(p: PullProgress): void {
-    if (p.phase === 'download') this.#layers.set(p.digest, { done: p.doneBytes, total: p.totalBytes });
+    if (p.phase === 'download') this.#layers.set(p.digest, { done: p.doneBytes });
     const text = this.#describe(p);
     if (this.#out.isTTY) {
       this.#out.write(`\r\x1b[K${text}`);
@@ -36,15 +36,12 @@ export class PullProgressView {
         return `resolving ${p.ref}`;
       case 'download': {
         let done = 0;
-        let total = 0;
-        for (const l of this.#layers.values()) {
-          done += l.done;
-          total += l.total;
-        }
+        for (const l of this.#layers.values()) done += l.done;
+        const total = p.pullBytes;
         const pct = total ? Math.floor((done / total) * 100) : 0;
         const width = 24;
         const bar = '#'.repeat(Math.floor((pct / 100) * width)).padEnd(width, '.');
-        return `downloading ${this.#layers.size} layer(s) [${bar}] ${mb(done)}/${mb(total)} MB ${pct}%`;
+        return `downloading ${p.layers} layer(s) [${bar}] ${mb(done)}/${mb(total)} MB ${pct}%`;
       }
       case 'unpack':
         return `unpacking ${p.digest.slice(0, 19)}`;

@@ -1,10 +1,13 @@
 import { parseArgs } from 'node:util';
 import { startDaemon } from '../daemon.ts';
+import { DEFAULT_MACHINE_CIDR } from '../network/addresses.ts';
 import { CliError, DEFAULT_API_LISTEN, DEFAULT_DATA_DIR } from './connect.ts';
 
 export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT] [--insecure-registry HOST:PORT]...
+             [--machine-cidr CIDR]
   Runs the Hangar daemon in the foreground. SIGTERM stops it; machines keep running and are
-  adopted when it starts again.`;
+  adopted when it starts again. Machines get private addresses from --machine-cidr (default
+  ${DEFAULT_MACHINE_CIDR}), one /24 per app.`;
 
 export async function serve(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -13,6 +16,7 @@ export async function serve(argv: string[]): Promise<void> {
       'data-dir': { type: 'string', default: process.env.HANGAR_DATA_DIR ?? DEFAULT_DATA_DIR },
       'api-listen': { type: 'string', default: DEFAULT_API_LISTEN },
       'insecure-registry': { type: 'string', multiple: true, default: [] },
+      'machine-cidr': { type: 'string' },
       quiet: { type: 'boolean', default: false },
     },
   });
@@ -27,6 +31,7 @@ export async function serve(argv: string[]): Promise<void> {
     apiHost: listen.slice(0, sep).replace(/^\[|\]$/g, ''),
     apiPort: port,
     insecureRegistries: values['insecure-registry'],
+    ...(values['machine-cidr'] ? { machineCidr: values['machine-cidr'] } : {}),
     logger: values.quiet ? false : { level: 'warn' },
   });
   const r = daemon.reconciled;

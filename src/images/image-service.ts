@@ -43,7 +43,8 @@ export type ImageSummary = {
 
 export type PullProgress =
   | { phase: 'resolve'; ref: string }
-  | { phase: 'download'; digest: string; doneBytes: number; totalBytes: number }
+  /** totalBytes is this layer's size; layers and pullBytes are the whole pull's. */
+  | { phase: 'download'; digest: string; doneBytes: number; totalBytes: number; layers: number; pullBytes: number }
   | { phase: 'unpack'; digest: string }
   | { phase: 'build'; message: string }
   | { phase: 'done'; name: string; manifestDigest: string };

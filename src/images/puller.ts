@@ -48,12 +48,16 @@ export async function pullImage(deps: PullDeps, ref: ParsedRef, options: PullOpt
   }
   parseImageConfig(await content.readBytes(manifest.config.digest), ref.name);
 
+  // Counted up front so progress can say "n layers" from its first line, whichever layer reports first.
+  const toFetch: Descriptor[] = [];
+  for (const layer of manifest.layers) if (!(await deps.layers.has(layer.digest)) && !(await content.has(layer.digest))) toFetch.push(layer);
+  const plan = { layers: toFetch.length, totalBytes: toFetch.reduce((n, l) => n + l.size, 0) };
   const queue = [...manifest.layers];
   const worker = async () => {
     for (let layer = queue.shift(); layer; layer = queue.shift()) {
       signal?.throwIfAborted();
       if (await deps.layers.has(layer.digest)) continue;
-      if (!(await content.has(layer.digest))) await sharedDownload(deps, ref, layer, options);
+      if (!(await content.has(layer.digest))) await sharedDownload(deps, ref, layer, options, plan);
       onProgress?.({ phase: 'unpack', digest: layer.digest });
       await deps.layers.ensure(layer.digest, content.blobPath(layer.digest), signal);
     }
@@ -65,18 +69,20 @@ export async function pullImage(deps: PullDeps, ref: ParsedRef, options: PullOpt
   return fetched.digest;
 }
 
-async function sharedDownload(deps: PullDeps, ref: ParsedRef, layer: Descriptor, options: PullOptions): Promise<void> {
+type DownloadPlan = { layers: number; totalBytes: number };
+
+async function sharedDownload(deps: PullDeps, ref: ParsedRef, layer: Descriptor, options: PullOptions, plan: DownloadPlan): Promise<void> {
   const running = deps.downloads.get(layer.digest);
   if (running) return running;
-  const work = downloadLayer(deps, ref, layer, options).finally(() => deps.downloads.delete(layer.digest));
+  const work = downloadLayer(deps, ref, layer, options, plan).finally(() => deps.downloads.delete(layer.digest));
   deps.downloads.set(layer.digest, work);
   return work;
 }
 
-async function downloadLayer(deps: PullDeps, ref: ParsedRef, layer: Descriptor, options: PullOptions): Promise<void> {
+async function downloadLayer(deps: PullDeps, ref: ParsedRef, layer: Descriptor, options: PullOptions, plan: DownloadPlan): Promise<void> {
   const { onProgress, signal } = options;
   const report = (doneBytes: number) =>
-    onProgress?.({ phase: 'download', digest: layer.digest, doneBytes, totalBytes: layer.size });
+    onProgress?.({ phase: 'download', digest: layer.digest, doneBytes, totalBytes: layer.size, layers: plan.layers, pullBytes: plan.totalBytes });
   for (let attempt = 1; ; attempt++) {
     const ingest = await deps.content.openIngest(layer.digest);
     const resumed = ingest.offset > 0;

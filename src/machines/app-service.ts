@@ -1,15 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { HangarError } from '../protocol/errors.ts';
+import type { MachineNetwork } from '../network/machine-network.ts';
 import type { MachineService } from './machine-service.ts';
 import type { AppRecord, Store } from './store.ts';
 
 export class AppService {
   readonly #store: Store;
   readonly #machines: MachineService;
+  readonly #network: MachineNetwork;
 
-  constructor(store: Store, machines: MachineService) {
+  constructor(store: Store, machines: MachineService, network: MachineNetwork) {
     this.#store = store;
     this.#machines = machines;
+    this.#network = network;
   }
 
   create(name: string, network?: string): AppRecord {
@@ -44,6 +47,10 @@ export class AppService {
   async delete(name: string): Promise<void> {
     this.get(name);
     for (const m of this.#machines.list(name)) await this.#machines.destroy(name, m.id, { force: true, leaseNonce: m.lease?.nonce });
-    this.#store.deleteApp(name);
+    const subnet = this.#store.transaction(() => {
+      this.#store.deleteApp(name);
+      return this.#store.freeAppSubnet(name);
+    });
+    if (subnet !== undefined) await this.#network.removeApp(subnet);
   }
 }

@@ -8,6 +8,7 @@ import { HangarError } from '../protocol/errors.ts';
 import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { assertLegal } from './transitions.ts';
+import type { MachineNetwork } from '../network/machine-network.ts';
 import type { MachinePaths } from './machine-paths.ts';
 import { commandFor, envFor } from './process-spec.ts';
 import type { MachineRecord } from './store.ts';
@@ -24,14 +25,16 @@ export class MachineRunner {
   readonly #driver: Driver;
   readonly #paths: MachinePaths;
   readonly #resolveUser: UserResolver;
+  readonly #network: MachineNetwork;
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
   readonly #unwatch = new Map<string, () => void>();
   /** Mounts under way, so two callers (a start and a files request) never mount one rootfs twice. */
   readonly #mounting = new Map<string, Promise<void>>();
 
-  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver) {
+  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork) {
     this.#driver = driver;
+    this.#network = network;
     this.#paths = paths;
     this.#resolveUser = resolveUser;
   }
@@ -43,6 +46,7 @@ export class MachineRunner {
     const layout = this.#paths.overlay(m.id, m.layerDirs);
     if (!(await isMounted(layout.target))) await mountOverlay(layout);
     await writeMachineFiles(layout.target, m.config.files);
+    if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
     await this.#driver.prepare(await this.#spec(m, image));
   }
 
@@ -58,6 +62,8 @@ export class MachineRunner {
   /** Fast path: the rootfs is laid out; mount it if a reboot took it away, then run. */
   async run(m: MachineRecord, onExit: (exit: ExitInfo) => void): Promise<{ pid: number }> {
     await this.#ensureMounted(m);
+    // Kept across stop/start; only a host reboot takes it away.
+    if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
     const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id) };
     const started = await this.#driver.start(m.id, where);
     this.watch(m.id, onExit);
@@ -164,6 +170,7 @@ export class MachineRunner {
     this.#stopWatching(m.id);
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
     await unmountOverlay(this.#paths.rootfs(m.id));
+    await this.#network.detach(m.id);
     await rm(this.#paths.dir(m.id), { recursive: true, force: true });
   }
 
@@ -177,6 +184,8 @@ export class MachineRunner {
     return {
       id: m.id,
       hostname: m.id,
+      // Machines made before they had addresses keep a namespace of their own (loopback only).
+      ...(m.privateIp ? { netnsPath: this.#network.netnsPath(m.id) } : {}),
       rootfs,
       bundleDir: this.#paths.bundle(m.id),
       logPath: this.#paths.log(m.id),

@@ -1,3 +1,5 @@
+import { allocateAddress } from '../network/allocation.ts';
+import type { MachineRange } from '../network/addresses.ts';
 import type { ImageService } from '../images/image-service.ts';
 import type { ExitInfo } from '../runtime/driver.ts';
 import { HangarError } from '../protocol/errors.ts';
@@ -27,12 +29,14 @@ export class MachineService {
   readonly #images: ImageService;
   readonly #runner: MachineRunner;
   readonly #waiters: StateWaiters;
+  readonly #machineRange: MachineRange;
   readonly #restartTimers = new Map<string, NodeJS.Timeout>();
   /** Exits seen while a transition was under way; handled once it settles in `started`. */
   readonly #pendingExits = new Map<string, ExitInfo>();
 
-  constructor(deps: { store: Store; images: ImageService; runner: MachineRunner; waiters: StateWaiters }) {
+  constructor(deps: { store: Store; images: ImageService; runner: MachineRunner; waiters: StateWaiters; machineRange: MachineRange }) {
     this.#store = deps.store;
+    this.#machineRange = deps.machineRange;
     this.#images = deps.images;
     this.#runner = deps.runner;
     this.#waiters = deps.waiters;
@@ -77,6 +81,7 @@ export class MachineService {
     const intent = this.#store.transaction(() => {
       // Again, now in the same synchronous step as the insert: the image await let others in.
       this.#assertNameFree(app, req.name);
+      m.privateIp = allocateAddress(this.#store, this.#machineRange, app);
       this.#store.insertMachine(m);
       return this.#store.openIntent(id, 'create', 'creating');
     });

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS intents (
   from_state TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, result TEXT
 );
 CREATE INDEX IF NOT EXISTS intents_open ON intents(machine_id) WHERE finished_at IS NULL;
+CREATE TABLE IF NOT EXISTS app_subnets (app TEXT PRIMARY KEY, subnet_index INTEGER NOT NULL UNIQUE);
 `;
 
 type Row = Record<string, string | number | null>;
@@ -111,6 +112,31 @@ export class Store {
 
   deleteApp(name: string): void {
     this.#db.prepare('DELETE FROM apps WHERE name = ?').run(name);
+  }
+
+  /** The app's subnet index in the machine range, given one now (the lowest free) if it has none. */
+  appSubnetIndex(app: string, subnetCount: number): number | undefined {
+    const row = this.#db.prepare('SELECT subnet_index FROM app_subnets WHERE app = ?').get(app) as { subnet_index: number } | undefined;
+    if (row) return row.subnet_index;
+    const taken = new Set((this.#db.prepare('SELECT subnet_index FROM app_subnets').all() as Array<{ subnet_index: number }>).map((r) => r.subnet_index));
+    for (let index = 0; index < subnetCount; index++) {
+      if (taken.has(index)) continue;
+      this.#db.prepare('INSERT INTO app_subnets (app, subnet_index) VALUES (?, ?)').run(app, index);
+      return index;
+    }
+    return undefined;
+  }
+
+  /** The subnet index the app held, now free for another app. */
+  freeAppSubnet(app: string): number | undefined {
+    const row = this.#db.prepare('DELETE FROM app_subnets WHERE app = ? RETURNING subnet_index').get(app) as { subnet_index: number } | undefined;
+    return row?.subnet_index;
+  }
+
+  /** Private addresses held by the app's machines that are not destroyed. */
+  usedAddresses(app: string): Set<string> {
+    const rows = this.#db.prepare("SELECT private_ip FROM machines WHERE app = ? AND state != 'destroyed' AND private_ip != ''").all(app) as Array<{ private_ip: string }>;
+    return new Set(rows.map((r) => r.private_ip));
   }
 
   countLiveMachines(app: string): number {

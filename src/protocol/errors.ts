@@ -35,6 +35,7 @@ export const ERROR_CODES = [
   'range_not_satisfiable',
   'memory_unavailable',
   'cpus_unavailable',
+  'network_exhausted',
   'runtime_error',
   'host_unsupported',
   'internal',

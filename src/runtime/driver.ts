@@ -30,6 +30,8 @@ export type MachineLimits = {
 export type MachineSpec = {
   id: string;
   hostname: string;
+  /** A network namespace to join (kept across runs); without it the machine gets a fresh one. */
+  netnsPath?: string;
   /** Mounted root filesystem (the overlay). */
   rootfs: string;
   /** Directory for config.json and runtime files of this machine. */

@@ -42,7 +42,11 @@ export function buildOciSpec(spec: MachineSpec, opts: OciSpecOptions) {
     linux: {
       cgroupsPath: cgroupsPathFor(spec.id),
       resources: { devices: DEVICE_RULES, ...resourcesFor(spec.limits, opts.hostMemoryBytes) },
-      namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }, { type: 'cgroup' }],
+      namespaces: [
+        { type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' },
+        spec.netnsPath ? { type: 'network', path: spec.netnsPath } : { type: 'network' },
+        { type: 'cgroup' },
+      ],
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
       seccomp: opts.seccomp,

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { HangarClient } from '../../src/sdk/index.ts';
+import { bridgePrefix, firewallTable, networkTag } from '../../src/network/names.ts';
 
 // Runs `hangar serve` as a user would, in its own process (so tests can kill -9 it), on a
 // fresh data dir and a free loopback port. stop() and cleanup() leave nothing behind.
@@ -30,7 +31,7 @@ export async function makeDataDir(): Promise<string> {
 
 export async function startDaemon(dataDir: string, extraArgs: string[] = []): Promise<TestDaemon> {
   await rm(join(dataDir, 'api-url'), { force: true });
-  const child = spawn(HANGAR, ['serve', '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', ...extraArgs], {
+  const child = spawn(HANGAR, ['serve', '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--machine-cidr', testMachineCidr(dataDir), ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, HANGAR_TOKEN: '' },
   });
@@ -61,6 +62,32 @@ export async function startDaemon(dataDir: string, extraArgs: string[] = []): Pr
     stop: () => signalAndWait('SIGTERM'),
     kill: () => signalAndWait('SIGKILL'),
   };
+}
+
+/** A /20 of the default range picked by the data dir, so daemons of different tests use different subnets. */
+export function testMachineCidr(dataDir: string): string {
+  return `172.29.${(Number.parseInt(networkTag(dataDir), 16) % 16) * 16}.0/20`;
+}
+
+/** The network namespaces, bridges and firewall table a daemon on this data dir made. */
+function cleanupNetwork(dataDir: string): void {
+  const tag = networkTag(dataDir);
+  const quiet = (cmd: string, args: string[]) => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    } catch {
+      return '';
+    }
+  };
+  for (const line of quiet('ip', ['netns', 'list']).split('\n')) {
+    const ns = line.split(' ')[0];
+    if (ns?.startsWith(`hgm-${tag}-`)) quiet('ip', ['netns', 'del', ns]);
+  }
+  for (const line of quiet('ip', ['-o', 'link', 'show', 'type', 'bridge']).split('\n')) {
+    const name = line.split(': ')[1]?.split('@')[0];
+    if (name?.startsWith(bridgePrefix(tag))) quiet('ip', ['link', 'del', name]);
+  }
+  quiet('nft', ['delete', 'table', 'inet', firewallTable(tag)]);
 }
 
 /**
@@ -96,6 +123,7 @@ export async function cleanupDataDir(dataDir: string): Promise<void> {
       /* already gone */
     }
   }
+  cleanupNetwork(dataDir);
   // A crun still finishing (the shim of a killed machine) may write into crun/ while it goes.
   await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
 }

@@ -1,0 +1,115 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { cleanupDataDir, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { netnsName, networkTag } from '../src/network/names.ts';
+
+// Private machine networks: an address per machine from its app's subnet, kept across
+// stop/start and daemon restarts, one app's machines reaching each other and nothing else.
+
+let dataDir: string;
+let d: TestDaemon;
+let hostService: Server;
+let hostPort: number;
+let webIp: string;
+
+before(async () => {
+  dataDir = await makeDataDir();
+  d = await startDaemon(dataDir);
+  await d.client.apps.create('net-a');
+  await d.client.apps.create('net-b');
+  // A host service on every address: machines must not reach it through their gateway.
+  hostService = createServer((s) => s.end('host secret\n')).listen(0, '0.0.0.0');
+  await new Promise((r) => hostService.once('listening', r));
+  hostPort = (hostService.address() as { port: number }).port;
+});
+after(async () => {
+  hostService?.close();
+  await d?.kill().catch(() => undefined);
+  await cleanupDataDir(dataDir);
+});
+
+const netnsPath = (id: string) => `/run/netns/${netnsName(networkTag(dataDir), id)}`;
+
+async function machine(app: string, cmd: string[] = ['sleep', 'inf']) {
+  return d.client.machines.create(app, { config: { image: 'hangar/busybox', init: { cmd } } });
+}
+
+async function sh(app: string, id: string, script: string): Promise<{ code: number; out: string }> {
+  const r = await d.client.machines.exec(app, id, ['sh', '-c', script], { timeoutS: 20 });
+  return { code: r.exit_code, out: r.stdout + r.stderr };
+}
+
+/** What an HTTP GET from inside a machine gets back (the status line), or '' when it cannot connect. */
+async function httpFrom(app: string, id: string, ip: string, port: number): Promise<string> {
+  const r = await sh(app, id, `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${ip} ${port} | head -1`);
+  return r.out.split('\n').find((l) => l.startsWith('HTTP/') || l.startsWith('host')) ?? '';
+}
+
+describe('machine networking', () => {
+  it('gives machines of one app addresses from its subnet, and they reach each other', async () => {
+    const web = await machine('net-a', ['sh', '-c', 'echo ok > /tmp/index.html; exec httpd -f -p 8080 -h /tmp']);
+    webIp = web.private_ip;
+    const client = await machine('net-a');
+    assert.match(web.private_ip, /^172\.29\.\d+\.2$/);
+    const subnet = web.private_ip.replace(/\.2$/, '');
+    assert.equal(client.private_ip, `${subnet}.3`);
+    const inside = await sh('net-a', client.id, 'ip -4 -o addr show eth0; ip route; echo $FLY_PRIVATE_IP');
+    assert.match(inside.out, new RegExp(`inet ${client.private_ip.replace(/\./g, '\\.')}/24`));
+    assert.match(inside.out, new RegExp(`default via ${subnet.replace(/\./g, '\\.')}\\.1`));
+    assert.match(inside.out, new RegExp(`^${client.private_ip.replace(/\./g, '\\.')}$`, 'm'));
+    assert.match(await httpFrom('net-a', client.id, web.private_ip, 8080), /^HTTP\/1\.[01] 200/);
+  });
+
+  it('keeps other apps and the host out, and lets the host reach machines', async () => {
+    const web = { private_ip: webIp };
+    const other = await machine('net-b');
+    assert.notEqual(other.private_ip.split('.')[2], web.private_ip.split('.')[2], 'another app, another subnet');
+    assert.equal(await httpFrom('net-b', other.id, web.private_ip, 8080), '', 'app b cannot reach app a');
+    const gateway = other.private_ip.replace(/\.\d+$/, '.1');
+    const probe = await sh('net-b', other.id, `nc -w 2 ${gateway} ${hostPort} </dev/null`);
+    assert.doesNotMatch(probe.out, /host secret/, 'a machine cannot reach host services through its gateway');
+    const ping = await sh('net-b', other.id, `ping -c 1 -W 2 ${gateway}`);
+    assert.equal(ping.code, 0, 'the gateway answers ping');
+    const fromHost = execFileSync('sh', ['-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 ${web.private_ip} 8080 | head -1`], { encoding: 'utf8' });
+    assert.match(fromHost, /^HTTP\/1\.[01] 200/, 'the host (and so its proxy) reaches machines');
+  });
+
+  it('keeps the address and namespace across stop/start and a daemon restart, and frees them at destroy', async () => {
+    const m = await machine('net-a');
+    const ns = statSync(netnsPath(m.id)).ino;
+    await d.client.machines.stop('net-a', m.id);
+    await d.client.machines.wait('net-a', m.id, 'stopped');
+    assert.ok(existsSync(netnsPath(m.id)), 'a stopped machine keeps its namespace');
+    await d.client.machines.start('net-a', m.id);
+    assert.equal(statSync(netnsPath(m.id)).ino, ns, 'start joins the namespace it had; it makes no new one');
+    assert.equal((await d.client.machines.get('net-a', m.id)).private_ip, m.private_ip);
+
+    await d.kill();
+    d = await startDaemon(dataDir);
+    assert.match((await sh('net-a', m.id, 'ip -4 -o addr show eth0')).out, new RegExp(m.private_ip.replace(/\./g, '\\.')));
+
+    // A host reboot takes namespaces away; the next start makes it again with the same address.
+    await d.client.machines.stop('net-a', m.id);
+    await d.client.machines.wait('net-a', m.id, 'stopped');
+    execFileSync('ip', ['netns', 'del', netnsName(networkTag(dataDir), m.id)]);
+    await d.client.machines.start('net-a', m.id);
+    assert.match((await sh('net-a', m.id, 'ip -4 -o addr show eth0')).out, new RegExp(m.private_ip.replace(/\./g, '\\.')));
+
+    await d.client.machines.destroy('net-a', m.id, { force: true });
+    assert.ok(!existsSync(netnsPath(m.id)), 'destroy removes the namespace');
+    const next = await machine('net-a');
+    assert.equal(next.private_ip, m.private_ip, 'a destroyed machine frees its address');
+  });
+
+  it('removes an app\'s bridge with the app', async () => {
+    const m = await machine('net-b');
+    const subnetIndex = Number(m.private_ip.split('.')[2]) % 16;
+    const bridge = `hgb-${networkTag(dataDir)}-${subnetIndex}`;
+    assert.ok(existsSync(`/sys/class/net/${bridge}`), `${bridge} exists`);
+    await d.client.apps.delete('net-b');
+    assert.ok(!existsSync(`/sys/class/net/${bridge}`), 'the bridge went with the app');
+  });
+});
