@@ -81,7 +81,10 @@ describe('SDK', () => {
     assert.equal(err.status, 404);
     assert.ok(err.hint);
 
-    const timedOut = await hangar.machines.get('sdk', m.id, { timeoutMs: 1 }).catch((e: unknown) => e);
+    // A wait the server holds for up to 30 s; the client gives up after 200 ms.
+    const t0 = Date.now();
+    const timedOut = await m.wait('stopped', { timeoutS: 30, timeoutMs: 200 }).catch((e: unknown) => e);
     assert.equal((timedOut as Error).name, 'TimeoutError');
+    assert.ok(Date.now() - t0 < 5000);
   });
 });
