@@ -1,6 +1,6 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { HangarClient } from '../../src/sdk/index.ts';
@@ -124,8 +124,24 @@ export async function cleanupDataDir(dataDir: string): Promise<void> {
     }
   }
   cleanupNetwork(dataDir);
-  // A crun still finishing (the shim of a killed machine) may write into crun/ while it goes.
+  // The shim of a killed machine runs `crun delete` as it ends, which makes crun/ again; let
+  // every process still working in the data dir finish before removing it.
+  for (let i = 0; i < 50 && processesUsing(dataDir) > 0; i++) await new Promise((r) => setTimeout(r, 100));
   await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+}
+
+/** How many processes name `dir` on their command line. */
+function processesUsing(dir: string): number {
+  let n = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) n++;
+    } catch {
+      // gone while we looked
+    }
+  }
+  return n;
 }
 
 /** A daemon with a data dir, torn down completely by `close()` even if the test failed. */
