@@ -59,16 +59,19 @@ ${existing.map((b) => `    ${isolationRule(b, bridges)}`).join('\n')}
   async attach(machineId: string, ip: string): Promise<void> {
     const ns = netnsName(this.#tag, machineId);
     const veth = vethName(machineId);
-    if (existsSync(this.netnsPath(machineId)) && existsSync(`/sys/class/net/${veth}`)) return;
-    await this.detach(machineId);
+    const hasNs = existsSync(this.netnsPath(machineId));
+    const hasVeth = existsSync(`/sys/class/net/${veth}`);
+    if (hasNs && hasVeth) return;
+    if (hasNs || hasVeth) await this.detach(machineId);
     const subnet = this.subnetOf(ip);
     const bridge = await this.#ensureBridge(subnet);
-    await ipBatch([], [`netns add ${ns}`, `link add ${veth} type veth peer name eth0 netns ${ns}`, `link set ${veth} master ${bridge} up`]);
-    await ipBatch(['-n', ns], [
-      `addr add ${ip}/${subnet.prefix} dev eth0`,
-      'link set lo up',
-      'link set eth0 up',
-      `route add default via ${subnet.gateway}`,
+    // One process for both halves: spawning from the daemon costs more than the netlink work.
+    await ipScript([
+      { commands: [`netns add ${ns}`, `link add ${veth} type veth peer name eth0 netns ${ns}`, `link set ${veth} master ${bridge} up`] },
+      {
+        netns: ns,
+        commands: [`addr add ${ip}/${subnet.prefix} dev eth0`, 'link set lo up', 'link set eth0 up', `route add default via ${subnet.gateway}`],
+      },
     ]);
   }
 
@@ -86,7 +89,7 @@ ${existing.map((b) => `    ${isolationRule(b, bridges)}`).join('\n')}
   async #ensureBridge(subnet: AppSubnet): Promise<string> {
     const bridge = bridgeName(this.#tag, subnet.index);
     if (existsSync(`/sys/class/net/${bridge}`)) return bridge;
-    await ipBatch([], [`link add ${bridge} type bridge`, `addr add ${subnet.gateway}/${subnet.prefix} dev ${bridge}`, `link set ${bridge} up`]).catch(async (err) => {
+    await ipScript([{ commands: [`link add ${bridge} type bridge`, `addr add ${subnet.gateway}/${subnet.prefix} dev ${bridge}`, `link set ${bridge} up`] }]).catch(async (err) => {
       // Another create made it first; anything else is a real failure.
       if (!existsSync(`/sys/class/net/${bridge}`)) throw err;
     });
@@ -104,10 +107,11 @@ function isolationRule(bridge: string, allBridges: string): string {
   return `iifname "${bridge}" oifname ${allBridges} oifname != "${bridge}" drop`;
 }
 
-/** One `ip -batch` run: a few ms instead of one process per command. */
-async function ipBatch(global: string[], commands: string[]): Promise<void> {
+/** `ip -batch` runs (each in a namespace or the host's), in one shell: a few ms in all. */
+async function ipScript(batches: Array<{ netns?: string; commands: string[] }>): Promise<void> {
+  const script = ['set -e', ...batches.map((b, i) => `ip ${b.netns ? `-n ${b.netns} ` : ''}-batch - <<'EOF${i}'\n${b.commands.join('\n')}\nEOF${i}`)].join('\n');
   await new Promise<void>((resolve, reject) => {
-    const child = execFile('ip', [...global, '-batch', '-'], (err, _stdout, stderr) => {
+    execFile('sh', ['-c', script], (err, _stdout, stderr) => {
       if (err) {
         reject(new HangarError('runtime_error', `cannot set up the machine network: ${String(stderr).trim() || err.message}`, {
           hint: 'the daemon needs root and iproute2; check `ip netns list` and `ip link` on the host',
@@ -115,7 +119,6 @@ async function ipBatch(global: string[], commands: string[]): Promise<void> {
         }));
       } else resolve();
     });
-    child.stdin!.end(commands.join('\n') + '\n');
   });
 }
 
