@@ -15,6 +15,7 @@ import { rotateIfLarge } from './machines/log-files.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
 import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
+import { InternalDns } from './network/internal-dns.ts';
 import { MachineNetwork } from './network/machine-network.ts';
 import { createDriver } from './runtime/drivers.ts';
 import { resolveUser } from './runtime/resolve-user.ts';
@@ -62,7 +63,21 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   const driver = createDriver('crun', { stateRoot: join(opts.dataDir, 'crun') });
   await driver.checkHost();
-  const network = new MachineNetwork({ dataDir: opts.dataDir, machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR });
+  const dns = new InternalDns((subnetIndex) => {
+    const app = store.appOfSubnet(subnetIndex);
+    if (!app) return undefined;
+    const machines = store.listMachines({ app }).filter((m) => m.privateIp);
+    return { app, machines: machines.map((m) => ({ id: m.id, ip: m.privateIp, started: m.state === 'started' })) };
+  });
+  const network = new MachineNetwork({
+    dataDir: opts.dataDir,
+    machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR,
+    // Names are a convenience: a gateway whose port 53 is taken must not stop machines from running.
+    onBridgeUp: (subnet) => dns.serve(subnet.index, subnet.gateway).catch((err: Error) => {
+      process.stderr.write(`hangar: no .internal names on ${subnet.gateway}: ${err.message}\n`);
+    }),
+    onBridgeDown: (subnetIndex) => dns.stop(subnetIndex),
+  });
   await network.setUp();
   const paths = new MachinePaths(opts.dataDir);
   const runner = new MachineRunner(driver, paths, resolveUser, network);
@@ -92,6 +107,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     close: async () => {
       clearInterval(rotation);
       machines.close();
+      dns.close();
       await server.close();
       store.close();
     },

@@ -14,6 +14,7 @@ let d: TestDaemon;
 let hostService: Server;
 let hostPort: number;
 let webIp: string;
+let webId: string;
 
 before(async () => {
   dataDir = await makeDataDir();
@@ -61,6 +62,14 @@ describe('machine networking', () => {
     assert.match(inside.out, new RegExp(`default via ${subnet.replace(/\./g, '\\.')}\\.1`));
     assert.match(inside.out, new RegExp(`^${client.private_ip.replace(/\./g, '\\.')}$`, 'm'));
     assert.match(await httpFrom('net-a', client.id, web.private_ip, 8080), /^HTTP\/1\.[01] 200/);
+    webId = web.id;
+
+    // By name, through the app's gateway: <id>.vm.<app>.internal, <app>.internal, and the bare id.
+    const byName = await sh('net-a', client.id, `nslookup ${web.id}.vm.net-a.internal; nslookup net-a.internal; cat /etc/resolv.conf`);
+    assert.match(byName.out, new RegExp(`Name:\\s+${web.id}\\.vm\\.net-a\\.internal\\s+Address: ${web.private_ip.replace(/\./g, '\\.')}`));
+    assert.match(byName.out, new RegExp(`Name:\\s+net-a\\.internal\\s+Address: ${client.private_ip.replace(/\./g, '\\.')}`));
+    assert.match(byName.out, new RegExp(`nameserver ${subnet.replace(/\./g, '\\.')}\\.1`));
+    assert.match(await httpFrom('net-a', client.id, web.id, 8080), /^HTTP\/1\.[01] 200/, 'the bare machine id resolves');
   });
 
   it('keeps other apps and the host out, and lets the host reach machines', async () => {
@@ -68,6 +77,8 @@ describe('machine networking', () => {
     const other = await machine('net-b');
     assert.notEqual(other.private_ip.split('.')[2], web.private_ip.split('.')[2], 'another app, another subnet');
     assert.equal(await httpFrom('net-b', other.id, web.private_ip, 8080), '', 'app b cannot reach app a');
+    const lookup = await sh('net-b', other.id, `nslookup ${webId}.vm.net-a.internal`);
+    assert.doesNotMatch(lookup.out, new RegExp(web.private_ip.replace(/\./g, '\\.')), "app b cannot resolve app a's names");
     const gateway = other.private_ip.replace(/\.\d+$/, '.1');
     const probe = await sh('net-b', other.id, `nc -w 2 ${gateway} ${hostPort} </dev/null`);
     assert.doesNotMatch(probe.out, /host secret/, 'a machine cannot reach host services through its gateway');
@@ -90,6 +101,7 @@ describe('machine networking', () => {
     await d.kill();
     d = await startDaemon(dataDir);
     assert.match((await sh('net-a', m.id, 'ip -4 -o addr show eth0')).out, new RegExp(m.private_ip.replace(/\./g, '\\.')));
+    assert.match((await sh('net-a', m.id, `nslookup ${m.id}.vm.net-a.internal`)).out, new RegExp(`Address: ${m.private_ip.replace(/\./g, '\\.')}`), 'names are served again after a restart');
 
     // A host reboot takes namespaces away; the next start makes it again with the same address.
     await d.client.machines.stop('net-a', m.id);

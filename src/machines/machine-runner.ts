@@ -1,5 +1,5 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec } from '../runtime/driver.ts';
 import { processStats, type ProcessStat } from '../runtime/proc-stat.ts';
 import type { ImageRunConfig } from '../images/image-service.ts';
@@ -9,6 +9,7 @@ import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { assertLegal } from './transitions.ts';
 import type { MachineNetwork } from '../network/machine-network.ts';
+import { resolvConf } from '../network/resolv-conf.ts';
 import type { MachinePaths } from './machine-paths.ts';
 import { commandFor, envFor } from './process-spec.ts';
 import type { MachineRecord } from './store.ts';
@@ -46,7 +47,10 @@ export class MachineRunner {
     const layout = this.#paths.overlay(m.id, m.layerDirs);
     if (!(await isMounted(layout.target))) await mountOverlay(layout);
     await writeMachineFiles(layout.target, m.config.files);
-    if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
+    if (m.privateIp) {
+      await this.#network.attach(m.id, m.privateIp);
+      await writeFile(this.#resolvConf(m.id), resolvConf(m.app, this.#network.subnetOf(m.privateIp).gateway));
+    }
     await this.#driver.prepare(await this.#spec(m, image));
   }
 
@@ -178,6 +182,10 @@ export class MachineRunner {
     await unmountOverlay(this.#paths.rootfs(m.id));
   }
 
+  #resolvConf(id: string): string {
+    return join(this.#paths.bundle(id), 'resolv.conf');
+  }
+
   async #spec(m: MachineRecord, image: ImageRunConfig): Promise<MachineSpec> {
     const rootfs = this.#paths.rootfs(m.id);
     const user = await this.#resolveUser(rootfs, image.User ?? '');
@@ -185,7 +193,7 @@ export class MachineRunner {
       id: m.id,
       hostname: m.id,
       // Machines made before they had addresses keep a namespace of their own (loopback only).
-      ...(m.privateIp ? { netnsPath: this.#network.netnsPath(m.id) } : {}),
+      ...(m.privateIp ? { netnsPath: this.#network.netnsPath(m.id), resolvConfPath: this.#resolvConf(m.id) } : {}),
       rootfs,
       bundleDir: this.#paths.bundle(m.id),
       logPath: this.#paths.log(m.id),

@@ -127,6 +127,11 @@ export class Store {
     return undefined;
   }
 
+  appOfSubnet(index: number): string | undefined {
+    const row = this.#db.prepare('SELECT app FROM app_subnets WHERE subnet_index = ?').get(index) as { app: string } | undefined;
+    return row?.app;
+  }
+
   /** The subnet index the app held, now free for another app. */
   freeAppSubnet(app: string): number | undefined {
     const row = this.#db.prepare('DELETE FROM app_subnets WHERE app = ? RETURNING subnet_index').get(app) as { subnet_index: number } | undefined;

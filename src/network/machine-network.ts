@@ -13,15 +13,25 @@ import { bridgeName, bridgePrefix, firewallTable, netnsName, networkTag, vethNam
 
 const run = promisify(execFile);
 
-export type MachineNetworkOptions = { dataDir: string; machineCidr: string };
+export type MachineNetworkOptions = {
+  dataDir: string;
+  machineCidr: string;
+  /** Called for each app bridge that is up (at setUp, and as bridges are made), e.g. to serve DNS on its gateway. */
+  onBridgeUp?: (subnet: AppSubnet) => Promise<void>;
+  onBridgeDown?: (subnetIndex: number) => void;
+};
 
 export class MachineNetwork {
   readonly range: MachineRange;
   readonly #tag: string;
+  readonly #onBridgeUp: (subnet: AppSubnet) => Promise<void>;
+  readonly #onBridgeDown: (subnetIndex: number) => void;
 
   constructor(opts: MachineNetworkOptions) {
     this.range = parseMachineCidr(opts.machineCidr);
     this.#tag = networkTag(opts.dataDir);
+    this.#onBridgeUp = opts.onBridgeUp ?? (async () => {});
+    this.#onBridgeDown = opts.onBridgeDown ?? (() => {});
   }
 
   /** Installs (or refreshes) the firewall table; idempotent, run at every daemon start. */
@@ -40,10 +50,12 @@ ${existing.map((b) => `    ${isolationRule(b, bridges)}`).join('\n')}
     type filter hook input priority 0; policy accept;
     iifname ${bridges} ct state established,related accept
     iifname ${bridges} icmp type echo-request accept
+    iifname ${bridges} udp dport 53 accept
     iifname ${bridges} drop
   }
 }
 `);
+    for (const bridge of existing) await this.#onBridgeUp(appSubnet(this.range, Number(bridge.slice(bridgePrefix(this.#tag).length))));
   }
 
   /** Where the runtime finds the machine's namespace. */
@@ -83,6 +95,7 @@ ${existing.map((b) => `    ${isolationRule(b, bridges)}`).join('\n')}
 
   /** Removes an app's bridge once it has no machines. Idempotent. */
   async removeApp(subnetIndex: number): Promise<void> {
+    this.#onBridgeDown(subnetIndex);
     await run('ip', ['link', 'del', bridgeName(this.#tag, subnetIndex)]).catch(() => undefined);
   }
 
@@ -94,6 +107,7 @@ ${existing.map((b) => `    ${isolationRule(b, bridges)}`).join('\n')}
       if (!existsSync(`/sys/class/net/${bridge}`)) throw err;
     });
     await nft(`add rule inet ${firewallTable(this.#tag)} forward ${isolationRule(bridge, `"${bridgePrefix(this.#tag)}*"`)}\n`);
+    await this.#onBridgeUp(subnet);
     return bridge;
   }
 }

@@ -38,7 +38,10 @@ export function buildOciSpec(spec: MachineSpec, opts: OciSpecOptions) {
     },
     root: { path: spec.rootfs, readonly: false },
     hostname: spec.hostname,
-    mounts: defaultMounts(opts.initHostPath),
+    mounts: [
+      ...defaultMounts(opts.initHostPath),
+      ...(spec.resolvConfPath ? [{ destination: '/etc/resolv.conf', type: 'bind', source: spec.resolvConfPath, options: ['rbind', 'rw'] }] : []),
+    ],
     linux: {
       cgroupsPath: cgroupsPathFor(spec.id),
       resources: { devices: DEVICE_RULES, ...resourcesFor(spec.limits, opts.hostMemoryBytes) },
