@@ -16,6 +16,7 @@ import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
 import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
 import { InternalDns } from './network/internal-dns.ts';
+import { createEdgeProxy, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
 import { MachineNetwork } from './network/machine-network.ts';
 import { createDriver } from './runtime/drivers.ts';
 import { resolveUser } from './runtime/resolve-user.ts';
@@ -29,6 +30,9 @@ export type DaemonOptions = {
   /** The admin token; read from or generated into <dataDir>/token when absent. */
   token?: string;
   insecureRegistries?: string[];
+  /** Where the edge proxy listens; no proxy when absent. */
+  proxyHost?: string;
+  proxyPort?: number;
   /** The range machines' private addresses come from; one /24 per app. */
   machineCidr?: string;
   logger?: boolean | object;
@@ -36,6 +40,8 @@ export type DaemonOptions = {
 
 export type Daemon = {
   url: string;
+  /** The edge proxy's address, when it runs. */
+  proxyUrl?: string;
   token: string;
   services: ApiServices;
   reconciled: ReconcileReport;
@@ -98,8 +104,18 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const url = `http://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${port}`;
   await writeFile(join(opts.dataDir, 'api-url'), url + '\n');
 
+  const proxy = opts.proxyPort === undefined ? undefined : createEdgeProxy({ apps: services.apps, machines, domain: DEFAULT_PROXY_DOMAIN });
+  let proxyUrl: string | undefined;
+  if (proxy) {
+    await new Promise<void>((resolve, reject) => proxy.once('error', reject).listen(opts.proxyPort, opts.proxyHost, () => resolve()));
+    const proxyAddress = proxy.address();
+    proxyUrl = `http://${opts.proxyHost}:${typeof proxyAddress === 'object' && proxyAddress ? proxyAddress.port : opts.proxyPort}`;
+    await writeFile(join(opts.dataDir, 'proxy-url'), proxyUrl + '\n');
+  }
+
   return {
     url,
+    ...(proxyUrl ? { proxyUrl } : {}),
     token,
     services,
     reconciled,
@@ -108,6 +124,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       clearInterval(rotation);
       machines.close();
       dns.close();
+      if (proxy) {
+        proxy.closeAllConnections();
+        await new Promise((resolve) => proxy.close(resolve));
+        await proxy.closePools();
+      }
       await server.close();
       store.close();
     },

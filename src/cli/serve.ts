@@ -1,13 +1,14 @@
 import { parseArgs } from 'node:util';
 import { startDaemon } from '../daemon.ts';
 import { DEFAULT_MACHINE_CIDR } from '../network/addresses.ts';
-import { CliError, DEFAULT_API_LISTEN, DEFAULT_DATA_DIR } from './connect.ts';
+import { CliError, DEFAULT_API_LISTEN, DEFAULT_DATA_DIR, DEFAULT_PROXY_LISTEN } from './connect.ts';
 
 export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT] [--insecure-registry HOST:PORT]...
-             [--machine-cidr CIDR]
+             [--machine-cidr CIDR] [--proxy-listen HOST:PORT]
   Runs the Hangar daemon in the foreground. SIGTERM stops it; machines keep running and are
   adopted when it starts again. Machines get private addresses from --machine-cidr (default
-  ${DEFAULT_MACHINE_CIDR}), one /24 per app.`;
+  ${DEFAULT_MACHINE_CIDR}), one /24 per app. The edge proxy (--proxy-listen, default
+  ${DEFAULT_PROXY_LISTEN}) sends http://<app>.localhost:PORT/ to the app's machines, waking one if needed.`;
 
 export async function serve(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -17,19 +18,18 @@ export async function serve(argv: string[]): Promise<void> {
       'api-listen': { type: 'string', default: DEFAULT_API_LISTEN },
       'insecure-registry': { type: 'string', multiple: true, default: [] },
       'machine-cidr': { type: 'string' },
+      'proxy-listen': { type: 'string', default: DEFAULT_PROXY_LISTEN },
       quiet: { type: 'boolean', default: false },
     },
   });
-  const listen = values['api-listen'];
-  const sep = listen.lastIndexOf(':');
-  const port = Number(listen.slice(sep + 1));
-  if (sep <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new CliError(`--api-listen ${listen} is not HOST:PORT`, 'for example --api-listen 127.0.0.1:4280');
-  }
+  const api = hostPort('--api-listen', values['api-listen']);
+  const proxy = hostPort('--proxy-listen', values['proxy-listen']);
   const daemon = await startDaemon({
     dataDir: values['data-dir'],
-    apiHost: listen.slice(0, sep).replace(/^\[|\]$/g, ''),
-    apiPort: port,
+    apiHost: api.host,
+    apiPort: api.port,
+    proxyHost: proxy.host,
+    proxyPort: proxy.port,
     insecureRegistries: values['insecure-registry'],
     ...(values['machine-cidr'] ? { machineCidr: values['machine-cidr'] } : {}),
     logger: values.quiet ? false : { level: 'warn' },
@@ -38,6 +38,7 @@ export async function serve(argv: string[]): Promise<void> {
   process.stdout.write(
     `Hangar is running.\n` +
       `  API:      ${daemon.url}   (OpenAPI at ${daemon.url}/openapi.json)\n` +
+      `  proxy:    ${daemon.proxyUrl}   (http://<app>.localhost:<port>/ reaches the app's machines)\n` +
       `  token:    ${daemon.token}\n` +
       `  data dir: ${values['data-dir']}\n` +
       (r.adopted.length + r.exited.length + r.finished.length + r.cleaned.length
@@ -51,4 +52,13 @@ export async function serve(argv: string[]): Promise<void> {
     process.once('SIGINT', stop);
   });
   await daemon.close();
+}
+
+function hostPort(flag: string, listen: string): { host: string; port: number } {
+  const sep = listen.lastIndexOf(':');
+  const port = Number(listen.slice(sep + 1));
+  if (sep <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new CliError(`${flag} ${listen} is not HOST:PORT`, `for example ${flag} 127.0.0.1:4280`);
+  }
+  return { host: listen.slice(0, sep).replace(/^\[|\]$/g, ''), port };
 }

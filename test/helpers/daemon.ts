@@ -15,6 +15,8 @@ export const HANGAR = join(REPO, 'hangar');
 export type TestDaemon = {
   dataDir: string;
   url: string;
+  /** The edge proxy; send requests with Host: <app>.localhost. */
+  proxyUrl: string;
   token: string;
   client: HangarClient;
   process: ChildProcess;
@@ -31,7 +33,8 @@ export async function makeDataDir(): Promise<string> {
 
 export async function startDaemon(dataDir: string, extraArgs: string[] = []): Promise<TestDaemon> {
   await rm(join(dataDir, 'api-url'), { force: true });
-  const child = spawn(HANGAR, ['serve', '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--machine-cidr', testMachineCidr(dataDir), ...extraArgs], {
+  await rm(join(dataDir, 'proxy-url'), { force: true });
+  const child = spawn(HANGAR, ['serve', '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--machine-cidr', testMachineCidr(dataDir), '--proxy-listen', '127.0.0.1:0', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, HANGAR_TOKEN: '' },
   });
@@ -40,23 +43,25 @@ export async function startDaemon(dataDir: string, extraArgs: string[] = []): Pr
   child.stderr!.on('data', (d) => (out += d));
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
   const deadline = Date.now() + 30_000;
-  let url = '';
-  while (!url) {
+  // proxy-url is written last, once everything serves.
+  let proxyUrl = '';
+  while (!proxyUrl) {
     if (child.exitCode !== null) throw new Error(`hangar serve exited (${child.exitCode}):\n${out}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`hangar serve did not come up:\n${out}`);
     }
-    url = await readFile(join(dataDir, 'api-url'), 'utf8').then((s) => s.trim(), () => '');
-    if (!url) await new Promise((r) => setTimeout(r, 50));
+    proxyUrl = await readFile(join(dataDir, 'proxy-url'), 'utf8').then((s) => s.trim(), () => '');
+    if (!proxyUrl) await new Promise((r) => setTimeout(r, 50));
   }
+  const url = readFileSync(join(dataDir, 'api-url'), 'utf8').trim();
   const token = readFileSync(join(dataDir, 'token'), 'utf8').trim();
   const signalAndWait = async (sig: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(sig);
     await exited;
   };
   return {
-    dataDir, url, token, process: child,
+    dataDir, url, proxyUrl, token, process: child,
     client: new HangarClient({ baseUrl: url, token }),
     output: () => out,
     stop: () => signalAndWait('SIGTERM'),

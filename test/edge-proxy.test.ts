@@ -1,0 +1,99 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { withDaemon, type TestDaemon } from './helpers/daemon.ts';
+
+// The edge proxy as a client sees it: http://<app>.localhost:<port>/ reaches the app's machine,
+// wakes it when stopped, and says clearly when it cannot.
+
+let d: TestDaemon & { close(): Promise<void> };
+const APP = 'edge';
+
+// A busybox httpd serving /srv (index.html) and a CGI that echoes what it was sent.
+const SERVER = ['sh', '-c', 'mkdir -p /srv; echo "hello from $FLY_MACHINE_ID" > /srv/index.html; exec httpd -f -p 8080 -h /srv'];
+const ECHO_CGI = [
+  '#!/bin/sh',
+  "printf 'Content-Type: text/plain\\r\\n\\r\\n'",
+  'echo method=$REQUEST_METHOD',
+  'echo xff=$HTTP_X_FORWARDED_FOR host=$HTTP_X_FORWARDED_HOST',
+  'cat',
+  '',
+].join('\n');
+const FILES = [{ guest_path: '/srv/cgi-bin/echo', raw_value: Buffer.from(ECHO_CGI).toString('base64'), mode: 0o755 }];
+
+before(async () => {
+  d = await withDaemon();
+  await d.client.apps.create(APP);
+});
+after(async () => {
+  await d?.close();
+});
+
+function get(host: string, path = '/', opts: { method?: string; body?: string } = {}): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
+  const url = new URL(d.proxyUrl);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path, method: opts.method ?? 'GET', headers: { host } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+describe('edge proxy', () => {
+  it('routes <app>.localhost to the app machine, streaming bodies and adding forwarding headers', async () => {
+    const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: SERVER }, files: FILES, services: [{ internal_port: 8080, ports: [{ port: 80, handlers: ['http'] }] }] } as never });
+    let res = await get(`${APP}.localhost`);
+    for (let i = 0; i < 50 && res.status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 100)); // the server may still be starting
+      res = await get(`${APP}.localhost`);
+    }
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.body, `hello from ${m.id}\n`);
+    assert.match(String(res.headers['fly-request-id']), /^[0-9a-f]{16}$/);
+
+    const posted = await get(`${APP}.localhost:1234`, '/cgi-bin/echo', { method: 'POST', body: 'payload-123' });
+    assert.equal(posted.status, 200, posted.body);
+    assert.match(posted.body, /method=POST/);
+    assert.match(posted.body, /xff=127\.0\.0\.1 host=edge\.localhost:1234/);
+    assert.match(posted.body, /payload-123/);
+  });
+
+  it('wakes a stopped machine on the first request', async () => {
+    const [m] = await d.client.machines.list(APP);
+    await d.client.machines.stop(APP, m!.id);
+    await d.client.machines.wait(APP, m!.id, 'stopped');
+    const res = await get(`${APP}.localhost`);
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.body, `hello from ${m!.id}\n`);
+    assert.equal((await d.client.machines.get(APP, m!.id)).state, 'started');
+  });
+
+  it('answers unknown hosts with 404 and a hint, and an app with nothing to serve with 503', async () => {
+    const unknown = await get('nope.localhost');
+    assert.equal(unknown.status, 404);
+    const body = JSON.parse(unknown.body) as { code: string; hint: string };
+    assert.equal(body.code, 'app_not_found');
+    assert.ok(body.hint);
+    const bare = await get('localhost');
+    assert.equal(bare.status, 404);
+    assert.match((JSON.parse(bare.body) as { hint: string }).hint, /<app>\.localhost/);
+
+    await d.client.apps.create('quiet');
+    await d.client.machines.create('quiet', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] }, services: [{ internal_port: 8080, autostart: false }] } as never, skip_launch: true });
+    const asleep = await get('quiet.localhost');
+    assert.equal(asleep.status, 503);
+    assert.match((JSON.parse(asleep.body) as { hint: string }).hint, /start a machine/);
+  });
+
+  it('says which machine failed when its server does not answer', async () => {
+    await d.client.apps.create('broken');
+    const m = await d.client.machines.create('broken', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] }, services: [{ internal_port: 8080 }] } as never });
+    const res = await get('broken.localhost');
+    assert.equal(res.status, 502);
+    assert.match((JSON.parse(res.body) as { error: string }).error, new RegExp(m.id));
+  });
+});
