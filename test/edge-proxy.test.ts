@@ -19,7 +19,26 @@ const ECHO_CGI = [
   'cat',
   '',
 ].join('\n');
-const FILES = [{ guest_path: '/srv/cgi-bin/echo', raw_value: Buffer.from(ECHO_CGI).toString('base64'), mode: 0o755 }];
+// Asks the proxy to replay to the instance named in the query (or elsewhere, for "loop"),
+// unless this is the replayed request, which it answers with where it came from and its body.
+const REPLAY_CGI = [
+  '#!/bin/sh',
+  'if [ -n "$HTTP_FLY_REPLAY_SRC" ] && [ "$QUERY_STRING" != loop ]; then',
+  "  printf 'Content-Type: text/plain\\r\\n\\r\\n'",
+  '  echo "answered by $FLY_MACHINE_ID, replayed from $HTTP_FLY_REPLAY_SRC"',
+  '  cat',
+  'elif [ "$QUERY_STRING" = loop ]; then',
+  "  printf 'fly-replay: elsewhere=true\\r\\nContent-Type: text/plain\\r\\n\\r\\n'",
+  'else',
+  "  printf 'fly-replay: instance=%s;state=step2\\r\\nContent-Type: text/plain\\r\\n\\r\\n' \"$QUERY_STRING\"",
+  'fi',
+  '',
+].join('\n');
+const FILES = [
+  { guest_path: '/srv/cgi-bin/echo', raw_value: Buffer.from(ECHO_CGI).toString('base64'), mode: 0o755 },
+  { guest_path: '/srv/cgi-bin/replay', raw_value: Buffer.from(REPLAY_CGI).toString('base64'), mode: 0o755 },
+];
+const SERVED = { image: 'hangar/busybox', init: { cmd: SERVER }, files: FILES, services: [{ internal_port: 8080, ports: [{ port: 80, handlers: ['http'] }] }] };
 
 before(async () => {
   d = await withDaemon();
@@ -29,10 +48,10 @@ after(async () => {
   await d?.close();
 });
 
-function get(host: string, path = '/', opts: { method?: string; body?: string } = {}): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
+function get(host: string, path = '/', opts: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
   const url = new URL(d.proxyUrl);
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path, method: opts.method ?? 'GET', headers: { host } }, (res) => {
+    const req = request({ host: url.hostname, port: url.port, path, method: opts.method ?? 'GET', headers: { host, ...opts.headers } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => (body += c));
@@ -45,7 +64,7 @@ function get(host: string, path = '/', opts: { method?: string; body?: string } 
 
 describe('edge proxy', () => {
   it('routes <app>.localhost to the app machine, streaming bodies and adding forwarding headers', async () => {
-    const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: SERVER }, files: FILES, services: [{ internal_port: 8080, ports: [{ port: 80, handlers: ['http'] }] }] } as never });
+    const m = await d.client.machines.create(APP, { config: SERVED as never });
     let res = await get(`${APP}.localhost`);
     for (let i = 0; i < 50 && res.status !== 200; i++) {
       await new Promise((r) => setTimeout(r, 100)); // the server may still be starting
@@ -70,6 +89,42 @@ describe('edge proxy', () => {
     assert.equal(res.status, 200, res.body);
     assert.equal(res.body, `hello from ${m!.id}\n`);
     assert.equal((await d.client.machines.get(APP, m!.id)).state, 'started');
+  });
+
+  it('pins requests with fly-force-instance-id (waking the machine), and prefers with fly-prefer-instance-id', async () => {
+    const first = (await d.client.machines.list(APP))[0]!;
+    const more = [await d.client.machines.create(APP, { config: SERVED as never }), await d.client.machines.create(APP, { config: SERVED as never })];
+    const ids = [first.id, ...more.map((m) => m.id)];
+    for (const id of ids) {
+      let res = await get(`${APP}.localhost`, '/', { headers: { 'fly-force-instance-id': id } });
+      for (let i = 0; i < 50 && res.status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        res = await get(`${APP}.localhost`, '/', { headers: { 'fly-force-instance-id': id } });
+      }
+      assert.equal(res.body, `hello from ${id}\n`, `forced to ${id}`);
+    }
+    await d.client.machines.stop(APP, ids[2]!);
+    await d.client.machines.wait(APP, ids[2]!, 'stopped');
+    const woken = await get(`${APP}.localhost`, '/', { headers: { 'fly-force-instance-id': ids[2]! } });
+    assert.equal(woken.body, `hello from ${ids[2]}\n`, 'a forced request wakes its machine');
+    for (let i = 0; i < 5; i++) {
+      const preferred = await get(`${APP}.localhost`, '/', { headers: { 'fly-prefer-instance-id': ids[1]! } });
+      assert.equal(preferred.body, `hello from ${ids[1]}\n`);
+    }
+    const missing = await get(`${APP}.localhost`, '/', { headers: { 'fly-force-instance-id': 'ffffffffffffff' } });
+    assert.equal(missing.status, 404);
+    assert.equal((JSON.parse(missing.body) as { code: string }).code, 'machine_not_found');
+  });
+
+  it('replays a request where the machine fly-replay header says, with its body, and cuts loops off', async () => {
+    const ids = (await d.client.machines.list(APP)).map((m) => m.id);
+    const [a, b] = [ids[0]!, ids[1]!];
+    const res = await get(`${APP}.localhost`, `/cgi-bin/replay?${b}`, { method: 'POST', body: 'the-body', headers: { 'fly-force-instance-id': a } });
+    assert.equal(res.status, 200, res.body);
+    assert.match(res.body, new RegExp(`^answered by ${b}, replayed from instance=${a};app=${APP};state=step2\\nthe-body$`));
+    const loop = await get(`${APP}.localhost`, '/cgi-bin/replay?loop');
+    assert.equal(loop.status, 508);
+    assert.ok((JSON.parse(loop.body) as { hint: string }).hint);
   });
 
   it('answers unknown hosts with 404 and a hint, and an app with nothing to serve with 503', async () => {

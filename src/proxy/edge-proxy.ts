@@ -1,14 +1,17 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
 import { HangarError, isHangarError } from '../protocol/errors.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
-import { Targets } from './targets.ts';
+import { parseReplay, replayableBody, MAX_REPLAYS } from './replay.ts';
+import { Targets, type Target } from './targets.ts';
 
 // The edge: `<app>.<domain>` goes to one of the app's machines on its service port, waking a
-// stopped machine first. Bodies stream both ways; upstream connections are pooled per machine.
+// stopped machine first; fly-force-instance-id / fly-prefer-instance-id pick one, and a machine's
+// fly-replay answer sends the request elsewhere. Upstream connections are pooled per machine.
 
 export const DEFAULT_PROXY_DOMAIN = 'localhost';
 
@@ -26,41 +29,58 @@ export function createEdgeProxy(opts: EdgeProxyOptions): Server & { closePools()
     return pool;
   };
 
-  const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string) => {
-    const app = appOf(req.headers.host, opts.domain);
-    opts.apps.get(app);
-    const { machine, port } = await targets.pick(app);
-    const done = targets.track(machine.id);
+  const send = async (target: Target, app: string, method: string, path: string, headers: Record<string, string | string[]>, body: Buffer | Readable | null) => {
+    const { machine, port } = target;
     try {
-      const headers: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
-      const forwardedFor = req.headers['x-forwarded-for'];
-      headers['x-forwarded-for'] = [forwardedFor, req.socket.remoteAddress].filter(Boolean).join(', ');
-      headers['x-forwarded-proto'] = 'http';
-      headers['x-forwarded-host'] = req.headers.host ?? '';
-      headers['x-request-id'] = requestId;
-      headers.host = req.headers.host ?? '';
-      let upstream;
+      return await poolFor(`http://${machine.privateIp}:${port}`).request({ path, method: method as 'GET', headers, body });
+    } catch (err) {
+      throw new HangarError('runtime_error', `machine ${machine.id} (${machine.privateIp}:${port}) did not answer: ${(err as Error).message}`, {
+        hint: `check the machine's server: hangar machines logs ${machine.id} --app ${app}`,
+        details: { machine_id: machine.id },
+      });
+    }
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string) => {
+    let app = appOf(req.headers.host, opts.domain);
+    opts.apps.get(app);
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
+    headers['x-forwarded-for'] = [req.headers['x-forwarded-for'], req.socket.remoteAddress].filter(Boolean).join(', ');
+    headers['x-forwarded-proto'] = 'http';
+    headers['x-forwarded-host'] = req.headers.host ?? '';
+    headers['x-request-id'] = requestId;
+    headers.host = req.headers.host ?? '';
+    const body = await replayableBody(req);
+    let target = await targets.pick(app, { force: header(req, 'fly-force-instance-id'), prefer: header(req, 'fly-prefer-instance-id') });
+    for (let replays = 0; ; replays++) {
+      const done = targets.track(target.machine.id);
       try {
-        upstream = await poolFor(`http://${machine.privateIp}:${port}`).request({
-          path: req.url ?? '/',
-          method: req.method as 'GET',
-          headers,
-          body: req.method === 'GET' || req.method === 'HEAD' ? null : req,
-        });
-      } catch (err) {
-        throw new HangarError('runtime_error', `machine ${machine.id} (${machine.privateIp}:${port}) did not answer: ${(err as Error).message}`, {
-          hint: `check the machine's server: hangar machines logs ${machine.id} --app ${app}`,
-          details: { machine_id: machine.id },
-        });
+        const upstream = await send(target, app, req.method ?? 'GET', req.url ?? '/', headers, body.again());
+        const replay = parseReplay(upstream.headers['fly-replay']);
+        if (replay) {
+          await upstream.body.dump();
+          if (replays >= MAX_REPLAYS) {
+            throw new HangarError('bad_request', `machine ${target.machine.id} asked for a replay after ${MAX_REPLAYS} replays`, {
+              hint: 'a replay target must answer the request itself; check the fly-replay headers your machines send',
+            });
+          }
+          headers['fly-replay-src'] = `instance=${target.machine.id};app=${app}${replay.state ? `;state=${replay.state}` : ''}`;
+          const from = target.machine.id;
+          app = replay.app ?? app;
+          if (replay.app) opts.apps.get(app);
+          target = await targets.pick(app, replay.instance ? { force: replay.instance } : replay.elsewhere ? { exclude: from } : {});
+          continue;
+        }
+        const out: Record<string, string | string[]> = { 'fly-request-id': requestId };
+        for (const [k, v] of Object.entries(upstream.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+        res.writeHead(upstream.statusCode, out);
+        res.flushHeaders();
+        await pipeline(upstream.body, res);
+        return;
+      } finally {
+        done();
       }
-      const out: Record<string, string | string[]> = { 'fly-request-id': requestId };
-      for (const [k, v] of Object.entries(upstream.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
-      res.writeHead(upstream.statusCode, out);
-      res.flushHeaders();
-      await pipeline(upstream.body, res);
-    } finally {
-      done();
     }
   };
 
@@ -83,12 +103,22 @@ export function createEdgeProxy(opts: EdgeProxyOptions): Server & { closePools()
   });
 }
 
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return (Array.isArray(v) ? v[0] : v) || undefined;
+}
+
 /** Proxy answers are about reaching a machine, so they map differently from the API's. */
 function statusFor(e: HangarError): number {
   switch (e.code) {
     case 'app_not_found':
     case 'route_not_found':
+    case 'machine_not_found':
       return 404;
+    case 'body_too_large':
+      return 413;
+    case 'bad_request':
+      return 508; // a replay loop
     case 'runtime_error':
       return 502; // the machine was picked but did not answer
     case 'internal':

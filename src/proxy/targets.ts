@@ -28,17 +28,34 @@ export class Targets {
     this.#machines = machines;
   }
 
-  async pick(app: string): Promise<Target> {
-    const served = this.#machines.list(app).filter((m) => serviceOf(m) && m.privateIp);
+  /**
+   * The machine for a request to `app`. `force` names the one machine to use (woken if need be,
+   * never another); `prefer` names one to use if it is started; `exclude` skips one (a replay
+   * asked for "elsewhere").
+   */
+  async pick(app: string, opts: { force?: string; prefer?: string; exclude?: string } = {}): Promise<Target> {
+    const served = this.#machines.list(app).filter((m) => serviceOf(m) && m.privateIp && m.id !== opts.exclude);
+    if (opts.force) {
+      const forced = served.find((m) => m.id === opts.force);
+      if (!forced) {
+        throw new HangarError('machine_not_found', `app ${app} has no machine ${opts.force} with a service`, {
+          hint: 'fly-force-instance-id must name a machine of this app that has config.services; list them with GET /v1/apps/{app}/machines',
+        });
+      }
+      if (forced.state !== 'started') await this.#wakeOrFail(forced, app);
+      return this.#target(app, forced.id);
+    }
     if (served.length === 0) {
       throw new HangarError('route_not_found', `app ${app} has no machine with a service`, {
         hint: 'give a machine config.services: [{"internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}]',
       });
     }
     const started = served.filter((m) => m.state === 'started');
+    const preferred = started.find((m) => m.id === opts.prefer);
+    if (preferred) return this.#target(app, preferred.id);
     if (started.length > 0) {
       const m = started.reduce((a, b) => ((this.#inFlight.get(b.id) ?? 0) < (this.#inFlight.get(a.id) ?? 0) ? b : a));
-      return { machine: m, port: serviceOf(m)!.internal_port! };
+      return this.#target(app, m.id);
     }
     const sleeper = served.find((m) => WAKEABLE.has(m.state) && serviceOf(m)!.autostart !== false);
     if (!sleeper) {
@@ -47,7 +64,19 @@ export class Targets {
       });
     }
     await this.#wake(sleeper);
-    return { machine: this.#machines.get(app, sleeper.id), port: serviceOf(sleeper)!.internal_port! };
+    return this.#target(app, sleeper.id);
+  }
+
+  #target(app: string, id: string): Target {
+    const machine = this.#machines.get(app, id);
+    return { machine, port: serviceOf(machine)!.internal_port! };
+  }
+
+  async #wakeOrFail(m: MachineRecord, app: string): Promise<void> {
+    if (!WAKEABLE.has(m.state)) {
+      throw new HangarError('invalid_state', `machine ${m.id} of app ${app} is ${m.state}`, { hint: 'wait for it to settle, or start it (POST …/start)' });
+    }
+    await this.#wake(m);
   }
 
   /** Counts a request against a machine for load balancing; call the returned function when it ends. */
