@@ -34,7 +34,14 @@ const REPLAY_CGI = [
   'fi',
   '',
 ].join('\n');
+const SSE_CGI = [
+  '#!/bin/sh',
+  "printf 'Content-Type: text/event-stream\\r\\nCache-Control: no-cache\\r\\n\\r\\n'",
+  'for i in 1 2 3 4; do printf "data: tick %s\\n\\n" $i; sleep 0.4; done',
+  '',
+].join('\n');
 const FILES = [
+  { guest_path: '/srv/cgi-bin/sse', raw_value: Buffer.from(SSE_CGI).toString('base64'), mode: 0o755 },
   { guest_path: '/srv/cgi-bin/echo', raw_value: Buffer.from(ECHO_CGI).toString('base64'), mode: 0o755 },
   { guest_path: '/srv/cgi-bin/replay', raw_value: Buffer.from(REPLAY_CGI).toString('base64'), mode: 0o755 },
 ];
@@ -79,6 +86,27 @@ describe('edge proxy', () => {
     assert.match(posted.body, /method=POST/);
     assert.match(posted.body, /xff=127\.0\.0\.1 host=edge\.localhost:1234/);
     assert.match(posted.body, /payload-123/);
+  });
+
+  it('passes a server-sent event stream through as it is written', async () => {
+    const url = new URL(d.proxyUrl);
+    const arrivals: Array<{ at: number; text: string }> = [];
+    const t0 = Date.now();
+    await new Promise<void>((resolve, reject) => {
+      const req = request({ host: url.hostname, port: url.port, path: '/cgi-bin/sse', headers: { host: `${APP}.localhost`, accept: 'text/event-stream' } }, (res) => {
+        assert.equal(res.headers['content-type'], 'text/event-stream');
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => arrivals.push({ at: Date.now() - t0, text: c }));
+        res.on('end', resolve);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    const all = arrivals.map((a) => a.text).join('');
+    assert.equal(all, 'data: tick 1\n\ndata: tick 2\n\ndata: tick 3\n\ndata: tick 4\n\n');
+    const first = arrivals.find((a) => a.text.includes('tick 1'))!;
+    const last = arrivals.find((a) => a.text.includes('tick 4'))!;
+    assert.ok(last.at - first.at >= 900, `events arrived as written, not buffered (${first.at} ms, ${last.at} ms)`);
   });
 
   it('wakes a stopped machine on the first request', async () => {
