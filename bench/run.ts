@@ -1,11 +1,12 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cleanupDataDir, makeDataDir, startDaemon } from '../test/helpers/daemon.ts';
 
-// `npm run bench`: machine lifecycle latencies through the API, next to raw crun on the same
-// bundle in the same run. Prints a table; goals are in DESIGN.md ("Performance goals").
+// `npm run bench`: machine lifecycle latencies through the API (and a wake through the edge
+// proxy), next to raw crun on the same bundle in the same run. Prints a table; goals are in DESIGN.md ("Performance goals").
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 50);
 const APP = 'bench';
@@ -21,6 +22,19 @@ async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
   const t0 = performance.now();
   await fn();
   return performance.now() - t0;
+}
+
+function firstByte(proxyUrl: string, host: string): Promise<void> {
+  const url = new URL(proxyUrl);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path: '/', headers: { host } }, (res) => {
+      if (res.statusCode !== 200) reject(new Error(`proxy answered ${res.statusCode}`));
+      res.once('data', () => resolve());
+      res.resume();
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 const dataDir = await makeDataDir();
@@ -56,6 +70,23 @@ try {
     start.push(await time(() => client.machines.start(APP, m.id)));
   }
   rows.push({ name: 'start (stopped → running)', samples: start }, { name: 'stop', samples: stop }, { name: 'exec `true`', samples: exec });
+
+  // Wake on request: a stopped machine's httpd, asked through the edge proxy; to the first byte.
+  progress(`wake on request × ${RUNS}`);
+  const served = {
+    image: 'hangar/busybox',
+    init: { cmd: ['sh', '-c', 'echo ok > /tmp/index.html; exec httpd -f -p 8080 -h /tmp'] },
+    services: [{ internal_port: 8080 }],
+  };
+  await client.apps.create('bench-web');
+  const web = await client.machines.create('bench-web', { config: served as never });
+  const wake: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    await client.machines.stop('bench-web', web.id);
+    wake.push(await time(() => firstByte(daemon.proxyUrl, 'bench-web.localhost')));
+  }
+  await client.machines.destroy('bench-web', web.id, { force: true });
+  rows.push({ name: 'wake on request (stopped → first byte via proxy)', samples: wake });
 
   // Raw crun on the same bundle and rootfs, through the same private mount namespace crun
   // needs on these hosts (see README, "Host notes").
