@@ -1,8 +1,9 @@
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createApiServer } from './api/server.ts';
+import { HangarError } from './protocol/errors.ts';
 import type { ApiServices } from './api/services.ts';
 import { createImageService } from './images/index.ts';
 import { AppService } from './machines/app-service.ts';
@@ -58,6 +59,7 @@ type FileConfig = {
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  await claimDataDir(opts.dataDir);
   const token = opts.token ?? (await loadOrCreateToken(opts.dataDir));
   const fileConfig = await readFileConfig(opts.dataDir);
 
@@ -131,8 +133,27 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       }
       await server.close();
       store.close();
+      await rm(join(opts.dataDir, 'daemon.pid'), { force: true });
     },
   };
+}
+
+/**
+ * One daemon per data dir: two would adopt, stop and restart each other's machines. A pid file
+ * left by a daemon that died (kill -9) names a process that is gone, or one that is not ours.
+ */
+async function claimDataDir(dataDir: string): Promise<void> {
+  const pidFile = join(dataDir, 'daemon.pid');
+  const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+  if (pid > 0 && pid !== process.pid) {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes('serve') && cmdline.includes(dataDir)) {
+      throw new HangarError('host_unsupported', `another Hangar daemon (pid ${pid}) serves ${dataDir}`, {
+        hint: `stop it first (kill -TERM ${pid}), or give this one another --data-dir`,
+      });
+    }
+  }
+  await writeFile(pidFile, `${process.pid}\n`);
 }
 
 async function loadOrCreateToken(dataDir: string): Promise<string> {

@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cleanupDataDir, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { spawnSync } from 'node:child_process';
+import { HANGAR, cleanupDataDir, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { waitFor } from './helpers/wait.ts';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -66,6 +67,13 @@ describe('crash safety', () => {
     }, 15_000, 'adopted machine stopped');
     const exit = got.events.find((e) => e.type === 'exit')?.request?.exit_event as { exit_code: number };
     assert.equal(exit.exit_code, 9);
+  });
+
+  it('refuses a second daemon on a data dir one already serves', () => {
+    const second = spawnSync(HANGAR, ['serve', '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--proxy-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(second.status, 1);
+    assert.match(second.stderr, new RegExp(`another Hangar daemon \\(pid ${d.process.pid}\\) serves`));
+    assert.match(second.stderr, /hint: stop it first/);
   });
 
   it('SIGTERM shuts the daemon down cleanly and leaves machines running', async () => {

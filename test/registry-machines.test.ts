@@ -37,7 +37,7 @@ before(async () => {
   ];
   await writeLayout(layoutDir, '1', {
     layers: [{ entries: base, compression: 'gzip' }, { entries: app, compression: 'zstd' }],
-    config: { Cmd: ['sh', '-c', 'echo started as $(id -u) in $(pwd); exec sleep 3600'], Env: ['PATH=/bin', 'FROM_IMAGE=yes'], WorkingDir: '/app', User: 'robot' },
+    config: { Cmd: ['sh', '-c', 'echo started as $(id -u) in $(pwd); exec sleep 3600'], Env: ['PATH=/bin', 'FROM_IMAGE=yes'], WorkingDir: '/app', User: 'robot', StopSignal: 'SIGUSR1' },
     index: true,
   });
   image = `${registry.host}/tests/app:1`;
@@ -70,6 +70,12 @@ describe('machines from a registry image', () => {
     assert.ok(!etc.includes('removeme'), 'the whiteout in layer two hides /etc/removeme');
     const logs = await d.client.machines.logs('reg', m.id);
     assert.ok(logs.lines.includes('started as 1000 in /app'), JSON.stringify(logs.lines));
+
+    // The image's StopSignal is what a stop sends when neither the request nor the config names one.
+    const trapper = await d.client.machines.create('reg', { config: { image, init: { cmd: ['sh', '-c', 'trap "echo got USR1; exit 0" USR1; while true; do sleep 0.1; done'] } } });
+    await d.client.machines.stop('reg', trapper.id, { timeout: '20s' });
+    assert.ok((await d.client.machines.logs('reg', trapper.id)).lines.includes('got USR1'));
+    await d.client.machines.destroy('reg', trapper.id, { force: true });
 
     const inUse = await http(d, 'DELETE', `/v1/images?image=${encodeURIComponent(image)}`);
     assert.equal(inUse.status, 409);

@@ -1,6 +1,7 @@
 import { HangarApiError } from '../sdk/index.ts';
 import { apps, appsUsage } from './apps.ts';
 import { CliError } from './connect.ts';
+import { HangarError } from '../protocol/errors.ts';
 import { files, filesUsage } from './files.ts';
 import { consoleCommand, consoleUsage } from './console.ts';
 import { images, imagesUsage } from './images.ts';
@@ -62,10 +63,10 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof HangarApiError || err instanceof CliError) {
+    if (err instanceof HangarApiError || err instanceof CliError || err instanceof HangarError) {
       process.stderr.write(`error: ${err.message}\n`);
       if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
-      if (err instanceof HangarApiError && err.code !== 'internal') process.stderr.write(`code: ${err.code}\n`);
+      if ((err instanceof HangarApiError || err instanceof HangarError) && err.code !== 'internal') process.stderr.write(`code: ${err.code}\n`);
     } else if ((err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
       process.stderr.write(`error: ${(err as Error).message}\nhint: run \`hangar help\`\n`);
     } else {

@@ -1,7 +1,9 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec } from '../runtime/driver.ts';
 import { processStats, type ProcessStat } from '../runtime/proc-stat.ts';
+import { STOP_SIGNAL_ANNOTATION } from '../runtime/oci-spec.ts';
 import type { ImageRunConfig } from '../images/image-service.ts';
 import { durationToMs } from '../protocol/duration.ts';
 import { HangarError } from '../protocol/errors.ts';
@@ -117,7 +119,7 @@ export class MachineRunner {
   }
 
   /** Signal, wait up to the stop timeout, then SIGKILL; resolves with the exit once it happened. */
-  async halt(m: MachineRecord, opts: { signal?: string; timeoutMs?: number; stopSignal?: string }): Promise<ExitInfo> {
+  async halt(m: MachineRecord, opts: { signal?: string; timeoutMs?: number }): Promise<ExitInfo> {
     const where = { bundleDir: this.#paths.bundle(m.id) };
     const state = await this.#driver.state(m.id, where);
     if (state.status !== 'running') {
@@ -126,7 +128,7 @@ export class MachineRunner {
       return state.status === 'exited' ? state.exit : { exitCode: 0, oomKilled: false, exitedAt: new Date() };
     }
     const exited = new Promise<ExitInfo>((resolve) => this.#exitWaiters.set(m.id, resolve));
-    const signal = opts.signal ?? m.config.stop_config?.signal ?? opts.stopSignal ?? 'SIGTERM';
+    const signal = opts.signal ?? m.config.stop_config?.signal ?? (await imageStopSignal(where.bundleDir)) ?? 'SIGTERM';
     const configured = m.config.stop_config?.timeout === undefined ? undefined : durationToMs(m.config.stop_config.timeout);
     const timeoutMs = opts.timeoutMs ?? configured ?? DEFAULT_STOP_TIMEOUT_MS;
     await this.#driver.kill(m.id, signal).catch(() => undefined);
@@ -192,6 +194,7 @@ export class MachineRunner {
     return {
       id: m.id,
       hostname: m.id,
+      ...(image.StopSignal ? { stopSignal: image.StopSignal } : {}),
       // Machines made before they had addresses keep a namespace of their own (loopback only).
       ...(m.privateIp ? { netnsPath: this.#network.netnsPath(m.id), resolvConfPath: this.#resolvConf(m.id) } : {}),
       rootfs,
@@ -212,4 +215,13 @@ function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined>
   let timer: NodeJS.Timeout;
   const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The image's StopSignal as the bundle records it, as a name (images may give "15" or "USR1"). */
+async function imageStopSignal(bundleDir: string): Promise<string | undefined> {
+  const spec = await readFile(join(bundleDir, 'config.json'), 'utf8').then((t) => JSON.parse(t) as { annotations?: Record<string, string> }, () => undefined);
+  const raw = spec?.annotations?.[STOP_SIGNAL_ANNOTATION]?.trim().toUpperCase();
+  if (!raw) return undefined;
+  if (/^\d+$/.test(raw)) return Object.entries(constants.signals).find(([, n]) => n === Number(raw))?.[0];
+  return raw.startsWith('SIG') ? raw : `SIG${raw}`;
 }

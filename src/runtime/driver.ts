@@ -32,6 +32,8 @@ export type MachineSpec = {
   hostname: string;
   /** A network namespace to join (kept across runs); without it the machine gets a fresh one. */
   netnsPath?: string;
+  /** The image's StopSignal; kept in the bundle as the OCI annotation, so a stop finds it. */
+  stopSignal?: string;
   /** Bound over the machine's /etc/resolv.conf, so its image's copy is left as it is. */
   resolvConfPath?: string;
   /** Mounted root filesystem (the overlay). */

@@ -6,6 +6,7 @@ import { DEVICE_RULES, INIT_PATH, MASKED_PATHS, READONLY_PATHS, capabilitiesFor,
 import type { OciSeccomp } from './seccomp-profile.ts';
 
 export const DEFAULT_PIDS_LIMIT = 4096;
+export const STOP_SIGNAL_ANNOTATION = 'org.opencontainers.image.stopSignal';
 const CPU_PERIOD_US = 100_000;
 
 export type OciSpecOptions = {
@@ -25,6 +26,7 @@ export function buildOciSpec(spec: MachineSpec, opts: OciSpecOptions) {
   const { process: proc } = spec;
   return {
     ociVersion: '1.0.2',
+    ...(spec.stopSignal ? { annotations: { [STOP_SIGNAL_ANNOTATION]: spec.stopSignal } } : {}),
     process: {
       terminal: false,
       user: { uid: proc.uid, gid: proc.gid, additionalGids: proc.additionalGids ?? [] },
