@@ -115,7 +115,7 @@ export class Store {
   }
 
   /** The app's subnet index in the machine range, given one now (the lowest free) if it has none. */
-  appSubnetIndex(app: string, subnetCount: number): number | undefined {
+  claimAppSubnet(app: string, subnetCount: number): number | undefined {
     const row = this.#db.prepare('SELECT subnet_index FROM app_subnets WHERE app = ?').get(app) as { subnet_index: number } | undefined;
     if (row) return row.subnet_index;
     const taken = new Set((this.#db.prepare('SELECT subnet_index FROM app_subnets').all() as Array<{ subnet_index: number }>).map((r) => r.subnet_index));

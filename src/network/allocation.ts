@@ -8,7 +8,7 @@ import { appSubnet, appSubnetCount, pickAddress, type MachineRange } from './add
  * two creates cannot take one address.
  */
 export function allocateAddress(store: Store, range: MachineRange, app: string): string {
-  const index = store.appSubnetIndex(app, appSubnetCount(range));
+  const index = store.claimAppSubnet(app, appSubnetCount(range));
   if (index === undefined) {
     throw new HangarError('network_exhausted', `every app subnet of the machine range is taken`, {
       hint: 'destroy apps you no longer need, or give the daemon a larger range with --machine-cidr',

@@ -1,3 +1,4 @@
+import type { ExecEvent } from '../protocol/schemas.ts';
 import { HangarApiError } from './errors.ts';
 
 // A command running in a machine: output as it is produced, `wait()` for the result, `kill()`
@@ -6,9 +7,12 @@ import { HangarApiError } from './errors.ts';
 export type ExecChunk = { stream: 'stdout' | 'stderr'; data: string };
 export type ExecResult = { exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean; cancelled: boolean };
 
-type WireMessage =
-  | { type: 'stdout' | 'stderr'; data: string }
-  | { type: 'exit'; exit_code: number; exit_signal?: number; timed_out: boolean; cancelled: boolean };
+type ExitEvent = Extract<ExecEvent, { type: 'exit' }>;
+
+/** The result of a command from its exit event and the output gathered before it. */
+export function toExecResult(exit: ExitEvent, out: { stdout: string; stderr: string }): ExecResult {
+  return { exitCode: exit.exit_code, ...(exit.exit_signal !== undefined ? { exitSignal: exit.exit_signal } : {}), ...out, timedOut: exit.timed_out, cancelled: exit.cancelled };
+}
 
 export class ExecHandle implements AsyncIterable<ExecChunk> {
   readonly #abort: AbortController;
@@ -55,10 +59,10 @@ export class ExecHandle implements AsyncIterable<ExecChunk> {
       buffer += decoder.decode(bytes, { stream: true });
       let nl: number;
       while ((nl = buffer.indexOf('\n')) >= 0) {
-        const msg = JSON.parse(buffer.slice(0, nl)) as WireMessage;
+        const msg = JSON.parse(buffer.slice(0, nl)) as ExecEvent;
         buffer = buffer.slice(nl + 1);
         if (msg.type === 'exit') {
-          return { exitCode: msg.exit_code, ...(msg.exit_signal !== undefined ? { exitSignal: msg.exit_signal } : {}), ...out, timedOut: msg.timed_out, cancelled: msg.cancelled };
+          return toExecResult(msg, out);
         }
         out[msg.type] += msg.data;
         this.#chunks.push({ stream: msg.type, data: msg.data });

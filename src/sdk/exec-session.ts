@@ -1,4 +1,5 @@
-import type { ExecResult } from './exec-handle.ts';
+import type { ExecEvent } from '../protocol/schemas.ts';
+import { toExecResult, type ExecResult } from './exec-handle.ts';
 import type { ErrorBody } from '../protocol/errors.ts';
 import { HangarApiError } from './errors.ts';
 
@@ -16,10 +17,7 @@ export type ExecSessionStart = {
   stdin?: string;
 };
 
-type ServerMessage =
-  | { type: 'stdout' | 'stderr'; data: string }
-  | { type: 'exit'; exit_code: number; exit_signal?: number; timed_out: boolean; cancelled: boolean }
-  | ({ type: 'error' } & Partial<ErrorBody>);
+type ServerMessage = ExecEvent | ({ type: 'error' } & Partial<ErrorBody>);
 
 export class ExecSession {
   readonly #socket: WebSocket;
@@ -40,7 +38,7 @@ export class ExecSession {
       socket.addEventListener('message', (event) => {
         const msg = JSON.parse(String(event.data)) as ServerMessage;
         if (msg.type === 'exit') {
-          resolve({ exitCode: msg.exit_code, ...(msg.exit_signal !== undefined ? { exitSignal: msg.exit_signal } : {}), ...out, timedOut: msg.timed_out, cancelled: msg.cancelled });
+          resolve(toExecResult(msg, out));
         } else if (msg.type === 'error') {
           reject(new HangarApiError(400, msg, 'exec session failed'));
         } else {
