@@ -109,8 +109,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const proxy = opts.proxyPort === undefined ? undefined : createEdgeProxy({ apps: services.apps, machines, domain: DEFAULT_PROXY_DOMAIN });
   let proxyUrl: string | undefined;
   if (proxy) {
-    await new Promise<void>((resolve, reject) => proxy.once('error', reject).listen(opts.proxyPort, opts.proxyHost, () => resolve()));
-    const proxyAddress = proxy.address();
+    await new Promise<void>((resolve, reject) => proxy.server.once('error', reject).listen(opts.proxyPort, opts.proxyHost, () => resolve()));
+    const proxyAddress = proxy.server.address();
     proxyUrl = `http://${opts.proxyHost}:${typeof proxyAddress === 'object' && proxyAddress ? proxyAddress.port : opts.proxyPort}`;
     await writeFile(join(opts.dataDir, 'proxy-url'), proxyUrl + '\n');
   }
@@ -126,11 +126,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       clearInterval(rotation);
       machines.close();
       dns.close();
-      if (proxy) {
-        proxy.closeAllConnections();
-        await new Promise((resolve) => proxy.close(resolve));
-        await proxy.closePools();
-      }
+      if (proxy) await proxy.close();
       await server.close();
       store.close();
       await rm(join(opts.dataDir, 'daemon.pid'), { force: true });

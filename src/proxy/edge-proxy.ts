@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -20,7 +21,15 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'tra
 
 export type EdgeProxyOptions = { apps: AppService; machines: MachineService; domain: string };
 
-export function createEdgeProxy(opts: EdgeProxyOptions): Server & { closePools(): Promise<void> } {
+export type EdgeProxy = {
+  /** The plain-HTTP listener (not yet listening). */
+  server: Server;
+  /** Serves the proxy on another server too (the HTTPS listener); same routing, same pools. */
+  attach(server: Server): void;
+  close(): Promise<void>;
+};
+
+export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   const targets = new Targets(opts.machines);
   const pools = new Map<string, Pool>();
   const poolFor = (origin: string) => {
@@ -47,7 +56,7 @@ export function createEdgeProxy(opts: EdgeProxyOptions): Server & { closePools()
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
     headers['x-forwarded-for'] = [req.headers['x-forwarded-for'], req.socket.remoteAddress].filter(Boolean).join(', ');
-    headers['x-forwarded-proto'] = 'http';
+    headers['x-forwarded-proto'] = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
     headers['x-forwarded-host'] = req.headers.host ?? '';
     headers['x-request-id'] = requestId;
     headers.host = req.headers.host ?? '';
@@ -84,7 +93,7 @@ export function createEdgeProxy(opts: EdgeProxyOptions): Server & { closePools()
     }
   };
 
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const requestId = randomBytes(8).toString('hex');
     handle(req, res, requestId).catch((err: unknown) => {
       if (res.headersSent) {
@@ -95,12 +104,23 @@ export function createEdgeProxy(opts: EdgeProxyOptions): Server & { closePools()
       res.writeHead(statusFor(e), { 'content-type': 'application/json', 'fly-request-id': requestId });
       res.end(JSON.stringify({ error: e.message, code: e.code, hint: e.hint, request_id: requestId }));
     });
-  });
-  return Object.assign(server, {
-    closePools: async () => {
+  };
+  const servers: Server[] = [];
+  const attach = (server: Server) => {
+    server.on('request', onRequest);
+    servers.push(server);
+  };
+  const server = createServer();
+  attach(server);
+  return {
+    server,
+    attach,
+    close: async () => {
+      for (const s of servers) s.closeAllConnections();
+      await Promise.all(servers.map((s) => new Promise((resolve) => (s.listening ? s.close(resolve) : resolve(undefined)))));
       await Promise.all([...pools.values()].map((p) => p.close()));
     },
-  });
+  };
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
