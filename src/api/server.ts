@@ -17,6 +17,7 @@ import { logRoutes } from './routes/logs.ts';
 import { imageRoutes } from './routes/images.ts';
 import { fileRoutes } from './routes/files.ts';
 import { execStreamRoutes } from './routes/exec-stream.ts';
+import { certificateRoutes } from './routes/certificates.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -40,6 +41,14 @@ const systemRoutes = (all: () => RouteDef[]) => [
     handler: ({ headers }) => buildOpenApi(all(), `http://${headers.host ?? '127.0.0.1:4280'}`),
   }),
   route({
+    method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops) and the daemon',
+    produces: 'text/plain',
+    handler: async ({ reply, services }) => {
+      void reply.type(services.metrics.contentType).send(await services.metrics.metrics());
+      return HANDLED;
+    },
+  }),
+  route({
     method: 'GET', path: '/llms.txt', tag: 'System', summary: 'This API and the MCP tools, described for a model to read (no auth)', public: true,
     produces: 'text/plain',
     handler: ({ reply }) => {
@@ -50,7 +59,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

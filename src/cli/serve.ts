@@ -1,14 +1,21 @@
 import { parseArgs } from 'node:util';
 import { startDaemon } from '../daemon.ts';
 import { DEFAULT_MACHINE_CIDR } from '../network/addresses.ts';
-import { CliError, DEFAULT_API_LISTEN, DEFAULT_DATA_DIR, DEFAULT_PROXY_LISTEN } from './connect.ts';
+import { parseDurationMs } from '../protocol/duration.ts';
+import { CliError, DEFAULT_API_LISTEN, DEFAULT_DATA_DIR, DEFAULT_PROXY_LISTEN, DEFAULT_PROXY_TLS_LISTEN } from './connect.ts';
 
 export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT] [--insecure-registry HOST:PORT]...
-             [--machine-cidr CIDR] [--proxy-listen HOST:PORT]
+             [--machine-cidr CIDR] [--proxy-listen HOST:PORT] [--proxy-tls-listen HOST:PORT]
+             [--proxy-header-timeout DURATION] [--proxy-idle-timeout DURATION]
   Runs the Hangar daemon in the foreground. SIGTERM stops it; machines keep running and are
   adopted when it starts again. Machines get private addresses from --machine-cidr (default
   ${DEFAULT_MACHINE_CIDR}), one /24 per app. The edge proxy (--proxy-listen, default
-  ${DEFAULT_PROXY_LISTEN}) sends http://<app>.localhost:PORT/ to the app's machines, waking one if needed.`;
+  ${DEFAULT_PROXY_LISTEN}) sends http://<app>.localhost:PORT/ to the app's machines, waking one if needed;
+  --proxy-tls-listen (default ${DEFAULT_PROXY_TLS_LISTEN}) does the same over HTTPS, with certificates from
+  Hangar's own CA (\`hangar tls ca\` prints it for clients to trust) or uploaded per app.
+  A proxy client must send its request head within --proxy-header-timeout (default 10s); a
+  connection quiet both ways for --proxy-idle-timeout (default 60s) is closed. WebSockets are
+  exempt; an SSE stream stays open as long as it sends something (a comment line) within it.`;
 
 export async function serve(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -19,18 +26,26 @@ export async function serve(argv: string[]): Promise<void> {
       'insecure-registry': { type: 'string', multiple: true, default: [] },
       'machine-cidr': { type: 'string' },
       'proxy-listen': { type: 'string', default: DEFAULT_PROXY_LISTEN },
+      'proxy-tls-listen': { type: 'string', default: DEFAULT_PROXY_TLS_LISTEN },
+      'proxy-header-timeout': { type: 'string' },
+      'proxy-idle-timeout': { type: 'string' },
       quiet: { type: 'boolean', default: false },
     },
   });
   const api = hostPort('--api-listen', values['api-listen']);
   const proxy = hostPort('--proxy-listen', values['proxy-listen']);
+  const proxyTls = hostPort('--proxy-tls-listen', values['proxy-tls-listen']);
   const daemon = await startDaemon({
     dataDir: values['data-dir'],
     apiHost: api.host,
     apiPort: api.port,
     proxyHost: proxy.host,
     proxyPort: proxy.port,
+    proxyTlsHost: proxyTls.host,
+    proxyTlsPort: proxyTls.port,
     insecureRegistries: values['insecure-registry'],
+    ...(values['proxy-header-timeout'] ? { proxyHeaderTimeoutMs: durationFlag('--proxy-header-timeout', values['proxy-header-timeout']) } : {}),
+    ...(values['proxy-idle-timeout'] ? { proxyIdleTimeoutMs: durationFlag('--proxy-idle-timeout', values['proxy-idle-timeout']) } : {}),
     ...(values['machine-cidr'] ? { machineCidr: values['machine-cidr'] } : {}),
     logger: values.quiet ? false : { level: 'warn' },
   });
@@ -39,6 +54,7 @@ export async function serve(argv: string[]): Promise<void> {
     `Hangar is running.\n` +
       `  API:      ${daemon.url}   (OpenAPI at ${daemon.url}/openapi.json)\n` +
       `  proxy:    ${daemon.proxyUrl}   (http://<app>.localhost:<port>/ reaches the app's machines)\n` +
+      `  https:    ${daemon.proxyTlsUrl}   (https://<app>.localhost:<port>/; trust the CA ${daemon.services.tls.ca.certPath})\n` +
       `  token:    ${daemon.token}\n` +
       `  data dir: ${values['data-dir']}\n` +
       (r.adopted.length + r.exited.length + r.finished.length + r.cleaned.length
@@ -52,6 +68,12 @@ export async function serve(argv: string[]): Promise<void> {
     process.once('SIGINT', stop);
   });
   await daemon.close();
+}
+
+function durationFlag(flag: string, text: string): number {
+  const ms = parseDurationMs(text);
+  if (ms === undefined || ms < 100) throw new CliError(`${flag} ${text} is not a duration of at least 100ms`, `for example ${flag} 30s`);
+  return ms;
 }
 
 function hostPort(flag: string, listen: string): { host: string; port: number } {

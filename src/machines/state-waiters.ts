@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { MachineState } from '../protocol/states.ts';
 
-type StateChange = { id: string; state: MachineState; instanceId: string };
+const ANY = Symbol('any machine');
+
+export type StateChange = { id: string; state: MachineState; instanceId: string };
 
 /** Lets callers wait for a machine to reach a state (GET …/wait). */
 export class StateWaiters {
@@ -13,6 +15,12 @@ export class StateWaiters {
 
   publish(change: StateChange): void {
     this.#emitter.emit(change.id, change);
+    this.#emitter.emit(ANY, change);
+  }
+
+  /** Every change of every machine, e.g. for the proxy's route table. */
+  onChange(listener: (change: StateChange) => void): void {
+    this.#emitter.on(ANY, listener);
   }
 
   /** Resolves true when `matches` holds for a published change, false at the deadline. */

@@ -41,6 +41,7 @@ export const ERROR_CODES = [
   'memory_unavailable',
   'cpus_unavailable',
   'network_exhausted',
+  'over_capacity',
   'runtime_error',
   'host_unsupported',
   'internal',

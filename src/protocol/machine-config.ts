@@ -47,6 +47,29 @@ export const RootfsConfigSchema = z.object({
   }),
 });
 
+export const ServiceConcurrencySchema = z
+  .looseObject({
+    type: z.enum(['connections', 'requests']).optional().meta({ description: 'What counts as load; default connections' }),
+    soft_limit: z.int().min(1).optional().meta({ description: 'Above this the proxy prefers other machines and may wake one; default 20' }),
+    hard_limit: z.int().min(1).optional().meta({ description: 'At this the proxy queues briefly, then answers 503; default 25' }),
+  })
+  .refine((c) => c.soft_limit === undefined || c.hard_limit === undefined || c.soft_limit <= c.hard_limit, {
+    message: 'soft_limit must not exceed hard_limit',
+  });
+
+export const MachineServiceSchema = z.looseObject({
+  internal_port: z.int().min(1).max(65535).optional().meta({ description: 'The port the machine serves on; the edge proxy forwards to it' }),
+  protocol: z.string().optional(),
+  ports: z.array(z.looseObject({ port: z.int().min(1).max(65535).optional(), handlers: z.array(z.string()).optional() })).optional(),
+  autostart: z.boolean().optional().meta({ description: 'Start a stopped machine when a request needs it; default true' }),
+  autostop: z
+    .union([z.boolean(), z.enum(['off', 'stop', 'suspend'])])
+    .optional()
+    .meta({ description: 'Stop (or suspend) the machine once idle for the app\'s autostop_idle; true means stop; default off' }),
+  min_machines_running: z.int().min(0).optional().meta({ description: 'Autostop never takes the app below this many started machines' }),
+  concurrency: ServiceConcurrencySchema.optional(),
+});
+
 export const MachineConfigSchema = z.looseObject({
   image: z.string().min(1).meta({ description: 'OCI image reference, or hangar/busybox, hangar/debian:bookworm' }),
   env: z.record(z.string(), z.string()).optional(),
@@ -58,6 +81,7 @@ export const MachineConfigSchema = z.looseObject({
   stop_config: StopConfigSchema.optional(),
   rootfs: RootfsConfigSchema.optional(),
   auto_destroy: z.boolean().optional(),
+  services: z.array(MachineServiceSchema).optional(),
 });
 
 export type MachineConfig = z.infer<typeof MachineConfigSchema>;

@@ -1,25 +1,45 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { TLSSocket } from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { HangarError, isHangarError } from '../protocol/errors.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
+import type { ProxyMetrics } from './proxy-metrics.ts';
 import { parseReplay, replayableBody, MAX_REPLAYS } from './replay.ts';
-import { Targets, type Target } from './targets.ts';
+import type { Route, RouteTable } from './route-table.ts';
+import { Targets, type Picked } from './targets.ts';
+import { forwardUpgrade } from './upgrade.ts';
 
 // The edge: `<app>.<domain>` goes to one of the app's machines on its service port, waking a
 // stopped machine first; fly-force-instance-id / fly-prefer-instance-id pick one, and a machine's
-// fly-replay answer sends the request elsewhere. Upstream connections are pooled per machine.
+// fly-replay answer sends the request elsewhere. Upstream connections are pooled per machine;
+// upgrades (WebSocket) get a connection of their own.
 
 export const DEFAULT_PROXY_DOMAIN = 'localhost';
+export const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
 // RFC 9110 §7.6.1: these describe one connection and are not forwarded.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host']);
+// Set by the proxy itself; what a client sends under these names is replaced.
+const OWN = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id']);
 
-export type EdgeProxyOptions = { apps: AppService; machines: MachineService; domain: string };
+export type EdgeProxyOptions = {
+  apps: AppService;
+  machines: MachineService;
+  table: RouteTable;
+  metrics: ProxyMetrics;
+  domain: string;
+  /** A client must send its request headers within this. */
+  headerTimeoutMs?: number;
+  /** A connection with no bytes either way for this long is closed (upgraded ones excepted). */
+  idleTimeoutMs?: number;
+  /** Hostnames outside `<app>.<domain>` that route to an app (custom certificates). */
+  appForHostname?: (hostname: string) => string | undefined;
+};
 
 export type EdgeProxy = {
   /** The plain-HTTP listener (not yet listening). */
@@ -30,87 +50,138 @@ export type EdgeProxy = {
 };
 
 export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
-  const targets = new Targets(opts.machines);
+  const targets = new Targets({ table: opts.table, machines: opts.machines, apps: opts.apps, onWake: (r) => opts.metrics.woke(r.app, r.id) });
   const pools = new Map<string, Pool>();
   const poolFor = (origin: string) => {
     let pool = pools.get(origin);
     if (!pool) pools.set(origin, (pool = new Pool(origin, { connections: 64, pipelining: 1 })));
     return pool;
   };
+  const idPrefix = randomBytes(4).toString('hex');
+  let requestCount = 0;
+  const nextRequestId = () => `${idPrefix}${(++requestCount).toString(16).padStart(8, '0')}`;
+  const appOf = (host: string | undefined) => resolveApp(host, opts.domain, opts.appForHostname);
 
-  const send = async (target: Target, app: string, method: string, path: string, headers: Record<string, string | string[]>, body: Buffer | Readable | null) => {
-    const { machine, port } = target;
+  const send = async (route: Route, method: string, path: string, headers: string[], body: Buffer | Readable | null) => {
     try {
-      return await poolFor(`http://${machine.privateIp}:${port}`).request({ path, method: method as 'GET', headers, body });
+      return await poolFor(route.origin).request({ path, method: method as 'GET', headers, body });
     } catch (err) {
-      throw new HangarError('runtime_error', `machine ${machine.id} (${machine.privateIp}:${port}) did not answer: ${(err as Error).message}`, {
-        hint: `check the machine's server: hangar machines logs ${machine.id} --app ${app}`,
-        details: { machine_id: machine.id },
-      });
+      throw unreachable(route, err as Error);
     }
   };
 
-  const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string) => {
-    let app = appOf(req.headers.host, opts.domain);
-    opts.apps.get(app);
-    const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
-    headers['x-forwarded-for'] = [req.headers['x-forwarded-for'], req.socket.remoteAddress].filter(Boolean).join(', ');
-    headers['x-forwarded-proto'] = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
-    headers['x-forwarded-host'] = req.headers.host ?? '';
-    headers['x-request-id'] = requestId;
-    headers.host = req.headers.host ?? '';
+  const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string, startedAt: number) => {
+    let app = appOf(req.headers.host);
+    const headers = forwardHeaders(req, requestId, false);
     const body = await replayableBody(req);
-    let target = await targets.pick(app, { force: header(req, 'fly-force-instance-id'), prefer: header(req, 'fly-prefer-instance-id') });
+    let picked = await targets.pick(app, { force: header(req, 'fly-force-instance-id'), prefer: header(req, 'fly-prefer-instance-id') });
     for (let replays = 0; ; replays++) {
-      const done = targets.track(target.machine.id);
+      const current = picked;
+      const { route } = current;
       try {
-        const upstream = await send(target, app, req.method ?? 'GET', req.url ?? '/', headers, body.again());
+        const upstream = await send(route, req.method ?? 'GET', req.url ?? '/', headers, body.again());
         const replay = parseReplay(upstream.headers['fly-replay']);
         if (replay) {
           await upstream.body.dump();
           if (replays >= MAX_REPLAYS) {
-            throw new HangarError('bad_request', `machine ${target.machine.id} asked for a replay after ${MAX_REPLAYS} replays`, {
+            throw new HangarError('bad_request', `machine ${route.id} asked for a replay after ${MAX_REPLAYS} replays`, {
               hint: 'a replay target must answer the request itself; check the fly-replay headers your machines send',
             });
           }
-          headers['fly-replay-src'] = `instance=${target.machine.id};app=${app}${replay.state ? `;state=${replay.state}` : ''}`;
-          const from = target.machine.id;
+          headers.push('fly-replay-src', `instance=${route.id};app=${app}${replay.state ? `;state=${replay.state}` : ''}`);
           app = replay.app ?? app;
-          if (replay.app) opts.apps.get(app);
-          target = await targets.pick(app, replay.instance ? { force: replay.instance } : replay.elsewhere ? { exclude: from } : {});
+          current.release();
+          picked = await targets.pick(app, replay.instance ? { force: replay.instance } : replay.elsewhere ? { exclude: route.id } : {});
           continue;
         }
         const out: Record<string, string | string[]> = { 'fly-request-id': requestId };
-        for (const [k, v] of Object.entries(upstream.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+        for (const name in upstream.headers) {
+          const v = upstream.headers[name];
+          if (v !== undefined && !HOP_BY_HOP.has(name)) out[name] = v;
+        }
         res.writeHead(upstream.statusCode, out);
         res.flushHeaders();
+        opts.metrics.answered(app, route.id, upstream.statusCode, startedAt);
         await pipeline(upstream.body, res);
         return;
       } finally {
-        done();
+        current.release();
       }
     }
   };
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    const requestId = randomBytes(8).toString('hex');
-    handle(req, res, requestId).catch((err: unknown) => {
+    const startedAt = performance.now();
+    const requestId = nextRequestId();
+    handle(req, res, requestId, startedAt).catch((err: unknown) => {
       if (res.headersSent) {
         res.destroy();
         return;
       }
       const e = isHangarError(err) ? err : new HangarError('internal', 'proxy error', { hint: 'retry; if it persists, check the daemon log' });
-      res.writeHead(statusFor(e), { 'content-type': 'application/json', 'fly-request-id': requestId });
-      res.end(JSON.stringify({ error: e.message, code: e.code, hint: e.hint, request_id: requestId }));
+      const status = statusFor(e);
+      res.writeHead(status, { 'content-type': 'application/json', 'fly-request-id': requestId });
+      res.end(errorBody(e, requestId));
+      opts.metrics.answered(appLabel(req.headers.host, appOf), String(e.details?.machine_id ?? ''), status, startedAt);
     });
   };
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const startedAt = performance.now();
+    const requestId = nextRequestId();
+    socket.on('error', () => socket.destroy());
+    const refuse = (err: unknown) => {
+      const e = isHangarError(err) ? err : new HangarError('internal', 'proxy error', { hint: 'retry; if it persists, check the daemon log' });
+      const status = statusFor(e);
+      const body = errorBody(e, requestId);
+      socket.end(`HTTP/1.1 ${status} ${statusText(status)}\r\ncontent-type: application/json\r\nfly-request-id: ${requestId}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      opts.metrics.answered(appLabel(req.headers.host, appOf), String(e.details?.machine_id ?? ''), status, startedAt);
+    };
+    let picked: Picked | undefined;
+    (async () => {
+      const app = appOf(req.headers.host);
+      picked = await targets.pick(app, { force: header(req, 'fly-force-instance-id'), prefer: header(req, 'fly-prefer-instance-id') });
+      const { route, release } = picked;
+      if (socket.destroyed) return release();
+      forwardUpgrade(req, socket, head, route, forwardHeaders(req, requestId, true), {
+        failed: (err) => refuse(unreachable(route, err)),
+        closed: release,
+      });
+      opts.metrics.answered(app, route.id, 101, startedAt);
+    })().catch((err: unknown) => {
+      picked?.release();
+      refuse(err);
+    });
+  };
+
+  const onClientError = (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable || !(err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code?.startsWith('HPE_'))) {
+      socket.destroy();
+      return;
+    }
+    const [status, e] =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, new HangarError('bad_request', 'request headers too large', { hint: 'send under 16 KiB of headers (large cookies or tokens belong in the body)' })]
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, new HangarError('bad_request', 'request headers did not arrive in time', { hint: 'send the whole request head at once' })]
+          : [400, new HangarError('bad_request', `malformed HTTP request (${err.code})`, { hint: 'send HTTP/1.1' })];
+    const body = errorBody(e, '');
+    socket.end(`HTTP/1.1 ${status} ${statusText(status)}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  };
+
   const servers: Server[] = [];
   const attach = (server: Server) => {
+    server.headersTimeout = opts.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
+    // A long upload is not a slow client; the idle timeout catches one that stops sending.
+    server.requestTimeout = 0;
+    server.keepAliveTimeout = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    server.setTimeout(opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, (socket) => socket.destroy());
     server.on('request', onRequest);
+    server.on('upgrade', onUpgrade);
+    server.on('clientError', onClientError);
     servers.push(server);
   };
-  const server = createServer();
+  const server = createServer({ connectionsCheckingInterval: CHECK_INTERVAL_MS });
   attach(server);
   return {
     server,
@@ -121,6 +192,42 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
       await Promise.all([...pools.values()].map((p) => p.close()));
     },
   };
+}
+
+/** How often node checks header timeouts; servers made elsewhere for attach() should use it too. */
+export const CHECK_INTERVAL_MS = 1_000;
+
+/** The request's headers as undici takes them (a flat list), minus hop-by-hop, plus forwarding. */
+function forwardHeaders(req: IncomingMessage, requestId: string, upgrade: boolean): string[] {
+  const raw = req.rawHeaders;
+  const out: string[] = [];
+  let forwardedFor = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name === 'x-forwarded-for') forwardedFor = forwardedFor ? `${forwardedFor}, ${raw[i + 1]}` : raw[i + 1]!;
+    else if (!HOP_BY_HOP.has(name) && !OWN.has(name)) out.push(raw[i]!, raw[i + 1]!);
+  }
+  const peer = req.socket.remoteAddress ?? '';
+  out.push(
+    'host', req.headers.host ?? '',
+    'x-forwarded-for', forwardedFor ? `${forwardedFor}, ${peer}` : peer,
+    'x-forwarded-proto', (req.socket as TLSSocket).encrypted ? 'https' : 'http',
+    'x-forwarded-host', req.headers.host ?? '',
+    'x-request-id', requestId,
+  );
+  if (upgrade) out.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
+  return out;
+}
+
+function unreachable(route: Route, err: Error): HangarError {
+  return new HangarError('runtime_error', `machine ${route.id} (${route.ip}:${route.port}) did not answer: ${err.message}`, {
+    hint: `check the machine's server: hangar machines logs ${route.id} --app ${route.app}`,
+    details: { machine_id: route.id },
+  });
+}
+
+function errorBody(e: HangarError, requestId: string): string {
+  return JSON.stringify({ error: e.message, code: e.code, hint: e.hint, ...(requestId ? { request_id: requestId } : {}) });
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
@@ -144,15 +251,28 @@ function statusFor(e: HangarError): number {
     case 'internal':
       return 500;
     default:
-      return 503; // nothing to serve it now: no machine started, or none woke in time
+      return 503; // nothing to serve it now: no machine started, none woke in time, all at their hard limit
+  }
+}
+
+function statusText(status: number): string {
+  return { 400: 'Bad Request', 404: 'Not Found', 408: 'Request Timeout', 413: 'Payload Too Large', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 508: 'Loop Detected' }[status] ?? 'Error';
+}
+
+/** The app label for a request the proxy answered itself; "" when the host names none. */
+function appLabel(host: string | undefined, appOf: (host: string | undefined) => string): string {
+  try {
+    return appOf(host);
+  } catch {
+    return '';
   }
 }
 
 /** The app a Host header names: the label before the proxy's domain (`myapp.localhost:4380` → myapp). */
-function appOf(host: string | undefined, domain: string): string {
+function resolveApp(host: string | undefined, domain: string, appForHostname?: (hostname: string) => string | undefined): string {
   const name = (host ?? '').replace(/:\d+$/, '').toLowerCase();
   const suffix = `.${domain}`;
-  const app = name.endsWith(suffix) ? name.slice(0, -suffix.length) : '';
+  const app = name.endsWith(suffix) ? name.slice(0, -suffix.length) : appForHostname?.(name) ?? '';
   if (!app || app.includes('.')) {
     throw new HangarError('app_not_found', `no app for host ${JSON.stringify(host ?? '')}`, {
       hint: `address an app as <app>.${domain}, e.g. curl http://myapp.${domain}:<proxy port>/`,

@@ -1,113 +1,172 @@
 import { connect } from 'node:net';
 import { HangarError } from '../protocol/errors.ts';
+import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
-import type { MachineRecord } from '../machines/store.ts';
+import type { Route, RouteTable } from './route-table.ts';
 
-// Which machine of an app takes a request: the started one with the fewest requests in flight;
-// when none is started, one is woken (autostart, on by default as on Fly) and the request waits
-// until its service port accepts connections.
+// Which machine of an app takes a request. The least-loaded started machine under its soft limit;
+// when every started one is over it, a stopped one is woken (autostart, on by default as on Fly)
+// for the requests to come, while this one goes to a started machine under its hard limit. With
+// none started the request waits for the woken machine's port; with all at their hard limit it
+// queues briefly, then gets 503.
 
-export type Target = { machine: MachineRecord; port: number };
-
-type Service = { internal_port?: number; autostart?: boolean };
+export type Picked = { route: Route; release: () => void };
 
 const WAKE_DEADLINE_MS = 10_000;
+export const QUEUE_MS = 3_000;
 const WAKEABLE = new Set(['stopped', 'created', 'suspended']);
+/** A machine on its way down (autostop) is woken once it is down. */
+const SETTLING_DOWN = new Set(['stopping', 'suspending']);
 
-function serviceOf(m: MachineRecord): Service | undefined {
-  const services = (m.config as { services?: Service[] }).services;
-  return services?.find((s) => typeof s.internal_port === 'number');
-}
+export type TargetsOptions = {
+  table: RouteTable;
+  machines: MachineService;
+  apps: AppService;
+  onWake?: (route: Route) => void;
+};
 
 export class Targets {
-  readonly #machines: MachineService;
-  readonly #inFlight = new Map<string, number>();
+  readonly #opts: TargetsOptions;
   readonly #waking = new Map<string, Promise<void>>();
+  /** Requests waiting for a slot under an app's hard limits, woken as load is released. */
+  readonly #queues = new Map<string, Array<() => void>>();
 
-  constructor(machines: MachineService) {
-    this.#machines = machines;
+  constructor(opts: TargetsOptions) {
+    this.#opts = opts;
   }
 
   /**
-   * The machine for a request to `app`. `force` names the one machine to use (woken if need be,
-   * never another); `prefer` names one to use if it is started; `exclude` skips one (a replay
-   * asked for "elsewhere").
+   * The machine for a request to `app`, with its load already counted: call `release` when the
+   * request (or stream) ends. `force` names the one machine to use (woken if need be, never
+   * another); `prefer` names one to use if it is started; `exclude` skips one (a replay asked
+   * for "elsewhere").
    */
-  async pick(app: string, opts: { force?: string; prefer?: string; exclude?: string } = {}): Promise<Target> {
-    const served = this.#machines.list(app).filter((m) => serviceOf(m) && m.privateIp && m.id !== opts.exclude);
-    if (opts.force) {
-      const forced = served.find((m) => m.id === opts.force);
-      if (!forced) {
-        throw new HangarError('machine_not_found', `app ${app} has no machine ${opts.force} with a service`, {
-          hint: 'fly-force-instance-id must name a machine of this app that has config.services; list them with GET /v1/apps/{app}/machines',
-        });
-      }
-      if (forced.state !== 'started') await this.#wakeOrFail(forced, app);
-      return this.#target(app, forced.id);
-    }
-    if (served.length === 0) {
+  async pick(app: string, opts: { force?: string; prefer?: string; exclude?: string } = {}): Promise<Picked> {
+    const routes = this.#opts.table.routes(app);
+    if (routes.length === 0) {
+      this.#opts.apps.get(app);
       throw new HangarError('route_not_found', `app ${app} has no machine with a service`, {
         hint: 'give a machine config.services: [{"internal_port": 8080, "ports": [{"port": 80, "handlers": ["http"]}]}]',
       });
     }
-    const started = served.filter((m) => m.state === 'started');
-    const preferred = started.find((m) => m.id === opts.prefer);
-    if (preferred) return this.#target(app, preferred.id);
-    if (started.length > 0) {
-      const m = started.reduce((a, b) => ((this.#inFlight.get(b.id) ?? 0) < (this.#inFlight.get(a.id) ?? 0) ? b : a));
-      return this.#target(app, m.id);
+    if (opts.force) return this.#forced(app, routes, opts.force);
+    const deadline = Date.now() + QUEUE_MS;
+    for (;;) {
+      let best: Route | undefined;
+      let bestUnderHard: Route | undefined;
+      let sleeper: Route | undefined;
+      let started = 0;
+      for (const r of routes) {
+        if (r.id === opts.exclude) continue;
+        if (r.state === 'started') {
+          started++;
+          if (r.id === opts.prefer && r.load < r.hardLimit) return this.#acquire(r);
+          if (r.load < r.softLimit && (!best || r.load < best.load)) best = r;
+          if (r.load < r.hardLimit && (!bestUnderHard || r.load < bestUnderHard.load)) bestUnderHard = r;
+        } else if (!sleeper && r.autostart && (WAKEABLE.has(r.state) || SETTLING_DOWN.has(r.state))) {
+          sleeper = r;
+        }
+      }
+      if (best) return this.#acquire(best);
+      if (sleeper) {
+        if (bestUnderHard) {
+          // More capacity for what comes next; this request need not wait for it.
+          this.#wake(sleeper).catch(() => undefined);
+          return this.#acquire(bestUnderHard);
+        }
+        await this.#wake(sleeper);
+        return this.#acquire(sleeper);
+      }
+      if (bestUnderHard) return this.#acquire(bestUnderHard);
+      if (started === 0) {
+        throw new HangarError('invalid_state', `app ${app} has no started machine and none to wake`, {
+          hint: 'start a machine (POST …/start), or set services[].autostart to true',
+        });
+      }
+      if (!(await this.#queue(app, deadline))) {
+        throw new HangarError('over_capacity', `every started machine of app ${app} is at its hard limit and none could be woken`, {
+          hint: 'retry shortly; or raise services[].concurrency.hard_limit, or add machines (autostart wakes stopped ones)',
+          details: { app, queued_ms: QUEUE_MS },
+        });
+      }
     }
-    const sleeper = served.find((m) => WAKEABLE.has(m.state) && serviceOf(m)!.autostart !== false);
-    if (!sleeper) {
-      throw new HangarError('invalid_state', `app ${app} has no started machine and none to wake`, {
-        hint: 'start a machine (POST …/start), or set services[].autostart to true',
+  }
+
+  async #forced(app: string, routes: readonly Route[], id: string): Promise<Picked> {
+    const forced = routes.find((r) => r.id === id);
+    if (!forced) {
+      throw new HangarError('machine_not_found', `app ${app} has no machine ${id} with a service`, {
+        hint: 'fly-force-instance-id must name a machine of this app that has config.services; list them with GET /v1/apps/{app}/machines',
       });
     }
-    await this.#wake(sleeper);
-    return this.#target(app, sleeper.id);
-  }
-
-  #target(app: string, id: string): Target {
-    const machine = this.#machines.get(app, id);
-    return { machine, port: serviceOf(machine)!.internal_port! };
-  }
-
-  async #wakeOrFail(m: MachineRecord, app: string): Promise<void> {
-    if (!WAKEABLE.has(m.state)) {
-      throw new HangarError('invalid_state', `machine ${m.id} of app ${app} is ${m.state}`, { hint: 'wait for it to settle, or start it (POST …/start)' });
+    if (forced.state !== 'started') {
+      if (!WAKEABLE.has(forced.state) && !SETTLING_DOWN.has(forced.state)) {
+        throw new HangarError('invalid_state', `machine ${id} of app ${app} is ${forced.state}`, { hint: 'wait for it to settle, or start it (POST …/start)' });
+      }
+      await this.#wake(forced);
     }
-    await this.#wake(m);
+    return this.#acquire(forced);
   }
 
-  /** Counts a request against a machine for load balancing; call the returned function when it ends. */
-  track(machineId: string): () => void {
-    this.#inFlight.set(machineId, (this.#inFlight.get(machineId) ?? 0) + 1);
-    return () => this.#inFlight.set(machineId, (this.#inFlight.get(machineId) ?? 1) - 1);
+  /** Counts load against a route for as long as a request or stream uses it. */
+  #acquire(route: Route): Picked {
+    route.load++;
+    let released = false;
+    return {
+      route,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (--route.load === 0) route.idleSince = Date.now();
+        this.#queues.get(route.app)?.shift()?.();
+      },
+    };
+  }
+
+  /** Waits for some load of the app to be released; false once the deadline passes. */
+  #queue(app: string, deadline: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const queue = this.#queues.get(app) ?? [];
+      this.#queues.set(app, queue);
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        const i = queue.indexOf(wake);
+        if (i >= 0) queue.splice(i, 1);
+        resolve(false);
+      }, Math.max(0, deadline - Date.now()));
+      queue.push(wake);
+    });
   }
 
   /** Starts the machine once however many requests ask, and waits for its port. */
-  #wake(m: MachineRecord): Promise<void> {
-    const running = this.#waking.get(m.id);
+  #wake(route: Route): Promise<void> {
+    const running = this.#waking.get(route.id);
     if (running) return running;
     const work = (async () => {
       const deadline = Date.now() + WAKE_DEADLINE_MS;
+      this.#opts.onWake?.(route);
+      if (SETTLING_DOWN.has(route.state)) {
+        await this.#opts.machines.wait(route.app, route.id, { state: 'stopped', timeoutMs: WAKE_DEADLINE_MS }).catch(() => undefined);
+      }
       try {
-        await this.#machines.start(m.app, m.id);
+        await this.#opts.machines.start(route.app, route.id);
       } catch (err) {
         // Someone else started it in the meantime; anything else means no wake.
-        if (this.#machines.get(m.app, m.id).state !== 'started') throw err;
+        if (this.#opts.machines.get(route.app, route.id).state !== 'started') throw err;
       }
-      const port = serviceOf(m)!.internal_port!;
-      while (!(await accepts(m.privateIp, port))) {
+      while (!(await accepts(route.ip, route.port))) {
         if (Date.now() > deadline) {
-          throw new HangarError('wait_timeout', `machine ${m.id} started but nothing accepted connections on port ${port} within ${WAKE_DEADLINE_MS / 1000}s`, {
-            hint: `make the machine's server listen on 0.0.0.0:${port}, or fix services[].internal_port`,
+          throw new HangarError('wait_timeout', `machine ${route.id} started but nothing accepted connections on port ${route.port} within ${WAKE_DEADLINE_MS / 1000}s`, {
+            hint: `make the machine's server listen on 0.0.0.0:${route.port}, or fix services[].internal_port`,
           });
         }
-        await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 5));
       }
-    })().finally(() => this.#waking.delete(m.id));
-    this.#waking.set(m.id, work);
+    })().finally(() => this.#waking.delete(route.id));
+    this.#waking.set(route.id, work);
     return work;
   }
 }

@@ -1,0 +1,108 @@
+import type { MachineRecord } from '../machines/store.ts';
+import type { MachineState } from '../protocol/states.ts';
+
+// What the proxy knows about each machine with a service, kept in memory and updated on every
+// state change, so a request costs no database read. Load counts live here too: they are what
+// load balancing, hard-limit queueing and autostop all look at.
+
+export type AutostopMode = 'off' | 'stop' | 'suspend';
+
+// Fly's defaults when a service sets no concurrency.
+const DEFAULT_SOFT_LIMIT = 20;
+const DEFAULT_HARD_LIMIT = 25;
+
+export type Route = {
+  readonly id: string;
+  readonly app: string;
+  state: MachineState;
+  ip: string;
+  port: number;
+  /** `http://ip:port`, the key of the upstream connection pool. */
+  origin: string;
+  autostart: boolean;
+  autostop: AutostopMode;
+  minRunning: number;
+  softLimit: number;
+  hardLimit: number;
+  /** Requests in flight plus open streams (a response still sending, a WebSocket). */
+  load: number;
+  /** Since when the machine has had no load (or since it was seen starting); autostop reads it. */
+  idleSince: number;
+};
+
+type ServiceConfig = {
+  internal_port?: number;
+  autostart?: boolean;
+  autostop?: boolean | AutostopMode;
+  min_machines_running?: number;
+  concurrency?: { soft_limit?: number; hard_limit?: number };
+};
+
+export class RouteTable {
+  readonly #byId = new Map<string, Route>();
+  readonly #byApp = new Map<string, Route[]>();
+
+  constructor(machines: Iterable<MachineRecord>) {
+    for (const m of machines) this.update(m);
+  }
+
+  /** The app's machines that have a service, in no particular order; empty when none. */
+  routes(app: string): readonly Route[] {
+    return this.#byApp.get(app) ?? NONE;
+  }
+
+  get(id: string): Route | undefined {
+    return this.#byId.get(id);
+  }
+
+  all(): IterableIterator<Route> {
+    return this.#byId.values();
+  }
+
+  /** Takes in a machine's new record (or its absence); load counts carry over. */
+  update(m: MachineRecord | undefined, id = m?.id): void {
+    if (!id) return;
+    const service = m && m.state !== 'destroyed' && m.privateIp ? serviceOf(m) : undefined;
+    const existing = this.#byId.get(id);
+    if (!m || !service) {
+      if (existing) this.#remove(existing);
+      return;
+    }
+    const port = service.internal_port!;
+    const soft = service.concurrency?.soft_limit ?? Math.min(DEFAULT_SOFT_LIMIT, service.concurrency?.hard_limit ?? DEFAULT_SOFT_LIMIT);
+    const fields = {
+      state: m.state,
+      ip: m.privateIp,
+      port,
+      origin: `http://${m.privateIp}:${port}`,
+      autostart: service.autostart !== false,
+      autostop: service.autostop === true ? 'stop' : service.autostop === false || service.autostop === undefined ? 'off' : service.autostop,
+      minRunning: service.min_machines_running ?? 0,
+      softLimit: soft,
+      hardLimit: service.concurrency?.hard_limit ?? Math.max(DEFAULT_HARD_LIMIT, soft),
+    } satisfies Partial<Route>;
+    if (existing) {
+      if (existing.state !== 'started' && m.state === 'started') existing.idleSince = Date.now();
+      Object.assign(existing, fields);
+      return;
+    }
+    const route: Route = { id, app: m.app, ...fields, load: 0, idleSince: Date.now() };
+    this.#byId.set(id, route);
+    const list = this.#byApp.get(m.app);
+    if (list) list.push(route);
+    else this.#byApp.set(m.app, [route]);
+  }
+
+  #remove(route: Route): void {
+    this.#byId.delete(route.id);
+    const rest = (this.#byApp.get(route.app) ?? []).filter((r) => r !== route);
+    if (rest.length) this.#byApp.set(route.app, rest);
+    else this.#byApp.delete(route.app);
+  }
+}
+
+const NONE: readonly Route[] = Object.freeze([]);
+
+function serviceOf(m: MachineRecord): ServiceConfig | undefined {
+  return (m.config.services as ServiceConfig[] | undefined)?.find((s) => typeof s.internal_port === 'number');
+}

@@ -1,0 +1,186 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { once } from 'node:events';
+import { withDaemon, type TestDaemon } from './helpers/daemon.ts';
+
+// How the edge proxy spreads load and guards itself, as clients see it: soft limits wake more
+// machines, hard limits queue then refuse, upgraded connections flow both ways and count as load,
+// slow or oversized requests are cut off, and every request shows up in /metrics.
+
+let d: TestDaemon & { close(): Promise<void> };
+
+// busybox httpd; /cgi-bin/sleep?N answers after N seconds with the machine's id.
+const SLEEP_CGI = ['#!/bin/sh', 'sleep "${QUERY_STRING:-0}"', "printf 'Content-Type: text/plain\\r\\n\\r\\n'", 'echo "$FLY_MACHINE_ID"', ''].join('\n');
+// nc hands each connection to this script: it answers an upgrade with 101, then echoes bytes.
+const UPGRADE_SH = [
+  '#!/bin/sh',
+  'upgrade=',
+  'while read -r line; do',
+  '  line=${line%$(printf "\\r")}',
+  '  [ -z "$line" ] && break',
+  '  case "$line" in [Uu]pgrade:*) upgrade=${line#*: } ;; esac',
+  'done',
+  'printf "HTTP/1.1 101 Switching Protocols\\r\\nConnection: Upgrade\\r\\nUpgrade: %s\\r\\nX-Machine: %s\\r\\n\\r\\n" "$upgrade" "$FLY_MACHINE_ID"',
+  'exec cat',
+  '',
+].join('\n');
+const SERVER = ['sh', '-c', 'mkdir -p /srv; exec httpd -f -p 8080 -h /srv'];
+const FILES = [{ guest_path: '/srv/cgi-bin/sleep', raw_value: Buffer.from(SLEEP_CGI).toString('base64'), mode: 0o755 }];
+
+function served(concurrency: { soft_limit: number; hard_limit: number }) {
+  return {
+    image: 'hangar/busybox',
+    init: { cmd: SERVER },
+    files: FILES,
+    services: [{ internal_port: 8080, ports: [{ port: 80, handlers: ['http'] }], concurrency: { type: 'requests', ...concurrency } }],
+  } as never;
+}
+
+before(async () => {
+  d = await withDaemon(['--proxy-header-timeout', '1s']);
+});
+after(async () => {
+  await d?.close();
+});
+
+function get(host: string, path = '/', headers: Record<string, string> = {}): Promise<{ status: number; body: string; ms: number }> {
+  const url = new URL(d.proxyUrl);
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path, headers: { host, ...headers } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ms: Date.now() - t0 }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function untilServing(host: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if ((await get(host, '/cgi-bin/sleep')).status === 200) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail(`${host} never served`);
+}
+
+async function metrics(): Promise<string> {
+  const res = await fetch(`${d.url}/metrics`, { headers: { authorization: `Bearer ${d.token}` } });
+  assert.equal(res.status, 200);
+  return res.text();
+}
+
+/** The proxy's load gauge for one machine, as Prometheus would scrape it. */
+async function loadOf(app: string, machine: string): Promise<number> {
+  const line = (await metrics()).split('\n').find((l) => l.startsWith(`hangar_proxy_machine_load{app="${app}",machine="${machine}"}`));
+  return Number(line?.split(' ')[1] ?? NaN);
+}
+
+describe('edge proxy under load', () => {
+  it('sends work past the soft limit to a started machine and wakes a stopped one for what follows', async () => {
+    const app = 'soft';
+    await d.client.apps.create(app);
+    const a = await d.client.machines.create(app, { config: served({ soft_limit: 1, hard_limit: 5 }) });
+    const b = await d.client.machines.create(app, { config: served({ soft_limit: 1, hard_limit: 5 }), skip_launch: true } as never);
+    await untilServing(`${app}.localhost`);
+    assert.equal((await d.client.machines.get(app, b.id)).state, 'created');
+
+    const first = get(`${app}.localhost`, '/cgi-bin/sleep?2');
+    await new Promise((r) => setTimeout(r, 300));
+    const second = await get(`${app}.localhost`, '/cgi-bin/sleep?0');
+    assert.equal(second.status, 200, second.body);
+    assert.equal(second.body.trim(), a.id, 'the started machine under its hard limit takes it at once');
+    await d.client.machines.wait(app, b.id, 'started', 10);
+    assert.equal((await first).body.trim(), a.id);
+  });
+
+  it('queues at the hard limit, serves once a slot frees, and answers 503 when none frees in time', async () => {
+    const app = 'hard';
+    await d.client.apps.create(app);
+    const m = await d.client.machines.create(app, { config: served({ soft_limit: 1, hard_limit: 1 }) });
+    await untilServing(`${app}.localhost`);
+
+    const slow = get(`${app}.localhost`, '/cgi-bin/sleep?1');
+    await new Promise((r) => setTimeout(r, 200));
+    const queued = await get(`${app}.localhost`, '/cgi-bin/sleep?0');
+    assert.equal(queued.status, 200, queued.body);
+    assert.ok(queued.ms >= 600, `waited for the slot (${queued.ms} ms)`);
+    assert.equal((await slow).status, 200);
+
+    const hog = get(`${app}.localhost`, '/cgi-bin/sleep?5');
+    await new Promise((r) => setTimeout(r, 200));
+    const refused = await get(`${app}.localhost`, '/cgi-bin/sleep?0');
+    assert.equal(refused.status, 503, refused.body);
+    const body = JSON.parse(refused.body);
+    assert.equal(body.code, 'over_capacity');
+    assert.match(body.hint, /hard_limit/);
+    assert.ok(refused.ms >= 2500, `queued before refusing (${refused.ms} ms)`);
+    assert.equal((await hog).body.trim(), m.id);
+
+    const scraped = await metrics();
+    assert.match(scraped, new RegExp(`hangar_proxy_requests_total\\{app="${app}",machine="${m.id}",status="200"\\} [3-9]`));
+    assert.match(scraped, new RegExp(`hangar_proxy_requests_total\\{app="${app}",machine="",status="503"\\} 1`));
+    assert.match(scraped, new RegExp(`hangar_proxy_request_duration_seconds_bucket\\{le="\\+Inf",app="${app}",machine="${m.id}"\\}`));
+    assert.equal((await fetch(`${d.url}/metrics`)).status, 401, 'metrics need the token');
+  });
+
+  it('passes an upgraded connection through both ways and counts it as load while open', async () => {
+    const app = 'upgrade';
+    await d.client.apps.create(app);
+    const m = await d.client.machines.create(app, {
+      config: {
+        image: 'hangar/busybox',
+        init: { cmd: ['nc', '-ll', '-p', '9000', '-e', '/bin/upgrade'] },
+        files: [{ guest_path: '/bin/upgrade', raw_value: Buffer.from(UPGRADE_SH).toString('base64'), mode: 0o755 }],
+        services: [{ internal_port: 9000 }],
+      } as never,
+    });
+    const url = new URL(d.proxyUrl);
+    const socket = connect({ host: url.hostname, port: Number(url.port) });
+    await once(socket, 'connect');
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (c: string) => (received += c));
+    socket.write(`GET /chat HTTP/1.1\r\nHost: ${app}.localhost\r\nConnection: Upgrade\r\nUpgrade: echo-protocol\r\n\r\n`);
+    const until = async (pattern: RegExp) => {
+      for (let i = 0; i < 100 && !pattern.test(received); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.match(received, pattern);
+    };
+    await until(/\r\n\r\n/);
+    assert.match(received, /^HTTP\/1\.1 101 /);
+    assert.match(received, /upgrade: echo-protocol/i);
+    assert.match(received, new RegExp(`x-machine: ${m.id}`, 'i'));
+    socket.write('ping one\n');
+    await until(/ping one\n$/);
+    assert.equal(await loadOf(app, m.id), 1);
+    socket.write('ping two\n');
+    await until(/ping two\n$/);
+    socket.end();
+    await once(socket, 'close');
+    for (let i = 0; i < 50 && (await loadOf(app, m.id)) !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await loadOf(app, m.id), 0);
+  });
+
+  it('answers oversized headers with 431 and cuts off a client that never finishes its headers', async () => {
+    const big = await get('soft.localhost', '/', { 'x-big': 'a'.repeat(20_000) });
+    assert.equal(big.status, 431);
+    assert.equal(JSON.parse(big.body).code, 'bad_request');
+
+    const url = new URL(d.proxyUrl);
+    const socket = connect({ host: url.hostname, port: Number(url.port) });
+    await once(socket, 'connect');
+    const t0 = Date.now();
+    socket.write('GET / HTTP/1.1\r\nHost: soft.localhost\r\n');
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (c: string) => (answer += c));
+    await once(socket, 'close');
+    const waited = Date.now() - t0;
+    assert.match(answer, /^HTTP\/1\.1 408 /);
+    assert.ok(waited >= 900 && waited < 5000, `cut off after the 1s header timeout (${waited} ms)`);
+  });
+});
