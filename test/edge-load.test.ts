@@ -94,7 +94,7 @@ describe('edge proxy under load', () => {
     const second = await get(`${app}.localhost`, '/cgi-bin/sleep?0');
     assert.equal(second.status, 200, second.body);
     assert.equal(second.body.trim(), a.id, 'the started machine under its hard limit takes it at once');
-    await d.client.machines.wait(app, b.id, 'started', 10);
+    await d.client.machines.wait(app, b.id, 'started', { timeoutS: 10 });
     assert.equal((await first).body.trim(), a.id);
   });
 

@@ -1,14 +1,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import type { Duplex, Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { HangarError, isHangarError } from '../protocol/errors.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
 import type { ProxyMetrics } from './proxy-metrics.ts';
-import { parseReplay, replayableBody, MAX_REPLAYS } from './replay.ts';
+import { forward, HOP_BY_HOP } from './forward.ts';
+import { replayableBody, MAX_REPLAYS } from './replay.ts';
 import type { Route, RouteTable } from './route-table.ts';
 import { Targets, type Picked } from './targets.ts';
 import { forwardUpgrade } from './upgrade.ts';
@@ -22,8 +22,6 @@ export const DEFAULT_PROXY_DOMAIN = 'localhost';
 export const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
-// RFC 9110 §7.6.1: these describe one connection and are not forwarded.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host']);
 // Set by the proxy itself; what a client sends under these names is replaced.
 const OWN = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id']);
 
@@ -62,14 +60,6 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   const nextRequestId = () => `${idPrefix}${(++requestCount).toString(16).padStart(8, '0')}`;
   const appOf = (host: string | undefined) => resolveApp(host, opts.domain, opts.appForHostname);
 
-  const send = async (route: Route, method: string, path: string, headers: string[], body: Buffer | Readable | null) => {
-    try {
-      return await poolFor(route.origin).request({ path, method: method as 'GET', headers, body });
-    } catch (err) {
-      throw unreachable(route, err as Error);
-    }
-  };
-
   const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string, startedAt: number) => {
     let app = appOf(req.headers.host);
     const headers = forwardHeaders(req, requestId, false);
@@ -79,30 +69,23 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
       const current = picked;
       const { route } = current;
       try {
-        const upstream = await send(route, req.method ?? 'GET', req.url ?? '/', headers, body.again());
-        const replay = parseReplay(upstream.headers['fly-replay']);
-        if (replay) {
-          await upstream.body.dump();
+        const request = { method: req.method ?? 'GET', path: req.url ?? '/', headers, body: body.again() };
+        const answered = (status: number) => opts.metrics.answered(app, route.id, status, startedAt);
+        const outcome = await forward(poolFor(route.origin), request, res, requestId, answered).catch((err: Error) => {
+          throw res.headersSent ? err : unreachable(route, err);
+        });
+        if (outcome.replay) {
           if (replays >= MAX_REPLAYS) {
             throw new HangarError('bad_request', `machine ${route.id} asked for a replay after ${MAX_REPLAYS} replays`, {
               hint: 'a replay target must answer the request itself; check the fly-replay headers your machines send',
             });
           }
-          headers.push('fly-replay-src', `instance=${route.id};app=${app}${replay.state ? `;state=${replay.state}` : ''}`);
-          app = replay.app ?? app;
+          headers.push('fly-replay-src', `instance=${route.id};app=${app}${outcome.replay.state ? `;state=${outcome.replay.state}` : ''}`);
+          app = outcome.replay.app ?? app;
           current.release();
-          picked = await targets.pick(app, replay.instance ? { force: replay.instance } : replay.elsewhere ? { exclude: route.id } : {});
+          picked = await targets.pick(app, outcome.replay.instance ? { force: outcome.replay.instance } : outcome.replay.elsewhere ? { exclude: route.id } : {});
           continue;
         }
-        const out: Record<string, string | string[]> = { 'fly-request-id': requestId };
-        for (const name in upstream.headers) {
-          const v = upstream.headers[name];
-          if (v !== undefined && !HOP_BY_HOP.has(name)) out[name] = v;
-        }
-        res.writeHead(upstream.statusCode, out);
-        res.flushHeaders();
-        opts.metrics.answered(app, route.id, upstream.statusCode, startedAt);
-        await pipeline(upstream.body, res);
         return;
       } finally {
         current.release();
