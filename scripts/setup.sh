@@ -10,7 +10,8 @@ APT_PACKAGES=(crun tini busybox-static skopeo docker-registry golang-github-cont
   debootstrap zstd iproute2 util-linux mount openssl dpkg tar
   bsdutils coreutils  # script (a pty for tty exec) and stty (its resizes)
   tmux                # the console test drives `hangar console` through it
-  nftables)           # machine network isolation
+  nftables            # machine network isolation
+  wrk nginx)          # the proxy benchmark: load generator, and the reverse proxy it compares with
 
 step() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 
@@ -26,9 +27,23 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # nginx and docker-registry start system services when installed (nginx on :80); Hangar runs
+  # its own on loopback ports, so no service may start during the install.
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$status" = 0 ] || exit "$status"
 else
   step "Debian packages present"
+fi
+
+# Nor at boot, where systemd runs it: the benchmark runs its own nginx from a temp config.
+if [ -d /run/systemd/system ]; then
+  systemctl disable --now nginx.service >/dev/null 2>&1 || true
 fi
 
 if [ "$(.tools/node/bin/node --version 2>/dev/null)" != "v$NODE_VERSION" ]; then
