@@ -18,6 +18,7 @@ import { Store } from './machines/store.ts';
 import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
 import { InternalDns } from './network/internal-dns.ts';
 import { createEdgeProxy, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
+import { ProxyTls } from './proxy/tls/proxy-tls.ts';
 import { MachineNetwork } from './network/machine-network.ts';
 import { createDriver } from './runtime/drivers.ts';
 import { resolveUser } from './runtime/resolve-user.ts';
@@ -34,6 +35,9 @@ export type DaemonOptions = {
   /** Where the edge proxy listens; no proxy when absent. */
   proxyHost?: string;
   proxyPort?: number;
+  /** Where the proxy also serves HTTPS (certificates by SNI from Hangar's CA, or uploaded); needs proxyPort. */
+  proxyTlsHost?: string;
+  proxyTlsPort?: number;
   /** The range machines' private addresses come from; one /24 per app. */
   machineCidr?: string;
   logger?: boolean | object;
@@ -43,6 +47,8 @@ export type Daemon = {
   url: string;
   /** The edge proxy's address, when it runs. */
   proxyUrl?: string;
+  /** The proxy's HTTPS address, when it serves one. */
+  proxyTlsUrl?: string;
   token: string;
   services: ApiServices;
   reconciled: ReconcileReport;
@@ -90,7 +96,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const paths = new MachinePaths(opts.dataDir);
   const runner = new MachineRunner(driver, paths, resolveUser, network);
   const machines = new MachineService({ store, images, runner, waiters: new StateWaiters(), machineRange: network.range });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, admin: new MachineAdmin(machines), runner, images, paths };
+  const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, admin: new MachineAdmin(machines), runner, images, paths, tls };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
 
@@ -108,16 +115,27 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   const proxy = opts.proxyPort === undefined ? undefined : createEdgeProxy({ apps: services.apps, machines, domain: DEFAULT_PROXY_DOMAIN });
   let proxyUrl: string | undefined;
+  let proxyTlsUrl: string | undefined;
   if (proxy) {
     await new Promise<void>((resolve, reject) => proxy.server.once('error', reject).listen(opts.proxyPort, opts.proxyHost, () => resolve()));
     const proxyAddress = proxy.server.address();
     proxyUrl = `http://${opts.proxyHost}:${typeof proxyAddress === 'object' && proxyAddress ? proxyAddress.port : opts.proxyPort}`;
+    if (opts.proxyTlsPort !== undefined) {
+      const tlsServer = tls.createServer();
+      proxy.attach(tlsServer);
+      await new Promise<void>((resolve, reject) => tlsServer.once('error', reject).listen(opts.proxyTlsPort, opts.proxyTlsHost, () => resolve()));
+      const tlsAddress = tlsServer.address();
+      proxyTlsUrl = `https://${opts.proxyTlsHost}:${typeof tlsAddress === 'object' && tlsAddress ? tlsAddress.port : opts.proxyTlsPort}`;
+      await writeFile(join(opts.dataDir, 'proxy-tls-url'), proxyTlsUrl + '\n');
+    }
+    // Written last: tests and scripts take it to mean everything serves.
     await writeFile(join(opts.dataDir, 'proxy-url'), proxyUrl + '\n');
   }
 
   return {
     url,
     ...(proxyUrl ? { proxyUrl } : {}),
+    ...(proxyTlsUrl ? { proxyTlsUrl } : {}),
     token,
     services,
     reconciled,

@@ -5,6 +5,7 @@ import { HangarClient } from '../sdk/index.ts';
 export const DEFAULT_DATA_DIR = '/var/lib/hangar';
 export const DEFAULT_API_LISTEN = '127.0.0.1:4280';
 export const DEFAULT_PROXY_LISTEN = '127.0.0.1:4380';
+export const DEFAULT_PROXY_TLS_LISTEN = '127.0.0.1:4443';
 
 /** Finds the API the way `serve` left it: HANGAR_API_URL/HANGAR_TOKEN, else the data dir's files. */
 export function connect(dataDir?: string): HangarClient {

@@ -8,6 +8,7 @@ import { images, imagesUsage } from './images.ts';
 import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
 import { serve, serveUsage } from './serve.ts';
+import { tls, tlsUsage } from './tls.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
 
@@ -22,6 +23,8 @@ ${consoleUsage}
 ${filesUsage}
 
 ${imagesUsage}
+
+${tlsUsage}
 
 ${mcpUsage}
 
@@ -49,6 +52,8 @@ async function main(argv: string[]): Promise<number> {
       return images(rest);
     case 'mcp':
       return mcp(rest);
+    case 'tls':
+      return tls(rest);
     case undefined:
     case 'help':
     case '--help':

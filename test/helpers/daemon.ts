@@ -17,6 +17,8 @@ export type TestDaemon = {
   url: string;
   /** The edge proxy; send requests with Host: <app>.localhost. */
   proxyUrl: string;
+  /** The edge proxy over HTTPS; trust the CA in <dataDir>/tls/ca.pem (or GET /v1/tls/ca.pem). */
+  proxyTlsUrl: string;
   token: string;
   client: HangarClient;
   process: ChildProcess;
@@ -34,7 +36,8 @@ export async function makeDataDir(): Promise<string> {
 export async function startDaemon(dataDir: string, extraArgs: string[] = []): Promise<TestDaemon> {
   await rm(join(dataDir, 'api-url'), { force: true });
   await rm(join(dataDir, 'proxy-url'), { force: true });
-  const child = spawn(HANGAR, ['serve', '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--machine-cidr', testMachineCidr(dataDir), '--proxy-listen', '127.0.0.1:0', ...extraArgs], {
+  await rm(join(dataDir, 'proxy-tls-url'), { force: true });
+  const child = spawn(HANGAR, ['serve', '--data-dir', dataDir, '--api-listen', '127.0.0.1:0', '--machine-cidr', testMachineCidr(dataDir), '--proxy-listen', '127.0.0.1:0', '--proxy-tls-listen', '127.0.0.1:0', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, HANGAR_TOKEN: '' },
   });
@@ -55,13 +58,14 @@ export async function startDaemon(dataDir: string, extraArgs: string[] = []): Pr
     if (!proxyUrl) await new Promise((r) => setTimeout(r, 50));
   }
   const url = readFileSync(join(dataDir, 'api-url'), 'utf8').trim();
+  const proxyTlsUrl = readFileSync(join(dataDir, 'proxy-tls-url'), 'utf8').trim();
   const token = readFileSync(join(dataDir, 'token'), 'utf8').trim();
   const signalAndWait = async (sig: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(sig);
     await exited;
   };
   return {
-    dataDir, url, proxyUrl, token, process: child,
+    dataDir, url, proxyUrl, proxyTlsUrl, token, process: child,
     client: new HangarClient({ baseUrl: url, token }),
     output: () => out,
     stop: () => signalAndWait('SIGTERM'),

@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:https';
+import { createServer, type Server, type ServerOptions } from 'node:https';
 import { join } from 'node:path';
 import type { SecureContext } from 'node:tls';
 import { loadOrCreateCa, type CertificateAuthority } from './ca.ts';
@@ -42,8 +42,9 @@ export class ProxyTls {
   }
 
   /** An HTTPS server (not yet listening) that picks its certificate by SNI; give it to the proxy's attach(). */
-  createServer(): Server {
+  createServer(opts: ServerOptions = {}): Server {
     return createServer({
+      ...opts,
       SNICallback: (servername, cb) => this.contextFor(servername).then((ctx) => cb(null, ctx), (err: Error) => cb(err)),
       ALPNProtocols: ['http/1.1'],
       minVersion: 'TLSv1.2',
