@@ -4,9 +4,11 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cleanupDataDir, makeDataDir, startDaemon } from '../test/helpers/daemon.ts';
+import { printThroughput, proxyThroughput } from './proxy-throughput.ts';
 
 // `npm run bench`: machine lifecycle latencies through the API (and a wake through the edge
-// proxy), next to raw crun on the same bundle in the same run. Prints a table; goals are in DESIGN.md ("Performance goals").
+// proxy), next to raw crun on the same bundle in the same run; then proxy throughput (see
+// proxy-throughput.ts) on a daemon of its own. Prints a table; goals are in DESIGN.md ("Performance goals").
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 50);
 const APP = 'bench';
@@ -132,3 +134,5 @@ for (const r of rows) {
 const startP50 = pct(rows.find((r) => r.name.startsWith('start'))!.samples, 50);
 const createP50 = pct(rows[0]!.samples, 50);
 console.log(`\ngoals: start p50 ≤ 1.5× raw crun → ${(startP50 / rawP50).toFixed(2)}× ${startP50 / rawP50 <= 1.5 ? 'met' : 'NOT met'}; create p50 < 300 ms → ${createP50.toFixed(0)} ms ${createP50 < 300 ? 'met' : 'NOT met'}`);
+
+printThroughput(await proxyThroughput());
