@@ -16,7 +16,9 @@ import { rotateIfLarge } from './machines/log-files.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
 import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
+import { GatewayApi } from './network/gateway-api.ts';
 import { InternalDns } from './network/internal-dns.ts';
+import { upstreamResolver } from './network/resolv-conf.ts';
 import { createEdgeProxy, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
 import { ProxyTls } from './proxy/tls/proxy-tls.ts';
 import { MachineNetwork } from './network/machine-network.ts';
@@ -61,6 +63,8 @@ type FileConfig = {
   insecure_registries?: string[];
   registry_credentials?: Record<string, { username: string; password: string }>;
   machine_cidr?: string;
+  /** Where machines' names outside .internal are looked up ("ADDRESS[:PORT]"); the host's resolver when absent. */
+  dns_upstream?: string;
 };
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
@@ -81,16 +85,33 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     const app = store.appOfSubnet(subnetIndex);
     if (!app) return undefined;
     const machines = store.listMachines({ app }).filter((m) => m.privateIp);
-    return { app, machines: machines.map((m) => ({ id: m.id, ip: m.privateIp, started: m.state === 'started' })) };
-  });
+    return {
+      app,
+      machines: machines.map((m) => ({ id: m.id, ip: m.privateIp, started: m.state === 'started' })),
+      resolvesPublicNames: store.getApp(app)?.settings.egress.policy !== 'deny',
+    };
+  }, await upstreamResolver(fileConfig.dns_upstream));
+  // Connections to a gateway's port 4280 are served by the API server once it exists.
+  let apiServer: FastifyInstance | undefined;
+  const gatewayApi = new GatewayApi((socket) => (apiServer ? apiServer.server.emit('connection', socket) : socket.destroy()));
   const network = new MachineNetwork({
     dataDir: opts.dataDir,
     machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR,
-    // Names are a convenience: a gateway whose port 53 is taken must not stop machines from running.
-    onBridgeUp: (subnet) => dns.serve(subnet.index, subnet.gateway).catch((err: Error) => {
-      process.stderr.write(`hangar: no .internal names on ${subnet.gateway}: ${err.message}\n`);
-    }),
-    onBridgeDown: (subnetIndex) => dns.stop(subnetIndex),
+    // A subnet no app holds has no machines; nothing may leave it.
+    egressOf: (subnetIndex) => store.getApp(store.appOfSubnet(subnetIndex) ?? '')?.settings.egress ?? { policy: 'deny' },
+    // Names and the internal API are conveniences: a gateway port that is taken must not stop machines from running.
+    onBridgeUp: async (subnet) => {
+      await dns.serve(subnet.index, subnet.gateway).catch((err: Error) => {
+        process.stderr.write(`hangar: no .internal names on ${subnet.gateway}: ${err.message}\n`);
+      });
+      await gatewayApi.serve(subnet.index, subnet.gateway).catch((err: Error) => {
+        process.stderr.write(`hangar: no _api.internal on ${subnet.gateway}: ${err.message}\n`);
+      });
+    },
+    onBridgeDown: (subnetIndex) => {
+      dns.stop(subnetIndex);
+      gatewayApi.stop(subnetIndex);
+    },
   });
   await network.setUp();
   const paths = new MachinePaths(opts.dataDir);
@@ -107,6 +128,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   rotation.unref();
 
   const server = createApiServer({ services, token, logger: opts.logger });
+  apiServer = server;
   await server.listen({ host: opts.apiHost, port: opts.apiPort });
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : opts.apiPort;
@@ -144,6 +166,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       clearInterval(rotation);
       machines.close();
       dns.close();
+      gatewayApi.close();
       if (proxy) await proxy.close();
       await server.close();
       store.close();

@@ -15,7 +15,7 @@ import { HANGAR, REPO, http, withDaemon, type TestDaemon } from './helpers/daemo
 
 const APP = 'mcp';
 const TOOLS = [
-  'app_list', 'app_create', 'app_destroy',
+  'app_list', 'app_create', 'app_update', 'app_destroy',
   'machine_create', 'machine_list', 'machine_get', 'machine_start', 'machine_stop', 'machine_restart', 'machine_destroy',
   'machine_wait', 'machine_update', 'machine_exec', 'machine_ps', 'machine_logs',
   'file_read', 'file_write', 'file_list', 'file_remove',

@@ -1,30 +1,50 @@
 import { parseArgs } from 'node:util';
+import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import { CliError, connect } from './connect.ts';
 import { printJson, printTable } from './output.ts';
 
 export const appsUsage = `hangar apps <command> [--json]
-  list | create NAME | show NAME | destroy NAME   (destroy also destroys the app's machines)`;
+  list | create NAME | show NAME | update NAME | destroy NAME   (destroy also destroys the app's machines)
+  create and update take the app's settings:
+    --egress allow|deny|CIDR[,CIDR...]   where machines may send traffic (default allow: NAT to the host's network)
+    --autostop-idle DURATION             how long an idle machine stays up before the proxy stops it (default 5m)`;
 
 export async function apps(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
-    options: { json: { type: 'boolean', default: false }, 'data-dir': { type: 'string' } },
+    options: {
+      json: { type: 'boolean', default: false },
+      'data-dir': { type: 'string' },
+      egress: { type: 'string' },
+      'autostop-idle': { type: 'string' },
+    },
   });
   const client = connect(values['data-dir']);
   const name = () => positionals[0] ?? fail(`apps ${verb} needs an app NAME`);
+  const settings: AppSettingsRequest = {
+    ...(values.egress !== undefined ? { egress: parseEgress(values.egress) } : {}),
+    ...(values['autostop-idle'] !== undefined ? { autostop_idle: values['autostop-idle'] } : {}),
+  };
   switch (verb) {
     case 'list': {
       const { apps } = await client.apps.list();
       if (values.json) printJson(apps);
-      else printTable(apps.map((a) => ({ name: a.name, machines: a.machine_count })), ['name', 'machines']);
+      else printTable(apps.map((a) => ({ name: a.name, machines: a.machine_count, egress: egressText(a.egress), 'autostop-idle': a.autostop_idle })), ['name', 'machines', 'egress', 'autostop-idle']);
       return 0;
     }
     case 'create': {
-      const app = await client.apps.create(name());
+      const app = await client.apps.create(name(), { settings });
       if (values.json) printJson(app);
-      else process.stdout.write(`created app ${app.name}\n`);
+      else process.stdout.write(`created app ${app.name} (egress ${egressText(app.egress)}, autostop idle ${app.autostop_idle})\n`);
+      return 0;
+    }
+    case 'update': {
+      if (Object.keys(settings).length === 0) fail('apps update needs a setting to change', appsUsage);
+      const app = await client.apps.update(name(), settings);
+      if (values.json) printJson(app);
+      else process.stdout.write(`updated app ${app.name} (egress ${egressText(app.egress)}, autostop idle ${app.autostop_idle})\n`);
       return 0;
     }
     case 'show':
@@ -37,6 +57,16 @@ export async function apps(argv: string[]): Promise<number> {
     default:
       fail(`unknown command: apps ${verb ?? ''}`.trim(), appsUsage);
   }
+}
+
+/** `allow`, `deny`, or a comma-separated list of networks (checked by the API). */
+function parseEgress(text: string): Egress {
+  if (text === 'allow' || text === 'deny') return { policy: text };
+  return { policy: 'cidrs', cidrs: text.split(',').map((c) => c.trim()).filter(Boolean) };
+}
+
+function egressText(egress: Egress): string {
+  return egress.policy === 'cidrs' ? egress.cidrs.join(',') : egress.policy;
 }
 
 function fail(message: string, hint?: string): never {

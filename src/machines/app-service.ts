@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { HangarError } from '../protocol/errors.ts';
+import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import type { MachineNetwork } from '../network/machine-network.ts';
 import type { MachineService } from './machine-service.ts';
 import type { AppRecord, Store } from './store.ts';
@@ -15,11 +16,17 @@ export class AppService {
     this.#network = network;
   }
 
-  create(name: string, network?: string): AppRecord {
+  create(name: string, network?: string, settings: Partial<AppSettings> = {}): AppRecord {
     if (this.#store.getApp(name)) {
       throw new HangarError('app_exists', `app ${name} already exists`, { hint: 'use it, or choose another app_name' });
     }
-    const app = { id: randomUUID(), name, network: network ?? 'default', createdAt: new Date().toISOString() };
+    const app = {
+      id: randomUUID(),
+      name,
+      network: network ?? 'default',
+      createdAt: new Date().toISOString(),
+      settings: { ...DEFAULT_APP_SETTINGS, ...settings },
+    };
     this.#store.insertApp(app);
     return app;
   }
@@ -32,6 +39,23 @@ export class AppService {
         details: { app: name },
       });
     }
+    return app;
+  }
+
+  settings(name: string): AppSettings {
+    return this.get(name).settings;
+  }
+
+  /** Changes some settings; a new egress policy applies to the app's running machines at once. */
+  async updateSettings(name: string, change: Partial<AppSettings>): Promise<AppRecord> {
+    const app = this.#store.transaction(() => {
+      const current = this.get(name);
+      const updated = { ...current, settings: { ...current.settings, ...change } };
+      this.#store.updateAppSettings(name, updated.settings);
+      return updated;
+    });
+    const subnet = this.#store.subnetOfApp(name);
+    if (change.egress && subnet !== undefined) await this.#network.refreshEgress(subnet);
     return app;
   }
 

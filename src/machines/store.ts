@@ -2,12 +2,13 @@ import { DatabaseSync } from 'node:sqlite';
 import type { MachineConfig } from '../protocol/machine-config.ts';
 import type { MachineState } from '../protocol/states.ts';
 import type { ImageRef } from '../images/image-service.ts';
+import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
 // writes its intent before acting and its result after, so a restarted daemon knows what was
 // under way (machines/reconcile.ts).
 
-export type AppRecord = { id: string; name: string; network: string; createdAt: string };
+export type AppRecord = { id: string; name: string; network: string; createdAt: string; settings: AppSettings };
 
 export type LeaseRecord = { nonce: string; expiresAt: number; owner: string; description: string; version: string };
 
@@ -65,6 +66,13 @@ CREATE INDEX IF NOT EXISTS intents_open ON intents(machine_id) WHERE finished_at
 CREATE TABLE IF NOT EXISTS app_subnets (app TEXT PRIMARY KEY, subnet_index INTEGER NOT NULL UNIQUE);
 `;
 
+/** Columns added after a table was first made, added to an older state.db when missing. */
+const ADDED_COLUMNS: Array<{ table: string; column: string; type: string }> = [
+  // An app's settings; NULL (rows from before settings) means the default.
+  { table: 'apps', column: 'egress', type: 'TEXT' },
+  { table: 'apps', column: 'autostop_idle_ms', type: 'INTEGER' },
+];
+
 type Row = Record<string, string | number | null>;
 
 export class Store {
@@ -75,6 +83,14 @@ export class Store {
     // WAL keeps every committed transition across a kill -9 of the daemon.
     this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
     this.#db.exec(SCHEMA);
+    this.#addMissingColumns();
+  }
+
+  #addMissingColumns(): void {
+    for (const { table, column, type } of ADDED_COLUMNS) {
+      const columns = this.#db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>;
+      if (!columns.some((c) => c.name === column)) this.#db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
+    }
   }
 
   close(): void {
@@ -97,8 +113,14 @@ export class Store {
 
   insertApp(app: AppRecord): void {
     this.#db
-      .prepare('INSERT INTO apps (name, id, network, created_at) VALUES (?, ?, ?, ?)')
-      .run(app.name, app.id, app.network, app.createdAt);
+      .prepare('INSERT INTO apps (name, id, network, created_at, egress, autostop_idle_ms) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(app.name, app.id, app.network, app.createdAt, JSON.stringify(app.settings.egress), app.settings.autostopIdleMs);
+  }
+
+  updateAppSettings(name: string, settings: AppSettings): void {
+    this.#db
+      .prepare('UPDATE apps SET egress = ?, autostop_idle_ms = ? WHERE name = ?')
+      .run(JSON.stringify(settings.egress), settings.autostopIdleMs, name);
   }
 
   getApp(name: string): AppRecord | undefined {
@@ -125,6 +147,12 @@ export class Store {
       return index;
     }
     return undefined;
+  }
+
+  /** The app's subnet index, when it has one (it gets one with its first machine). */
+  subnetOfApp(app: string): number | undefined {
+    const row = this.#db.prepare('SELECT subnet_index FROM app_subnets WHERE app = ?').get(app) as { subnet_index: number } | undefined;
+    return row?.subnet_index;
   }
 
   appOfSubnet(index: number): string | undefined {
@@ -250,7 +278,16 @@ function machineValues(m: MachineRecord) {
 }
 
 function toApp(r: Row): AppRecord {
-  return { name: String(r.name), id: String(r.id), network: String(r.network), createdAt: String(r.created_at) };
+  return {
+    name: String(r.name),
+    id: String(r.id),
+    network: String(r.network),
+    createdAt: String(r.created_at),
+    settings: {
+      egress: r.egress === null ? DEFAULT_APP_SETTINGS.egress : (JSON.parse(String(r.egress)) as AppSettings['egress']),
+      autostopIdleMs: r.autostop_idle_ms === null ? DEFAULT_APP_SETTINGS.autostopIdleMs : Number(r.autostop_idle_ms),
+    },
+  };
 }
 
 function toMachine(r: Row): MachineRecord {

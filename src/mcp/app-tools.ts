@@ -1,10 +1,16 @@
 import { AppNameSchema } from '../protocol/schemas.ts';
+import { AutostopIdleSchema, EgressSchema } from '../protocol/app-settings.ts';
 import { appArg, CHANGES, DESTROYS, READ_ONLY, tool } from './tool-def.ts';
+
+const settingsArgs = {
+  egress: EgressSchema.optional(),
+  autostop_idle: AutostopIdleSchema.optional(),
+};
 
 export const appTools = [
   tool({
     name: 'app_list',
-    description: 'List apps with their machine counts. Start here to find which app a machine is in.',
+    description: 'List apps with their machine counts and settings. Start here to find which app a machine is in.',
     input: {},
     annotations: READ_ONLY,
     run: async (_args, { client, signal }) => {
@@ -14,12 +20,26 @@ export const appTools = [
   }),
   tool({
     name: 'app_create',
-    description: 'Create an app: a named group of machines sharing one private network. Every machine belongs to an app.',
-    input: { app: AppNameSchema.meta({ description: 'App name: lowercase letters, digits and dashes' }) },
+    description:
+      'Create an app: a named group of machines sharing one private network. Every machine belongs to an app. ' +
+      'Optionally set its egress (allow, deny, or a list of networks) and autostop_idle.',
+    input: { app: AppNameSchema.meta({ description: 'App name: lowercase letters, digits and dashes' }), ...settingsArgs },
     annotations: CHANGES,
-    run: async ({ app }, { client, signal }) => {
-      const created = await client.apps.create(app, { signal });
-      return { summary: `created app ${created.name}`, data: { app: created } };
+    run: async ({ app, ...settings }, { client, signal }) => {
+      const created = await client.apps.create(app, { signal, settings });
+      return { summary: `created app ${created.name} (egress ${created.egress.policy})`, data: { app: created } };
+    },
+  }),
+  tool({
+    name: 'app_update',
+    description:
+      "Change an app's settings: egress (where its machines may send traffic; applies to running machines at once) " +
+      'and autostop_idle (how long an idle machine stays up before the proxy stops it).',
+    input: { app: appArg, ...settingsArgs },
+    annotations: CHANGES,
+    run: async ({ app, ...settings }, { client, signal }) => {
+      const updated = await client.apps.update(app, settings, { signal });
+      return { summary: `updated app ${updated.name}: egress ${updated.egress.policy}, autostop_idle ${updated.autostop_idle}`, data: { app: updated } };
     },
   }),
   tool({

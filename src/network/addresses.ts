@@ -22,6 +22,11 @@ export function parseMachineCidr(cidr: string): MachineRange {
   return { base: (toInt(octets) & mask) >>> 0, prefix };
 }
 
+/** The range as `a.b.c.d/n`. */
+export function rangeCidr(range: MachineRange): string {
+  return `${toDotted(range.base)}/${range.prefix}`;
+}
+
 /** How many /24 app subnets the range holds. */
 export function appSubnetCount(range: MachineRange): number {
   return 2 ** (APP_PREFIX - range.prefix);

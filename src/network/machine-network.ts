@@ -1,21 +1,26 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import type { Egress } from '../protocol/app-settings.ts';
 import { HangarError } from '../protocol/errors.ts';
-import { appSubnet, parseMachineCidr, subnetIndexOf, type AppSubnet, type MachineRange } from './addresses.ts';
-import { bridgeName, bridgePrefix, firewallTable, netnsName, networkTag, vethName } from './names.ts';
+import { appSubnet, parseMachineCidr, rangeCidr, subnetIndexOf, type AppSubnet, type MachineRange } from './addresses.ts';
+import { bridgeScript, removeBridgeScript, tableScript } from './firewall.ts';
+import { bridgeName, bridgePrefix, netnsName, networkTag, vethName } from './names.ts';
 
 // Each machine lives in a named network namespace made at create and kept across stop/start, so
 // start only joins it. Its veth hangs on its app's bridge, whose address is the app's gateway:
 // machines of one app share a layer-2 segment; different apps are different bridges, and this
-// daemon's nftables table drops anything routed between them or sent from a machine to the host.
+// daemon's nftables table (firewall.ts) keeps apps apart, keeps machines off the host's own
+// services, and applies each app's egress policy to what leaves through NAT.
 
 const run = promisify(execFile);
 
 export type MachineNetworkOptions = {
   dataDir: string;
   machineCidr: string;
+  /** The egress policy of the app holding this subnet; read whenever its rules are (re)built. */
+  egressOf: (subnetIndex: number) => Egress;
   /** Called for each app bridge that is up (at setUp, and as bridges are made), e.g. to serve DNS on its gateway. */
   onBridgeUp?: (subnet: AppSubnet) => Promise<void>;
   onBridgeDown?: (subnetIndex: number) => void;
@@ -24,38 +29,47 @@ export type MachineNetworkOptions = {
 export class MachineNetwork {
   readonly range: MachineRange;
   readonly #tag: string;
+  readonly #egressOf: (subnetIndex: number) => Egress;
+  /** Subnets whose bridge has its firewall chain; changed only inside #serially. */
+  readonly #installed = new Set<number>();
+  #queue: Promise<unknown> = Promise.resolve();
   readonly #onBridgeUp: (subnet: AppSubnet) => Promise<void>;
   readonly #onBridgeDown: (subnetIndex: number) => void;
 
   constructor(opts: MachineNetworkOptions) {
     this.range = parseMachineCidr(opts.machineCidr);
     this.#tag = networkTag(opts.dataDir);
+    this.#egressOf = opts.egressOf;
     this.#onBridgeUp = opts.onBridgeUp ?? (async () => {});
     this.#onBridgeDown = opts.onBridgeDown ?? (() => {});
   }
 
-  /** Installs (or refreshes) the firewall table; idempotent, run at every daemon start. */
+  /**
+   * Turns on IPv4 forwarding (machines' egress is routed, as Docker's is) and installs (or
+   * refreshes) the firewall table; idempotent, run at every daemon start.
+   */
   async setUp(): Promise<void> {
-    const table = firewallTable(this.#tag);
-    const bridges = `"${bridgePrefix(this.#tag)}*"`;
-    const existing = (await readdir('/sys/class/net')).filter((name) => name.startsWith(bridgePrefix(this.#tag)));
-    await nft(`table inet ${table} {}
-delete table inet ${table}
-table inet ${table} {
-  chain forward {
-    type filter hook forward priority 0; policy accept;
-${existing.map((b) => `    ${isolationRule(b, bridges)}`).join('\n')}
+    await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n').catch((err: Error) => {
+      throw new HangarError('host_unsupported', `cannot turn on IPv4 forwarding: ${err.message}`, {
+        hint: 'run the daemon as root (it sets net.ipv4.ip_forward=1 for machine egress)',
+        cause: err,
+      });
+    });
+    await this.#serially(async () => {
+      const prefix = bridgePrefix(this.#tag);
+      const existing = (await readdir('/sys/class/net')).filter((name) => name.startsWith(prefix)).map((name) => appSubnet(this.range, Number(name.slice(prefix.length))));
+      await nft(tableScript(this.#tag, rangeCidr(this.range), existing.map((s) => this.#bridgeRules(s))));
+      this.#installed.clear();
+      for (const subnet of existing) this.#installed.add(subnet.index);
+      for (const subnet of existing) await this.#onBridgeUp(subnet);
+    });
   }
-  chain input {
-    type filter hook input priority 0; policy accept;
-    iifname ${bridges} ct state established,related accept
-    iifname ${bridges} icmp type echo-request accept
-    iifname ${bridges} udp dport 53 accept
-    iifname ${bridges} drop
-  }
-}
-`);
-    for (const bridge of existing) await this.#onBridgeUp(appSubnet(this.range, Number(bridge.slice(bridgePrefix(this.#tag).length))));
+
+  /** Rebuilds the rules of the app on this subnet from its current egress policy, if its bridge is up. */
+  async refreshEgress(subnetIndex: number): Promise<void> {
+    await this.#serially(async () => {
+      if (this.#installed.has(subnetIndex)) await nft(bridgeScript(this.#tag, this.#bridgeRules(appSubnet(this.range, subnetIndex))));
+    });
   }
 
   /** Where the runtime finds the machine's namespace. */
@@ -95,30 +109,40 @@ ${existing.map((b) => `    ${isolationRule(b, bridges)}`).join('\n')}
 
   /** Removes an app's bridge once it has no machines. Idempotent. */
   async removeApp(subnetIndex: number): Promise<void> {
-    this.#onBridgeDown(subnetIndex);
-    await run('ip', ['link', 'del', bridgeName(this.#tag, subnetIndex)]).catch(() => undefined);
+    await this.#serially(async () => {
+      this.#onBridgeDown(subnetIndex);
+      await run('ip', ['link', 'del', bridgeName(this.#tag, subnetIndex)]).catch(() => undefined);
+      if (!this.#installed.delete(subnetIndex)) return;
+      await nft(removeBridgeScript(this.#tag, subnetIndex, appSubnet(this.range, subnetIndex).gateway));
+    });
   }
 
+  /** The app's bridge, made with its firewall rules before any machine is attached to it. */
   async #ensureBridge(subnet: AppSubnet): Promise<string> {
     const bridge = bridgeName(this.#tag, subnet.index);
-    if (existsSync(`/sys/class/net/${bridge}`)) return bridge;
-    await ipScript([{ commands: [`link add ${bridge} type bridge`, `addr add ${subnet.gateway}/${subnet.prefix} dev ${bridge}`, `link set ${bridge} up`] }]).catch(async (err) => {
-      // Another create made it first; anything else is a real failure.
-      if (!existsSync(`/sys/class/net/${bridge}`)) throw err;
+    if (this.#installed.has(subnet.index) && existsSync(`/sys/class/net/${bridge}`)) return bridge;
+    await this.#serially(async () => {
+      if (!existsSync(`/sys/class/net/${bridge}`)) {
+        await ipScript([{ commands: [`link add ${bridge} type bridge`, `addr add ${subnet.gateway}/${subnet.prefix} dev ${bridge}`, `link set ${bridge} up`] }]);
+      }
+      if (this.#installed.has(subnet.index)) return;
+      await nft(bridgeScript(this.#tag, this.#bridgeRules(subnet)));
+      this.#installed.add(subnet.index);
+      await this.#onBridgeUp(subnet);
     });
-    await nft(`add rule inet ${firewallTable(this.#tag)} forward ${isolationRule(bridge, `"${bridgePrefix(this.#tag)}*"`)}\n`);
-    await this.#onBridgeUp(subnet);
     return bridge;
   }
-}
 
-/**
- * Drops what one app's bridge would route to another app's. Per bridge, because with
- * br_netfilter on (Docker hosts) traffic inside one bridge passes this hook too, in and out
- * through the same bridge, and nft cannot compare iifname with oifname directly.
- */
-function isolationRule(bridge: string, allBridges: string): string {
-  return `iifname "${bridge}" oifname ${allBridges} oifname != "${bridge}" drop`;
+  #bridgeRules(subnet: AppSubnet) {
+    return { index: subnet.index, gateway: subnet.gateway, egress: this.#egressOf(subnet.index) };
+  }
+
+  /** Bridge and firewall changes one at a time, so each reads the policy current when it runs. */
+  #serially<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.#queue.then(fn);
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
 }
 
 /** `ip -batch` runs (each in a namespace or the host's), in one shell: a few ms in all. */

@@ -26,3 +26,12 @@ export function durationToMs(value: Duration): number | undefined {
   if (typeof value === 'number') return value / 1e6;
   return value['time.Duration'] / 1e6;
 }
+
+/** A duration as parseDurationMs reads it back: "5m", "1h30m", "1.5s", "250ms". */
+export function formatDurationMs(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  const h = Math.floor(ms / 3_600_000);
+  const m = Math.floor((ms % 3_600_000) / 60_000);
+  const s = (ms % 60_000) / 1000;
+  return `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${s ? `${s}s` : ''}`;
+}

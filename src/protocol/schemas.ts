@@ -3,6 +3,7 @@ import { MACHINE_STATES, WAITABLE_STATES } from './states.ts';
 import { DurationSchema } from './duration.ts';
 import { MachineConfigSchema, SignalSchema } from './machine-config.ts';
 import { ERROR_CODES } from './errors.ts';
+import { AppSettingsRequestSchema, AppSettingsWireSchema } from './app-settings.ts';
 
 // Wire types of the Machines API, shaped like Fly's. TypeScript types are inferred from these.
 
@@ -14,7 +15,11 @@ export const CreateAppRequestSchema = z.looseObject({
   app_name: AppNameSchema,
   org_slug: z.string().optional(),
   network: z.string().optional(),
+  ...AppSettingsRequestSchema.shape,
 });
+
+/** PATCH /v1/apps/{app_name} (Hangar's own): the settings to change; the rest keep their value. */
+export const UpdateAppRequestSchema = z.strictObject(AppSettingsRequestSchema.shape);
 
 export const OrganizationSchema = z.object({ name: z.string(), slug: z.string() });
 
@@ -25,11 +30,12 @@ export const AppSchema = z.object({
   organization: OrganizationSchema,
   machine_count: z.int(),
   created_at: z.string(),
+  ...AppSettingsWireSchema.shape,
 });
 
 export const ListAppsResponseSchema = z.object({
   total_apps: z.int(),
-  apps: z.array(z.object({ id: z.string(), name: z.string(), machine_count: z.int(), network: z.object({ name: z.string() }) })),
+  apps: z.array(z.object({ id: z.string(), name: z.string(), machine_count: z.int(), network: z.object({ name: z.string() }), ...AppSettingsWireSchema.shape })),
 });
 
 export const CreateMachineRequestSchema = z.looseObject({

@@ -2,6 +2,7 @@ import type {
   App, ExecResponse, ExecStreamRequest, Lease, Machine, MachineEvent, CreateMachineRequest, ProcessStat, UpdateMachineRequest,
 } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
+import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
@@ -87,9 +88,14 @@ export class HangarClient {
   }
 
   readonly apps = {
-    list: (opts?: CallOptions) => this.call<{ total_apps: number; apps: Array<{ id: string; name: string; machine_count: number }> }>('GET', '/v1/apps', undefined, opts),
-    create: (name: string, opts?: CallOptions) => this.call<App>('POST', '/v1/apps', { app_name: name }, opts),
+    list: (opts?: CallOptions) =>
+      this.call<{ total_apps: number; apps: Array<{ id: string; name: string; machine_count: number; egress: Egress; autostop_idle: string }> }>('GET', '/v1/apps', undefined, opts),
+    /** `settings`: Hangar's app settings, e.g. `{ egress: { policy: 'deny' }, autostop_idle: '10m' }`. */
+    create: (name: string, opts?: CallOptions & { settings?: AppSettingsRequest }) =>
+      this.call<App>('POST', '/v1/apps', { app_name: name, ...opts?.settings }, opts),
     get: (name: string, opts?: CallOptions) => this.call<App>('GET', `/v1/apps/${enc(name)}`, undefined, opts),
+    /** Changes the settings given; a new egress policy applies to the app's running machines at once. */
+    update: (name: string, settings: AppSettingsRequest, opts?: CallOptions) => this.call<App>('PATCH', `/v1/apps/${enc(name)}`, settings, opts),
     delete: (name: string, opts?: CallOptions) => this.call<void>('DELETE', `/v1/apps/${enc(name)}`, undefined, opts),
   };
 

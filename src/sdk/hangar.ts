@@ -1,4 +1,5 @@
 import type { CreateMachineRequest } from '../protocol/schemas.ts';
+import type { AppSettingsRequest } from '../protocol/app-settings.ts';
 import { HangarClient, type CallOptions, type ClientOptions } from './client.ts';
 import { Machine } from './machine.ts';
 
@@ -22,8 +23,9 @@ export class Hangar {
 
   readonly apps = {
     list: (opts?: CallOptions) => this.client.apps.list(opts).then((r) => r.apps),
-    create: (name: string, opts?: CallOptions) => this.client.apps.create(name, opts),
+    create: (name: string, opts?: CallOptions & { settings?: AppSettingsRequest }) => this.client.apps.create(name, opts),
     get: (name: string, opts?: CallOptions) => this.client.apps.get(name, opts),
+    update: (name: string, settings: AppSettingsRequest, opts?: CallOptions) => this.client.apps.update(name, settings, opts),
     destroy: (name: string, opts?: CallOptions) => this.client.apps.delete(name, opts),
   };
 

@@ -6,3 +6,4 @@ export { ExecHandle, type ExecChunk, type ExecResult } from './exec-handle.ts';
 export { ExecSession, type ExecSessionStart } from './exec-session.ts';
 export { HangarClient, type CallOptions, type ClientOptions, type ImageInfo, type ImageSummary } from './client.ts';
 export { HangarApiError } from './errors.ts';
+export type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';

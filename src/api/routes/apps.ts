@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { AppSchema, CreateAppRequestSchema, ListAppsResponseSchema } from '../../protocol/schemas.ts';
+import { AppSchema, CreateAppRequestSchema, ListAppsResponseSchema, UpdateAppRequestSchema } from '../../protocol/schemas.ts';
+import { settingsChange, settingsToWire } from '../../protocol/app-settings.ts';
 import type { AppRecord } from '../../machines/store.ts';
 import { route } from '../route.ts';
 import { AppParams } from './params.ts';
@@ -12,6 +13,7 @@ function toWireApp(app: AppRecord, machineCount: number) {
     organization: { name: 'personal', slug: 'personal' },
     machine_count: machineCount,
     created_at: app.createdAt,
+    ...settingsToWire(app.settings),
   };
 }
 
@@ -24,19 +26,26 @@ export const appRoutes = [
       const apps = services.apps.list();
       return {
         total_apps: apps.length,
-        apps: apps.map((a) => ({ id: a.id, name: a.name, machine_count: a.machineCount, network: { name: a.network } })),
+        apps: apps.map((a) => ({ id: a.id, name: a.name, machine_count: a.machineCount, network: { name: a.network }, ...settingsToWire(a.settings) })),
       };
     },
   }),
   route({
-    method: 'POST', path: '/v1/apps', tag: 'Apps', summary: 'Create an app', status: 201,
+    method: 'POST', path: '/v1/apps', tag: 'Apps', summary: 'Create an app (Hangar also takes its settings: egress, autostop_idle)', status: 201,
     body: CreateAppRequestSchema, response: AppSchema,
-    handler: ({ services, body }) => toWireApp(services.apps.create(body.app_name, body.network), 0),
+    handler: ({ services, body }) => toWireApp(services.apps.create(body.app_name, body.network, settingsChange(body)), 0),
   }),
   route({
     method: 'GET', path: '/v1/apps/{app_name}', tag: 'Apps', summary: 'Get an app',
     params: AppParams, response: AppSchema,
     handler: ({ services, params }) => toWireApp(services.apps.get(params.app_name), services.apps.machineCount(params.app_name)),
+  }),
+  route({
+    method: 'PATCH', path: '/v1/apps/{app_name}', tag: 'Apps',
+    summary: "Change an app's settings (Hangar's own); a new egress policy applies to running machines at once",
+    params: AppParams, body: UpdateAppRequestSchema, response: AppSchema,
+    handler: async ({ services, params, body }) =>
+      toWireApp(await services.apps.updateSettings(params.app_name, settingsChange(body)), services.apps.machineCount(params.app_name)),
   }),
   route({
     method: 'DELETE', path: '/v1/apps/{app_name}', tag: 'Apps', summary: 'Delete an app and destroy its machines', status: 202,

@@ -1,0 +1,85 @@
+import type { Egress } from '../protocol/app-settings.ts';
+import { bridgeName, bridgePrefix, firewallTable } from './names.ts';
+
+// The nftables table of one daemon, as scripts for `nft -f` (each script is one transaction, so
+// a change is all there or not at all). Layout:
+//
+//   forward     replies to connections machines opened come back in; packets from a bridge go
+//               to its app's chain (the `apps` map); anything else bound for a bridge is dropped,
+//               so neither other hosts nor other apps open connections to machines.
+//   app-<n>     one app's rules: its own bridge yes, other bridges no, then its egress policy.
+//   input       machines reach the host only for what is meant for them: their own gateway's DNS
+//               and API port (the `gateways` set of bridge . gateway pairs), ping and replies.
+//   postrouting machine addresses leaving the host are masqueraded to the host's address.
+
+/** The internal API port on each app gateway, as on Fly (`_api.internal:4280`). */
+export const GATEWAY_API_PORT = 4280;
+
+export type BridgeRules = { index: number; gateway: string; egress: Egress };
+
+/** The whole table, replacing whatever this daemon installed before. */
+export function tableScript(tag: string, machineCidr: string, bridges: BridgeRules[]): string {
+  const table = firewallTable(tag);
+  const all = `"${bridgePrefix(tag)}*"`;
+  return `table inet ${table} {}
+delete table inet ${table}
+table inet ${table} {
+  map apps { type ifname : verdict; }
+  set gateways { type ifname . ipv4_addr; }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname != ${all} oifname ${all} ct direction reply accept
+    iifname != ${all} oifname ${all} ct state related accept
+    iifname vmap @apps
+    oifname ${all} drop
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifname ${all} ct state established,related accept
+    iifname ${all} icmp type echo-request accept
+    iifname . ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept
+    iifname . ip daddr @gateways tcp dport ${GATEWAY_API_PORT} accept
+    iifname ${all} drop
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr ${machineCidr} oifname != ${all} masquerade
+  }
+}
+${bridges.map((b) => bridgeScript(tag, b)).join('')}`;
+}
+
+/** Installs one bridge's chain and entries, or rebuilds its chain (for a new egress policy). */
+export function bridgeScript(tag: string, b: BridgeRules): string {
+  const table = `inet ${firewallTable(tag)}`;
+  const bridge = `"${bridgeName(tag, b.index)}"`;
+  const chain = `app-${b.index}`;
+  return `add chain ${table} ${chain}
+flush chain ${table} ${chain}
+add rule ${table} ${chain} oifname ${bridge} accept
+add rule ${table} ${chain} oifname "${bridgePrefix(tag)}*" drop
+${egressRules(b.egress).map((rule) => `add rule ${table} ${chain} ${rule}\n`).join('')}add element ${table} apps { ${bridge} : jump ${chain} }
+add element ${table} gateways { ${bridge} . ${b.gateway} }
+`;
+}
+
+/** Takes out what bridgeScript installed. */
+export function removeBridgeScript(tag: string, index: number, gateway: string): string {
+  const table = `inet ${firewallTable(tag)}`;
+  const bridge = `"${bridgeName(tag, index)}"`;
+  return `delete element ${table} apps { ${bridge} }
+delete element ${table} gateways { ${bridge} . ${gateway} }
+delete chain ${table} app-${index}
+`;
+}
+
+function egressRules(egress: Egress): string[] {
+  switch (egress.policy) {
+    case 'allow':
+      return ['accept'];
+    case 'deny':
+      return ['drop'];
+    case 'cidrs':
+      return [`ip daddr { ${egress.cidrs.join(', ')} } accept`, 'drop'];
+  }
+}

@@ -1,0 +1,232 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import packet from 'dns-packet';
+import { cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { networkTag } from '../src/network/names.ts';
+
+// Egress per app, seen from inside machines. "Outside" is a network namespace this test makes,
+// joined to the host by a veth with two addresses from the benchmark range 198.18.0.0/15 and an
+// httpd on both; machine traffic reaches it only through the host's NAT. A resolver on loopback
+// stands in for the host's DNS. Nothing else is addressed.
+
+let dataDir: string;
+let d: TestDaemon;
+let outsideNs: string;
+let hostVeth: string;
+let outsideHttpd: ChildProcess | undefined;
+let upstreamDns: UdpSocket | undefined;
+let hostService: Server | undefined;
+let hostPort: number;
+/** The host's end of the veth (a host address), and the outside namespace's two addresses. */
+let hostIp: string;
+let listedIp: string;
+let unlistedIp: string;
+let apiPort: number;
+
+function quiet(cmd: string, args: string[]): void {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore' });
+  } catch {
+    // already gone
+  }
+}
+
+before(async () => {
+  dataDir = await makeDataDir();
+  const tag = networkTag(dataDir);
+  const n = Number.parseInt(tag, 16);
+  const net = `198.18.${n % 256}.${8 * ((n >> 8) % 32)}`.split('.').map(Number);
+  const at = (host: number) => [...net.slice(0, 3), net[3]! + host].join('.');
+  [hostIp, listedIp, unlistedIp] = [at(1), at(2), at(3)];
+  outsideNs = `hgt-${tag}-out`;
+  hostVeth = `hgto-${tag}`;
+  execFileSync('sh', ['-c', `set -e
+ip netns add ${outsideNs}
+ip link add ${hostVeth} type veth peer name eth0 netns ${outsideNs}
+ip addr add ${hostIp}/29 dev ${hostVeth}
+ip link set ${hostVeth} up
+ip -n ${outsideNs} addr add ${listedIp}/29 dev eth0
+ip -n ${outsideNs} addr add ${unlistedIp}/29 dev eth0
+ip -n ${outsideNs} link set lo up
+ip -n ${outsideNs} link set eth0 up`]);
+  const www = join(dataDir, 'outside-www');
+  mkdirSync(www);
+  writeFileSync(join(www, 'index.html'), 'outside\n');
+  outsideHttpd = spawn('ip', ['netns', 'exec', outsideNs, '/bin/busybox', 'httpd', '-f', '-p', '8080', '-h', www], { stdio: 'ignore' });
+  await waitForPort(listedIp, 8080);
+
+  // The host's resolver, as far as machines can tell: outside.test is the outside namespace.
+  upstreamDns = createSocket('udp4');
+  upstreamDns.on('message', (msg, from) => {
+    const query = packet.decode(msg);
+    const question = query.questions![0]!;
+    const found = question.name === 'outside.test';
+    upstreamDns!.send(packet.encode({
+      id: query.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE, rcode: found ? 'NOERROR' : 'NXDOMAIN',
+      questions: [question],
+      answers: found && question.type === 'A' ? [{ name: question.name, type: 'A', class: 'IN', ttl: 5, data: listedIp }] : [],
+    } as packet.Packet), from.port, from.address);
+  });
+  await new Promise<void>((resolve) => upstreamDns!.bind(0, '127.0.0.1', resolve));
+  writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ dns_upstream: `127.0.0.1:${upstreamDns.address().port}` }));
+
+  // A data dir from before app settings: its apps get the defaults.
+  const db = new DatabaseSync(join(dataDir, 'state.db'));
+  db.exec('CREATE TABLE apps (name TEXT PRIMARY KEY, id TEXT NOT NULL, network TEXT NOT NULL, created_at TEXT NOT NULL)');
+  db.prepare('INSERT INTO apps VALUES (?, ?, ?, ?)').run('legacy', 'legacy-id', 'default', new Date().toISOString());
+  db.close();
+
+  // A service on every host address: machines must not reach it, whatever their egress.
+  hostService = createServer((s) => s.end('host secret\n')).listen(0, '0.0.0.0');
+  await new Promise((r) => hostService!.once('listening', r));
+  hostPort = (hostService.address() as { port: number }).port;
+
+  // The API listens on a host address machines could route to, were the firewall not there.
+  d = await startDaemon(dataDir, ['--api-listen', `${hostIp}:0`]);
+  apiPort = Number(new URL(d.url).port);
+});
+
+after(async () => {
+  if (outsideHttpd?.pid) quiet('kill', ['-KILL', String(outsideHttpd.pid)]);
+  upstreamDns?.close();
+  hostService?.close();
+  await d?.kill().catch(() => undefined);
+  if (hostVeth) quiet('ip', ['link', 'del', hostVeth]);
+  if (outsideNs) quiet('ip', ['netns', 'del', outsideNs]);
+  if (dataDir) await cleanupDataDir(dataDir);
+});
+
+async function waitForPort(host: string, port: number): Promise<void> {
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = connect(port, host, () => resolve(true)).on('error', () => resolve(false));
+      s.on('connect', () => s.destroy());
+    });
+    if (up) return;
+    if (i > 100) throw new Error(`nothing listens on ${host}:${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function machine(app: string, cmd: string[] = ['sleep', 'inf']) {
+  return d.client.machines.create(app, { config: { image: 'hangar/busybox', init: { cmd } } });
+}
+
+async function sh(app: string, id: string, script: string): Promise<string> {
+  const r = await d.client.machines.exec(app, id, ['sh', '-c', script], { timeoutS: 30 });
+  return r.stdout + r.stderr;
+}
+
+/**
+ * What `wget URL` prints inside the machine: the body, or wget's error and FAILED. What should
+ * fail gets a short time (dropped packets make it wait that long), the rest a generous one.
+ */
+async function get(app: string, id: string, url: string, opts: { header?: string; timeoutS?: number } = {}): Promise<string> {
+  const header = opts.header ? `--header '${opts.header}' ` : '';
+  return sh(app, id, `timeout ${opts.timeoutS ?? 10} wget -q -O - ${header}${url} 2>&1 || echo FAILED`);
+}
+
+const SHOULD_FAIL = { timeoutS: 2 };
+
+describe('egress', () => {
+  let allowId: string;
+
+  it('lets an app with egress allow reach the outside through NAT, by address and by name', async () => {
+    const created = await d.client.apps.create('eg-allow');
+    assert.deepEqual([created.egress, created.autostop_idle], [{ policy: 'allow' }, '5m'], 'the defaults');
+    allowId = (await machine('eg-allow')).id;
+    assert.equal(await get('eg-allow', allowId, `http://${listedIp}:8080/`), 'outside\n');
+    assert.equal(await get('eg-allow', allowId, 'http://outside.test:8080/'), 'outside\n', "names outside .internal come from the host's resolver");
+    const legacy = await d.client.apps.get('legacy');
+    assert.deepEqual([legacy.egress, legacy.autostop_idle], [{ policy: 'allow' }, '5m'], 'an app from an older state.db has the defaults');
+  });
+
+  it('keeps an app with egress deny inside its network, with its DNS and _api.internal still there', async () => {
+    await d.client.apps.create('eg-deny', { settings: { egress: { policy: 'deny' }, autostop_idle: '90s' } });
+    const web = await machine('eg-deny', ['sh', '-c', 'echo mate > /tmp/index.html; exec httpd -f -p 8080 -h /tmp']);
+    const m = await machine('eg-deny');
+    const [outside, byName, mate] = await Promise.all([
+      get('eg-deny', m.id, `http://${listedIp}:8080/`, SHOULD_FAIL),
+      sh('eg-deny', m.id, 'nslookup outside.test 2>&1; true'),
+      get('eg-deny', m.id, `http://${web.id}.vm.eg-deny.internal:8080/`),
+    ]);
+    assert.match(outside, /FAILED/);
+    assert.doesNotMatch(byName, new RegExp(listedIp.replace(/\./g, '\\.')), 'no names from outside either');
+    assert.equal(mate, 'mate\n', 'machines of the app still reach each other by name');
+
+    const noToken = await get('eg-deny', m.id, 'http://_api.internal:4280/v1/apps');
+    assert.match(noToken, /401 Unauthorized/);
+    const withToken = JSON.parse(await get('eg-deny', m.id, 'http://_api.internal:4280/v1/apps', { header: `Authorization: Bearer ${d.token}` }));
+    const listed = withToken.apps.find((a: { name: string }) => a.name === 'eg-deny');
+    assert.deepEqual([listed.egress, listed.autostop_idle], [{ policy: 'deny' }, '1m30s']);
+  });
+
+  it('lets an app with a CIDR allowlist reach the listed networks only', async () => {
+    await d.client.apps.create('eg-cidrs', { settings: { egress: { policy: 'cidrs', cidrs: [listedIp, '10.0.0.0/8'] } } });
+    const m = await machine('eg-cidrs');
+    const [listed, unlisted] = await Promise.all([get('eg-cidrs', m.id, `http://${listedIp}:8080/`), get('eg-cidrs', m.id, `http://${unlistedIp}:8080/`, SHOULD_FAIL)]);
+    assert.equal(listed, 'outside\n');
+    assert.match(unlisted, /FAILED/);
+  });
+
+  it("applies a changed policy to the app's running machines at once", async () => {
+    /** Whether the machine reaches the outside's two addresses. */
+    const reach = async () =>
+      (await Promise.all([listedIp, unlistedIp].map((ip) => get('eg-allow', allowId, `http://${ip}:8080/`, { timeoutS: 4 })))).map((out) => out === 'outside\n');
+    const denied = await d.client.apps.update('eg-allow', { egress: { policy: 'deny' } });
+    assert.deepEqual(denied.egress, { policy: 'deny' });
+    assert.deepEqual(await reach(), [false, false]);
+    await d.client.apps.update('eg-allow', { egress: { policy: 'cidrs', cidrs: [`${unlistedIp}/32`] } });
+    assert.deepEqual(await reach(), [false, true]);
+    const allowed = await d.client.apps.update('eg-allow', { egress: { policy: 'allow' }, autostop_idle: { 'time.Duration': 30e9 } });
+    assert.deepEqual([allowed.egress, allowed.autostop_idle], [{ policy: 'allow' }, '30s']);
+    assert.deepEqual(await reach(), [true, true]);
+    assert.deepEqual((await d.client.apps.get('eg-allow')).egress, { policy: 'allow' });
+  });
+
+  it('rejects bad settings with a code and a hint', async () => {
+    const cases: Array<[unknown, RegExp]> = [
+      [{ egress: { policy: 'cidrs', cidrs: ['10.1.2.3/8'] } }, /host bits set; the network is 10\.0\.0\.0\/8/],
+      [{ egress: { policy: 'cidrs', cidrs: [] } }, /egress\.cidrs/],
+      [{ egress: { policy: 'maybe' } }, /egress/],
+      [{ autostop_idle: '0s' }, /autostop_idle/],
+      [{ autostop: '5m' }, /autostop/],
+    ];
+    for (const [body, message] of cases) {
+      const res = await http(d, 'PATCH', '/v1/apps/eg-allow', body);
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(res.body.code, 'validation_failed');
+      assert.match(res.body.error, message);
+      assert.ok(res.body.hint);
+    }
+    assert.equal((await http(d, 'PATCH', '/v1/apps/nope', { egress: { policy: 'deny' } })).body.code, 'app_not_found');
+  });
+
+  it("keeps machines off the host's own services, other apps' machines and other apps' gateways", async () => {
+    const gateway = (await d.client.machines.get('eg-allow', allowId)).private_ip.replace(/\.\d+$/, '.1');
+    const [denyWeb, denyMachine] = await d.client.machines.list('eg-deny');
+    const otherGateway = denyMachine!.private_ip.replace(/\.\d+$/, '.1');
+    const bearer = { header: `Authorization: Bearer ${d.token}`, ...SHOULD_FAIL };
+    const [hostByGateway, hostByOwnAddress, apiByOwnAddress, apiByGateway, otherMachine, otherApi, otherDns] = await Promise.all([
+      sh('eg-allow', allowId, `nc -w 2 ${gateway} ${hostPort} </dev/null 2>&1`),
+      sh('eg-allow', allowId, `nc -w 2 ${hostIp} ${hostPort} </dev/null 2>&1`),
+      get('eg-allow', allowId, `http://${hostIp}:${apiPort}/v1/apps`, bearer),
+      get('eg-allow', allowId, `http://${gateway}:${apiPort}/v1/apps`, bearer),
+      get('eg-allow', allowId, `http://${denyWeb!.private_ip}:8080/`, SHOULD_FAIL),
+      get('eg-allow', allowId, `http://${otherGateway}:4280/v1/apps`, bearer),
+      sh('eg-allow', allowId, `timeout 2 nslookup ${denyMachine!.id}.vm.eg-deny.internal ${otherGateway} 2>&1; true`),
+    ]);
+    assert.doesNotMatch(hostByGateway + hostByOwnAddress, /host secret/, 'a host service on every address stays out of reach');
+    assert.match(apiByOwnAddress, /FAILED/, 'the API on its real listen address is out of reach');
+    assert.match(apiByGateway, /FAILED/);
+    assert.match(otherMachine, /FAILED/, "egress allow does not open other apps' machines");
+    assert.match(otherApi, /FAILED/, "another app's _api.internal does not answer");
+    assert.doesNotMatch(otherDns, new RegExp(denyMachine!.private_ip.replace(/\./g, '\\.')), "another app's gateway does not answer names");
+  });
+});
