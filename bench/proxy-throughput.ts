@@ -9,7 +9,7 @@ import { freePort } from '../test/helpers/registry.ts';
 
 // Proxy throughput: wrk (keep-alive connections, 100-byte responses from the Node fixture server
 // in a machine) against the machine directly, through Hangar's edge proxy, and through nginx set
-// up as a plain reverse proxy to the same machine, one after the other in one run. Goals
+// up as a plain reverse proxy to the same machine, interleaved in one run. Goals
 // (DESIGN.md): Hangar at least 0.6× nginx's requests/s, and under 2 ms of p99 added to direct.
 // Runs alone too: `scripts/with-node.sh bench/proxy-throughput.ts`.
 
@@ -17,12 +17,14 @@ const run = promisify(execFile);
 const APP = 'bench-proxy';
 const CONNECTIONS = 32;
 const THREADS = 2;
-const SECONDS = Number(process.env.BENCH_PROXY_SECONDS ?? 10);
+const ROUNDS = 3;
+const ROUND_SECONDS = Number(process.env.BENCH_PROXY_ROUND_SECONDS ?? 4);
 const WARMUP_SECONDS = 2;
 
 export type ThroughputRow = { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number };
 
-// wrk's own report rounds and mixes units; its done() hook hands over the exact figures.
+// wrk's own report (and its --latency table) rounds and mixes units; its done() hook hands over
+// the exact figures, latencies in microseconds.
 const REPORT_LUA = `done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('{"requests":%d,"duration_us":%d,"p50_us":%.1f,"p99_us":%.1f,"errors":%d}\\n',
@@ -34,18 +36,36 @@ end
 type WrkReport = { requests: number; duration_us: number; p50_us: number; p99_us: number; errors: number };
 
 async function wrk(url: string, seconds: number, script: string, host?: string): Promise<WrkReport> {
-  const args = ['-t', String(THREADS), '-c', String(CONNECTIONS), '-d', `${seconds}s`, '--latency', '-s', script, ...(host ? ['-H', `Host: ${host}`] : []), url];
+  const args = ['-t', String(THREADS), '-c', String(CONNECTIONS), '-d', `${seconds}s`, '-s', script, ...(host ? ['-H', `Host: ${host}`] : []), url];
   const { stdout } = await run('wrk', args, { timeout: (seconds + 30) * 1000 });
   const line = stdout.split('\n').find((l) => l.startsWith('{'));
   if (!line) throw new Error(`wrk printed no report:\n${stdout}`);
   return JSON.parse(line) as WrkReport;
 }
 
-async function measure(name: string, url: string, script: string, host?: string): Promise<ThroughputRow> {
-  process.stderr.write(`bench: ${name}: wrk ${THREADS} threads, ${CONNECTIONS} connections, ${SECONDS} s\n`);
-  await wrk(url, WARMUP_SECONDS, script, host); // fills connection pools and JIT caches
-  const r = await wrk(url, SECONDS, script, host);
-  return { name, rps: r.requests / (r.duration_us / 1e6), p50Ms: r.p50_us / 1000, p99Ms: r.p99_us / 1000, errors: r.errors };
+type Target = { name: string; url: string; host?: string };
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+// This host is shared, and a burst of load elsewhere can spoil any one window. So each target
+// runs ROUNDS times, the three interleaved, and each figure is the median over its rounds.
+async function measure(targets: Target[], script: string): Promise<ThroughputRow[]> {
+  const reports = targets.map(() => [] as WrkReport[]);
+  for (const t of targets) await wrk(t.url, WARMUP_SECONDS, script, t.host); // fills pools and JIT caches
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const [i, t] of targets.entries()) {
+      const r = await wrk(t.url, ROUND_SECONDS, script, t.host);
+      reports[i]!.push(r);
+      process.stderr.write(`bench: round ${round}/${ROUNDS}: ${t.name}: ${(r.requests / (r.duration_us / 1e6)).toFixed(0)} req/s, p99 ${(r.p99_us / 1000).toFixed(2)} ms\n`);
+    }
+  }
+  return targets.map((t, i) => ({
+    name: t.name,
+    rps: median(reports[i]!.map((r) => r.requests / (r.duration_us / 1e6))),
+    p50Ms: median(reports[i]!.map((r) => r.p50_us)) / 1000,
+    p99Ms: median(reports[i]!.map((r) => r.p99_us)) / 1000,
+    errors: reports[i]!.reduce((n, r) => n + r.errors, 0),
+  }));
 }
 
 /** nginx from a config in `dir` on a loopback port, proxying to `upstream` over kept-alive connections. */
@@ -111,11 +131,11 @@ export async function proxyThroughput(): Promise<ThroughputRow[]> {
     await waitForPort(m.private_ip, FIXTURE_PORT);
     const direct = `http://${m.private_ip}:${FIXTURE_PORT}/`;
     nginx = await startNginx(dir, `${m.private_ip}:${FIXTURE_PORT}`);
-    return [
-      await measure('direct to the machine', direct, script),
-      await measure("through Hangar's edge proxy", `${d.proxyUrl}/`, script, `${APP}.localhost`),
-      await measure(`through nginx (worker_processes ${nginx.workers})`, nginx.url, script),
-    ];
+    return await measure([
+      { name: 'direct to the machine', url: direct },
+      { name: "through Hangar's edge proxy", url: `${d.proxyUrl}/`, host: `${APP}.localhost` },
+      { name: `through nginx (worker_processes ${nginx.workers})`, url: nginx.url },
+    ], script);
   } finally {
     await nginx?.stop();
     await d.close();
@@ -126,7 +146,7 @@ export async function proxyThroughput(): Promise<ThroughputRow[]> {
 export function printThroughput(rows: ThroughputRow[]): void {
   const [direct, hangar, nginx] = rows as [ThroughputRow, ThroughputRow, ThroughputRow];
   const line = (cells: string[]) => '| ' + cells.join(' | ') + ' |';
-  console.log(`\nProxy throughput: wrk, ${THREADS} threads, ${CONNECTIONS} keep-alive connections, ${SECONDS} s each, 100-byte responses from Node in a machine\n`);
+  console.log(`\nProxy throughput: wrk, ${THREADS} threads, ${CONNECTIONS} keep-alive connections, 100-byte responses from Node in a machine; median of ${ROUNDS} interleaved rounds of ${ROUND_SECONDS} s\n`);
   console.log(line(['path', 'requests/s', 'p50 ms', 'p99 ms', 'p99 added ms', 'errors']));
   console.log(line(['---', '---:', '---:', '---:', '---:', '---:']));
   for (const r of rows) {
