@@ -24,8 +24,8 @@ import { pushLayout, startRegistry } from './registry.ts';
 //
 //   const m = await d.client.machines.create('app', { config: nodeServerConfig(d.nodeImage, 'sse') });
 //   await waitForPort(m.private_ip, FIXTURE_PORT);       // node takes ~100 ms to listen
-//   fetch(`http://${m.private_ip}:${FIXTURE_PORT}/events?every_ms=50&count=3`)   // directly, or
-//   fetch(d.proxyUrl + '/events', { headers: { host: 'app.localhost' } })       // through the proxy
+//   fetch(`http://${m.private_ip}:${FIXTURE_PORT}/events?every_ms=50&count=3`)   // directly, or through
+//   the proxy: node:http's request() to d.proxyUrl with `host: app.localhost` (fetch drops Host)
 //
 // With a daemon of your own: `const src = await serveNodeImage()`, then
 // `withDaemon([...src.daemonArgs, ...yours])`, machines from `src.image`, and `src.stop()` last.
