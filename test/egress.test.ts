@@ -1,13 +1,13 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import packet from 'dns-packet';
-import { cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { networkTag } from '../src/network/names.ts';
 
 // Egress per app, seen from inside machines. "Outside" is a network namespace this test makes,
@@ -190,6 +190,18 @@ describe('egress', () => {
     assert.deepEqual((await d.client.apps.get('eg-allow')).egress, { policy: 'allow' });
   });
 
+  it('sets and changes the settings from the CLI', () => {
+    const hangar = (...args: string[]) => {
+      const r = spawnSync(HANGAR, args, { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: dataDir }, timeout: 30_000 });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout;
+    };
+    const created = JSON.parse(hangar('apps', 'create', 'eg-cli', '--egress', `${listedIp},10.0.0.0/8`, '--autostop-idle', '10m', '--json'));
+    assert.deepEqual([created.egress, created.autostop_idle], [{ policy: 'cidrs', cidrs: [listedIp, '10.0.0.0/8'] }, '10m']);
+    assert.match(hangar('apps', 'update', 'eg-cli', '--egress', 'deny'), /updated app eg-cli \(egress deny, autostop idle 10m\)/);
+    assert.match(hangar('apps', 'list'), /^eg-cli\s+0\s+deny\s+10m$/m);
+  });
+
   it('rejects bad settings with a code and a hint', async () => {
     const cases: Array<[unknown, RegExp]> = [
       [{ egress: { policy: 'cidrs', cidrs: ['10.1.2.3/8'] } }, /host bits set; the network is 10\.0\.0\.0\/8/],
@@ -228,5 +240,20 @@ describe('egress', () => {
     assert.match(otherMachine, /FAILED/, "egress allow does not open other apps' machines");
     assert.match(otherApi, /FAILED/, "another app's _api.internal does not answer");
     assert.doesNotMatch(otherDns, new RegExp(denyMachine!.private_ip.replace(/\./g, '\\.')), "another app's gateway does not answer names");
+  });
+
+  it('keeps every policy and _api.internal across a daemon restart', async () => {
+    await d.kill();
+    d = await startDaemon(dataDir, ['--api-listen', `${hostIp}:0`]);
+    const [denyMachine] = (await d.client.machines.list('eg-deny')).slice(-1);
+    const cidrsMachine = (await d.client.machines.list('eg-cidrs'))[0]!;
+    const [denied, listed, unlisted, api] = await Promise.all([
+      get('eg-deny', denyMachine!.id, `http://${listedIp}:8080/`, SHOULD_FAIL),
+      get('eg-cidrs', cidrsMachine.id, `http://${listedIp}:8080/`),
+      get('eg-cidrs', cidrsMachine.id, `http://${unlistedIp}:8080/`, SHOULD_FAIL),
+      get('eg-deny', denyMachine!.id, 'http://_api.internal:4280/v1/apps/eg-deny', { header: `Authorization: Bearer ${d.token}` }),
+    ]);
+    assert.deepEqual([denied.includes('FAILED'), listed, unlisted.includes('FAILED')], [true, 'outside\n', true]);
+    assert.equal(JSON.parse(api).name, 'eg-deny');
   });
 });
