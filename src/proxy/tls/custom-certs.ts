@@ -41,8 +41,13 @@ export class CustomCertificates {
     const certs = new CustomCertificates(dir, appId);
     for (const name of await readdir(dir)) {
       if (!name.endsWith('.json')) continue;
-      const entry = JSON.parse(await readFile(join(dir, name), 'utf8')) as Entry;
-      certs.#entries.set(entry.hostname, { entry, context: createSecureContext({ cert: entry.chain_pem, key: entry.key_pem }) });
+      // One damaged file costs its hostname its certificate, not the daemon its start.
+      try {
+        const entry = JSON.parse(await readFile(join(dir, name), 'utf8')) as Entry;
+        certs.#entries.set(entry.hostname, { entry, context: createSecureContext({ cert: entry.chain_pem, key: entry.key_pem }) });
+      } catch (err) {
+        process.stderr.write(`hangar: skipping the certificate in ${join(dir, name)}: ${(err as Error).message}\n`);
+      }
     }
     return certs;
   }
