@@ -19,7 +19,9 @@ import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
 import { GatewayApi } from './network/gateway-api.ts';
 import { InternalDns } from './network/internal-dns.ts';
 import { upstreamResolver } from './network/resolv-conf.ts';
-import { createEdgeProxy, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { CHECK_INTERVAL_MS, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
+import { createEdge } from './proxy/edge.ts';
 import { ProxyTls } from './proxy/tls/proxy-tls.ts';
 import { MachineNetwork } from './network/machine-network.ts';
 import { createDriver } from './runtime/drivers.ts';
@@ -40,6 +42,9 @@ export type DaemonOptions = {
   /** Where the proxy also serves HTTPS (certificates by SNI from Hangar's CA, or uploaded); needs proxyPort. */
   proxyTlsHost?: string;
   proxyTlsPort?: number;
+  /** Slow-client limits of the proxy's listeners. */
+  proxyHeaderTimeoutMs?: number;
+  proxyIdleTimeoutMs?: number;
   /** The range machines' private addresses come from; one /24 per app. */
   machineCidr?: string;
   logger?: boolean | object;
@@ -116,9 +121,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await network.setUp();
   const paths = new MachinePaths(opts.dataDir);
   const runner = new MachineRunner(driver, paths, resolveUser, network);
-  const machines = new MachineService({ store, images, runner, waiters: new StateWaiters(), machineRange: network.range });
+  const waiters = new StateWaiters();
+  const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
+  const metrics = new Registry();
+  collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, admin: new MachineAdmin(machines), runner, images, paths, tls };
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
 
@@ -135,7 +143,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const url = `http://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${port}`;
   await writeFile(join(opts.dataDir, 'api-url'), url + '\n');
 
-  const proxy = opts.proxyPort === undefined ? undefined : createEdgeProxy({ apps: services.apps, machines, domain: DEFAULT_PROXY_DOMAIN });
+  const edge = opts.proxyPort === undefined ? undefined : createEdge({
+    store, waiters, apps: services.apps, machines, registry: metrics, domain: DEFAULT_PROXY_DOMAIN,
+    headerTimeoutMs: opts.proxyHeaderTimeoutMs, idleTimeoutMs: opts.proxyIdleTimeoutMs,
+    idleMsOf: (app) => services.apps.settings(app).autostopIdleMs,
+    appForHostname: (host) => tls.appForHostname(host),
+  });
+  const proxy = edge?.proxy;
   let proxyUrl: string | undefined;
   let proxyTlsUrl: string | undefined;
   if (proxy) {
@@ -143,7 +157,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     const proxyAddress = proxy.server.address();
     proxyUrl = `http://${opts.proxyHost}:${typeof proxyAddress === 'object' && proxyAddress ? proxyAddress.port : opts.proxyPort}`;
     if (opts.proxyTlsPort !== undefined) {
-      const tlsServer = tls.createServer();
+      const tlsServer = tls.createServer({ connectionsCheckingInterval: CHECK_INTERVAL_MS });
       proxy.attach(tlsServer);
       await new Promise<void>((resolve, reject) => tlsServer.once('error', reject).listen(opts.proxyTlsPort, opts.proxyTlsHost, () => resolve()));
       const tlsAddress = tlsServer.address();
@@ -167,7 +181,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       machines.close();
       dns.close();
       gatewayApi.close();
-      if (proxy) await proxy.close();
+      await edge?.close();
       await server.close();
       store.close();
       await rm(join(opts.dataDir, 'daemon.pid'), { force: true });
