@@ -39,7 +39,7 @@ function served(concurrency: { soft_limit: number; hard_limit: number }) {
 }
 
 before(async () => {
-  d = await withDaemon(['--proxy-header-timeout', '1s']);
+  d = await withDaemon(['--proxy-header-timeout', '1s', '--proxy-idle-timeout', '6s']);
 });
 after(async () => {
   await d?.close();
@@ -157,6 +157,8 @@ describe('edge proxy under load', () => {
     socket.write('ping one\n');
     await until(/ping one\n$/);
     assert.equal(await loadOf(app, m.id), 1);
+    // Quiet for longer than the idle timeout: an upgraded connection is not cut for it.
+    await new Promise((r) => setTimeout(r, 6_500));
     socket.write('ping two\n');
     await until(/ping two\n$/);
     socket.end();
@@ -165,7 +167,7 @@ describe('edge proxy under load', () => {
     assert.equal(await loadOf(app, m.id), 0);
   });
 
-  it('answers oversized headers with 431 and cuts off a client that never finishes its headers', async () => {
+  it('answers oversized headers with 431, cuts off a client that never finishes its headers, and closes idle connections', async () => {
     const big = await get('soft.localhost', '/', { 'x-big': 'a'.repeat(20_000) });
     assert.equal(big.status, 431);
     assert.equal(JSON.parse(big.body).code, 'bad_request');
@@ -182,5 +184,18 @@ describe('edge proxy under load', () => {
     const waited = Date.now() - t0;
     assert.match(answer, /^HTTP\/1\.1 408 /);
     assert.ok(waited >= 900 && waited < 5000, `cut off after the 1s header timeout (${waited} ms)`);
+
+    // A kept-alive connection that goes quiet is closed after the 6s idle timeout.
+    const idle = connect({ host: url.hostname, port: Number(url.port) });
+    await once(idle, 'connect');
+    idle.write('GET /cgi-bin/sleep HTTP/1.1\r\nHost: soft.localhost\r\n\r\n');
+    let reply = '';
+    idle.setEncoding('utf8');
+    idle.on('data', (c: string) => (reply += c));
+    const t1 = Date.now();
+    await once(idle, 'close');
+    const lasted = Date.now() - t1;
+    assert.match(reply, /^HTTP\/1\.1 200 /);
+    assert.ok(lasted >= 5800 && lasted < 10_000, `closed once idle for 6s (${lasted} ms)`);
   });
 });

@@ -60,18 +60,26 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   const nextRequestId = () => `${idPrefix}${(++requestCount).toString(16).padStart(8, '0')}`;
   const appOf = (host: string | undefined) => resolveApp(host, opts.domain, opts.appForHostname);
 
+  const proxyAnswered = (req: IncomingMessage, err: unknown, startedAt: number): HangarError & { status: number } => {
+    const e = isHangarError(err) ? err : new HangarError('internal', 'proxy error', { hint: 'retry; if it persists, check the daemon log' });
+    const status = statusFor(e);
+    opts.metrics.answered(opts.metrics.statsFor(appLabel(req.headers.host, appOf), String(e.details?.machine_id ?? '')), status, startedAt);
+    return Object.assign(e, { status });
+  };
+
   const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string, startedAt: number) => {
-    let app = appOf(req.headers.host);
-    const headers = forwardHeaders(req, requestId, false);
-    const body = await replayableBody(req);
-    let picked = await targets.pick(app, { force: header(req, 'fly-force-instance-id'), prefer: header(req, 'fly-prefer-instance-id') });
+    const scanned = scanRequest(req, requestId, false);
+    let app = appOf(scanned.host);
+    const { headers } = scanned;
+    const body = req.method === 'GET' || req.method === 'HEAD' ? NO_BODY : await replayableBody(req);
+    let picked = (!scanned.force && targets.tryPick(app, scanned.prefer)) || (await targets.pick(app, scanned));
     for (let replays = 0; ; replays++) {
       const current = picked;
       const { route } = current;
       try {
+        const stats = opts.metrics.statsFor(app, route.id);
         const request = { method: req.method ?? 'GET', path: req.url ?? '/', headers, body: body.again() };
-        const answered = (status: number) => opts.metrics.answered(app, route.id, status, startedAt);
-        const outcome = await forward(poolFor(route.origin), request, res, requestId, answered).catch((err: Error) => {
+        const outcome = await forward(poolFor(route.origin), request, res, requestId, (status) => opts.metrics.answered(stats, status, startedAt)).catch((err: Error) => {
           throw res.headersSent ? err : unreachable(route, err);
         });
         if (outcome.replay) {
@@ -101,11 +109,9 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
         res.destroy();
         return;
       }
-      const e = isHangarError(err) ? err : new HangarError('internal', 'proxy error', { hint: 'retry; if it persists, check the daemon log' });
-      const status = statusFor(e);
-      res.writeHead(status, { 'content-type': 'application/json', 'fly-request-id': requestId });
+      const e = proxyAnswered(req, err, startedAt);
+      res.writeHead(e.status, { 'content-type': 'application/json', 'fly-request-id': requestId });
       res.end(errorBody(e, requestId));
-      opts.metrics.answered(appLabel(req.headers.host, appOf), String(e.details?.machine_id ?? ''), status, startedAt);
     });
   };
 
@@ -114,23 +120,22 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
     const requestId = nextRequestId();
     socket.on('error', () => socket.destroy());
     const refuse = (err: unknown) => {
-      const e = isHangarError(err) ? err : new HangarError('internal', 'proxy error', { hint: 'retry; if it persists, check the daemon log' });
-      const status = statusFor(e);
+      const e = proxyAnswered(req, err, startedAt);
       const body = errorBody(e, requestId);
-      socket.end(`HTTP/1.1 ${status} ${statusText(status)}\r\ncontent-type: application/json\r\nfly-request-id: ${requestId}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-      opts.metrics.answered(appLabel(req.headers.host, appOf), String(e.details?.machine_id ?? ''), status, startedAt);
+      socket.end(`HTTP/1.1 ${e.status} ${statusText(e.status)}\r\ncontent-type: application/json\r\nfly-request-id: ${requestId}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     };
     let picked: Picked | undefined;
     (async () => {
-      const app = appOf(req.headers.host);
-      picked = await targets.pick(app, { force: header(req, 'fly-force-instance-id'), prefer: header(req, 'fly-prefer-instance-id') });
+      const scanned = scanRequest(req, requestId, true);
+      const app = appOf(scanned.host);
+      picked = await targets.pick(app, scanned);
       const { route, release } = picked;
       if (socket.destroyed) return release();
-      forwardUpgrade(req, socket, head, route, forwardHeaders(req, requestId, true), {
+      forwardUpgrade(req, socket, head, route, scanned.headers, {
         failed: (err) => refuse(unreachable(route, err)),
         closed: release,
       });
-      opts.metrics.answered(app, route.id, 101, startedAt);
+      opts.metrics.answered(opts.metrics.statsFor(app, route.id), 101, startedAt);
     })().catch((err: unknown) => {
       picked?.release();
       refuse(err);
@@ -180,26 +185,56 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
 /** How often node checks header timeouts; servers made elsewhere for attach() should use it too. */
 export const CHECK_INTERVAL_MS = 1_000;
 
-/** The request's headers as undici takes them (a flat list), minus hop-by-hop, plus forwarding. */
-function forwardHeaders(req: IncomingMessage, requestId: string, upgrade: boolean): string[] {
+const NO_BODY = { again: () => null };
+
+type Scanned = { host: string; force?: string; prefer?: string; headers: string[] };
+
+/**
+ * One pass over the raw request headers (node builds `req.headers` only when asked): what routing
+ * needs, and the headers to send on as undici takes them (a flat list), minus hop-by-hop, plus
+ * forwarding headers.
+ */
+function scanRequest(req: IncomingMessage, requestId: string, upgrade: boolean): Scanned {
   const raw = req.rawHeaders;
-  const out: string[] = [];
+  const headers: string[] = [];
+  const scanned: Scanned = { host: '', headers };
   let forwardedFor = '';
+  let upgradeTo = 'websocket';
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase();
-    if (name === 'x-forwarded-for') forwardedFor = forwardedFor ? `${forwardedFor}, ${raw[i + 1]}` : raw[i + 1]!;
-    else if (!HOP_BY_HOP.has(name) && !OWN.has(name)) out.push(raw[i]!, raw[i + 1]!);
+    const value = raw[i + 1]!;
+    switch (name) {
+      case 'host':
+        scanned.host = value;
+        break;
+      case 'x-forwarded-for':
+        forwardedFor = forwardedFor ? `${forwardedFor}, ${value}` : value;
+        break;
+      case 'upgrade':
+        upgradeTo = value;
+        break;
+      case 'fly-force-instance-id':
+        scanned.force = value || undefined;
+        headers.push(raw[i]!, value);
+        break;
+      case 'fly-prefer-instance-id':
+        scanned.prefer = value || undefined;
+        headers.push(raw[i]!, value);
+        break;
+      default:
+        if (!HOP_BY_HOP.has(name) && !OWN.has(name)) headers.push(raw[i]!, value);
+    }
   }
   const peer = req.socket.remoteAddress ?? '';
-  out.push(
-    'host', req.headers.host ?? '',
+  headers.push(
+    'host', scanned.host,
     'x-forwarded-for', forwardedFor ? `${forwardedFor}, ${peer}` : peer,
     'x-forwarded-proto', (req.socket as TLSSocket).encrypted ? 'https' : 'http',
-    'x-forwarded-host', req.headers.host ?? '',
+    'x-forwarded-host', scanned.host,
     'x-request-id', requestId,
   );
-  if (upgrade) out.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
-  return out;
+  if (upgrade) headers.push('connection', 'Upgrade', 'upgrade', upgradeTo);
+  return scanned;
 }
 
 function unreachable(route: Route, err: Error): HangarError {
@@ -211,11 +246,6 @@ function unreachable(route: Route, err: Error): HangarError {
 
 function errorBody(e: HangarError, requestId: string): string {
   return JSON.stringify({ error: e.message, code: e.code, hint: e.hint, ...(requestId ? { request_id: requestId } : {}) });
-}
-
-function header(req: IncomingMessage, name: string): string | undefined {
-  const v = req.headers[name];
-  return (Array.isArray(v) ? v[0] : v) || undefined;
 }
 
 /** Proxy answers are about reaching a machine, so they map differently from the API's. */

@@ -36,6 +36,20 @@ export class Targets {
   }
 
   /**
+   * The common case without waiting: a started machine under its soft limit (or the preferred
+   * one under its hard limit). Undefined when `pick` has more to do.
+   */
+  tryPick(app: string, prefer: string | undefined): Picked | undefined {
+    let best: Route | undefined;
+    for (const r of this.#opts.table.routes(app)) {
+      if (r.state !== 'started') continue;
+      if (r.id === prefer && r.load < r.hardLimit) return this.#acquire(r);
+      if (r.load < r.softLimit && (!best || r.load < best.load)) best = r;
+    }
+    return best && this.#acquire(best);
+  }
+
+  /**
    * The machine for a request to `app`, with its load already counted: call `release` when the
    * request (or stream) ends. `force` names the one machine to use (woken if need be, never
    * another); `prefer` names one to use if it is started; `exclude` skips one (a replay asked
