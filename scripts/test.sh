@@ -11,4 +11,6 @@ node node_modules/typescript/bin/tsc --noEmit -p .
 echo "==> running tests"
 files=("$@")
 [ ${#files[@]} -gt 0 ] || mapfile -t files < <(find src test -name '*.test.ts' | sort)
-exec node --disable-warning=ExperimentalWarning --test --test-concurrency=1 --test-timeout=300000 "${files[@]}"
+# The Node test image is built once per run and shared by the files that use it; not kept after.
+trap 'rm -rf "${TMPDIR:-/tmp}"/hangar-test-node-image-*' EXIT
+node --disable-warning=ExperimentalWarning --test --test-concurrency=1 --test-timeout=300000 "${files[@]}"

@@ -91,14 +91,14 @@ async function getTlsReady(host: string, ca: string): Promise<Answer> {
   return res;
 }
 
-function getPlain(host: string, path = '/cgi-bin/echo'): Promise<{ status: number; body: string }> {
+function getPlain(host: string, path = '/cgi-bin/echo'): Promise<{ status: number; body: string; location?: string }> {
   const url = new URL(d.proxyUrl);
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: url.hostname, port: url.port, path, headers: { host } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ...(res.headers.location ? { location: res.headers.location } : {}) }));
     });
     req.on('error', reject);
     req.end();
@@ -137,6 +137,23 @@ describe('edge proxy over HTTPS', () => {
     assert.equal(res.cert.subjectaltname, `DNS:${APP}.localhost`);
     const plain = await getPlain(`${APP}.localhost`);
     assert.equal(plain.body, `machine=${machineId} proto=http host=${APP}.localhost\n`, 'the plain listener says http');
+  });
+
+  it('redirects plain HTTP to HTTPS for a service with force_https', async () => {
+    await d.client.apps.create('forced');
+    const config = { ...SERVED, services: [{ internal_port: 8080, ports: [{ port: 80, handlers: ['http'], force_https: true }, { port: 443, handlers: ['tls', 'http'] }] }] };
+    await d.client.machines.create('forced', { config: config as never });
+    const plain = await getPlain('forced.localhost:1234', '/cgi-bin/echo?x=1');
+    assert.equal(plain.status, 301);
+    assert.equal(plain.location, `https://forced.localhost:${new URL(d.proxyTlsUrl).port}/cgi-bin/echo?x=1`);
+    let secure = await getTls('forced.localhost', caPem);
+    for (let i = 0; i < 50 && secure.status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      secure = await getTls('forced.localhost', caPem);
+    }
+    assert.equal(secure.status, 200);
+    assert.match(secure.body, /proto=https/);
+    assert.equal((await getPlain(`${APP}.localhost`)).status, 200, 'apps without force_https are not redirected');
   });
 
   it('gives no certificate for a name that is not one of its apps', async () => {

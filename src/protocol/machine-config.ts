@@ -60,7 +60,15 @@ export const ServiceConcurrencySchema = z
 export const MachineServiceSchema = z.looseObject({
   internal_port: z.int().min(1).max(65535).optional().meta({ description: 'The port the machine serves on; the edge proxy forwards to it' }),
   protocol: z.string().optional(),
-  ports: z.array(z.looseObject({ port: z.int().min(1).max(65535).optional(), handlers: z.array(z.string()).optional() })).optional(),
+  ports: z
+    .array(
+      z.looseObject({
+        port: z.int().min(1).max(65535).optional(),
+        handlers: z.array(z.string()).optional(),
+        force_https: z.boolean().optional().meta({ description: 'Redirect plain-HTTP requests to the HTTPS listener (301)' }),
+      }),
+    )
+    .optional(),
   autostart: z.boolean().optional().meta({ description: 'Start a stopped machine when a request needs it; default true' }),
   autostop: z
     .union([z.boolean(), z.enum(['off', 'stop', 'suspend'])])

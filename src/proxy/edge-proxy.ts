@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
+import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { HangarError, isHangarError } from '../protocol/errors.ts';
 import type { AppService } from '../machines/app-service.ts';
@@ -70,6 +70,13 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string, startedAt: number) => {
     const scanned = scanRequest(req, requestId, false);
     let app = appOf(scanned.host);
+    const httpsPort = httpsServer && !(req.socket as TLSSocket).encrypted ? portOf(httpsServer) : undefined;
+    if (httpsPort !== undefined && opts.table.routes(app).some((r) => r.forceHttps)) {
+      res.writeHead(301, { location: `https://${scanned.host.replace(/:\d+$/, '')}:${httpsPort}${req.url ?? '/'}`, 'fly-request-id': requestId });
+      res.end();
+      opts.metrics.answered(opts.metrics.statsFor(app, ''), 301, startedAt);
+      return;
+    }
     const { headers } = scanned;
     const body = req.method === 'GET' || req.method === 'HEAD' ? NO_BODY : await replayableBody(req);
     let picked = (!scanned.force && targets.tryPick(app, scanned.prefer)) || (await targets.pick(app, scanned));
@@ -158,7 +165,9 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   };
 
   const servers: Server[] = [];
+  let httpsServer: Server | undefined;
   const attach = (server: Server) => {
+    if (server instanceof TlsServer) httpsServer = server;
     server.headersTimeout = opts.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
     // A long upload is not a slow client; the idle timeout catches one that stops sending.
     server.requestTimeout = 0;
@@ -186,6 +195,11 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
 export const CHECK_INTERVAL_MS = 1_000;
 
 const NO_BODY = { again: () => null };
+
+function portOf(server: Server): number | undefined {
+  const address = server.address();
+  return typeof address === 'object' && address ? address.port : undefined;
+}
 
 type Scanned = { host: string; force?: string; prefer?: string; headers: string[] };
 

@@ -20,6 +20,8 @@ export type Route = {
   /** `http://ip:port`, the key of the upstream connection pool. */
   origin: string;
   autostart: boolean;
+  /** A port of its service says force_https: plain-HTTP requests are redirected. */
+  forceHttps: boolean;
   autostop: AutostopMode;
   minRunning: number;
   softLimit: number;
@@ -36,6 +38,7 @@ type ServiceConfig = {
   autostop?: boolean | AutostopMode;
   min_machines_running?: number;
   concurrency?: { soft_limit?: number; hard_limit?: number };
+  ports?: Array<{ force_https?: boolean }>;
 };
 
 export class RouteTable {
@@ -76,6 +79,7 @@ export class RouteTable {
       port,
       origin: `http://${m.privateIp}:${port}`,
       autostart: service.autostart !== false,
+      forceHttps: service.ports?.some((p) => p.force_https === true) ?? false,
       autostop: service.autostop === true ? 'stop' : service.autostop === false || service.autostop === undefined ? 'off' : service.autostop,
       minRunning: service.min_machines_running ?? 0,
       softLimit: soft,

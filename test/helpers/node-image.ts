@@ -31,7 +31,8 @@ import { pushLayout, startRegistry } from './registry.ts';
 // `withDaemon([...src.daemonArgs, ...yours])`, machines from `src.image`, and `src.stop()` last.
 //
 // The built layout is kept in $TMPDIR/hangar-test-node-image-<digest of its inputs> for the next
-// test file (and run) to push as is; a build for other inputs replaces it once it is an hour old.
+// test file to push as is (scripts/test.sh removes it when the run ends); a build for other inputs
+// replaces it once it is an hour old.
 //
 // The fixtures (each listens on argv[2], else $PORT, else 8080; see each file's header):
 //   http     100-byte body on every path, keep-alive; GET /headers → the request headers as JSON
