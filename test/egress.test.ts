@@ -27,6 +27,8 @@ let hostPort: number;
 let hostIp: string;
 let listedIp: string;
 let unlistedIp: string;
+/** An outside address in the link-local range, where clouds serve instance metadata. */
+let metadataIp: string;
 let apiPort: number;
 
 function quiet(cmd: string, args: string[]): void {
@@ -44,6 +46,9 @@ before(async () => {
   const net = `198.18.${n % 256}.${8 * ((n >> 8) % 32)}`.split('.').map(Number);
   const at = (host: number) => [...net.slice(0, 3), net[3]! + host].join('.');
   [hostIp, listedIp, unlistedIp] = [at(1), at(2), at(3)];
+  const linkLocal = `169.254.${n % 256}.${4 * ((n >> 8) % 64)}`.split('.').map(Number);
+  metadataIp = [...linkLocal.slice(0, 3), linkLocal[3]! + 2].join('.');
+  const metadataHostIp = [...linkLocal.slice(0, 3), linkLocal[3]! + 1].join('.');
   outsideNs = `hgt-${tag}-out`;
   hostVeth = `hgto-${tag}`;
   execFileSync('sh', ['-c', `set -e
@@ -53,6 +58,8 @@ ip addr add ${hostIp}/29 dev ${hostVeth}
 ip link set ${hostVeth} up
 ip -n ${outsideNs} addr add ${listedIp}/29 dev eth0
 ip -n ${outsideNs} addr add ${unlistedIp}/29 dev eth0
+ip addr add ${metadataHostIp}/30 dev ${hostVeth}
+ip -n ${outsideNs} addr add ${metadataIp}/30 dev eth0
 ip -n ${outsideNs} link set lo up
 ip -n ${outsideNs} link set eth0 up`]);
   const www = join(dataDir, 'outside-www');
@@ -143,6 +150,7 @@ describe('egress', () => {
     allowId = (await machine('eg-allow')).id;
     assert.equal(await get('eg-allow', allowId, `http://${listedIp}:8080/`), 'outside\n');
     assert.equal(await get('eg-allow', allowId, 'http://outside.test:8080/'), 'outside\n', "names outside .internal come from the host's resolver");
+    assert.match(await get('eg-allow', allowId, `http://${metadataIp}:8080/`, SHOULD_FAIL), /FAILED/, 'link-local (cloud metadata) addresses are not the outside world');
     const legacy = await d.client.apps.get('legacy');
     assert.deepEqual([legacy.egress, legacy.autostop_idle], [{ policy: 'allow' }, '5m'], 'an app from an older state.db has the defaults');
   });
@@ -168,11 +176,16 @@ describe('egress', () => {
   });
 
   it('lets an app with a CIDR allowlist reach the listed networks only', async () => {
-    await d.client.apps.create('eg-cidrs', { settings: { egress: { policy: 'cidrs', cidrs: [listedIp, '10.0.0.0/8'] } } });
+    await d.client.apps.create('eg-cidrs', { settings: { egress: { policy: 'cidrs', cidrs: [listedIp, '10.0.0.0/8', metadataIp] } } });
     const m = await machine('eg-cidrs');
-    const [listed, unlisted] = await Promise.all([get('eg-cidrs', m.id, `http://${listedIp}:8080/`), get('eg-cidrs', m.id, `http://${unlistedIp}:8080/`, SHOULD_FAIL)]);
+    const [listed, unlisted, linkLocal] = await Promise.all([
+      get('eg-cidrs', m.id, `http://${listedIp}:8080/`),
+      get('eg-cidrs', m.id, `http://${unlistedIp}:8080/`, SHOULD_FAIL),
+      get('eg-cidrs', m.id, `http://${metadataIp}:8080/`),
+    ]);
     assert.equal(listed, 'outside\n');
     assert.match(unlisted, /FAILED/);
+    assert.equal(linkLocal, 'outside\n', 'a link-local address the list names is reachable');
   });
 
   it("applies a changed policy to the app's running machines at once", async () => {

@@ -73,10 +73,16 @@ delete chain ${table} app-${index}
 `;
 }
 
+/**
+ * Link-local addresses are where clouds serve instance metadata (169.254.169.254), often with the
+ * host's credentials: `allow` means the outside world, not that. A cidrs list may name them.
+ */
+const LINK_LOCAL = '169.254.0.0/16';
+
 function egressRules(egress: Egress): string[] {
   switch (egress.policy) {
     case 'allow':
-      return ['accept'];
+      return [`ip daddr ${LINK_LOCAL} drop`, 'accept'];
     case 'deny':
       return ['drop'];
     case 'cidrs':

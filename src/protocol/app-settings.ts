@@ -40,7 +40,7 @@ export const EgressSchema = z
   ])
   .meta({
     description:
-      "Where the app's machines may send traffic beyond their app: allow (NAT to the host's network; the default), " +
+      "Where the app's machines may send traffic beyond their app: allow (NAT to the host's network, link-local metadata addresses excepted; the default), " +
       'deny (nothing), or cidrs (only those networks). Their gateway\'s DNS and _api.internal:4280 are always reachable.',
   });
 
