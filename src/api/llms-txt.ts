@@ -28,6 +28,8 @@ export function buildLlmsTxt(routes: RouteDef[], tools: ToolSummary[]): string {
     'Auth: every call but /health, /openapi.json and /llms.txt needs `Authorization: Bearer <token>`.',
     'Errors: `{"error": "...", "code": "<machine_code>", "hint": "<what to do next>", "request_id": "..."}`; act on `code` and `hint`.',
     'Machine states: created, started, stopped, suspended, failed; transient: creating, starting, stopping, restarting, updating, destroying; destroyed.',
+    'Serving: a machine whose config has services [{"internal_port": 8080}] is reachable through the edge proxy at http://<app>.localhost:4380 and https://<app>.localhost:4443 (the default proxy ports; trust GET /v1/tls/ca.pem);',
+    'a stopped machine wakes on the first request; `autostop: "stop"` stops idle ones after the app\'s autostop_idle; fly-force-instance-id pins a request to one machine.',
     'Full schemas: GET /openapi.json.',
     '',
   ];

@@ -14,7 +14,9 @@ export const machineTools = [
     name: 'machine_create',
     description:
       'Create a machine from an OCI image (hangar/busybox, hangar/debian:bookworm, or a registry image) and start it unless skip_launch. ' +
-      'Give it a long-running init.cmd (e.g. ["sleep", "infinity"]) to exec into it. Its files survive stop and start.',
+      'Give it a long-running init.cmd (e.g. ["sleep", "infinity"]) to exec into it. Its files survive stop and start. ' +
+      'To serve HTTP, give config.services [{"internal_port": 8080, "autostop": "stop"}]: the app is then at http://<app>.localhost:4380 ' +
+      '(https on 4443, the default ports), a stopped machine wakes on the first request, and an idle one stops after the app\'s autostop_idle.',
     input: {
       app: appArg,
       config: MachineConfigSchema,
