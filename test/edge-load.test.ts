@@ -80,6 +80,12 @@ async function loadOf(app: string, machine: string): Promise<number> {
   return Number(line?.split(' ')[1] ?? NaN);
 }
 
+/** Waits until the proxy counts a request in flight on the machine. */
+async function loaded(app: string, machine: string): Promise<void> {
+  for (let i = 0; i < 100 && (await loadOf(app, machine)) !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(await loadOf(app, machine), 1);
+}
+
 describe('edge proxy under load', () => {
   it('sends work past the soft limit to a started machine and wakes a stopped one for what follows', async () => {
     const app = 'soft';
@@ -90,7 +96,7 @@ describe('edge proxy under load', () => {
     assert.equal((await d.client.machines.get(app, b.id)).state, 'created');
 
     const first = get(`${app}.localhost`, '/cgi-bin/sleep?2');
-    await new Promise((r) => setTimeout(r, 300));
+    await loaded(app, a.id);
     const second = await get(`${app}.localhost`, '/cgi-bin/sleep?0');
     assert.equal(second.status, 200, second.body);
     assert.equal(second.body.trim(), a.id, 'the started machine under its hard limit takes it at once');
@@ -105,14 +111,14 @@ describe('edge proxy under load', () => {
     await untilServing(`${app}.localhost`);
 
     const slow = get(`${app}.localhost`, '/cgi-bin/sleep?1');
-    await new Promise((r) => setTimeout(r, 200));
+    await loaded(app, m.id);
     const queued = await get(`${app}.localhost`, '/cgi-bin/sleep?0');
     assert.equal(queued.status, 200, queued.body);
     assert.ok(queued.ms >= 600, `waited for the slot (${queued.ms} ms)`);
     assert.equal((await slow).status, 200);
 
     const hog = get(`${app}.localhost`, '/cgi-bin/sleep?5');
-    await new Promise((r) => setTimeout(r, 200));
+    await loaded(app, m.id);
     const refused = await get(`${app}.localhost`, '/cgi-bin/sleep?0');
     assert.equal(refused.status, 503, refused.body);
     const body = JSON.parse(refused.body);
