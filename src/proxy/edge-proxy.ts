@@ -55,6 +55,11 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
     if (!pool) pools.set(origin, (pool = new Pool(origin, { connections: 64, pipelining: 1 })));
     return pool;
   };
+  // A destroyed machine's address may go to another machine: its connections go with it.
+  opts.table.onRemove((route) => {
+    void pools.get(route.origin)?.destroy();
+    pools.delete(route.origin);
+  });
   const idPrefix = randomBytes(4).toString('hex');
   let requestCount = 0;
   const nextRequestId = () => `${idPrefix}${(++requestCount).toString(16).padStart(8, '0')}`;

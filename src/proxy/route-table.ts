@@ -44,6 +44,7 @@ type ServiceConfig = {
 export class RouteTable {
   readonly #byId = new Map<string, Route>();
   readonly #byApp = new Map<string, Route[]>();
+  readonly #removed: Array<(route: Route) => void> = [];
 
   constructor(machines: Iterable<MachineRecord>) {
     for (const m of machines) this.update(m);
@@ -97,7 +98,13 @@ export class RouteTable {
     else this.#byApp.set(m.app, [route]);
   }
 
+  /** Called with each route that goes (its machine destroyed, or no longer serving). */
+  onRemove(listener: (route: Route) => void): void {
+    this.#removed.push(listener);
+  }
+
   #remove(route: Route): void {
+    for (const listener of this.#removed) listener(route);
     this.#byId.delete(route.id);
     const rest = (this.#byApp.get(route.app) ?? []).filter((r) => r !== route);
     if (rest.length) this.#byApp.set(route.app, rest);
