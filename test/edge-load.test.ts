@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { once } from 'node:events';
+import { UPGRADE_ECHO_CONFIG } from './helpers/upgrade-echo.ts';
 import { withDaemon, type TestDaemon } from './helpers/daemon.ts';
 
 // How the edge proxy spreads load and guards itself, as clients see it: soft limits wake more
@@ -13,19 +14,6 @@ let d: TestDaemon & { close(): Promise<void> };
 
 // busybox httpd; /cgi-bin/sleep?N answers after N seconds with the machine's id.
 const SLEEP_CGI = ['#!/bin/sh', 'sleep "${QUERY_STRING:-0}"', "printf 'Content-Type: text/plain\\r\\n\\r\\n'", 'echo "$FLY_MACHINE_ID"', ''].join('\n');
-// nc hands each connection to this script: it answers an upgrade with 101, then echoes bytes.
-const UPGRADE_SH = [
-  '#!/bin/sh',
-  'upgrade=',
-  'while read -r line; do',
-  '  line=${line%$(printf "\\r")}',
-  '  [ -z "$line" ] && break',
-  '  case "$line" in [Uu]pgrade:*) upgrade=${line#*: } ;; esac',
-  'done',
-  'printf "HTTP/1.1 101 Switching Protocols\\r\\nConnection: Upgrade\\r\\nUpgrade: %s\\r\\nX-Machine: %s\\r\\n\\r\\n" "$upgrade" "$FLY_MACHINE_ID"',
-  'exec cat',
-  '',
-].join('\n');
 const SERVER = ['sh', '-c', 'mkdir -p /srv; exec httpd -f -p 8080 -h /srv'];
 const FILES = [{ guest_path: '/srv/cgi-bin/sleep', raw_value: Buffer.from(SLEEP_CGI).toString('base64'), mode: 0o755 }];
 
@@ -138,12 +126,7 @@ describe('edge proxy under load', () => {
     const app = 'upgrade';
     await d.client.apps.create(app);
     const m = await d.client.machines.create(app, {
-      config: {
-        image: 'hangar/busybox',
-        init: { cmd: ['nc', '-ll', '-p', '9000', '-e', '/bin/upgrade'] },
-        files: [{ guest_path: '/bin/upgrade', raw_value: Buffer.from(UPGRADE_SH).toString('base64'), mode: 0o755 }],
-        services: [{ internal_port: 9000 }],
-      } as never,
+      config: UPGRADE_ECHO_CONFIG as never,
     });
     const url = new URL(d.proxyUrl);
     const socket = connect({ host: url.hostname, port: Number(url.port) });

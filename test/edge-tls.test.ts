@@ -8,6 +8,7 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type PeerCertificate } from 'node:tls';
+import { UPGRADE_ECHO_CONFIG } from './helpers/upgrade-echo.ts';
 import { HANGAR, http, startDaemon, withDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { makeTestCa, makeTestCert, type TestCa } from './helpers/test-certs.ts';
 
@@ -36,17 +37,6 @@ const SERVED = {
   files: [{ guest_path: '/srv/cgi-bin/echo', raw_value: Buffer.from(ECHO_CGI).toString('base64'), mode: 0o755 }],
   services: [{ internal_port: 8080, ports: [{ port: 80, handlers: ['http'] }] }],
 };
-// nc hands each connection to this script: it answers an upgrade with 101, then echoes bytes.
-const UPGRADE_SH = [
-  '#!/bin/sh',
-  'while read -r line; do',
-  '  line=${line%$(printf "\\r")}',
-  '  [ -z "$line" ] && break',
-  'done',
-  'printf "HTTP/1.1 101 Switching Protocols\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\nX-Machine: %s\\r\\n\\r\\n" "$FLY_MACHINE_ID"',
-  'exec cat',
-  '',
-].join('\n');
 
 let machineId: string;
 
@@ -166,12 +156,7 @@ describe('edge proxy over HTTPS', () => {
     const app = 'tls-upgrade';
     await d.client.apps.create(app);
     const m = await d.client.machines.create(app, {
-      config: {
-        image: 'hangar/busybox',
-        init: { cmd: ['nc', '-ll', '-p', '9000', '-e', '/bin/upgrade'] },
-        files: [{ guest_path: '/bin/upgrade', raw_value: Buffer.from(UPGRADE_SH).toString('base64'), mode: 0o755 }],
-        services: [{ internal_port: 9000 }],
-      } as never,
+      config: UPGRADE_ECHO_CONFIG as never,
     });
     const url = new URL(d.proxyTlsUrl);
     const socket = connect({ host: url.hostname, port: Number(url.port), servername: `${app}.localhost`, ca: caPem });

@@ -84,7 +84,7 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
     }
     const { headers } = scanned;
     const body = req.method === 'GET' || req.method === 'HEAD' ? NO_BODY : await replayableBody(req);
-    let picked = (!scanned.force && targets.tryPick(app, scanned.prefer)) || (await targets.pick(app, scanned));
+    let picked = (!scanned.force && targets.tryPick(app, scanned)) || (await targets.pick(app, scanned));
     for (let replays = 0; ; replays++) {
       const current = picked;
       const { route } = current;

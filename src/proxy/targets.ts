@@ -39,11 +39,11 @@ export class Targets {
    * The common case without waiting: a started machine under its soft limit (or the preferred
    * one under its hard limit). Undefined when `pick` has more to do.
    */
-  tryPick(app: string, prefer: string | undefined): Picked | undefined {
+  tryPick(app: string, opts: { prefer?: string; exclude?: string }): Picked | undefined {
     let best: Route | undefined;
     for (const r of this.#opts.table.routes(app)) {
-      if (r.state !== 'started') continue;
-      if (r.id === prefer && r.load < r.hardLimit) return this.#acquire(r);
+      if (r.state !== 'started' || r.id === opts.exclude) continue;
+      if (r.id === opts.prefer && r.load < r.hardLimit) return this.#acquire(r);
       if (r.load < r.softLimit && (!best || r.load < best.load)) best = r;
     }
     return best && this.#acquire(best);
@@ -66,7 +66,8 @@ export class Targets {
     if (opts.force) return this.#forced(app, routes, opts.force);
     const deadline = Date.now() + QUEUE_MS;
     for (;;) {
-      let best: Route | undefined;
+      const quick = this.tryPick(app, opts);
+      if (quick) return quick;
       let bestUnderHard: Route | undefined;
       let sleeper: Route | undefined;
       let started = 0;
@@ -74,14 +75,11 @@ export class Targets {
         if (r.id === opts.exclude) continue;
         if (r.state === 'started') {
           started++;
-          if (r.id === opts.prefer && r.load < r.hardLimit) return this.#acquire(r);
-          if (r.load < r.softLimit && (!best || r.load < best.load)) best = r;
           if (r.load < r.hardLimit && (!bestUnderHard || r.load < bestUnderHard.load)) bestUnderHard = r;
         } else if (!sleeper && r.autostart && (WAKEABLE.has(r.state) || SETTLING_DOWN.has(r.state))) {
           sleeper = r;
         }
       }
-      if (best) return this.#acquire(best);
       if (sleeper) {
         if (bestUnderHard) {
           // More capacity for what comes next; this request need not wait for it.
