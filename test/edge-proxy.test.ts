@@ -72,11 +72,8 @@ function get(host: string, path = '/', opts: { method?: string; body?: string; h
 describe('edge proxy', () => {
   it('routes <app>.localhost to the app machine, streaming bodies and adding forwarding headers', async () => {
     const m = await d.client.machines.create(APP, { config: SERVED as never });
+    // Right after create: the proxy holds the request until the server listens.
     let res = await get(`${APP}.localhost`);
-    for (let i = 0; i < 50 && res.status !== 200; i++) {
-      await new Promise((r) => setTimeout(r, 100)); // the server may still be starting
-      res = await get(`${APP}.localhost`);
-    }
     assert.equal(res.status, 200, res.body);
     assert.equal(res.body, `hello from ${m.id}\n`);
     assert.match(String(res.headers['fly-request-id']), /^[0-9a-f]{16}$/);
@@ -172,11 +169,21 @@ describe('edge proxy', () => {
     assert.match((JSON.parse(asleep.body) as { hint: string }).hint, /start a machine/);
   });
 
-  it('says which machine failed when its server does not answer', async () => {
+  it('holds requests for a machine that just started until its server listens, and says which machine failed when it drops them', async () => {
     await d.client.apps.create('broken');
-    const m = await d.client.machines.create('broken', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] }, services: [{ internal_port: 8080 }] } as never });
+    const slowBoot = ['sh', '-c', 'sleep 1; mkdir -p /srv; echo up > /srv/index.html; exec httpd -f -p 8080 -h /srv'];
+    const booting = await d.client.machines.create('broken', { config: { image: 'hangar/busybox', init: { cmd: slowBoot }, services: [{ internal_port: 8080 }] } as never });
+    const t0 = Date.now();
+    const first = await get('broken.localhost');
+    assert.equal(first.status, 200, first.body);
+    assert.equal(first.body.trim(), 'up');
+    assert.ok(Date.now() - t0 >= 500, 'the request waited for the boot');
+    await d.client.machines.destroy('broken', booting.id, { force: true });
+
+    // Accepts, then closes without a word: 502, naming the machine.
+    const m = await d.client.machines.create('broken', { config: { image: 'hangar/busybox', init: { cmd: ['nc', '-ll', '-p', '8080', '-e', 'true'] }, services: [{ internal_port: 8080 }] } as never });
     const res = await get('broken.localhost');
-    assert.equal(res.status, 502);
+    assert.equal(res.status, 502, res.body);
     assert.match((JSON.parse(res.body) as { error: string }).error, new RegExp(m.id));
   });
 });

@@ -71,16 +71,6 @@ function getTls(host: string, ca: string, path = '/cgi-bin/echo'): Promise<Answe
   });
 }
 
-/** The same until the machine's server answers (it may still be starting). */
-async function getTlsReady(host: string, ca: string): Promise<Answer> {
-  let res = await getTls(host, ca);
-  for (let i = 0; i < 50 && res.status !== 200; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    res = await getTls(host, ca);
-  }
-  return res;
-}
-
 function getPlain(host: string, path = '/cgi-bin/echo'): Promise<{ status: number; body: string; location?: string }> {
   const url = new URL(d.proxyUrl);
   return new Promise((resolve, reject) => {
@@ -121,7 +111,7 @@ describe('edge proxy over HTTPS', () => {
   });
 
   it('serves https://<app>.localhost with a certificate for that name, telling the machine it came over https', async () => {
-    const res = await getTlsReady(`${APP}.localhost`, caPem);
+    const res = await getTls(`${APP}.localhost`, caPem);
     assert.equal(res.status, 200, res.body);
     assert.equal(res.body, `machine=${machineId} proto=https host=${APP}.localhost\n`);
     assert.equal(res.cert.subjectaltname, `DNS:${APP}.localhost`);
@@ -247,7 +237,7 @@ describe('edge proxy over HTTPS', () => {
     restarted = await startDaemon(d.dataDir);
     d = { ...restarted, close: d.close };
     assert.equal(await (await fetch(`${d.url}/v1/tls/ca.pem`)).text(), caPem);
-    const res = await getTlsReady(`${APP}.localhost`, caPem);
+    const res = await getTls(`${APP}.localhost`, caPem);
     assert.equal(res.status, 200, res.body);
     assert.equal((await getTls(SITE, outside.certPem)).status, 200);
   });

@@ -30,7 +30,16 @@ export type Route = {
   load: number;
   /** Since when the machine has had no load (or since it was seen starting); autostop reads it. */
   idleSince: number;
+  /**
+   * Started, but its port has not accepted a connection yet: requests wait for it (until
+   * `bootDeadline`) rather than meet a refused connection while its server boots.
+   */
+  booting: boolean;
+  bootDeadline: number;
 };
+
+/** How long a started machine's port is waited for, on a wake or after any start. */
+export const BOOT_DEADLINE_MS = 10_000;
 
 type ServiceConfig = {
   internal_port?: number;
@@ -48,6 +57,8 @@ export class RouteTable {
 
   constructor(machines: Iterable<MachineRecord>) {
     for (const m of machines) this.update(m);
+    // Machines found started when the daemon starts have long been serving, or never will.
+    for (const r of this.#byId.values()) r.booting = false;
   }
 
   /** The app's machines that have a service, in no particular order; empty when none. */
@@ -87,11 +98,16 @@ export class RouteTable {
       hardLimit: service.concurrency?.hard_limit ?? Math.max(DEFAULT_HARD_LIMIT, soft),
     } satisfies Partial<Route>;
     if (existing) {
-      if (existing.state !== 'started' && m.state === 'started') existing.idleSince = Date.now();
+      if (existing.state !== 'started' && m.state === 'started') {
+        existing.idleSince = Date.now();
+        existing.booting = true;
+        existing.bootDeadline = Date.now() + BOOT_DEADLINE_MS;
+      }
       Object.assign(existing, fields);
       return;
     }
-    const route: Route = { id, app: m.app, ...fields, load: 0, idleSince: Date.now() };
+    const booting = m.state === 'started';
+    const route: Route = { id, app: m.app, ...fields, load: 0, idleSince: Date.now(), booting, bootDeadline: Date.now() + BOOT_DEADLINE_MS };
     this.#byId.set(id, route);
     const list = this.#byApp.get(m.app);
     if (list) list.push(route);

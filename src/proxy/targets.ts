@@ -2,17 +2,17 @@ import { connect } from 'node:net';
 import { HangarError } from '../protocol/errors.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
-import type { Route, RouteTable } from './route-table.ts';
+import { BOOT_DEADLINE_MS, type Route, type RouteTable } from './route-table.ts';
 
 // Which machine of an app takes a request. The least-loaded started machine under its soft limit;
 // when every started one is over it, a stopped one is woken (autostart, on by default as on Fly)
 // for the requests to come, while this one goes to a started machine under its hard limit. With
 // none started the request waits for the woken machine's port; with all at their hard limit it
-// queues briefly, then gets 503.
+// queues briefly, then gets 503. A machine that has just started (whoever started it) gets
+// requests once its port accepts a connection, not before.
 
 export type Picked = { route: Route; release: () => void };
 
-const WAKE_DEADLINE_MS = 10_000;
 export const QUEUE_MS = 3_000;
 const WAKEABLE = new Set(['stopped', 'created', 'suspended']);
 /** A machine on its way down (autostop) is woken once it is down. */
@@ -42,7 +42,7 @@ export class Targets {
   tryPick(app: string, opts: { prefer?: string; exclude?: string }): Picked | undefined {
     let best: Route | undefined;
     for (const r of this.#opts.table.routes(app)) {
-      if (r.state !== 'started' || r.id === opts.exclude) continue;
+      if (r.state !== 'started' || r.booting || r.id === opts.exclude) continue;
       if (r.id === opts.prefer && r.load < r.hardLimit) return this.#acquire(r);
       if (r.load < r.softLimit && (!best || r.load < best.load)) best = r;
     }
@@ -69,27 +69,36 @@ export class Targets {
       const quick = this.tryPick(app, opts);
       if (quick) return quick;
       let bestUnderHard: Route | undefined;
+      let booting: Route | undefined;
       let sleeper: Route | undefined;
       let started = 0;
       for (const r of routes) {
         if (r.id === opts.exclude) continue;
         if (r.state === 'started') {
           started++;
-          if (r.load < r.hardLimit && (!bestUnderHard || r.load < bestUnderHard.load)) bestUnderHard = r;
+          if (r.booting) {
+            if (!booting || r.load < booting.load) booting = r;
+          } else if (r.load < r.hardLimit && (!bestUnderHard || r.load < bestUnderHard.load)) {
+            bestUnderHard = r;
+          }
         } else if (!sleeper && r.autostart && (WAKEABLE.has(r.state) || SETTLING_DOWN.has(r.state))) {
           sleeper = r;
         }
       }
+      if (bestUnderHard) {
+        // More capacity for what comes next (unless some is already booting); this request need
+        // not wait for it.
+        if (sleeper && !booting) this.#wake(sleeper).catch(() => undefined);
+        return this.#acquire(bestUnderHard);
+      }
+      if (booting) {
+        await this.#listening(booting);
+        return this.#acquire(booting);
+      }
       if (sleeper) {
-        if (bestUnderHard) {
-          // More capacity for what comes next; this request need not wait for it.
-          this.#wake(sleeper).catch(() => undefined);
-          return this.#acquire(bestUnderHard);
-        }
         await this.#wake(sleeper);
         return this.#acquire(sleeper);
       }
-      if (bestUnderHard) return this.#acquire(bestUnderHard);
       if (started === 0) {
         throw new HangarError('invalid_state', `app ${app} has no started machine and none to wake`, {
           hint: 'start a machine (POST …/start), or set services[].autostart to true',
@@ -116,6 +125,8 @@ export class Targets {
         throw new HangarError('invalid_state', `machine ${id} of app ${app} is ${forced.state}`, { hint: 'wait for it to settle, or start it (POST …/start)' });
       }
       await this.#wake(forced);
+    } else if (forced.booting) {
+      await this.#listening(forced);
     }
     return this.#acquire(forced);
   }
@@ -158,10 +169,9 @@ export class Targets {
     const running = this.#waking.get(route.id);
     if (running) return running;
     const work = (async () => {
-      const deadline = Date.now() + WAKE_DEADLINE_MS;
       this.#opts.onWake?.(route);
       if (SETTLING_DOWN.has(route.state)) {
-        await this.#opts.machines.wait(route.app, route.id, { state: 'stopped', timeoutMs: WAKE_DEADLINE_MS }).catch(() => undefined);
+        await this.#opts.machines.wait(route.app, route.id, { state: 'stopped', timeoutMs: BOOT_DEADLINE_MS }).catch(() => undefined);
       }
       try {
         await this.#opts.machines.start(route.app, route.id);
@@ -169,17 +179,40 @@ export class Targets {
         // Someone else started it in the meantime; anything else means no wake.
         if (this.#opts.machines.get(route.app, route.id).state !== 'started') throw err;
       }
+      await this.#untilAccepting(route);
+    })().finally(() => this.#waking.delete(route.id));
+    this.#waking.set(route.id, work);
+    return work;
+  }
+
+  /** Waits, with every other request that asks, for a booting machine's port. */
+  #listening(route: Route): Promise<void> {
+    const running = this.#waking.get(route.id);
+    if (running) return running;
+    const work = this.#untilAccepting(route).finally(() => this.#waking.delete(route.id));
+    this.#waking.set(route.id, work);
+    return work;
+  }
+
+  async #untilAccepting(route: Route): Promise<void> {
+    try {
       while (!(await accepts(route.ip, route.port))) {
-        if (Date.now() > deadline) {
-          throw new HangarError('wait_timeout', `machine ${route.id} started but nothing accepted connections on port ${route.port} within ${WAKE_DEADLINE_MS / 1000}s`, {
+        if (route.state !== 'started') {
+          throw new HangarError('invalid_state', `machine ${route.id} went ${route.state} before its port ${route.port} accepted a connection`, {
+            hint: `check why it exited: hangar machines logs ${route.id} --app ${route.app}`,
+          });
+        }
+        if (Date.now() > route.bootDeadline) {
+          throw new HangarError('wait_timeout', `machine ${route.id} started but nothing accepted connections on port ${route.port} within ${BOOT_DEADLINE_MS / 1000}s`, {
             hint: `make the machine's server listen on 0.0.0.0:${route.port}, or fix services[].internal_port`,
           });
         }
         await new Promise((r) => setTimeout(r, 5));
       }
-    })().finally(() => this.#waking.delete(route.id));
-    this.#waking.set(route.id, work);
-    return work;
+    } finally {
+      // Waited for once: from now on a refused connection is the server's failure, answered 502.
+      route.booting = false;
+    }
   }
 }
 
