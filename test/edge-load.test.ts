@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
+import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { UPGRADE_ECHO_CONFIG } from './helpers/upgrade-echo.ts';
@@ -17,7 +17,7 @@ const SLEEP_CGI = ['#!/bin/sh', 'sleep "${QUERY_STRING:-0}"', "printf 'Content-T
 const SERVER = ['sh', '-c', 'mkdir -p /srv; exec httpd -f -p 8080 -h /srv'];
 const FILES = [{ guest_path: '/srv/cgi-bin/sleep', raw_value: Buffer.from(SLEEP_CGI).toString('base64'), mode: 0o755 }];
 
-function served(concurrency: { soft_limit: number; hard_limit: number }) {
+function served(concurrency: { type?: 'connections' | 'requests'; soft_limit: number; hard_limit: number }) {
   return {
     image: 'hangar/busybox',
     init: { cmd: SERVER },
@@ -33,11 +33,11 @@ after(async () => {
   await d?.close();
 });
 
-function get(host: string, path = '/', headers: Record<string, string> = {}): Promise<{ status: number; body: string; ms: number }> {
+function get(host: string, path = '/', headers: Record<string, string> = {}, agent?: Agent): Promise<{ status: number; body: string; ms: number }> {
   const url = new URL(d.proxyUrl);
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path, headers: { host, ...headers } }, (res) => {
+    const req = request({ host: url.hostname, port: url.port, path, headers: { host, ...headers }, ...(agent ? { agent } : {}) }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => (body += c));
@@ -120,6 +120,42 @@ describe('edge proxy under load', () => {
     assert.match(scraped, new RegExp(`hangar_proxy_requests_total\\{app="${app}",machine="",status="503"\\} 1`));
     assert.match(scraped, new RegExp(`hangar_proxy_request_duration_seconds_bucket\\{le="\\+Inf",app="${app}",machine="${m.id}"\\}`));
     assert.equal((await fetch(`${d.url}/metrics`)).status, 401, 'metrics need the token');
+  });
+
+  it('with concurrency type connections, holds a machine for a client connection from its first request until it closes', async () => {
+    const app = 'conns';
+    const host = `${app}.localhost`;
+    await d.client.apps.create(app);
+    const config = served({ type: 'connections', soft_limit: 1, hard_limit: 1 });
+    const machines = [await d.client.machines.create(app, { config }), await d.client.machines.create(app, { config })];
+    // One keep-alive connection per agent.
+    const agents = [0, 1, 2].map(() => new Agent({ keepAlive: true, maxSockets: 1 }));
+    try {
+      const first = await get(host, '/cgi-bin/sleep', {}, agents[0]);
+      assert.equal(first.status, 200, first.body);
+      const holder = first.body.trim();
+      assert.equal((await get(host, '/cgi-bin/sleep', {}, agents[0])).body.trim(), holder, 'the connection keeps its machine');
+      assert.equal(await loadOf(app, holder), 1, 'an open connection counts as load between its requests');
+
+      const other = await get(host, '/cgi-bin/sleep', {}, agents[1]);
+      assert.equal(other.status, 200, other.body);
+      assert.notEqual(other.body.trim(), holder, 'a second connection goes to the machine no connection holds');
+
+      // Both machines are at their hard limit of one connection: a third waits for one to close.
+      const third = get(host, '/cgi-bin/sleep', {}, agents[2]);
+      await new Promise((r) => setTimeout(r, 700));
+      agents[0]!.destroy();
+      const served3 = await third;
+      assert.equal(served3.status, 200, served3.body);
+      assert.equal(served3.body.trim(), holder, 'it gets the machine the closed connection let go');
+      assert.ok(served3.ms >= 600, `it waited for a connection to close (${served3.ms} ms)`);
+    } finally {
+      for (const agent of agents) agent.destroy();
+    }
+    for (const m of machines) {
+      for (let i = 0; i < 50 && (await loadOf(app, m.id)) !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(await loadOf(app, m.id), 0, 'closed connections hold nothing');
+    }
   });
 
   it('passes an upgraded connection through both ways and counts it as load while open', async () => {

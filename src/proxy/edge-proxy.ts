@@ -7,6 +7,7 @@ import { HangarError, isHangarError } from '../protocol/errors.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
 import type { ProxyMetrics } from './proxy-metrics.ts';
+import { ConnectionHolds } from './connection-holds.ts';
 import { forward, HOP_BY_HOP } from './forward.ts';
 import { replayableBody, MAX_REPLAYS } from './replay.ts';
 import type { Route, RouteTable } from './route-table.ts';
@@ -49,6 +50,7 @@ export type EdgeProxy = {
 
 export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   const targets = new Targets({ table: opts.table, machines: opts.machines, apps: opts.apps, onWake: (r) => opts.metrics.woke(r.app, r.id) });
+  const holds = new ConnectionHolds();
   const pools = new Map<string, Pool>();
   const poolFor = (origin: string) => {
     let pool = pools.get(origin);
@@ -84,7 +86,9 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
     }
     const { headers } = scanned;
     const body = req.method === 'GET' || req.method === 'HEAD' ? NO_BODY : await replayableBody(req);
-    let picked = (!scanned.force && targets.tryPick(app, scanned)) || (await targets.pick(app, scanned));
+    let picked =
+      holds.reuse(req.socket, app, scanned) ??
+      holds.keep(req.socket, (!scanned.force && targets.tryPick(app, scanned)) || (await targets.pick(app, scanned)));
     for (let replays = 0; ; replays++) {
       const current = picked;
       const { route } = current;
@@ -131,6 +135,8 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
     const startedAt = performance.now();
     const requestId = nextRequestId();
     socket.on('error', () => socket.destroy());
+    // From here the connection counts as the stream it becomes.
+    holds.drop(socket);
     const refuse = (err: unknown) => {
       const e = proxyAnswered(req, err, startedAt);
       const body = errorBody(e, requestId);

@@ -26,7 +26,12 @@ export type Route = {
   minRunning: number;
   softLimit: number;
   hardLimit: number;
-  /** Requests in flight plus open streams (a response still sending, a WebSocket). */
+  /**
+   * concurrency.type "connections" (Fly's default): a client connection holds its machine, and
+   * counts as load, from its first request until it closes. "requests": each request does.
+   */
+  countsConnections: boolean;
+  /** Client connections or requests in flight, plus open streams (a response still sending, a WebSocket). */
   load: number;
   /** Since when the machine has had no load (or since it was seen starting); autostop reads it. */
   idleSince: number;
@@ -46,7 +51,7 @@ type ServiceConfig = {
   autostart?: boolean;
   autostop?: boolean | AutostopMode;
   min_machines_running?: number;
-  concurrency?: { soft_limit?: number; hard_limit?: number };
+  concurrency?: { type?: 'connections' | 'requests'; soft_limit?: number; hard_limit?: number };
   ports?: Array<{ force_https?: boolean }>;
 };
 
@@ -96,6 +101,7 @@ export class RouteTable {
       minRunning: service.min_machines_running ?? 0,
       softLimit: soft,
       hardLimit: service.concurrency?.hard_limit ?? Math.max(DEFAULT_HARD_LIMIT, soft),
+      countsConnections: service.concurrency?.type !== 'requests',
     } satisfies Partial<Route>;
     if (existing) {
       if (existing.state !== 'started' && m.state === 'started') {
