@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { get } from 'node:http';
 import { withDaemon, HANGAR, type TestDaemon } from './helpers/daemon.ts';
 
 // The `hangar` CLI as a person or a robot runs it; it finds the daemon through the data dir.
@@ -52,6 +53,39 @@ describe('hangar CLI', () => {
     assert.match(destroy.stderr, /hint: .*force=true/);
     assert.equal(hangar('machines', 'destroy', id, '--force').code, 0);
     assert.match(hangar('machines', 'list').stdout, /\(none\)/);
+  });
+
+  it('gives a machine a service with --port, as flyctl does, and says where the proxy serves it', async () => {
+    const run = hangar('machines', 'run', 'hangar/busybox', '--app', 'web', '--port', '80:8080/tcp:http', '-p', '443:8080/tcp:http:tls', '--autostop', 'stop',
+      '--', 'sh', '-c', 'mkdir -p /srv; echo served > /srv/index.html; exec httpd -f -p 8080 -h /srv');
+    assert.equal(run.code, 0, run.stderr);
+    const id = run.stdout.split(/\s+/)[0]!;
+    const port = (url: string) => new URL(url).port;
+    assert.match(run.stdout, new RegExp(`reach it at http://web\\.localhost:${port(d.proxyUrl)}/ and https://web\\.localhost:${port(d.proxyTlsUrl)}/`));
+    const machine = JSON.parse(hangar('machines', 'status', id, '--app', 'web', '--json').stdout) as { config: { services: unknown } };
+    assert.deepEqual(machine.config.services, [{
+      internal_port: 8080,
+      protocol: 'tcp',
+      ports: [{ port: 80, handlers: ['http'] }, { port: 443, handlers: ['http', 'tls'] }],
+      autostop: 'stop',
+    }]);
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      get(d.proxyUrl, { headers: { host: 'web.localhost' } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      }).on('error', reject);
+    });
+    assert.equal(answer.status, 200, answer.body);
+    assert.equal(answer.body.trim(), 'served');
+
+    const bad = hangar('machines', 'run', 'hangar/busybox', '--app', 'web', '--port', '80:99999');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--port 80:99999 is not PORT/);
+    assert.match(bad.stderr, /hint: --port 80:8080\/tcp:http/);
+    const orphan = hangar('machines', 'run', 'hangar/busybox', '--app', 'web', '--autostop', 'stop');
+    assert.equal(orphan.code, 1);
+    assert.match(orphan.stderr, /it has none/);
+    assert.equal(hangar('machines', 'destroy', id, '--app', 'web', '--force').code, 0);
   });
 
   it('shows the API error and its hint, and exits non-zero', () => {

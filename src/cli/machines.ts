@@ -1,12 +1,17 @@
 import { parseArgs } from 'node:util';
 import type { Machine } from '../protocol/schemas.ts';
 import { HangarApiError, type HangarClient } from '../sdk/index.ts';
-import { CliError, connect } from './connect.ts';
+import { CliError, connect, proxyUrls } from './connect.ts';
 import { ago, printJson, printTable } from './output.ts';
+import { servicesFromFlags } from './service-flags.ts';
 
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--restart no|always|on-failure]
-            [--skip-launch] [-- CMD...]     create (and start) a machine; the app is created if needed
+            [--port PORT[:INTERNAL][/tcp[:HANDLER...]]]... [--autostop off|stop|suspend] [--no-autostart]
+            [--skip-launch] [-- CMD...]     create (and start) a machine; the app is created if needed.
+                                           --port gives it a service the edge proxy routes
+                                           http://<app>.localhost to, as flyctl's does:
+                                           --port 80:8080/tcp:http --port 443:8080/tcp:http:tls
   list [--all]                             machines of the app (--all includes destroyed)
   status ID                                one machine with its recent events
   start ID | stop ID [--signal S] [--timeout 10s] | restart ID
@@ -29,9 +34,13 @@ export async function machines(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
+    allowNegative: true,
     options: {
       ...common,
       name: { type: 'string' },
+      port: { type: 'string', short: 'p', multiple: true, default: [] },
+      autostop: { type: 'string' },
+      autostart: { type: 'boolean' },
       env: { type: 'string', multiple: true, default: [] },
       memory: { type: 'string' },
       cpus: { type: 'string' },
@@ -58,6 +67,7 @@ export async function machines(argv: string[]): Promise<number> {
         const eq = kv.indexOf('=');
         return eq > 0 ? [kv.slice(0, eq), kv.slice(eq + 1)] : fail(`--env ${kv} is not K=V`, '--env KEY=value');
       }));
+      const services = servicesFromFlags({ ports: values.port, autostop: values.autostop, autostart: values.autostart });
       const m = await client.machines.create(app, {
         ...(values.name ? { name: values.name } : {}),
         skip_launch: values['skip-launch'],
@@ -67,10 +77,15 @@ export async function machines(argv: string[]): Promise<number> {
           ...(command.length ? { init: { cmd: command } } : {}),
           ...(values.memory || values.cpus ? { guest: { ...(values.memory ? { memory_mb: Number(values.memory) } : {}), ...(values.cpus ? { cpus: Number(values.cpus) } : {}) } } : {}),
           ...(values.restart ? { restart: { policy: values.restart as 'no' | 'always' | 'on-failure' } } : {}),
+          ...(services ? { services } : {}),
         },
       });
       if (values.json) printJson(m);
-      else process.stdout.write(`${m.id}  ${m.state}  (app ${app}, image ${m.config.image})\n`);
+      else {
+        process.stdout.write(`${m.id}  ${m.state}  (app ${app}, image ${m.config.image})\n`);
+        const urls = services ? proxyUrls(values['data-dir'], app) : [];
+        if (urls.length) process.stdout.write(`reach it at ${urls.join(' and ')}\n`);
+      }
       return 0;
     }
     case 'list': {
