@@ -19,16 +19,19 @@ const ECHO_CGI = [
   'cat',
   '',
 ].join('\n');
-// Asks the proxy to replay to the instance named in the query (or elsewhere, for "loop"),
-// unless this is the replayed request, which it answers with where it came from and its body.
+// Asks the proxy to replay to the instance named in the query (elsewhere for "elsewhere" and,
+// endlessly, "loop"; to another app for "app=NAME"), unless this is the replayed request, which it
+// answers with where it came from and its body.
 const REPLAY_CGI = [
   '#!/bin/sh',
   'if [ -n "$HTTP_FLY_REPLAY_SRC" ] && [ "$QUERY_STRING" != loop ]; then',
   "  printf 'Content-Type: text/plain\\r\\n\\r\\n'",
   '  echo "answered by $FLY_MACHINE_ID, replayed from $HTTP_FLY_REPLAY_SRC"',
   '  cat',
-  'elif [ "$QUERY_STRING" = loop ]; then',
+  'elif [ "$QUERY_STRING" = loop ] || [ "$QUERY_STRING" = elsewhere ]; then',
   "  printf 'fly-replay: elsewhere=true\\r\\nContent-Type: text/plain\\r\\n\\r\\n'",
+  'elif [ "${QUERY_STRING#app=}" != "$QUERY_STRING" ]; then',
+  "  printf 'fly-replay: %s\\r\\nContent-Type: text/plain\\r\\n\\r\\n' \"$QUERY_STRING\"",
   'else',
   "  printf 'fly-replay: instance=%s;state=step2\\r\\nContent-Type: text/plain\\r\\n\\r\\n' \"$QUERY_STRING\"",
   'fi',
@@ -147,6 +150,21 @@ describe('edge proxy', () => {
     const res = await get(`${APP}.localhost`, `/cgi-bin/replay?${b}`, { method: 'POST', body: 'the-body', headers: { 'fly-force-instance-id': a } });
     assert.equal(res.status, 200, res.body);
     assert.match(res.body, new RegExp(`^answered by ${b}, replayed from instance=${a};app=${APP};state=step2\\nthe-body$`));
+
+    const elsewhere = await get(`${APP}.localhost`, '/cgi-bin/replay?elsewhere', { headers: { 'fly-force-instance-id': a } });
+    assert.equal(elsewhere.status, 200, elsewhere.body);
+    const by = /^answered by ([0-9a-f]+), replayed from instance=([0-9a-f]+);app=edge\n$/.exec(elsewhere.body);
+    assert.ok(by, elsewhere.body);
+    assert.equal(by[2], a);
+    assert.notEqual(by[1], a, 'elsewhere=true means another machine');
+
+    await d.client.apps.create('edge-other');
+    const other = await d.client.machines.create('edge-other', { config: SERVED as never });
+    const toApp = await get(`${APP}.localhost`, '/cgi-bin/replay?app=edge-other', { method: 'POST', body: 'moved', headers: { 'fly-force-instance-id': a } });
+    assert.equal(toApp.status, 200, toApp.body);
+    assert.equal(toApp.body, `answered by ${other.id}, replayed from instance=${a};app=${APP}\nmoved`);
+    await d.client.machines.destroy('edge-other', other.id, { force: true });
+
     const loop = await get(`${APP}.localhost`, '/cgi-bin/replay?loop');
     assert.equal(loop.status, 508);
     assert.ok((JSON.parse(loop.body) as { hint: string }).hint);
