@@ -1,14 +1,15 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { DatabaseSync } from 'node:sqlite';
 import packet from 'dns-packet';
 import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
-import { networkTag } from '../src/network/names.ts';
+import { netnsName, networkTag } from '../src/network/names.ts';
 
 // Egress per app, seen from inside machines. "Outside" is a network namespace this test makes,
 // joined to the host by a veth with two addresses from the benchmark range 198.18.0.0/15 and an
@@ -21,6 +22,7 @@ let outsideNs: string;
 let hostVeth: string;
 let outsideHttpd: ChildProcess | undefined;
 let upstreamDns: UdpSocket | undefined;
+let upstreamDnsTcp: Server | undefined;
 let hostService: Server | undefined;
 let hostPort: number;
 /** The host's end of the veth (a host address), and the outside namespace's two addresses. */
@@ -68,19 +70,27 @@ ip -n ${outsideNs} link set eth0 up`]);
   outsideHttpd = spawn('ip', ['netns', 'exec', outsideNs, '/bin/busybox', 'httpd', '-f', '-p', '8080', '-h', www], { stdio: 'ignore' });
   await waitForPort(listedIp, 8080);
 
-  // The host's resolver, as far as machines can tell: outside.test is the outside namespace.
-  upstreamDns = createSocket('udp4');
-  upstreamDns.on('message', (msg, from) => {
+  // The host's resolver, as far as machines can tell, over UDP and TCP on one port: outside.test
+  // is the outside namespace.
+  const resolveOutside = (msg: Buffer, transport: string): Buffer => {
     const query = packet.decode(msg);
     const question = query.questions![0]!;
     const found = question.name === 'outside.test';
-    upstreamDns!.send(packet.encode({
-      id: query.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE, rcode: found ? 'NOERROR' : 'NXDOMAIN',
+    return packet.encode({
+      id: query.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | (found ? 0 : 3 /* NXDOMAIN */),
       questions: [question],
       answers: found && question.type === 'A' ? [{ name: question.name, type: 'A', class: 'IN', ttl: 5, data: listedIp }] : [],
-    } as packet.Packet), from.port, from.address);
-  });
+      // Says which way the question came, so the test can tell TCP was used end to end.
+      additionals: [{ name: 'transport.test', type: 'TXT', class: 'IN', ttl: 5, data: transport }],
+    } as packet.Packet);
+  };
+  upstreamDns = createSocket('udp4');
+  upstreamDns.on('message', (msg, from) => upstreamDns!.send(resolveOutside(msg, 'udp'), from.port, from.address));
   await new Promise<void>((resolve) => upstreamDns!.bind(0, '127.0.0.1', resolve));
+  upstreamDnsTcp = createServer((conn) => {
+    conn.once('data', (chunk) => conn.end(framed(resolveOutside(chunk.subarray(2, 2 + chunk.readUInt16BE(0)), 'tcp'))));
+  }).listen(upstreamDns.address().port, '127.0.0.1');
+  await new Promise((r) => upstreamDnsTcp!.once('listening', r));
   writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ dns_upstream: `127.0.0.1:${upstreamDns.address().port}` }));
 
   // A data dir from before app settings: its apps get the defaults.
@@ -102,6 +112,7 @@ ip -n ${outsideNs} link set eth0 up`]);
 after(async () => {
   if (outsideHttpd?.pid) quiet('kill', ['-KILL', String(outsideHttpd.pid)]);
   upstreamDns?.close();
+  upstreamDnsTcp?.close();
   hostService?.close();
   await d?.kill().catch(() => undefined);
   if (hostVeth) quiet('ip', ['link', 'del', hostVeth]);
@@ -119,6 +130,39 @@ async function waitForPort(host: string, port: number): Promise<void> {
     if (i > 100) throw new Error(`nothing listens on ${host}:${port}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+const execFileAsync = promisify(execFile);
+
+function framed(msg: Buffer): Buffer {
+  const length = Buffer.alloc(2);
+  length.writeUInt16BE(msg.length);
+  return Buffer.concat([length, msg]);
+}
+
+/**
+ * Asks `server`:53 over TCP from inside the machine's network namespace (busybox's nslookup
+ * only speaks UDP), and gives the A records and the upstream's transport note, if any.
+ */
+async function askOverTcp(machineId: string, server: string, name: string): Promise<{ rcode: string; ips: string[]; transport?: string }> {
+  const query = framed(packet.encode({ id: 7, type: 'query', flags: packet.RECURSION_DESIRED, questions: [{ name, type: 'A', class: 'IN' }] }));
+  const client = `const s = require('node:net').connect(53, ${JSON.stringify(server)});
+let got = Buffer.alloc(0);
+s.on('data', (c) => { got = Buffer.concat([got, c]); if (got.length >= 2 && got.length >= 2 + got.readUInt16BE(0)) { process.stdout.write(got.subarray(2, 2 + got.readUInt16BE(0)).toString('base64')); s.destroy(); } });
+s.on('error', (e) => { console.error(e.message); process.exit(1); });
+s.write(Buffer.from(${JSON.stringify(query.toString('base64'))}, 'base64'));
+setTimeout(() => { console.error('no answer'); process.exit(1); }, 5000).unref();`;
+  const ns = netnsName(networkTag(dataDir), machineId);
+  // Not execFileSync: the upstream resolver answering in this process must go on meanwhile.
+  const { stdout: out } = await execFileAsync('ip', ['netns', 'exec', ns, process.execPath, '-e', client], { encoding: 'utf8' });
+  type Record = { name: string; type: string; data: unknown };
+  const answer = packet.decode(Buffer.from(out, 'base64')) as unknown as { rcode: string; answers?: Record[]; additionals?: Record[] };
+  const note = answer.additionals?.find((r) => r.name === 'transport.test')?.data as Buffer[] | undefined;
+  return {
+    rcode: answer.rcode,
+    ips: (answer.answers ?? []).filter((r) => r.type === 'A').map((r) => r.data as string),
+    transport: note?.map(String).join(''),
+  };
 }
 
 async function machine(app: string, cmd: string[] = ['sleep', 'inf']) {
@@ -155,6 +199,16 @@ describe('egress', () => {
     assert.deepEqual([legacy.egress, legacy.autostop_idle], [{ policy: 'allow' }, '5m'], 'an app from an older state.db has the defaults');
   });
 
+  it('answers DNS over TCP as well as UDP, for its own names and for the outside, with NXDOMAIN for unknown names', async () => {
+    const { private_ip } = await d.client.machines.get('eg-allow', allowId);
+    const gateway = private_ip.replace(/\.\d+$/, '.1');
+    assert.deepEqual(await askOverTcp(allowId, gateway, `${allowId}.vm.eg-allow.internal`), { rcode: 'NOERROR', ips: [private_ip], transport: undefined });
+    assert.deepEqual((await askOverTcp(allowId, gateway, '_api.internal')).ips, [gateway]);
+    assert.deepEqual(await askOverTcp(allowId, gateway, 'outside.test'), { rcode: 'NOERROR', ips: [listedIp], transport: 'tcp' }, 'asked upstream over TCP too');
+    assert.equal((await askOverTcp(allowId, gateway, 'nowhere.internal')).rcode, 'NXDOMAIN');
+    assert.match(await sh('eg-allow', allowId, 'nslookup nowhere.internal 2>&1; true'), /NXDOMAIN/, 'and over UDP');
+  });
+
   it('keeps an app with egress deny inside its network, with its DNS and _api.internal still there', async () => {
     await d.client.apps.create('eg-deny', { settings: { egress: { policy: 'deny' }, autostop_idle: '90s' } });
     const web = await machine('eg-deny', ['sh', '-c', 'echo mate > /tmp/index.html; exec httpd -f -p 8080 -h /tmp']);
@@ -166,6 +220,7 @@ describe('egress', () => {
     ]);
     assert.match(outside, /FAILED/);
     assert.doesNotMatch(byName, new RegExp(listedIp.replace(/\./g, '\\.')), 'no names from outside either');
+    assert.match(byName, /REFUSED/);
     assert.equal(mate, 'mate\n', 'machines of the app still reach each other by name');
 
     const noToken = await get('eg-deny', m.id, 'http://_api.internal:4280/v1/apps');

@@ -1,5 +1,5 @@
 import { createSocket, type Socket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { connect, createServer, isIPv6, type Server, type Socket as TcpSocket } from 'node:net';
 import packet from 'dns-packet';
 
 // Names inside an app's private network, answered on the app's gateway (port 53): the machines
@@ -7,7 +7,9 @@ import packet from 'dns-packet';
 // machines, and `_api.internal` is the gateway itself, where the Machines API answers on port
 // 4280. A machine asks its own app's gateway (the firewall lets it reach no other), so it can
 // only ever learn its own app's names. Other names go to the host's resolver, for apps whose
-// egress is not `deny`, so `apt-get install` works in a machine.
+// egress is not `deny`, so `apt-get install` works in a machine. Over UDP and TCP, as resolvers
+// expect: an answer too big for a plain UDP datagram comes back truncated, and the asker asks
+// again over TCP.
 
 export type AppMachines = {
   app: string;
@@ -26,11 +28,21 @@ const TTL_S = 5;
 const UPSTREAM_TIMEOUT_MS = 5000;
 /** Queries being looked up upstream at once, over all apps; more are dropped (the asker retries). */
 const MAX_FORWARDS = 256;
+/** What a UDP answer may be without EDNS (RFC 1035); bigger ones are truncated. */
+const PLAIN_UDP_SIZE = 512;
+/** A TCP connection with no query for this long is closed. */
+const TCP_IDLE_MS = 10_000;
+
+type Transport = 'udp' | 'tcp';
+
+const RCODES = { NOERROR: 0, NXDOMAIN: 3, REFUSED: 5 } as const;
+type Rcode = keyof typeof RCODES;
 
 export class InternalDns {
   readonly #lookup: SubnetLookup;
   readonly #upstream: Upstream | undefined;
   readonly #sockets = new Map<number, Socket>();
+  readonly #servers = new Map<number, { server: Server; connections: Set<TcpSocket> }>();
   readonly #gateways = new Map<number, string>();
   #forwards = 0;
 
@@ -40,40 +52,77 @@ export class InternalDns {
     this.#upstream = upstream;
   }
 
-  /** Answers on `gateway`:53 for the app of `subnetIndex`. Idempotent. */
+  /** Answers on `gateway`:53, UDP and TCP, for the app of `subnetIndex`. Idempotent. */
   async serve(subnetIndex: number, gateway: string): Promise<void> {
     if (this.#sockets.has(subnetIndex)) return;
     const socket = createSocket('udp4');
     this.#sockets.set(subnetIndex, socket);
     this.#gateways.set(subnetIndex, gateway);
     socket.on('message', (msg, from) => {
-      this.#answer(subnetIndex, msg, (reply) => {
+      this.#answer(subnetIndex, msg, 'udp', (reply) => {
         // An upstream answer may come after the app's bridge went down.
         if (this.#sockets.get(subnetIndex) === socket) socket.send(reply, from.port, from.address);
       });
     });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', (err) => {
-        this.#sockets.delete(subnetIndex);
-        this.#gateways.delete(subnetIndex);
-        reject(err);
-      });
-      socket.bind(53, gateway, () => resolve());
+    const connections = new Set<TcpSocket>();
+    const server = createServer((conn) => {
+      connections.add(conn);
+      conn.once('close', () => connections.delete(conn));
+      this.#serveTcp(subnetIndex, conn);
     });
-    socket.on('error', () => {}); // a bad datagram must not take the daemon down
+    this.#servers.set(subnetIndex, { server, connections });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.bind(53, gateway, () => resolve());
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(53, gateway, () => resolve());
+      });
+    } catch (err) {
+      this.stop(subnetIndex);
+      throw err;
+    }
+    // A bad datagram or connection must not take the daemon down.
+    socket.on('error', () => {});
+    server.on('error', () => {});
   }
 
   stop(subnetIndex: number): void {
     this.#sockets.get(subnetIndex)?.close();
     this.#sockets.delete(subnetIndex);
     this.#gateways.delete(subnetIndex);
+    const tcp = this.#servers.get(subnetIndex);
+    if (tcp) {
+      if (tcp.server.listening) tcp.server.close();
+      for (const conn of tcp.connections) conn.destroy();
+      this.#servers.delete(subnetIndex);
+    }
   }
 
   close(): void {
     for (const index of [...this.#sockets.keys()]) this.stop(index);
   }
 
-  #answer(subnetIndex: number, msg: Buffer, send: (reply: Buffer) => void): void {
+  /** DNS over TCP: each message goes with its length in two bytes (RFC 1035 4.2.2). */
+  #serveTcp(subnetIndex: number, conn: TcpSocket): void {
+    conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
+    conn.on('error', () => conn.destroy());
+    let buffered: Buffer = Buffer.alloc(0);
+    conn.on('data', (chunk: Buffer) => {
+      buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
+      while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+        const msg = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+        buffered = buffered.subarray(2 + msg.length);
+        this.#answer(subnetIndex, msg, 'tcp', (reply) => {
+          if (conn.writable) conn.write(framed(reply));
+        });
+      }
+    });
+  }
+
+  #answer(subnetIndex: number, msg: Buffer, transport: Transport, send: (reply: Buffer) => void): void {
     let query: packet.Packet;
     try {
       query = packet.decode(msg);
@@ -83,18 +132,23 @@ export class InternalDns {
     const question = query.questions?.[0];
     if (!question) return;
     const name = question.name.toLowerCase().replace(/\.$/, '');
-    const reply = (rcode: string, ips: string[] = []) =>
+    const encode = (rcode: Rcode, ips: string[], truncated: boolean) =>
       packet.encode({
         id: query.id,
         type: 'response',
-        flags: packet.AUTHORITATIVE_ANSWER | ((query.flags ?? 0) & packet.RECURSION_DESIRED),
-        rcode,
+        // dns-packet encodes no `rcode` field: the code goes in the flags' low bits.
+        flags: packet.AUTHORITATIVE_ANSWER | ((query.flags ?? 0) & packet.RECURSION_DESIRED) | (truncated ? packet.TRUNCATED_RESPONSE : 0) | RCODES[rcode],
         questions: [question],
         answers: ips.map((ip) => ({ name: question.name, type: 'A' as const, class: 'IN' as const, ttl: TTL_S, data: ip })),
       } as packet.Packet);
+    const reply = (rcode: Rcode, ips: string[] = []) => {
+      const whole = encode(rcode, ips, false);
+      // Our own answers carry no EDNS, so over UDP they keep to the plain size.
+      return transport === 'udp' && whole.length > PLAIN_UDP_SIZE ? encode(rcode, [], true) : whole;
+    };
     const app = this.#lookup(subnetIndex);
     if (!name.endsWith('.internal')) {
-      if (app?.resolvesPublicNames && this.#upstream) this.#forward(this.#upstream, msg, send);
+      if (app?.resolvesPublicNames && this.#upstream) this.#forward(this.#upstream, msg, transport, send);
       else send(reply('REFUSED'));
       return;
     }
@@ -102,27 +156,48 @@ export class InternalDns {
     send(ips === undefined ? reply('NXDOMAIN') : reply('NOERROR', question.type === 'A' ? ips : []));
   }
 
-  /** Asks the upstream resolver from a fresh socket (a random port) and relays its answer as it is. */
-  #forward(upstream: Upstream, msg: Buffer, send: (reply: Buffer) => void): void {
+  /**
+   * Asks the upstream resolver the same way the machine asked (UDP from a fresh socket, on a
+   * random port; or a TCP connection of its own) and relays its answer as it is.
+   */
+  #forward(upstream: Upstream, msg: Buffer, transport: Transport, send: (reply: Buffer) => void): void {
     if (this.#forwards >= MAX_FORWARDS) return;
     this.#forwards++;
-    const socket = createSocket(isIPv6(upstream.host) ? 'udp6' : 'udp4');
     let open = true;
     const done = () => {
       if (!open) return;
       open = false;
       this.#forwards--;
       clearTimeout(timer);
-      socket.close();
+      close();
     };
     const timer = setTimeout(done, UPSTREAM_TIMEOUT_MS);
-    socket.on('error', done);
-    socket.on('message', (answer) => {
+    let close: () => void;
+    if (transport === 'udp') {
+      const socket = createSocket(isIPv6(upstream.host) ? 'udp6' : 'udp4');
+      close = () => socket.close();
+      socket.on('error', done);
+      socket.on('message', (answer) => {
+        done();
+        send(answer);
+      });
+      // Connected, so only the upstream's own answers come back on it.
+      socket.connect(upstream.port, upstream.host, () => socket.send(msg));
+      return;
+    }
+    const conn = connect({ host: upstream.host, port: upstream.port });
+    close = () => conn.destroy();
+    conn.on('error', done);
+    conn.on('close', done);
+    let buffered: Buffer = Buffer.alloc(0);
+    conn.on('data', (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      if (buffered.length < 2 || buffered.length < 2 + buffered.readUInt16BE(0)) return;
+      const answer = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
       done();
       send(answer);
     });
-    // Connected, so only the upstream's own answers come back on it.
-    socket.connect(upstream.port, upstream.host, () => socket.send(msg));
+    conn.write(framed(msg));
   }
 
   #resolve(subnetIndex: number, app: AppMachines, name: string): string[] | undefined {
@@ -139,4 +214,10 @@ export class InternalDns {
     const machine = vm ? app.machines.find((m) => m.id === vm) : undefined;
     return machine ? [machine.ip] : undefined;
   }
+}
+
+function framed(msg: Buffer): Buffer {
+  const length = Buffer.alloc(2);
+  length.writeUInt16BE(msg.length);
+  return Buffer.concat([length, msg]);
 }
