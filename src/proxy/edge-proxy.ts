@@ -77,8 +77,9 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string, startedAt: number) => {
     const scanned = scanRequest(req, requestId, false);
     let app = appOf(scanned.host);
-    const httpsPort = httpsServer && !(req.socket as TLSSocket).encrypted ? portOf(httpsServer) : undefined;
-    if (httpsPort !== undefined && opts.table.routes(app).some((r) => r.forceHttps)) {
+    // Routes first: asking a server its port is a syscall, too dear for every request.
+    const httpsPort = opts.table.routes(app).some((r) => r.forceHttps) && httpsServer && !(req.socket as TLSSocket).encrypted ? portOf(httpsServer) : undefined;
+    if (httpsPort !== undefined) {
       res.writeHead(301, { location: `https://${scanned.host.replace(/:\d+$/, '')}:${httpsPort}${req.url ?? '/'}`, 'fly-request-id': requestId });
       res.end();
       opts.metrics.answered(opts.metrics.statsFor(app, ''), 301, startedAt);
