@@ -105,21 +105,14 @@ export class InternalDns {
     for (const index of [...this.#sockets.keys()]) this.stop(index);
   }
 
-  /** DNS over TCP: each message goes with its length in two bytes (RFC 1035 4.2.2). */
   #serveTcp(subnetIndex: number, conn: TcpSocket): void {
     conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
     conn.on('error', () => conn.destroy());
-    let buffered: Buffer = Buffer.alloc(0);
-    conn.on('data', (chunk: Buffer) => {
-      buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
-      while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
-        const msg = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
-        buffered = buffered.subarray(2 + msg.length);
-        this.#answer(subnetIndex, msg, 'tcp', (reply) => {
-          if (conn.writable) conn.write(framed(reply));
-        });
-      }
-    });
+    onFramed(conn, (msg) =>
+      this.#answer(subnetIndex, msg, 'tcp', (reply) => {
+        if (conn.writable) conn.write(framed(reply));
+      }),
+    );
   }
 
   #answer(subnetIndex: number, msg: Buffer, transport: Transport, send: (reply: Buffer) => void): void {
@@ -163,41 +156,33 @@ export class InternalDns {
   #forward(upstream: Upstream, msg: Buffer, transport: Transport, send: (reply: Buffer) => void): void {
     if (this.#forwards >= MAX_FORWARDS) return;
     this.#forwards++;
+    const udp = transport === 'udp' ? createSocket(isIPv6(upstream.host) ? 'udp6' : 'udp4') : undefined;
+    const tcp = udp ? undefined : connect({ host: upstream.host, port: upstream.port });
     let open = true;
     const done = () => {
       if (!open) return;
       open = false;
       this.#forwards--;
       clearTimeout(timer);
-      close();
+      udp?.close();
+      tcp?.destroy();
     };
     const timer = setTimeout(done, UPSTREAM_TIMEOUT_MS);
-    let close: () => void;
-    if (transport === 'udp') {
-      const socket = createSocket(isIPv6(upstream.host) ? 'udp6' : 'udp4');
-      close = () => socket.close();
-      socket.on('error', done);
-      socket.on('message', (answer) => {
-        done();
-        send(answer);
-      });
-      // Connected, so only the upstream's own answers come back on it.
-      socket.connect(upstream.port, upstream.host, () => socket.send(msg));
-      return;
-    }
-    const conn = connect({ host: upstream.host, port: upstream.port });
-    close = () => conn.destroy();
-    conn.on('error', done);
-    conn.on('close', done);
-    let buffered: Buffer = Buffer.alloc(0);
-    conn.on('data', (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      if (buffered.length < 2 || buffered.length < 2 + buffered.readUInt16BE(0)) return;
-      const answer = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+    const relay = (answer: Buffer) => {
       done();
       send(answer);
-    });
-    conn.write(framed(msg));
+    };
+    if (udp) {
+      udp.on('error', done);
+      udp.on('message', relay);
+      // Connected, so only the upstream's own answers come back on it.
+      udp.connect(upstream.port, upstream.host, () => udp.send(msg));
+    } else if (tcp) {
+      tcp.on('error', done);
+      tcp.on('close', done);
+      onFramed(tcp, relay);
+      tcp.write(framed(msg));
+    }
   }
 
   #resolve(subnetIndex: number, app: AppMachines, name: string): string[] | undefined {
@@ -214,6 +199,19 @@ export class InternalDns {
     const machine = vm ? app.machines.find((m) => m.id === vm) : undefined;
     return machine ? [machine.ip] : undefined;
   }
+}
+
+/** DNS over TCP puts each message after its length in two bytes (RFC 1035 4.2.2). */
+function onFramed(conn: TcpSocket, onMessage: (msg: Buffer) => void): void {
+  let buffered: Buffer = Buffer.alloc(0);
+  conn.on('data', (chunk: Buffer) => {
+    buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
+    while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+      const msg = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+      buffered = buffered.subarray(2 + msg.length);
+      onMessage(msg);
+    }
+  });
 }
 
 function framed(msg: Buffer): Buffer {
