@@ -73,9 +73,14 @@ export async function startDaemon(dataDir: string, extraArgs: string[] = []): Pr
   };
 }
 
-/** A /20 of the default range picked by the data dir, so daemons of different tests use different subnets. */
+/**
+ * A /20 of the default range picked by the data dir, so daemons of different tests use different
+ * subnets. HANGAR_TEST_NET (a second octet, 16–31) moves a whole test run to another /16, so two
+ * runs on one host at once do not share subnets.
+ */
 export function testMachineCidr(dataDir: string): string {
-  return `172.29.${(Number.parseInt(networkTag(dataDir), 16) % 16) * 16}.0/20`;
+  const second = process.env.HANGAR_TEST_NET || '29';
+  return `172.${second}.${(Number.parseInt(networkTag(dataDir), 16) % 16) * 16}.0/20`;
 }
 
 /** The network namespaces, bridges and firewall table a daemon on this data dir made. */
