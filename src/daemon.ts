@@ -74,6 +74,9 @@ type FileConfig = {
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  // Searchable, not readable, by others: a machine's root (an unprivileged host id) must traverse
+  // it to reach its own root filesystem. What is secret in it (token, keys) is mode 600 itself.
+  await chmod(opts.dataDir, 0o711);
   await claimDataDir(opts.dataDir);
   const token = opts.token ?? (await loadOrCreateToken(opts.dataDir));
   const fileConfig = await readFileConfig(opts.dataDir);

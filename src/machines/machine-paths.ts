@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { OverlayLayout } from '../storage/overlay-rootfs.ts';
+import { idRangeOf } from './id-ranges.ts';
 
 /** Where a machine's files live under the data dir (DESIGN.md, "Data dir"). */
 export class MachinePaths {
@@ -25,7 +26,14 @@ export class MachinePaths {
     return join(this.root, id, 'logs', 'machine.log');
   }
 
-  overlay(id: string, lowerDirs: string[]): OverlayLayout {
-    return { lowerDirs, upperDir: join(this.root, id, 'upper'), workDir: join(this.root, id, 'work'), target: this.rootfs(id) };
+  overlay(m: { id: string; layerDirs: string[]; uidBase: number }): OverlayLayout {
+    const range = idRangeOf(m.uidBase);
+    return {
+      lowerDirs: m.layerDirs,
+      upperDir: join(this.root, m.id, 'upper'),
+      workDir: join(this.root, m.id, 'work'),
+      target: this.rootfs(m.id),
+      ...(range ? { idmap: { range, lowerView: join(this.root, m.id, 'layers') } } : {}),
+    };
   }
 }

@@ -14,6 +14,7 @@ import type { MachineNetwork } from '../network/machine-network.ts';
 import { resolvConf } from '../network/resolv-conf.ts';
 import type { MachinePaths } from './machine-paths.ts';
 import { commandFor, envFor } from './process-spec.ts';
+import { idRangeOf } from './id-ranges.ts';
 import type { MachineRecord } from './store.ts';
 
 // The mechanics of running one machine: lay out its root filesystem and bundle, run it, halt it.
@@ -46,7 +47,7 @@ export class MachineRunner {
   async layOut(m: MachineRecord, image: ImageRunConfig): Promise<void> {
     await mkdir(dirname(this.#paths.log(m.id)), { recursive: true });
     await mkdir(this.#paths.bundle(m.id), { recursive: true });
-    const layout = this.#paths.overlay(m.id, m.layerDirs);
+    const layout = this.#paths.overlay(m);
     if (!(await isMounted(layout.target))) await mountOverlay(layout);
     await writeMachineFiles(layout.target, m.config.files);
     if (m.privateIp) {
@@ -58,8 +59,8 @@ export class MachineRunner {
 
   /** config.rootfs.persist = never: a fresh writable layer with config.files, before a start. */
   async resetRootfs(m: MachineRecord): Promise<void> {
-    const layout = this.#paths.overlay(m.id, m.layerDirs);
-    await unmountOverlay(layout.target);
+    const layout = this.#paths.overlay(m);
+    await unmountOverlay(layout);
     await resetUpper(layout);
     await mountOverlay(layout);
     await writeMachineFiles(layout.target, m.config.files);
@@ -89,7 +90,7 @@ export class MachineRunner {
   async #ensureMounted(m: MachineRecord): Promise<void> {
     const pending = this.#mounting.get(m.id);
     if (pending) return pending;
-    const layout = this.#paths.overlay(m.id, m.layerDirs);
+    const layout = this.#paths.overlay(m);
     const mounting = (async () => {
       if (!(await isMounted(layout.target))) await mountOverlay(layout);
     })().finally(() => this.#mounting.delete(m.id));
@@ -175,13 +176,13 @@ export class MachineRunner {
   async remove(m: MachineRecord): Promise<void> {
     this.#stopWatching(m.id);
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
-    await unmountOverlay(this.#paths.rootfs(m.id));
+    await unmountOverlay(this.#paths.overlay(m));
     await this.#network.detach(m.id);
     await rm(this.#paths.dir(m.id), { recursive: true, force: true });
   }
 
   async unmount(m: MachineRecord): Promise<void> {
-    await unmountOverlay(this.#paths.rootfs(m.id));
+    await unmountOverlay(this.#paths.overlay(m));
   }
 
   #resolvConf(id: string): string {
@@ -207,6 +208,7 @@ export class MachineRunner {
         ...user,
       },
       limits: { cpus: m.config.guest?.cpus, memoryMb: m.config.guest?.memory_mb },
+      ...(m.uidBase ? { idRange: idRangeOf(m.uidBase) } : {}),
     };
   }
 }

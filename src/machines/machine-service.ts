@@ -1,4 +1,5 @@
 import { allocateAddress } from '../network/allocation.ts';
+import { allocateUidBase } from './id-ranges.ts';
 import type { MachineRange } from '../network/addresses.ts';
 import type { ImageService } from '../images/image-service.ts';
 import type { ExitInfo } from '../runtime/driver.ts';
@@ -73,7 +74,7 @@ export class MachineService {
     const m: MachineRecord = {
       id, app, name: req.name ?? `machine-${id}`, state: 'creating', instanceId: newInstanceId(),
       config: req.config, imageRef: image.ref, layerDirs: image.layerDirs, privateIp: '',
-      createdAt: now, updatedAt: now, restartCount: 0, lease: null, cordoned: false,
+      createdAt: now, updatedAt: now, restartCount: 0, lease: null, cordoned: false, uidBase: 0,
     };
     if (req.lease_ttl) {
       m.lease = { nonce: newInstanceId().toLowerCase(), expiresAt: Math.floor(Date.now() / 1000) + req.lease_ttl, owner: 'api', description: '', version: m.instanceId };
@@ -82,6 +83,7 @@ export class MachineService {
       // Again, now in the same synchronous step as the insert: the image await let others in.
       this.#assertNameFree(app, req.name);
       m.privateIp = allocateAddress(this.#store, this.#machineRange, app);
+      m.uidBase = allocateUidBase(this.#store);
       this.#store.insertMachine(m);
       return this.#store.openIntent(id, 'create', 'creating');
     });

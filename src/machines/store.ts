@@ -29,6 +29,8 @@ export type MachineRecord = {
   restartCount: number;
   lease: LeaseRecord | null;
   cordoned: boolean;
+  /** First host uid/gid of the machine's user namespace (its root); 0 for a machine made before machines had one. */
+  uidBase: number;
 };
 
 export type EventRecord = {
@@ -71,6 +73,7 @@ const ADDED_COLUMNS: Array<{ table: string; column: string; type: string }> = [
   // An app's settings; NULL (rows from before settings) means the default.
   { table: 'apps', column: 'egress', type: 'TEXT' },
   { table: 'apps', column: 'autostop_idle_ms', type: 'INTEGER' },
+  { table: 'machines', column: 'uid_base', type: 'INTEGER NOT NULL DEFAULT 0' },
 ];
 
 type Row = Record<string, string | number | null>;
@@ -172,6 +175,12 @@ export class Store {
     return new Set(rows.map((r) => r.private_ip));
   }
 
+  /** uid bases held by machines that are not destroyed. */
+  usedUidBases(): Set<number> {
+    const rows = this.#db.prepare("SELECT uid_base FROM machines WHERE state != 'destroyed' AND uid_base != 0").all() as Array<{ uid_base: number }>;
+    return new Set(rows.map((r) => Number(r.uid_base)));
+  }
+
   countLiveMachines(app: string): number {
     const row = this.#db
       .prepare("SELECT count(*) AS n FROM machines WHERE app = ? AND state != 'destroyed'")
@@ -183,7 +192,7 @@ export class Store {
     this.#db
       .prepare(
         `INSERT INTO machines (id, app, name, state, instance_id, config, image_ref, layer_dirs, private_ip,
-          created_at, updated_at, restart_count, lease, cordoned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          created_at, updated_at, restart_count, lease, cordoned, uid_base) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(...machineValues(m));
   }
@@ -193,7 +202,7 @@ export class Store {
     this.#db
       .prepare(
         `UPDATE machines SET app = ?, name = ?, state = ?, instance_id = ?, config = ?, image_ref = ?, layer_dirs = ?,
-          private_ip = ?, created_at = ?, updated_at = ?, restart_count = ?, lease = ?, cordoned = ? WHERE id = ?`,
+          private_ip = ?, created_at = ?, updated_at = ?, restart_count = ?, lease = ?, cordoned = ?, uid_base = ? WHERE id = ?`,
       )
       .run(...rest, id);
   }
@@ -273,7 +282,7 @@ function machineValues(m: MachineRecord) {
   return [
     m.id, m.app, m.name, m.state, m.instanceId, JSON.stringify(m.config), JSON.stringify(m.imageRef),
     JSON.stringify(m.layerDirs), m.privateIp, m.createdAt, m.updatedAt, m.restartCount,
-    m.lease ? JSON.stringify(m.lease) : null, m.cordoned ? 1 : 0,
+    m.lease ? JSON.stringify(m.lease) : null, m.cordoned ? 1 : 0, m.uidBase,
   ] as const;
 }
 
@@ -306,5 +315,6 @@ function toMachine(r: Row): MachineRecord {
     restartCount: Number(r.restart_count),
     lease: r.lease ? (JSON.parse(String(r.lease)) as LeaseRecord) : null,
     cordoned: Number(r.cordoned) === 1,
+    uidBase: Number(r.uid_base ?? 0),
   };
 }

@@ -98,6 +98,12 @@ export class MachineNetwork {
         netns: ns,
         commands: [`addr add ${ip}/${subnet.prefix} dev eth0`, 'link set lo up', 'link set eth0 up', `route add default via ${subnet.gateway}`],
       },
+    ], [
+      // The namespace belongs to the host's user namespace, so a machine's root (root only in its
+      // own) has no CAP_NET_BIND_SERVICE or CAP_NET_RAW here. Low ports and ICMP echo (datagram
+      // sockets) are opened to every user of the namespace instead, as Docker does; raw sockets,
+      // and with them forged packets, stay out of reach.
+      `nsenter --net=${this.netnsPath(machineId)} sh -c 'echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range'`,
     ]);
   }
 
@@ -145,9 +151,9 @@ export class MachineNetwork {
   }
 }
 
-/** `ip -batch` runs (each in a namespace or the host's), in one shell: a few ms in all. */
-async function ipScript(batches: Array<{ netns?: string; commands: string[] }>): Promise<void> {
-  const script = ['set -e', ...batches.map((b, i) => `ip ${b.netns ? `-n ${b.netns} ` : ''}-batch - <<'EOF${i}'\n${b.commands.join('\n')}\nEOF${i}`)].join('\n');
+/** `ip -batch` runs (each in a namespace or the host's), then shell lines, in one shell: a few ms in all. */
+async function ipScript(batches: Array<{ netns?: string; commands: string[] }>, then: string[] = []): Promise<void> {
+  const script = ['set -e', ...batches.map((b, i) => `ip ${b.netns ? `-n ${b.netns} ` : ''}-batch - <<'EOF${i}'\n${b.commands.join('\n')}\nEOF${i}`), ...then].join('\n');
   await new Promise<void>((resolve, reject) => {
     execFile('sh', ['-c', script], (err, _stdout, stderr) => {
       if (err) {

@@ -2,7 +2,8 @@
 // controllers ("hybrid mode"); inside a private mount namespace without the cgroup2 mount it uses
 // v1 cleanly, so on such hosts every cgroup-touching call is prefixed with that namespace.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, openSync, readFileSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 
 export type CrunCommand = {
@@ -34,12 +35,37 @@ export function detectCrunCommand(stateRoot: string): CrunCommand {
 }
 
 // Unmounts the listed paths (up to `--`) and execs the rest, keeping the pid: the caller's pid is crun's.
-const HIDE_AND_EXEC = 'while [ "$1" != -- ]; do umount "$1" || exit 125; shift; done; shift; exec "$@"';
+// Before that, a caller that passes fd 3 (the machine's cgroup.procs, see openCgroup2Group) is moved
+// into the machine's cgroup v2 group, which crun does not manage on such hosts.
+const HIDE_AND_EXEC = '{ echo $$ >&3; } 2>/dev/null; exec 3>&-; while [ "$1" != -- ]; do umount "$1" || exit 125; shift; done; shift; exec "$@"';
 
 /** argv that runs `argv` with crun able to see cgroups the way it wants; first element is the program. */
 export function inCrunNamespace(cmd: CrunCommand, argv: string[]): string[] {
   if (cmd.hiddenCgroup2.length === 0) return argv;
   return ['unshare', '-m', '--propagation', 'slave', 'sh', '-c', HIDE_AND_EXEC, 'hangar-ns', ...cmd.hiddenCgroup2, '--', ...argv];
+}
+
+/**
+ * On a hybrid host: the machine's own group in the cgroup v2 hierarchy (made if missing), its
+ * cgroup.procs open for writing, to hand a crun call as fd 3. Without it the machine's processes
+ * would sit at the v2 root, and a cgroup2 mounted from inside would be the host's whole tree.
+ */
+export function openCgroup2Group(cmd: CrunCommand, cgroupPath: string): number | undefined {
+  const v2 = cmd.hiddenCgroup2[0];
+  if (!v2) return undefined;
+  const group = join(v2, cgroupPath);
+  mkdirSync(group, { recursive: true });
+  return openSync(join(group, 'cgroup.procs'), 'w');
+}
+
+export function removeCgroup2Group(cmd: CrunCommand, cgroupPath: string): void {
+  const v2 = cmd.hiddenCgroup2[0];
+  if (!v2) return;
+  try {
+    rmdirSync(join(v2, cgroupPath));
+  } catch {
+    // already gone, or a process still leaving it
+  }
 }
 
 export function crunArgv(cmd: CrunCommand, args: string[]): string[] {

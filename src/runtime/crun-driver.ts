@@ -8,7 +8,7 @@ import { constants, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import { watchBundle } from './bundle-watch.ts';
-import { type CrunCommand, crunArgv, detectCrunCommand, inCrunNamespace, runCrun } from './crun-command.ts';
+import { type CrunCommand, crunArgv, detectCrunCommand, inCrunNamespace, openCgroup2Group, removeCgroup2Group, runCrun } from './crun-command.ts';
 import { crunExec, spawnExec } from './crun-exec.ts';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec, RunState } from './driver.ts';
 import { machineNofileLimit } from './host-limits.ts';
@@ -29,6 +29,8 @@ import {
   removeRunFiles,
   toExitInfo,
 } from './run-files.ts';
+import { compiledSeccomp } from './seccomp-bpf.ts';
+import { hardenSeccomp } from './seccomp-harden.ts';
 import { DEFAULT_SECCOMP_PATH, loadSeccomp } from './seccomp-profile.ts';
 
 export type CrunDriverOptions = {
@@ -95,12 +97,18 @@ class CrunDriver implements Driver {
     await access(this.#initPath, fsConstants.X_OK).catch((err) => {
       throw new HangarError('host_unsupported', `no static tini at ${this.#initPath}`, { hint: INSTALL_HINT, cause: err });
     });
-    await loadSeccomp(DEFAULT_CAPABILITIES, this.#seccompPath);
+    await this.#seccompBpf();
+  }
+
+  /** The machines' filter: the host's profile for their capabilities, hardened, compiled once. */
+  async #seccompBpf(): Promise<string> {
+    const profile = hardenSeccomp(await loadSeccomp(DEFAULT_CAPABILITIES, this.#seccompPath));
+    return compiledSeccomp(this.#cmd, profile, join(dirname(this.#cmd.stateRoot), 'seccomp'));
   }
 
   async prepare(spec: MachineSpec): Promise<void> {
-    const seccomp = await loadSeccomp(DEFAULT_CAPABILITIES, this.#seccompPath);
-    const config = buildOciSpec(spec, { seccomp, initHostPath: this.#initPath, hostMemoryBytes: totalmem(), nofileLimit: this.#nofile });
+    const seccompBpf = await this.#seccompBpf();
+    const config = buildOciSpec(spec, { seccompBpf, initHostPath: this.#initPath, hostMemoryBytes: totalmem(), nofileLimit: this.#nofile });
     await Promise.all([mkdir(spec.bundleDir, { recursive: true }), mkdir(dirname(spec.logPath), { recursive: true })]);
     const tmp = join(spec.bundleDir, 'config.json.tmp');
     await writeFile(tmp, JSON.stringify(config));
@@ -116,11 +124,14 @@ class CrunDriver implements Driver {
     const logStart = fstatSync(logFd).size;
     const argv = inCrunNamespace(this.#cmd, ['sh', '-c', SHIM_SCRIPT, SHIM_ARGV0, bundleDir, id, ...crunArgv(this.#cmd, [])]);
     let shim;
+    let groupFd: number | undefined;
     try {
+      groupFd = openCgroup2Group(this.#cmd, cgroupsPathFor(id));
       // Own session, no pipes to us: the shim and the machine survive the daemon's death.
-      shim = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', logFd, logFd] });
+      shim = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', logFd, logFd, groupFd ?? 'ignore'] });
     } finally {
       closeSync(logFd);
+      if (groupFd !== undefined) closeSync(groupFd);
     }
     shim.unref();
     const outcome = await new Promise<{ pid: number } | { exit: number } | { error: Error }>((resolve) => {
@@ -231,6 +242,7 @@ class CrunDriver implements Driver {
     const shim = readShim(bundleDir);
     for (let i = 0; shim && i < 250 && isShimOf(shim.pid, bundleDir); i++) await new Promise((r) => setTimeout(r, 20));
     await removeRunFiles(bundleDir);
+    removeCgroup2Group(this.#cmd, cgroupsPathFor(id));
     this.#oom.forget(cgroupsPathFor(id));
     this.#bundles.delete(id);
   }

@@ -2,14 +2,15 @@
 // itself is killed: killing only the crun client would leave it running.
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { readFile, readlink, unlink } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
-import { type CrunCommand, crunArgv, inCrunNamespace } from './crun-command.ts';
+import { type CrunCommand, crunArgv, inCrunNamespace, openCgroup2Group } from './crun-command.ts';
+import { cgroupsPathFor } from './oci-spec.ts';
 import type { ExecExit, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest } from './driver.ts';
 
 export const EXEC_OUTPUT_CAP_BYTES = 4 * 1024 * 1024;
@@ -100,11 +101,17 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
   const argv = inCrunNamespace(cmd, crunArgv(cmd, args));
   const [file, ...rest] = req.tty ? inTerminal(argv, req.tty) : argv;
   // Own process group: the exec'd process inherits it, so the whole group can be killed at once.
-  const child = spawn(file!, rest, {
-    detached: true,
-    stdio: [req.tty || opts.stdin !== false ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-    env: req.tty ? { ...process.env, SHELL: '/bin/sh' } : process.env,
-  });
+  const groupFd = openCgroup2Group(cmd, cgroupsPathFor(id));
+  let child;
+  try {
+    child = spawn(file!, rest, {
+      detached: true,
+      stdio: [req.tty || opts.stdin !== false ? 'pipe' : 'ignore', 'pipe', 'pipe', groupFd ?? 'ignore'],
+      env: req.tty ? { ...process.env, SHELL: '/bin/sh' } : process.env,
+    });
+  } finally {
+    if (groupFd !== undefined) closeSync(groupFd);
+  }
   child.stdin?.on('error', () => {}); // the command may exit without reading its stdin
 
   let timedOut = false;

@@ -44,6 +44,9 @@ export type MachineSpec = {
   logPath: string;
   process: ProcessSpec;
   limits: MachineLimits;
+  /** The machine's own user namespace maps ids 0..size-1 inside to base.. on the host; absent for
+   * machines made before machines had one. The rootfs must already show its files in this range. */
+  idRange?: { base: number; size: number };
 };
 
 export type ExitInfo = {

@@ -16,7 +16,7 @@ const machine = {
   process: { args: ['app', '--flag'], env: ['A=1'], cwd: '', uid: 1000, gid: 1000 },
   limits: { cpus: 1.5, memoryMb: 64 },
 };
-const opts = { seccomp: { defaultAction: 'SCMP_ACT_ERRNO', architectures: [], syscalls: [] }, initHostPath: '/tini', hostMemoryBytes: 2 ** 30, nofileLimit: 1024 };
+const opts = { seccompBpf: 'AAAA', initHostPath: '/tini', hostMemoryBytes: 2 ** 30, nofileLimit: 1024 };
 
 describe('buildOciSpec', () => {
   it('runs the app under tini with limits and a cgroup per machine', () => {

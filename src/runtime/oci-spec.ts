@@ -3,14 +3,15 @@
 import { HangarError } from '../protocol/errors.ts';
 import type { MachineLimits, MachineSpec } from './driver.ts';
 import { DEVICE_RULES, INIT_PATH, MASKED_PATHS, READONLY_PATHS, capabilitiesFor, defaultMounts } from './oci-defaults.ts';
-import type { OciSeccomp } from './seccomp-profile.ts';
+import { SECCOMP_BPF_ANNOTATION } from './seccomp-bpf.ts';
 
 export const DEFAULT_PIDS_LIMIT = 4096;
 export const STOP_SIGNAL_ANNOTATION = 'org.opencontainers.image.stopSignal';
 const CPU_PERIOD_US = 100_000;
 
 export type OciSpecOptions = {
-  seccomp: OciSeccomp;
+  /** The machine's seccomp filter, compiled (seccomp-bpf.ts) and base64-encoded. */
+  seccompBpf: string;
   /** Host path of a static tini, bind-mounted read-only as the machine's init. */
   initHostPath: string;
   hostMemoryBytes: number;
@@ -26,7 +27,10 @@ export function buildOciSpec(spec: MachineSpec, opts: OciSpecOptions) {
   const { process: proc } = spec;
   return {
     ociVersion: '1.0.2',
-    ...(spec.stopSignal ? { annotations: { [STOP_SIGNAL_ANNOTATION]: spec.stopSignal } } : {}),
+    annotations: {
+      [SECCOMP_BPF_ANNOTATION]: opts.seccompBpf,
+      ...(spec.stopSignal ? { [STOP_SIGNAL_ANNOTATION]: spec.stopSignal } : {}),
+    },
     process: {
       terminal: false,
       user: { uid: proc.uid, gid: proc.gid, additionalGids: proc.additionalGids ?? [] },
@@ -48,15 +52,22 @@ export function buildOciSpec(spec: MachineSpec, opts: OciSpecOptions) {
       cgroupsPath: cgroupsPathFor(spec.id),
       resources: { devices: DEVICE_RULES, ...resourcesFor(spec.limits, opts.hostMemoryBytes) },
       namespaces: [
+        ...(spec.idRange ? [{ type: 'user' }] : []),
         { type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' },
         spec.netnsPath ? { type: 'network', path: spec.netnsPath } : { type: 'network' },
         { type: 'cgroup' },
       ],
+      ...(spec.idRange ? idMappings(spec.idRange) : {}),
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
-      seccomp: opts.seccomp,
     },
   };
+}
+
+/** Root inside is range.base on the host; nothing inside maps to a host id outside the range. */
+function idMappings(range: { base: number; size: number }) {
+  const map = [{ containerID: 0, hostID: range.base, size: range.size }];
+  return { uidMappings: map, gidMappings: map };
 }
 
 export function resourcesFor(limits: MachineLimits, hostMemoryBytes: number) {

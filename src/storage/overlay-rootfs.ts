@@ -1,29 +1,50 @@
 import { execFile } from 'node:child_process';
-import { readFile, rm, mkdir } from 'node:fs/promises';
+import { chown, readFile, rm, mkdir } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
+import { type IdRange, mountIdmapped } from './idmapped-mount.ts';
 
 // A machine's root filesystem: the image's unpacked layers as overlay lower dirs under one
 // per-machine upper dir. The mount stays up across stop/start so start needs no mount at all.
+//
+// With an id range (a machine in its own user namespace), the layers are seen through an idmapped
+// view of the directory holding them, so the image's root-owned files belong to the machine's root
+// while the one copy on disk stays shared; the upper dir belongs to the range's root.
 
 const run = promisify(execFile);
 
-export type OverlayLayout = { lowerDirs: string[]; upperDir: string; workDir: string; target: string };
+export type OverlayLayout = {
+  lowerDirs: string[];
+  upperDir: string;
+  workDir: string;
+  target: string;
+  /** The machine's id range, and where the idmapped view of its layers' directory is mounted. */
+  idmap?: { range: IdRange; lowerView: string };
+};
 
 export async function mountOverlay(layout: OverlayLayout): Promise<void> {
-  const { lowerDirs, upperDir, workDir, target } = layout;
+  const { lowerDirs, upperDir, workDir, target, idmap } = layout;
   if (lowerDirs.length === 0) throw new HangarError('unsupported_image', 'image has no layers', { hint: 'use an image with at least one layer' });
-  await Promise.all([mkdir(upperDir, { recursive: true }), mkdir(workDir, { recursive: true }), mkdir(target, { recursive: true })]);
+  const [madeUpper, madeWork] = await Promise.all([mkdir(upperDir, { recursive: true }), mkdir(workDir, { recursive: true }), mkdir(target, { recursive: true })]);
   // overlay takes the lower dirs top-most first; the mount options must fit in one page, so
   // layers sharing a parent (the image store's layers/ dir) are named relative to it.
   const topFirst = [...lowerDirs].reverse();
   const parent = dirname(topFirst[0]!);
   const shared = topFirst.every((d) => dirname(d) === parent);
+  let cwd = shared ? parent : undefined;
+  if (idmap) {
+    if (!shared) throw new HangarError('runtime_error', 'an idmapped root filesystem needs its layers in one directory', { hint: 'recreate the machine' });
+    if (!(await isMounted(idmap.lowerView))) await mountIdmapped(parent, idmap.lowerView, idmap.range);
+    cwd = idmap.lowerView;
+    // Only when new: the machine's root may since have given its / to someone else.
+    if (madeUpper !== undefined) await chown(upperDir, idmap.range.base, idmap.range.base);
+    if (madeWork !== undefined) await chown(workDir, idmap.range.base, idmap.range.base);
+  }
   const lower = shared ? topFirst.map((d) => basename(d)).join(':') : topFirst.join(':');
   const options = `lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
   try {
-    await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], shared ? { cwd: parent } : {});
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], cwd ? { cwd } : {});
   } catch (err) {
     throw new HangarError('runtime_error', `cannot mount the root filesystem at ${target}: ${stderrOf(err)}`, {
       hint: 'the host must support overlayfs; check `dmesg` for overlay errors',
@@ -32,7 +53,13 @@ export async function mountOverlay(layout: OverlayLayout): Promise<void> {
   }
 }
 
-export async function unmountOverlay(target: string): Promise<void> {
+/** Unmounts the root filesystem, then the view of its layers (which it held busy). */
+export async function unmountOverlay(layout: Pick<OverlayLayout, 'target' | 'idmap'>): Promise<void> {
+  await unmount(layout.target);
+  if (layout.idmap) await unmount(layout.idmap.lowerView);
+}
+
+async function unmount(target: string): Promise<void> {
   if (!(await isMounted(target))) return;
   try {
     await run('umount', [target]);
@@ -48,10 +75,9 @@ export async function isMounted(target: string): Promise<boolean> {
   return info.split('\n').some((line) => line.split(' ')[4] === escaped);
 }
 
-/** Empties the writable layer (config.rootfs.persist = never). The overlay must be unmounted. */
+/** Empties the writable layer (config.rootfs.persist = never); mountOverlay makes it anew. The overlay must be unmounted. */
 export async function resetUpper(layout: OverlayLayout): Promise<void> {
   await Promise.all([rm(layout.upperDir, { recursive: true, force: true }), rm(layout.workDir, { recursive: true, force: true })]);
-  await Promise.all([mkdir(layout.upperDir, { recursive: true }), mkdir(layout.workDir, { recursive: true })]);
 }
 
 function stderrOf(err: unknown): string {

@@ -1,0 +1,124 @@
+// Idmapped bind mounts (Linux ≥ 5.12): a view of a directory in which every owner is shifted into a
+// machine's host uid range, so one copy of an image's root-owned layers serves every machine as its
+// own root's files. Node has no binding for these mount syscalls; glibc ≥ 2.36 wraps them, and
+// koffi calls the wrappers. A user namespace carrying the mapping is needed only while the mount is
+// made: the mount keeps its own reference.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import koffi from 'koffi';
+import { HangarError } from '../protocol/errors.ts';
+
+/** A machine's id range on the host: inside, 0..size-1; on the host, base..base+size-1. */
+export type IdRange = { base: number; size: number };
+
+const AT_FDCWD = -100;
+const AT_EMPTY_PATH = 0x1000;
+const AT_RECURSIVE = 0x8000;
+const O_CLOEXEC = 0o2000000;
+const OPEN_TREE_CLONE = 1;
+const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+const MOUNT_ATTR_RDONLY = 0x1;
+const MOUNT_ATTR_NOSUID = 0x2;
+const MOUNT_ATTR_NODEV = 0x4;
+const MOUNT_ATTR_IDMAP = 0x100000;
+
+type Syscalls = {
+  openTree: (dfd: number, path: string, flags: number) => number;
+  mountSetattr: (dfd: number, path: string, flags: number, attr: object, size: number) => number;
+  moveMount: (fromDfd: number, from: string, toDfd: number, to: string, flags: number) => number;
+};
+
+let syscalls: Syscalls | undefined;
+
+function load(): Syscalls {
+  if (syscalls) return syscalls;
+  const libc = koffi.load('libc.so.6');
+  koffi.struct('mount_attr', { attr_set: 'uint64', attr_clr: 'uint64', propagation: 'uint64', userns_fd: 'uint64' });
+  syscalls = {
+    openTree: libc.func('int open_tree(int dfd, const char *path, unsigned int flags)'),
+    mountSetattr: libc.func('int mount_setattr(int dfd, const char *path, unsigned int flags, mount_attr *attr, size_t size)'),
+    moveMount: libc.func('int move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned int flags)'),
+  };
+  return syscalls;
+}
+
+function failed(what: string, path: string): HangarError {
+  const errno = koffi.errno();
+  return new HangarError('host_unsupported', `${what} of ${path} failed (errno ${errno})`, {
+    hint: 'machines need idmapped mounts: Linux 5.19 or newer with overlayfs, and glibc 2.36 or newer',
+    details: { errno, path },
+  });
+}
+
+/**
+ * Mounts a read-only, nodev, nosuid-free view of `source` at `target` in which host id N shows as
+ * range.base + N. Set-id bits stay usable: a setuid-root binary in an image runs as the machine's root.
+ */
+export async function mountIdmapped(source: string, target: string, range: IdRange): Promise<void> {
+  const sys = load();
+  await mkdir(target, { recursive: true });
+  const userns = await holdUserNamespace(range);
+  let tree = -1;
+  try {
+    tree = sys.openTree(AT_FDCWD, source, OPEN_TREE_CLONE | O_CLOEXEC | AT_RECURSIVE);
+    if (tree < 0) throw failed('open_tree', source);
+    const attr = { attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, attr_clr: MOUNT_ATTR_NOSUID, propagation: 0, userns_fd: userns.fd };
+    if (sys.mountSetattr(tree, '', AT_EMPTY_PATH | AT_RECURSIVE, attr, 32) < 0) throw failed('mount_setattr', source);
+    if (sys.moveMount(tree, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) throw failed('move_mount', target);
+  } finally {
+    if (tree >= 0) closeSync(tree);
+    userns.close();
+  }
+}
+
+/**
+ * A user namespace with `range` as its uid and gid map, held open by a sleeping child until
+ * close(). Node cannot unshare a user namespace itself (it is multithreaded), so a child does.
+ */
+async function holdUserNamespace(range: IdRange): Promise<{ fd: number; close(): void }> {
+  const child = spawn('unshare', ['--user', 'sleep', 'infinity'], { stdio: 'ignore' });
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  try {
+    const ours = readlinkSync('/proc/self/ns/user');
+    const spawned = new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', reject);
+    });
+    await spawned;
+    // The namespace exists once unshare has made it and exec'd sleep; until then the link is ours.
+    for (let i = 0; ; i++) {
+      const link = readlinkOrEmpty(`/proc/${child.pid}/ns/user`);
+      if (link && link !== ours) break;
+      if (child.exitCode !== null || i > 500) throw new Error('unshare --user did not make a user namespace');
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const map = `0 ${range.base} ${range.size}\n`;
+    writeFileSync(`/proc/${child.pid}/uid_map`, map);
+    writeFileSync(`/proc/${child.pid}/gid_map`, map);
+    const fd = openSync(`/proc/${child.pid}/ns/user`, 'r');
+    return {
+      fd,
+      close: () => {
+        closeSync(fd);
+        kill();
+      },
+    };
+  } catch (err) {
+    kill();
+    throw new HangarError('host_unsupported', `cannot make a user namespace: ${(err as Error).message}`, {
+      hint: 'install util-linux (unshare) and allow user namespaces (sysctl user.max_user_namespaces > 0)',
+      cause: err,
+    });
+  }
+}
+
+function readlinkOrEmpty(path: string): string {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return '';
+  }
+}
