@@ -252,15 +252,17 @@ export class RegistryClient {
     const code = cause?.code ?? '';
     const text = `${(err as Error).message} ${cause?.message ?? ''}`;
     const tls = /SSL|TLS|EPROTO|wrong version number|packet length/i.test(`${code} ${text}`);
+    // A certificate's names, which such messages quote, are the server's to choose.
+    const said = (message: string) => sanitize(message, [], 160);
     if (tls) {
-      return new HangarError('registry_unreachable', `could not make a TLS connection to registry ${ref.apiHost} (${cause?.message ?? code})`, {
+      return new HangarError('registry_unreachable', `could not make a TLS connection to registry ${ref.apiHost} (${said(cause?.message ?? code)})`, {
         hint: `if ${ref.domain} serves plain HTTP, add ${ref.domain} to insecure registries; otherwise check its TLS certificate`,
         details: { registry: ref.domain, code },
         cause: err,
       });
     }
     if (NETWORK_CODES.has(code) || err instanceof TypeError) {
-      return new HangarError('registry_unreachable', `registry ${ref.apiHost} is unreachable (${code || cause?.message || (err as Error).message})`, {
+      return new HangarError('registry_unreachable', `registry ${ref.apiHost} is unreachable (${said(code || cause?.message || (err as Error).message)})`, {
         hint: `check that ${ref.domain} is up and reachable from this host, then retry`,
         details: { registry: ref.domain, code },
         cause: err,
