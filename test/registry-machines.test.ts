@@ -21,7 +21,7 @@ let image: string;
 // junk for an error body; listed as insecure, as any registry on loopback must be.
 let hostile: Server;
 let hostileHost: string;
-let hostileMode: 'redirect-to-api' | 'junk-error' = 'redirect-to-api';
+let hostileMode: 'redirect-to-api' | 'realm-at-api' | 'junk-error' = 'redirect-to-api';
 
 before(async () => {
   registry = await startRegistry();
@@ -51,6 +51,7 @@ before(async () => {
   await pushLayout(layoutDir, image, { tag: '1' });
   hostile = createServer((_req, res) => {
     if (hostileMode === 'redirect-to-api') return void res.writeHead(307, { location: `${d.url}/v1/apps` }).end();
+    if (hostileMode === 'realm-at-api') return void res.writeHead(401, { 'www-authenticate': `Bearer realm="${d.url}/v1/apps",service="x"` }).end();
     res.writeHead(500).end(`\x1b]0;pwned\x07\r\nERROR injected line ${'x'.repeat(5 << 20)}`);
   });
   hostile.listen(0, '127.0.0.1');
@@ -109,12 +110,17 @@ describe('machines from a registry image', () => {
     assert.ok(missing.body.hint);
   });
 
-  it('a hostile registry cannot send the pull into the daemon API nor flood the error', async () => {
+  it('a hostile registry cannot send the pull (or its token request) into the daemon API, nor flood the error', async () => {
     hostileMode = 'redirect-to-api';
     const redirected = await http(d, 'POST', '/v1/apps/reg/machines', { config: { image: `${hostileHost}/evil/app:1` } });
     assert.equal(redirected.status, 502, redirected.text);
     assert.equal(redirected.body.code, 'registry_redirect_refused');
     assert.match(redirected.body.hint, /HTTPS/);
+
+    hostileMode = 'realm-at-api';
+    const realm = await http(d, 'POST', '/v1/images/pull', { image: `${hostileHost}/evil/app:1` });
+    assert.equal(realm.status, 502, realm.text);
+    assert.equal(realm.body.code, 'registry_realm_refused');
 
     hostileMode = 'junk-error';
     const flooded = await http(d, 'POST', '/v1/images/pull', { image: `${hostileHost}/evil/app:1` });
