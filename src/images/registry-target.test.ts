@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
 import { describe, test } from 'node:test';
-import { isPublicAddress, realmRefusal, redirectRefusal, RefusedAddressError, resolvePublic, type PullOrigins } from './registry-target.ts';
+import { fetch } from 'undici';
+import { isPublicAddress, publicOnlyAgent, realmRefusal, redirectRefusal, RefusedAddressError, resolvePublic, type PullOrigins } from './registry-target.ts';
 
 // The rules of registry-target.ts on their own; registry-hostile.test.ts drives them through a pull.
 
@@ -38,5 +41,31 @@ describe('registry targets', () => {
     assert.equal(realmRefusal(new URL('http://tokens.lan:8080/token'), insecureLocal), undefined);
     assert.ok(realmRefusal(new URL('http://127.0.0.1:4280/token'), insecureLocal));
     assert.ok(realmRefusal(new URL('http://localhost:5000/token'), insecureLocal));
+  });
+
+  test('the socket goes to the address that was checked, never to a second lookup', async () => {
+    const server = createServer((_req, res) => res.end('reached'));
+    let connections = 0;
+    server.on('connection', () => connections++);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as { port: number }).port;
+    const asked: string[] = [];
+    // `.invalid` never resolves: reaching the server proves the checked answer was the one used.
+    const agent = publicOnlyAgent(async (hostname) => {
+      asked.push(hostname);
+      if (hostname === 'checked.invalid') return { address: '127.0.0.1', family: 4 };
+      throw new RefusedAddressError(hostname, '127.0.0.1');
+    });
+    try {
+      const res = await fetch(`http://checked.invalid:${port}/`, { dispatcher: agent });
+      assert.equal(await res.text(), 'reached');
+      await assert.rejects(fetch(`http://refused.invalid:${port}/`, { dispatcher: agent }), (err: Error) => err.cause instanceof RefusedAddressError);
+      assert.deepEqual(asked, ['checked.invalid', 'refused.invalid']);
+      assert.equal(connections, 1, 'the refused name was never connected to');
+    } finally {
+      await agent.close();
+      server.close();
+    }
   });
 });

@@ -90,12 +90,12 @@ export async function resolvePublic(hostname: string): Promise<{ address: string
  * The dispatcher for targets that are not listed: the socket is opened to the address
  * resolvePublic checked (TLS still verifies the name), so a second DNS answer cannot swap it.
  */
-export function publicOnlyAgent(): Agent {
+export function publicOnlyAgent(resolve: typeof resolvePublic = resolvePublic): Agent {
   const connect = buildConnector({ allowH2: false });
   return new Agent({
     allowH2: false,
     connect: (opts, callback) => {
-      resolvePublic(opts.hostname).then(
+      resolve(opts.hostname).then(
         ({ address }) => {
           const name = opts.hostname.replace(/^\[(.*)\]$/, '$1');
           connect({ ...opts, hostname: address, ...(isIP(name) ? {} : { servername: name }) }, callback);
