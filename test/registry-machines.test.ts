@@ -1,6 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +17,11 @@ let registry: TestRegistry;
 let d: TestDaemon & { close(): Promise<void> };
 let layoutDir: string;
 let image: string;
+// A registry that answers every pull with a redirect into the daemon's own API, or with a flood of
+// junk for an error body; listed as insecure, as any registry on loopback must be.
+let hostile: Server;
+let hostileHost: string;
+let hostileMode: 'redirect-to-api' | 'realm-at-api' | 'junk-error' = 'redirect-to-api';
 
 before(async () => {
   registry = await startRegistry();
@@ -42,13 +49,23 @@ before(async () => {
   });
   image = `${registry.host}/tests/app:1`;
   await pushLayout(layoutDir, image, { tag: '1' });
-  d = await withDaemon(['--insecure-registry', registry.host]);
+  hostile = createServer((_req, res) => {
+    if (hostileMode === 'redirect-to-api') return void res.writeHead(307, { location: `${d.url}/v1/apps` }).end();
+    if (hostileMode === 'realm-at-api') return void res.writeHead(401, { 'www-authenticate': `Bearer realm="${d.url}/v1/apps",service="x"` }).end();
+    res.writeHead(500).end(`\x1b]0;pwned\x07\r\nERROR injected line ${'x'.repeat(5 << 20)}`);
+  });
+  hostile.listen(0, '127.0.0.1');
+  await once(hostile, 'listening');
+  hostileHost = `127.0.0.1:${(hostile.address() as { port: number }).port}`;
+  d = await withDaemon(['--insecure-registry', registry.host, '--insecure-registry', hostileHost]);
   await d.client.apps.create('reg');
 });
 
 after(async () => {
   await d?.close();
   await registry?.stop();
+  hostile?.closeAllConnections();
+  hostile?.close();
   if (layoutDir) await rm(layoutDir, { recursive: true, force: true });
 });
 
@@ -91,5 +108,25 @@ describe('machines from a registry image', () => {
     assert.equal(missing.status, 404, missing.text);
     assert.equal(missing.body.code, 'image_not_found');
     assert.ok(missing.body.hint);
+  });
+
+  it('a hostile registry cannot send the pull (or its token request) into the daemon API, nor flood the error', async () => {
+    hostileMode = 'redirect-to-api';
+    const redirected = await http(d, 'POST', '/v1/apps/reg/machines', { config: { image: `${hostileHost}/evil/app:1` } });
+    assert.equal(redirected.status, 502, redirected.text);
+    assert.equal(redirected.body.code, 'registry_redirect_refused');
+    assert.match(redirected.body.hint, /HTTPS/);
+
+    hostileMode = 'realm-at-api';
+    const realm = await http(d, 'POST', '/v1/images/pull', { image: `${hostileHost}/evil/app:1` });
+    assert.equal(realm.status, 502, realm.text);
+    assert.equal(realm.body.code, 'registry_realm_refused');
+
+    hostileMode = 'junk-error';
+    const flooded = await http(d, 'POST', '/v1/images/pull', { image: `${hostileHost}/evil/app:1` });
+    assert.equal(flooded.status, 502, flooded.text.slice(0, 500));
+    assert.equal(flooded.body.code, 'registry_error');
+    assert.ok(flooded.text.length < 2000, `error of ${flooded.text.length} bytes`);
+    assert.doesNotMatch(flooded.body.error, /[\x00-\x1f\x7f]/);
   });
 });

@@ -23,6 +23,8 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   registry_unreachable: 502,
   registry_auth_failed: 502,
   registry_error: 502,
+  registry_redirect_refused: 502,
+  registry_realm_refused: 502,
   digest_mismatch: 502,
   unsafe_layer: 422,
   unsupported_image: 422,

@@ -26,6 +26,7 @@ describe('registry bearer-token auth', () => {
   let work: string;
   let registry: TestRegistry;
   let tokenServer: Server;
+  let tokenHost: string;
   const tokenRequests: { authorized: boolean; scope: string | null }[] = [];
 
   before(async () => {
@@ -59,6 +60,7 @@ describe('registry bearer-token auth', () => {
     tokenServer.listen(0, '127.0.0.1');
     await once(tokenServer, 'listening');
     const port = (tokenServer.address() as { port: number }).port;
+    tokenHost = `127.0.0.1:${port}`;
     registry = await startRegistry({
       tokenAuth: { realm: `http://127.0.0.1:${port}/token`, service: 'hangar-test-registry', issuer: 'hangar-test', rootCertBundle: certPath },
     });
@@ -75,7 +77,8 @@ describe('registry bearer-token auth', () => {
     tokenRequests.length = 0;
     const svc = createImageService({
       root: await mkdtemp(join(work, 'store-')),
-      insecureRegistries: [registry.host],
+      // The token service is plain HTTP on another port: it must be listed as well.
+      insecureRegistries: [registry.host, tokenHost],
       credentials: { [registry.host]: USER },
     });
     const image = await svc.pull(`${registry.host}/private/app:v1`);
@@ -87,13 +90,28 @@ describe('registry bearer-token auth', () => {
 
   test('no credentials or wrong ones are registry_auth_failed', async () => {
     for (const credentials of [{}, { [registry.host]: { username: 'robot', password: 'wrong' } }]) {
-      const svc = createImageService({ root: await mkdtemp(join(work, 'store-')), insecureRegistries: [registry.host], credentials });
+      const svc = createImageService({ root: await mkdtemp(join(work, 'store-')), insecureRegistries: [registry.host, tokenHost], credentials });
       await assert.rejects(svc.pull(`${registry.host}/private/app:v1`), (err) => {
         assert.ok(isHangarError(err, 'registry_auth_failed'), String(err));
         assert.ok(err.hint);
         return true;
       });
     }
+  });
+
+  test('a plain-HTTP realm that is not a listed registry is refused before the credentials are sent', async () => {
+    tokenRequests.length = 0;
+    const svc = createImageService({
+      root: await mkdtemp(join(work, 'store-')),
+      insecureRegistries: [registry.host],
+      credentials: { [registry.host]: USER },
+    });
+    await assert.rejects(svc.pull(`${registry.host}/private/app:v1`), (err) => {
+      assert.ok(isHangarError(err, 'registry_realm_refused'), String(err));
+      assert.match(err.hint ?? '', new RegExp(`add ${tokenHost.replace(/\./g, '\\.')} to insecure_registries`));
+      return true;
+    });
+    assert.equal(tokenRequests.length, 0, 'the token service was never asked');
   });
 
   test('challenge parsing handles quoted commas', () => {

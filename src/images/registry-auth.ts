@@ -1,8 +1,12 @@
 import { HangarError } from '../protocol/errors.ts';
+import { readCapped, sanitize } from './registry-body.ts';
 
 // The registry auth handshake (distribution's token spec): the registry answers 401 with a
 // `WWW-Authenticate` challenge; for `Bearer` the client asks the named realm for a token scoped
-// to the repository, for `Basic` it sends the credentials directly.
+// to the repository, for `Basic` it sends the credentials directly. Whether the realm may be asked
+// at all is the caller's `fetchOrThrow`'s to decide (see registry-target.ts).
+
+const TOKEN_RESPONSE_MAX_BYTES = 1024 * 1024;
 
 export type Credentials = { username: string; password: string };
 
@@ -47,7 +51,7 @@ export async function fetchBearerToken(options: {
   try {
     url = new URL(realm);
   } catch {
-    throw authFailed(registry, `the token realm "${realm}" is not a URL`, creds !== undefined);
+    throw authFailed(registry, `the token realm "${sanitize(realm, [], 100)}" is not a URL`, creds !== undefined);
   }
   if (challenge.params['service']) url.searchParams.set('service', challenge.params['service']);
   url.searchParams.set('scope', challenge.params['scope'] ?? options.defaultScope);
@@ -55,16 +59,25 @@ export async function fetchBearerToken(options: {
   if (creds) headers['authorization'] = basicHeader(creds);
   const res = await options.fetchOrThrow(url.toString(), { headers, signal: options.signal });
   if (res.status === 401 || res.status === 403) {
+    await res.body?.cancel();
     throw authFailed(registry, `the token service answered ${res.status}`, creds !== undefined);
   }
   if (!res.ok) {
+    await res.body?.cancel();
     throw new HangarError('registry_error', `token service of ${registry} answered ${res.status}`, {
       hint: 'retry later; if it persists the registry is misconfigured',
       details: { registry, status: res.status },
     });
   }
-  const body = (await res.json().catch(() => ({}))) as { token?: string; access_token?: string };
-  const token = body.token ?? body.access_token;
+  const bytes = await readCapped(res, TOKEN_RESPONSE_MAX_BYTES);
+  if (!bytes) throw authFailed(registry, `the token service sent more than ${TOKEN_RESPONSE_MAX_BYTES} bytes`, creds !== undefined);
+  let body: { token?: unknown; access_token?: unknown } = {};
+  try {
+    body = JSON.parse(bytes.toString('utf8')) as typeof body;
+  } catch {
+    // no token in it: reported below
+  }
+  const token = typeof body?.token === 'string' ? body.token : typeof body?.access_token === 'string' ? body.access_token : undefined;
   if (!token) throw authFailed(registry, 'the token service returned no token', creds !== undefined);
   return token;
 }

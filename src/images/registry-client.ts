@@ -1,12 +1,17 @@
+import { Agent, fetch, type RequestInit } from 'undici';
 import { HangarError } from '../protocol/errors.ts';
 import { sha256Digest, digestMismatch, type Ingest } from './content-store.ts';
 import type { ParsedRef } from './image-ref.ts';
 import { MANIFEST_ACCEPT } from './manifest.ts';
 import { authFailed, basicHeader, fetchBearerToken, parseChallenge, type Credentials } from './registry-auth.ts';
+import { errorSnippet, readCapped, sanitize } from './registry-body.ts';
+import { isListed, publicOnlyAgent, realmRefusal, redirectRefusal, RefusedAddressError, type PullOrigins } from './registry-target.ts';
 
 // A client for the OCI distribution API: manifests and blobs of one repository at a time.
 // Plain HTTP is used only for registries the operator listed as insecure; everything else is
-// HTTPS. Errors are translated into Hangar codes here so callers never see fetch's TypeErrors.
+// HTTPS. Redirects and token realms are followed only where registry-target.ts allows, and
+// whatever the registry sends is read within limits (registry-body.ts). Errors are translated
+// into Hangar codes here so callers never see fetch's TypeErrors.
 
 export type RegistryOptions = {
   insecureRegistries: string[];
@@ -15,12 +20,22 @@ export type RegistryOptions = {
 
 export type FetchedManifest = { bytes: Buffer; contentType: string | null; digest: string };
 
+/** As distribution itself: no image manifest comes near this. */
+export const MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+const MAX_REDIRECTS = 10;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
+type Purpose = 'registry' | 'realm';
+
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
 
 export class RegistryClient {
   readonly #opts: RegistryOptions;
   /** Authorization header per registry+repository, reused until the registry rejects it. */
   readonly #auth = new Map<string, string>();
+  /** Listed targets (the registry, insecure registries) are reached as named; the rest only at public addresses. */
+  readonly #listedAgent = new Agent({ allowH2: false });
+  readonly #publicAgent = publicOnlyAgent();
 
   constructor(opts: RegistryOptions) {
     this.#opts = opts;
@@ -36,7 +51,13 @@ export class RegistryClient {
       });
     }
     await this.#expectOk(res, ref, `manifest ${reference}`);
-    const bytes = Buffer.from(await res.arrayBuffer());
+    const bytes = await this.#readCapped(res, ref, MANIFEST_MAX_BYTES, signal);
+    if (!bytes) {
+      throw new HangarError('registry_error', `registry ${ref.apiHost} sent a manifest larger than ${MANIFEST_MAX_BYTES} bytes for ${ref.repository}:${reference}`, {
+        hint: `check the image reference ${ref.name}; no image manifest is that large`,
+        details: { registry: ref.domain },
+      });
+    }
     const digest = sha256Digest(bytes);
     if (reference.startsWith('sha256:') && digest !== reference) {
       throw digestMismatch(reference, digest, `manifest of ${ref.name}`);
@@ -47,8 +68,9 @@ export class RegistryClient {
   async getBlobBytes(ref: ParsedRef, digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
     const res = await this.#request(ref, `blobs/${digest}`, {}, signal);
     await this.#expectOk(res, ref, `blob ${digest}`);
-    const bytes = Buffer.from(await res.arrayBuffer());
-    if (bytes.length > maxBytes) throw digestMismatch(digest, sha256Digest(bytes), `blob ${digest}`);
+    const bytes = await this.#readCapped(res, ref, maxBytes, signal);
+    // A blob larger than its descriptor can only be wrong.
+    if (!bytes) throw digestMismatch(digest, 'sha256:(more bytes than the descriptor size)', `blob ${digest}`);
     return bytes;
   }
 
@@ -74,7 +96,7 @@ export class RegistryClient {
       const range = res.headers.get('content-range') ?? '';
       if (!range.startsWith(`bytes ${ingest.offset}-`)) {
         await res.body?.cancel();
-        throw new HangarError('registry_error', `registry ${ref.apiHost} answered range "${range}" for bytes ${ingest.offset}-`, {
+        throw new HangarError('registry_error', `registry ${ref.apiHost} answered range "${sanitize(range, [], 80)}" for bytes ${ingest.offset}-`, {
           hint: 'retry the pull; the partial download will be restarted',
         });
       }
@@ -99,20 +121,36 @@ export class RegistryClient {
     }
   }
 
+  #insecure(ref: ParsedRef): boolean {
+    return this.#opts.insecureRegistries.includes(ref.domain) || this.#opts.insecureRegistries.includes(ref.apiHost);
+  }
+
   #baseUrl(ref: ParsedRef): string {
-    const insecure = this.#opts.insecureRegistries.includes(ref.domain) || this.#opts.insecureRegistries.includes(ref.apiHost);
-    return `${insecure ? 'http' : 'https'}://${ref.apiHost}/v2/${ref.repository}/`;
+    return `${this.#insecure(ref) ? 'http' : 'https'}://${ref.apiHost}/v2/${ref.repository}/`;
+  }
+
+  #origins(ref: ParsedRef): PullOrigins {
+    return { registryHost: new URL(this.#baseUrl(ref)).host, registryInsecure: this.#insecure(ref), insecureRegistries: this.#opts.insecureRegistries };
   }
 
   #creds(ref: ParsedRef): Credentials | undefined {
     return this.#opts.credentials[ref.domain] ?? this.#opts.credentials[ref.apiHost];
   }
 
+  /** What this client may have sent for `ref`: never to be echoed back in an error. */
+  #secrets(ref: ParsedRef): string[] {
+    const creds = this.#creds(ref);
+    const auth = this.#auth.get(`${ref.apiHost}/${ref.repository}`);
+    return [
+      ...(creds ? [creds.password, basicHeader(creds).slice('Basic '.length)] : []),
+      ...(auth ? [auth.slice(auth.indexOf(' ') + 1)] : []),
+    ];
+  }
+
   async #request(ref: ParsedRef, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
     const url = this.#baseUrl(ref) + path;
     const key = `${ref.apiHost}/${ref.repository}`;
-    const send = (auth: string | undefined) =>
-      this.#fetch(url, { headers: auth ? { ...headers, authorization: auth } : headers, signal }, ref, signal);
+    const send = (auth: string | undefined) => this.#follow(url, auth ? { ...headers, authorization: auth } : headers, ref, 'registry', signal);
     const cached = this.#auth.get(key);
     let res = await send(cached);
     if (res.status !== 401) return res;
@@ -129,7 +167,7 @@ export class RegistryClient {
         defaultScope: `repository:${ref.repository}:pull`,
         creds,
         signal,
-        fetchOrThrow: (u, init) => this.#fetch(u, init, ref, signal),
+        fetchOrThrow: (u, init) => this.#follow(u, init.headers as Record<string, string>, ref, 'realm', signal),
       });
       auth = `Bearer ${token}`;
     } else if (challenge?.scheme === 'basic' && creds) {
@@ -146,9 +184,63 @@ export class RegistryClient {
     return res;
   }
 
-  async #fetch(url: string, init: RequestInit, ref: ParsedRef, signal?: AbortSignal): Promise<Response> {
+  /**
+   * A GET that follows redirects itself, so each hop is checked before anything is sent to it.
+   * The Authorization header goes only to the origin it was meant for.
+   */
+  async #follow(url: string, headers: Record<string, string>, ref: ParsedRef, purpose: Purpose, signal?: AbortSignal): Promise<Response> {
+    const origins = this.#origins(ref);
+    let target = new URL(url);
+    if (purpose === 'realm') {
+      const why = realmRefusal(target, origins);
+      if (why) throw refused('registry_realm_refused', ref, why, `use HTTPS for the token service, or if ${target.host} is yours, add ${target.host} to insecure_registries (config.json or --insecure-registry)`);
+    }
+    let sent = headers;
+    for (let hops = 0; ; hops++) {
+      const res = await this.#fetch(target, sent, origins, ref, purpose, signal);
+      if (!REDIRECT_STATUSES.has(res.status)) return res;
+      await res.body?.cancel();
+      const location = res.headers.get('location') ?? '';
+      let next: URL;
+      try {
+        next = new URL(location, target);
+      } catch {
+        throw refused('registry_redirect_refused', ref, `it redirected to "${sanitize(location, [], 100)}", which is not a URL`, MISCONFIGURED);
+      }
+      if (hops >= MAX_REDIRECTS) throw refused('registry_redirect_refused', ref, `it redirected more than ${MAX_REDIRECTS} times`, MISCONFIGURED);
+      const why = redirectRefusal(next, origins);
+      if (why) throw refused('registry_redirect_refused', ref, why, 'the registry must redirect to HTTPS (a plain-HTTP registry only to itself); ask its operator, or pull from another registry');
+      if (next.origin !== target.origin) {
+        const { authorization: _dropped, ...rest } = sent;
+        sent = rest;
+      }
+      target = next;
+    }
+  }
+
+  async #fetch(target: URL, headers: Record<string, string>, origins: PullOrigins, ref: ParsedRef, purpose: Purpose, signal?: AbortSignal): Promise<Response> {
+    const init: RequestInit = {
+      headers,
+      redirect: 'manual',
+      dispatcher: isListed(target, origins) ? this.#listedAgent : this.#publicAgent,
+      ...(signal ? { signal } : {}),
+    };
     try {
-      return await fetch(url, init);
+      return (await fetch(target, init)) as unknown as Response;
+    } catch (err) {
+      const cause = (err as { cause?: unknown }).cause;
+      if (cause instanceof RefusedAddressError) {
+        const what = purpose === 'realm' ? 'its token realm' : 'it redirected to';
+        throw refused(purpose === 'realm' ? 'registry_realm_refused' : 'registry_redirect_refused', ref, `${what} ${target.host}, which resolves to ${cause.address}, a private, loopback or link-local address`,
+          `if ${target.host} is yours, add ${target.host} to insecure_registries (config.json or --insecure-registry); otherwise do not pull from ${ref.domain}`);
+      }
+      throw this.#translate(err, ref, signal);
+    }
+  }
+
+  async #readCapped(res: Response, ref: ParsedRef, maxBytes: number, signal?: AbortSignal): Promise<Buffer | undefined> {
+    try {
+      return await readCapped(res, maxBytes);
     } catch (err) {
       throw this.#translate(err, ref, signal);
     }
@@ -160,15 +252,17 @@ export class RegistryClient {
     const code = cause?.code ?? '';
     const text = `${(err as Error).message} ${cause?.message ?? ''}`;
     const tls = /SSL|TLS|EPROTO|wrong version number|packet length/i.test(`${code} ${text}`);
+    // A certificate's names, which such messages quote, are the server's to choose.
+    const said = (message: string) => sanitize(message, [], 160);
     if (tls) {
-      return new HangarError('registry_unreachable', `could not make a TLS connection to registry ${ref.apiHost} (${cause?.message ?? code})`, {
+      return new HangarError('registry_unreachable', `could not make a TLS connection to registry ${ref.apiHost} (${said(cause?.message ?? code)})`, {
         hint: `if ${ref.domain} serves plain HTTP, add ${ref.domain} to insecure registries; otherwise check its TLS certificate`,
         details: { registry: ref.domain, code },
         cause: err,
       });
     }
     if (NETWORK_CODES.has(code) || err instanceof TypeError) {
-      return new HangarError('registry_unreachable', `registry ${ref.apiHost} is unreachable (${code || cause?.message || (err as Error).message})`, {
+      return new HangarError('registry_unreachable', `registry ${ref.apiHost} is unreachable (${said(code || cause?.message || (err as Error).message)})`, {
         hint: `check that ${ref.domain} is up and reachable from this host, then retry`,
         details: { registry: ref.domain, code },
         cause: err,
@@ -179,10 +273,16 @@ export class RegistryClient {
 
   async #expectOk(res: Response, ref: ParsedRef, what: string): Promise<void> {
     if (res.ok) return;
-    const text = (await res.text().catch(() => '')).slice(0, 300);
-    throw new HangarError('registry_error', `registry ${ref.apiHost} answered ${res.status} for ${what} of ${ref.repository}: ${text}`, {
+    const text = await errorSnippet(res, this.#secrets(ref));
+    throw new HangarError('registry_error', `registry ${ref.apiHost} answered ${res.status} for ${what} of ${ref.repository}${text ? `: ${text}` : ''}`, {
       hint: res.status >= 500 ? 'the registry failed; retry later' : `check the image reference ${ref.name}`,
       details: { registry: ref.domain, status: res.status },
     });
   }
+}
+
+const MISCONFIGURED = 'the registry is misconfigured or hostile; retry later or pull from another registry';
+
+function refused(code: 'registry_redirect_refused' | 'registry_realm_refused', ref: ParsedRef, why: string, hint: string): HangarError {
+  return new HangarError(code, `pull of ${ref.name} stopped: registry ${ref.apiHost} ${why}`, { hint, details: { registry: ref.domain } });
 }

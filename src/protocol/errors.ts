@@ -23,6 +23,8 @@ export const ERROR_CODES = [
   'registry_unreachable',
   'registry_auth_failed',
   'registry_error',
+  'registry_redirect_refused',
+  'registry_realm_refused',
   'digest_mismatch',
   'unsafe_layer',
   'unsupported_image',

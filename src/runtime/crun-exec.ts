@@ -1,8 +1,10 @@
 // Runs a command inside a running machine with `crun exec`. On timeout or abort the exec'd process
-// itself is killed: killing only the crun client would leave it running.
+// itself is killed: killing only the crun client would leave it running. The process (command,
+// env, user, cwd) goes to crun in a process.json, never on its command line: env values are
+// often secrets, and every host user can read every process's argv.
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, readFileSync } from 'node:fs';
+import { closeSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, readlink, unlink } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +19,7 @@ export const EXEC_OUTPUT_CAP_BYTES = 4 * 1024 * 1024;
 const PIPE_GRACE_MS = 1_000;
 const run = promisify(execFile);
 
-type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number } };
+type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number }; capabilities?: Record<string, string[]> };
 
 /** Overrides replace same-named variables of the machine's env, as `docker exec -e` does. */
 export function mergeEnv(base: string[], overrides: string[]): string[] {
@@ -81,23 +83,24 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
   if (req.command.length === 0) throw new HangarError('validation_failed', 'exec needs a command', { hint: 'pass command: ["sh", "-c", "..."]' });
   req.signal?.throwIfAborted();
   const machine = readMachineProcess(bundleDir);
-  const pidFile = join(bundleDir, `exec-${randomUUID()}.pid`);
+  const execName = `exec-${randomUUID()}`;
+  const pidFile = join(bundleDir, `${execName}.pid`);
+  const processFile = join(bundleDir, `${execName}.process.json`);
   const env = mergeEnv(machine.env, [...(req.tty ? ['TERM=xterm-256color'] : []), ...(req.env ?? [])]);
-  const args = [
-    'exec',
-    '--pid-file',
-    pidFile,
-    '--no-new-privs',
-    ...(req.tty ? ['--tty'] : []),
-    '--cwd',
-    req.cwd ?? machine.cwd,
-    '--user',
-    `${req.uid ?? machine.user.uid}:${req.gid ?? machine.user.gid}`,
-    // crun exec replaces the env when given any -e, so the full merged env is passed.
-    ...env.flatMap((e) => ['-e', e]),
-    id,
-    ...req.command,
-  ];
+  // What `crun exec --tty --cwd --user -e… --no-new-privs` builds from its flags, plus the machine's
+  // capabilities: crun 1.8 falls back to them when the file names none, and saying so keeps that
+  // true whatever a later crun does. No rlimits, as with the flags: the exec keeps crun's.
+  const processJson = {
+    terminal: Boolean(req.tty),
+    user: { uid: req.uid ?? machine.user.uid, gid: req.gid ?? machine.user.gid },
+    args: req.command,
+    env,
+    cwd: req.cwd ?? machine.cwd,
+    ...(machine.capabilities ? { capabilities: machine.capabilities } : {}),
+    noNewPrivileges: true,
+  };
+  writeFileSync(processFile, JSON.stringify(processJson), { mode: 0o600, flag: 'wx' });
+  const args = ['exec', '--pid-file', pidFile, '--process', processFile, id];
   const argv = inCrunNamespace(cmd, crunArgv(cmd, args));
   const [file, ...rest] = req.tty ? inTerminal(argv, req.tty) : argv;
   // Own process group: the exec'd process inherits it, so the whole group can be killed at once.
@@ -113,6 +116,13 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
     if (groupFd !== undefined) closeSync(groupFd);
   }
   child.stdin?.on('error', () => {}); // the command may exit without reading its stdin
+  const removeProcessFile = () => {
+    try {
+      unlinkSync(processFile);
+    } catch {
+      // already removed
+    }
+  };
 
   let timedOut = false;
   let cancelled = false;
@@ -149,6 +159,7 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
       clearTimeout(timer);
       req.signal?.removeEventListener('abort', onAbort);
       void unlink(pidFile).catch(() => {});
+      removeProcessFile();
       resolve({ exitCode, ...(exitSignal !== undefined ? { exitSignal } : {}), timedOut, cancelled });
     };
     child.on('error', (err) => {
@@ -162,10 +173,14 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
     });
   });
 
+  // crun has read the file once the exec'd process exists (its pid file is written after).
+  const started = waitForPid(pidFile, exit);
+  void started.then(removeProcessFile);
+
   return {
     stdout: child.stdout!,
     stderr: child.stderr!,
-    stdin: req.tty ? heldUntil(child.stdin!, waitForPid(pidFile, exit)) : (child.stdin ?? discardingStdin()),
+    stdin: req.tty ? heldUntil(child.stdin!, started) : (child.stdin ?? discardingStdin()),
     exit,
     resize: async (rows, cols) => {
       if (!req.tty) throw new HangarError('validation_failed', 'resize needs an exec started with a tty', { hint: 'start the exec with tty: true' });
