@@ -260,10 +260,17 @@ describe('what a daemon leaves on the host', () => {
       assert.match(running.stderr, new RegExp(`a Hangar daemon \\(pid ${other.process.pid}\\) serves`));
       assert.match(running.stderr, /hint: /);
 
-      await other.client.machines.stop('prune', m.id);
-      await other.client.machines.wait('prune', m.id, 'stopped');
       await other.kill();
       assert.equal(leftovers(t).tables.length, 2);
+      const inUse = spawnSync(HANGAR, ['network', 'prune', '--data-dir', other.dataDir], { encoding: 'utf8', env });
+      assert.equal(inUse.status, 1, inUse.stdout + inUse.stderr);
+      assert.match(inUse.stderr, new RegExp(`1 machine of .* still runs in hgm-${t}-${m.id}`));
+      assert.match(inUse.stderr, /hint: .*--force/);
+      // The machine ends (its processes, found by its namespace, killed by PID): nothing uses the network now.
+      for (const pid of execFileSync('ip', ['netns', 'pids', netnsName(t, m.id)], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+        quiet('kill', ['-KILL', pid]);
+      }
+      await new Promise((r) => setTimeout(r, 300));
       const pruned = spawnSync(HANGAR, ['network', 'prune', '--data-dir', `${other.dataDir}/`], { encoding: 'utf8', env });
       assert.equal(pruned.status, 0, pruned.stdout + pruned.stderr);
       assert.match(pruned.stdout, new RegExp(`hgm-${t}-${m.id}`));
