@@ -24,6 +24,8 @@ import { CHECK_INTERVAL_MS, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
 import { createEdge } from './proxy/edge.ts';
 import { ProxyTls } from './proxy/tls/proxy-tls.ts';
 import { MachineNetwork } from './network/machine-network.ts';
+import { canonicalDataDir } from './network/names.ts';
+import { tryLockDataDir, type DataDirLock } from './data-dir-lock.ts';
 import { createDriver } from './runtime/drivers.ts';
 import { resolveUser } from './runtime/resolve-user.ts';
 
@@ -72,12 +74,23 @@ type FileConfig = {
   dns_upstream?: string;
 };
 
-export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
-  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+export async function startDaemon(startOpts: DaemonOptions): Promise<Daemon> {
+  await mkdir(startOpts.dataDir, { recursive: true, mode: 0o700 });
   // Searchable, not readable, by others: a machine's root (an unprivileged host id) must traverse
   // it to reach its own root filesystem. What is secret in it (token, keys) is mode 600 itself.
-  await chmod(opts.dataDir, 0o711);
-  await claimDataDir(opts.dataDir);
+  await chmod(startOpts.dataDir, 0o711);
+  // One spelling of the data dir (`DIR/`, a symlink) for everything named after it.
+  const opts = { ...startOpts, dataDir: canonicalDataDir(startOpts.dataDir) };
+  const lock = await claimDataDir(opts.dataDir);
+  try {
+    return await serveDataDir(opts, lock);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Daemon> {
   const token = opts.token ?? (await loadOrCreateToken(opts.dataDir));
   const fileConfig = await readFileConfig(opts.dataDir);
 
@@ -107,6 +120,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR,
     // A subnet no app holds has no machines; nothing may leave it.
     egressOf: (subnetIndex) => store.getApp(store.appOfSubnet(subnetIndex) ?? '')?.settings.egress ?? { policy: 'deny' },
+    machines: () => store.listMachines().flatMap((m) => (m.privateIp ? [{ id: m.id, ip: m.privateIp }] : [])),
     // Names and the internal API are conveniences: a gateway port that is taken must not stop machines from running.
     onBridgeUp: async (subnet) => {
       await dns.serve(subnet.index, subnet.gateway).catch((err: Error) => {
@@ -187,27 +201,31 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       await edge?.close();
       await server.close();
       store.close();
+      // Nothing of this daemon's network is left behind unless a machine still uses it.
+      await network.tearDownIfIdle().catch((err: Error) => process.stderr.write(`hangar: could not remove the machine network: ${err.message}\n`));
       await rm(join(opts.dataDir, 'daemon.pid'), { force: true });
+      lock.release();
     },
   };
 }
 
 /**
- * One daemon per data dir: two would adopt, stop and restart each other's machines. A pid file
- * left by a daemon that died (kill -9) names a process that is gone, or one that is not ours.
+ * One daemon per data dir: two would adopt, stop and restart each other's machines. The flock
+ * decides (data-dir-lock.ts; it goes with the process however it ends); daemon.pid only names
+ * the holder for the message.
  */
-async function claimDataDir(dataDir: string): Promise<void> {
+async function claimDataDir(dataDir: string): Promise<DataDirLock> {
   const pidFile = join(dataDir, 'daemon.pid');
-  const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
-  if (pid > 0 && pid !== process.pid) {
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes('serve') && cmdline.includes(dataDir)) {
-      throw new HangarError('host_unsupported', `another Hangar daemon (pid ${pid}) serves ${dataDir}`, {
-        hint: `stop it first (kill -TERM ${pid}), or give this one another --data-dir`,
-      });
-    }
+  const lock = await tryLockDataDir(dataDir);
+  if (!lock) {
+    const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+    const who = pid > 0 ? `another Hangar daemon (pid ${pid})` : 'another Hangar daemon';
+    throw new HangarError('host_unsupported', `${who} serves ${dataDir}`, {
+      hint: `stop it first${pid > 0 ? ` (kill -TERM ${pid})` : ''}, or give this one another --data-dir`,
+    });
   }
   await writeFile(pidFile, `${process.pid}\n`);
+  return lock;
 }
 
 async function loadOrCreateToken(dataDir: string): Promise<string> {

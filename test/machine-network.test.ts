@@ -54,7 +54,7 @@ describe('machine networking', () => {
     const web = await machine('net-a', ['sh', '-c', 'echo ok > /tmp/index.html; exec httpd -f -p 8080 -h /tmp']);
     webIp = web.private_ip;
     const client = await machine('net-a');
-    assert.match(web.private_ip, /^172\.29\.\d+\.2$/);
+    assert.match(web.private_ip, new RegExp(`^172\\.${process.env.HANGAR_TEST_NET || 29}\\.\\d+\\.2$`));
     const subnet = web.private_ip.replace(/\.2$/, '');
     assert.equal(client.private_ip, `${subnet}.3`);
     const inside = await sh('net-a', client.id, 'ip -4 -o addr show eth0; ip route; echo $FLY_PRIVATE_IP');

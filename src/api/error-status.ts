@@ -43,6 +43,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   memory_unavailable: 422,
   cpus_unavailable: 422,
   network_exhausted: 507,
+  network_conflict: 500,
   over_capacity: 503,
   runtime_error: 500,
   host_unsupported: 500,

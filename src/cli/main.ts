@@ -7,6 +7,7 @@ import { consoleCommand, consoleUsage } from './console.ts';
 import { images, imagesUsage } from './images.ts';
 import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
+import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
 import { tls, tlsUsage } from './tls.ts';
 
@@ -25,6 +26,8 @@ ${filesUsage}
 ${imagesUsage}
 
 ${tlsUsage}
+
+${networkUsage}
 
 ${mcpUsage}
 
@@ -54,6 +57,8 @@ async function main(argv: string[]): Promise<number> {
       return mcp(rest);
     case 'tls':
       return tls(rest);
+    case 'network':
+      return network(rest);
     case undefined:
     case 'help':
     case '--help':

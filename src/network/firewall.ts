@@ -7,15 +7,21 @@ import { bridgeName, bridgePrefix, firewallTable } from './names.ts';
 //   forward     replies to connections machines opened come back in; packets from a bridge go
 //               to its app's chain (the `apps` map); anything else bound for a bridge is dropped,
 //               so neither other hosts nor other apps open connections to machines.
-//   app-<n>     one app's rules: its own bridge yes, other bridges no, then its egress policy.
-//   input       machines reach the host only for what is meant for them: their own gateway's DNS
-//               and API port (the `gateways` set of bridge . gateway pairs), ping and replies.
+//   app-<n>     one app's rules: only its own subnet as source, its own bridge yes, other bridges
+//               no, then its egress policy.
+//   input       machines reach the host only at their own gateway (the `gateways` set of bridge .
+//               gateway pairs): its DNS and API port, ping, and replies to what the host opened.
+//               Any other host address, on any protocol, is dropped.
+//
+// The bridge table of port-guard.ts has already dropped forged sources and IPv6 by then; the
+// source checks here are a second line, as is strict rp_filter on the bridges.
 //   postrouting machine addresses leaving the host are masqueraded to the host's address.
 
 /** The internal API port on each app gateway, as on Fly (`_api.internal:4280`). */
 export const GATEWAY_API_PORT = 4280;
 
-export type BridgeRules = { index: number; gateway: string; egress: Egress };
+/** `subnet` is the app's CIDR (a.b.c.0/24), `gateway` the bridge's address in it. */
+export type BridgeRules = { index: number; subnet: string; gateway: string; egress: Egress };
 
 /** The whole table, replacing whatever this daemon installed before. */
 export function tableScript(tag: string, machineCidr: string, bridges: BridgeRules[]): string {
@@ -35,8 +41,8 @@ table inet ${table} {
   }
   chain input {
     type filter hook input priority 0; policy accept;
-    iifname ${all} ct state established,related accept
-    iifname ${all} icmp type echo-request accept
+    iifname . ip daddr @gateways ct state established,related accept
+    iifname . ip daddr @gateways icmp type echo-request accept
     iifname . ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept
     iifname . ip daddr @gateways tcp dport ${GATEWAY_API_PORT} accept
     iifname ${all} drop
@@ -56,6 +62,7 @@ export function bridgeScript(tag: string, b: BridgeRules): string {
   const chain = `app-${b.index}`;
   return `add chain ${table} ${chain}
 flush chain ${table} ${chain}
+add rule ${table} ${chain} ip saddr != ${b.subnet} drop
 add rule ${table} ${chain} oifname ${bridge} accept
 add rule ${table} ${chain} oifname "${bridgePrefix(tag)}*" drop
 ${egressRules(b.egress).map((rule) => `add rule ${table} ${chain} ${rule}\n`).join('')}add element ${table} apps { ${bridge} : jump ${chain} }

@@ -1,26 +1,30 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import type { Egress } from '../protocol/app-settings.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { appSubnet, parseMachineCidr, rangeCidr, subnetIndexOf, type AppSubnet, type MachineRange } from './addresses.ts';
-import { bridgeScript, removeBridgeScript, tableScript } from './firewall.ts';
-import { bridgeName, bridgePrefix, netnsName, networkTag, vethName } from './names.ts';
+import { bridgeScript, removeBridgeScript, tableScript, type BridgeRules } from './firewall.ts';
+import { findLeftovers, namespacesInUse, removeLeftovers } from './leftovers.ts';
+import { bridgeName, bridgePrefix, macOf, netnsName, networkTag, vethName } from './names.ts';
+import { guardTableScript, portScript, removePortScript, type GuardedPort } from './port-guard.ts';
+import { assertRangeFree } from './range-conflicts.ts';
 
 // Each machine lives in a named network namespace made at create and kept across stop/start, so
 // start only joins it. Its veth hangs on its app's bridge, whose address is the app's gateway:
 // machines of one app share a layer-2 segment; different apps are different bridges, and this
-// daemon's nftables table (firewall.ts) keeps apps apart, keeps machines off the host's own
-// services, and applies each app's egress policy to what leaves through NAT.
-
-const run = promisify(execFile);
+// daemon's nftables tables keep apps apart, keep machines off the host's own services, apply each
+// app's egress policy to what leaves through NAT (firewall.ts), and hold every machine to its own
+// address and MAC (port-guard.ts). Inside the namespace the gateway's MAC is pinned and IPv6 is
+// off; on the host the bridges have strict reverse-path filtering and no IPv6.
 
 export type MachineNetworkOptions = {
   dataDir: string;
   machineCidr: string;
   /** The egress policy of the app holding this subnet; read whenever its rules are (re)built. */
   egressOf: (subnetIndex: number) => Egress;
+  /** Every machine that has an address; their ports' anti-spoofing rules are rebuilt at setUp. */
+  machines: () => Array<{ id: string; ip: string }>;
   /** Called for each app bridge that is up (at setUp, and as bridges are made), e.g. to serve DNS on its gateway. */
   onBridgeUp?: (subnet: AppSubnet) => Promise<void>;
   onBridgeDown?: (subnetIndex: number) => void;
@@ -30,6 +34,7 @@ export class MachineNetwork {
   readonly range: MachineRange;
   readonly #tag: string;
   readonly #egressOf: (subnetIndex: number) => Egress;
+  readonly #machines: () => Array<{ id: string; ip: string }>;
   /** Subnets whose bridge has its firewall chain; changed only inside #serially. */
   readonly #installed = new Set<number>();
   #queue: Promise<unknown> = Promise.resolve();
@@ -40,15 +45,18 @@ export class MachineNetwork {
     this.range = parseMachineCidr(opts.machineCidr);
     this.#tag = networkTag(opts.dataDir);
     this.#egressOf = opts.egressOf;
+    this.#machines = opts.machines;
     this.#onBridgeUp = opts.onBridgeUp ?? (async () => {});
     this.#onBridgeDown = opts.onBridgeDown ?? (() => {});
   }
 
   /**
-   * Turns on IPv4 forwarding (machines' egress is routed, as Docker's is) and installs (or
-   * refreshes) the firewall table; idempotent, run at every daemon start.
+   * Refuses a machine range something else on the host routes, turns on IPv4 forwarding
+   * (machines' egress is routed, as Docker's is) and installs (or refreshes) the firewall and
+   * anti-spoofing tables in one transaction; idempotent, run at every daemon start.
    */
   async setUp(): Promise<void> {
+    assertRangeFree(this.range, (iface) => iface.startsWith(bridgePrefix(this.#tag)));
     await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n').catch((err: Error) => {
       throw new HangarError('host_unsupported', `cannot turn on IPv4 forwarding: ${err.message}`, {
         hint: 'run the daemon as root (it sets net.ipv4.ip_forward=1 for machine egress)',
@@ -58,7 +66,10 @@ export class MachineNetwork {
     await this.#serially(async () => {
       const prefix = bridgePrefix(this.#tag);
       const existing = (await readdir('/sys/class/net')).filter((name) => name.startsWith(prefix)).map((name) => appSubnet(this.range, Number(name.slice(prefix.length))));
-      await nft(tableScript(this.#tag, rangeCidr(this.range), existing.map((s) => this.#bridgeRules(s))));
+      const ports = this.#machines().map((m) => this.#port(m.id, m.ip)).filter((p) => existsSync(`/sys/class/net/${p.veth}`));
+      await nft(tableScript(this.#tag, rangeCidr(this.range), existing.map((s) => this.#bridgeRules(s))) + guardTableScript(this.#tag, ports));
+      // Bridges made by an older daemon get the same hardening as new ones.
+      if (existing.length > 0) await shell(existing.map((s) => hardenBridge(bridgeName(this.#tag, s.index), s.gateway)));
       this.#installed.clear();
       for (const subnet of existing) this.#installed.add(subnet.index);
       for (const subnet of existing) await this.#onBridgeUp(subnet);
@@ -84,42 +95,75 @@ export class MachineNetwork {
   /** Makes the machine's namespace and link unless they are there (after a reboot they are not). */
   async attach(machineId: string, ip: string): Promise<void> {
     const ns = netnsName(this.#tag, machineId);
-    const veth = vethName(machineId);
+    const port = this.#port(machineId, ip);
     const hasNs = existsSync(this.netnsPath(machineId));
-    const hasVeth = existsSync(`/sys/class/net/${veth}`);
+    const hasVeth = existsSync(`/sys/class/net/${port.veth}`);
     if (hasNs && hasVeth) return;
     if (hasNs || hasVeth) await this.detach(machineId);
     const subnet = this.subnetOf(ip);
     const bridge = await this.#ensureBridge(subnet);
-    // One process for both halves: spawning from the daemon costs more than the netlink work.
-    await ipScript([
-      { commands: [`netns add ${ns}`, `link add ${veth} type veth peer name eth0 netns ${ns}`, `link set ${veth} master ${bridge} up`] },
-      {
-        netns: ns,
-        commands: [`addr add ${ip}/${subnet.prefix} dev eth0`, 'link set lo up', 'link set eth0 up', `route add default via ${subnet.gateway}`],
-      },
-    ], [
+    // One shell for all of it: spawning from the daemon costs more than the netlink work. Once the
+    // link exists, its guard, IPv6 off and the namespace's side go in side by side: until the guard
+    // is in, the port drops every frame (port-guard.ts), so nothing leaves unchecked meanwhile.
+    await shell([
+      ipStep(undefined, [`netns add ${ns}`, `link add ${port.veth} type veth peer name eth0 address ${macOf(ip)} netns ${ns}`, `link set ${port.veth} addrgenmode none`, `link set ${port.veth} master ${bridge} up`]),
+      background(nftStep(portScript(this.#tag, port))),
+      'guard=$!',
       // The namespace belongs to the host's user namespace, so a machine's root (root only in its
       // own) has no CAP_NET_BIND_SERVICE or CAP_NET_RAW here. Low ports and ICMP echo (datagram
       // sockets) are opened to every user of the namespace instead, as Docker does; raw sockets,
       // and with them forged packets, stay out of reach.
-      `nsenter --net=${this.netnsPath(machineId)} sh -c 'echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range'`,
+      background(
+        `nsenter --net=${this.netnsPath(machineId)} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6 && ` +
+          `echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range'`,
+      ),
+      'sysctls=$!',
+      ipStep(ns, [
+        `addr add ${ip}/${subnet.prefix} dev eth0`,
+        'link set lo up',
+        'link set eth0 up',
+        // Without CAP_NET_ADMIN the machine cannot change this entry; ARP cannot move its gateway.
+        `neigh replace ${subnet.gateway} lladdr ${macOf(subnet.gateway)} dev eth0 nud permanent`,
+        `route add default via ${subnet.gateway}`,
+      ]),
+      'wait $guard',
+      'wait $sysctls',
     ]);
   }
 
-  /** Removes the machine's namespace (its veth goes with it). Idempotent. */
+  /** Removes the machine's namespace (its veth goes with it) and its port's guard. Idempotent. */
   async detach(machineId: string): Promise<void> {
-    await run('ip', ['netns', 'del', netnsName(this.#tag, machineId)]).catch(() => undefined);
-    await run('ip', ['link', 'del', vethName(machineId)]).catch(() => undefined);
+    const veth = vethName(this.#tag, machineId);
+    await shell([
+      `ip netns del ${netnsName(this.#tag, machineId)} 2>/dev/null || true`,
+      `ip link del ${veth} 2>/dev/null || true`,
+      nftStep(removePortScript(this.#tag, machineId, veth), { quiet: true }),
+    ]);
   }
 
   /** Removes an app's bridge once it has no machines. Idempotent. */
   async removeApp(subnetIndex: number): Promise<void> {
     await this.#serially(async () => {
       this.#onBridgeDown(subnetIndex);
-      await run('ip', ['link', 'del', bridgeName(this.#tag, subnetIndex)]).catch(() => undefined);
+      await shell([`ip link del ${bridgeName(this.#tag, subnetIndex)} 2>/dev/null || true`]);
       if (!this.#installed.delete(subnetIndex)) return;
       await nft(removeBridgeScript(this.#tag, subnetIndex, appSubnet(this.range, subnetIndex).gateway));
+    });
+  }
+
+  /**
+   * When no process runs in any of this daemon's namespaces, removes every namespace, bridge and
+   * nftables table it made (the next start makes what a machine needs again). Returns whether it
+   * did; with a machine running, everything stays for the next daemon to adopt.
+   */
+  async tearDownIfIdle(): Promise<boolean> {
+    return this.#serially(async () => {
+      const leftovers = await findLeftovers(this.#tag);
+      if ((await namespacesInUse(leftovers.namespaces)).length > 0) return false;
+      for (const index of this.#installed) this.#onBridgeDown(index);
+      this.#installed.clear();
+      await removeLeftovers(leftovers);
+      return true;
     });
   }
 
@@ -129,7 +173,14 @@ export class MachineNetwork {
     if (this.#installed.has(subnet.index) && existsSync(`/sys/class/net/${bridge}`)) return bridge;
     await this.#serially(async () => {
       if (!existsSync(`/sys/class/net/${bridge}`)) {
-        await ipScript([{ commands: [`link add ${bridge} type bridge`, `addr add ${subnet.gateway}/${subnet.prefix} dev ${bridge}`, `link set ${bridge} up`] }]);
+        // Checked again per bridge: another daemon may have taken the range since this one started.
+        const cidr = `${subnet.network}/${subnet.prefix}`;
+        assertRangeFree(parseMachineCidr(cidr), (iface) => iface.startsWith(bridgePrefix(this.#tag)), `app subnet ${cidr}`);
+        await shell([
+          ipStep(undefined, [`link add ${bridge} type bridge`, `link set ${bridge} address ${macOf(subnet.gateway)} addrgenmode none`, `addr add ${subnet.gateway}/${subnet.prefix} dev ${bridge}`]),
+          hardenBridge(bridge, subnet.gateway),
+          `ip link set ${bridge} up`,
+        ]);
       }
       if (this.#installed.has(subnet.index)) return;
       await nft(bridgeScript(this.#tag, this.#bridgeRules(subnet)));
@@ -139,8 +190,12 @@ export class MachineNetwork {
     return bridge;
   }
 
-  #bridgeRules(subnet: AppSubnet) {
-    return { index: subnet.index, gateway: subnet.gateway, egress: this.#egressOf(subnet.index) };
+  #bridgeRules(subnet: AppSubnet): BridgeRules {
+    return { index: subnet.index, subnet: `${subnet.network}/${subnet.prefix}`, gateway: subnet.gateway, egress: this.#egressOf(subnet.index) };
+  }
+
+  #port(machineId: string, ip: string): GuardedPort {
+    return { machineId, veth: vethName(this.#tag, machineId), ip };
   }
 
   /** Bridge and firewall changes one at a time, so each reads the policy current when it runs. */
@@ -151,14 +206,42 @@ export class MachineNetwork {
   }
 }
 
-/** `ip -batch` runs (each in a namespace or the host's), then shell lines, in one shell: a few ms in all. */
-async function ipScript(batches: Array<{ netns?: string; commands: string[] }>, then: string[] = []): Promise<void> {
-  const script = ['set -e', ...batches.map((b, i) => `ip ${b.netns ? `-n ${b.netns} ` : ''}-batch - <<'EOF${i}'\n${b.commands.join('\n')}\nEOF${i}`), ...then].join('\n');
+/**
+ * A bridge's fixed MAC (machines pin it as their gateway's), strict reverse-path filtering (a
+ * source that does not route back through this bridge is dropped) and no IPv6, as shell lines.
+ */
+function hardenBridge(bridge: string, gateway: string): string {
+  return [
+    `ip link set ${bridge} address ${macOf(gateway)}`,
+    `echo 1 > /proc/sys/net/ipv4/conf/${bridge}/rp_filter`,
+    `echo 1 > /proc/sys/net/ipv6/conf/${bridge}/disable_ipv6`,
+  ].join('\n');
+}
+
+/** An `ip -batch` run, in a namespace or the host's, as a shell line. */
+function ipStep(netns: string | undefined, commands: string[]): string {
+  return `ip ${netns ? `-n ${netns} ` : ''}-batch - <<'EOF'\n${commands.join('\n')}\nEOF`;
+}
+
+/** An `nft -f` transaction as a shell line; a quiet one may fail (what it removes is gone). */
+function nftStep(script: string, opts: { quiet?: boolean } = {}): string {
+  return `nft -f - ${opts.quiet ? `2>/dev/null <<'EOF' || true` : `<<'EOF'`}\n${script}EOF`;
+}
+
+/** A shell line (a heredoc's first line included) run in the background; `$!` is its pid. */
+function background(line: string): string {
+  const end = line.indexOf('\n');
+  return end < 0 ? `${line} &` : `${line.slice(0, end)} &${line.slice(end)}`;
+}
+
+/** Runs shell lines in one `sh` (stopping at the first that fails): a few ms in all. */
+async function shell(lines: string[]): Promise<void> {
+  const script = ['set -e', ...lines].join('\n');
   await new Promise<void>((resolve, reject) => {
     execFile('sh', ['-c', script], (err, _stdout, stderr) => {
       if (err) {
         reject(new HangarError('runtime_error', `cannot set up the machine network: ${String(stderr).trim() || err.message}`, {
-          hint: 'the daemon needs root and iproute2; check `ip netns list` and `ip link` on the host',
+          hint: 'the daemon needs root, iproute2 and nftables; check `ip netns list`, `ip link` and `nft list tables` on the host',
           cause: err,
         }));
       } else resolve();

@@ -43,6 +43,7 @@ export const ERROR_CODES = [
   'memory_unavailable',
   'cpus_unavailable',
   'network_exhausted',
+  'network_conflict',
   'over_capacity',
   'runtime_error',
   'host_unsupported',

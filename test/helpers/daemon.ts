@@ -83,7 +83,7 @@ export function testMachineCidr(dataDir: string): string {
   return `172.${second}.${(Number.parseInt(networkTag(dataDir), 16) % 16) * 16}.0/20`;
 }
 
-/** The network namespaces, bridges and firewall table a daemon on this data dir made. */
+/** The network namespaces, bridges and firewall tables a daemon on this data dir made. */
 function cleanupNetwork(dataDir: string): void {
   const tag = networkTag(dataDir);
   const quiet = (cmd: string, args: string[]) => {
@@ -102,6 +102,7 @@ function cleanupNetwork(dataDir: string): void {
     if (name?.startsWith(bridgePrefix(tag))) quiet('ip', ['link', 'del', name]);
   }
   quiet('nft', ['delete', 'table', 'inet', firewallTable(tag)]);
+  quiet('nft', ['delete', 'table', 'bridge', firewallTable(tag)]);
 }
 
 /**
