@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec } from '../runtime/driver.ts';
@@ -9,6 +9,7 @@ import { durationToMs } from '../protocol/duration.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
+import { removeHostTree } from '../storage/tree-remove.ts';
 import { assertLegal } from './transitions.ts';
 import type { MachineNetwork } from '../network/machine-network.ts';
 import { resolvConf } from '../network/resolv-conf.ts';
@@ -177,7 +178,8 @@ export class MachineRunner {
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
     await unmountOverlay(this.#paths.rootfs(m.id));
     await this.#network.detach(m.id);
-    await rm(this.#paths.dir(m.id), { recursive: true, force: true });
+    // Not rm -r: the machine may have made a tree deeper than PATH_MAX or than our descriptors.
+    await removeHostTree(this.#paths.dir(m.id));
   }
 
   async unmount(m: MachineRecord): Promise<void> {

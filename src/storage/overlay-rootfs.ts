@@ -21,7 +21,7 @@ export async function mountOverlay(layout: OverlayLayout): Promise<void> {
   const parent = dirname(topFirst[0]!);
   const shared = topFirst.every((d) => dirname(d) === parent);
   const lower = shared ? topFirst.map((d) => basename(d)).join(':') : topFirst.join(':');
-  const options = `lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
+  const options = `nodev,lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
   try {
     await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], shared ? { cwd: parent } : {});
   } catch (err) {
