@@ -2,11 +2,13 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, openSync, readSync, closeSync, statSync } from 'node:fs';
+import { existsSync, openSync, readSync, closeSync, readdirSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { withDaemon, http, type TestDaemon } from './helpers/daemon.ts';
+import { withDaemon, startDaemon, http, type TestDaemon } from './helpers/daemon.ts';
+import { waitFor } from './helpers/wait.ts';
 import { startRegistry, pushLayout, type TestRegistry } from './helpers/registry.ts';
 import { writeLayout, type TarEntry } from './helpers/oci-layout.ts';
 
@@ -218,5 +220,46 @@ describe('containment: trees deeper than the daemon can hold', () => {
     assert.equal((await sh(m.id, 'ls /')).stdout.split('\n').filter((n) => n.startsWith('.hangar')).length, 0, 'nothing renamed up is left');
     assert.equal((await http(d, 'GET', '/health')).status, 200);
     await assertDestroyedClean(m.id); // /deep2 is still there
+  });
+});
+
+describe('containment: uploads that die', () => {
+  it('leaves no temp file in the machine when the daemon dies in the middle of an upload', async () => {
+    const first = await withDaemon();
+    let second: TestDaemon | undefined;
+    const socket = { destroy: () => {} } as { destroy(): void };
+    try {
+      await first.client.apps.create(APP);
+      const m = await first.client.machines.create(APP, { config: busyboxConfig });
+      const dir = join(first.dataDir, 'machines', m.id, 'rootfs', 'up');
+      const temps = () => (existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith('.hangar-write-')) : []);
+      // An upload that announces 100 MB, sends 1 MiB and stays open.
+      const url = new URL(first.url);
+      const conn = connect(Number(url.port), url.hostname);
+      Object.assign(socket, { destroy: () => conn.destroy() });
+      conn.on('error', () => {});
+      conn.write(`PUT /v1/apps/${APP}/machines/${m.id}/files?path=/up/big.bin HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${first.token}\r\n` +
+        `content-type: application/octet-stream\r\ncontent-length: 100000000\r\n\r\n`);
+      conn.write(Buffer.alloc(1024 * 1024));
+      await waitFor(async () => (temps().length > 0 ? true : undefined), 10_000, 'the upload reached the machine');
+
+      await first.kill(); // kill -9 mid-upload: nothing in that daemon removes the temp file
+      conn.destroy();
+      assert.equal(temps().length, 1, 'the dead daemon left its temp file');
+      second = await startDaemon(first.dataDir);
+
+      const listed = await http(second, 'GET', `${machineUrl(m.id)}/files/list?path=/up`);
+      assert.deepEqual(listed.body.entries.map((e: { name: string }) => e.name), [], 'the temp file was swept when the machine was next used');
+      const inside = await second.client.machines.exec(APP, m.id, ['ls', '-a', '/up']);
+      assert.equal(inside.stdout, '.\n..\n');
+      assert.equal((await http(second, 'GET', '/health')).status, 200);
+      const w = await http(second, 'PUT', `${machineUrl(m.id)}/files?path=/up/small.txt`, 'whole', { 'content-type': 'application/octet-stream' });
+      assert.equal(w.body.size, 5, 'writes still work');
+      assert.deepEqual(temps(), []);
+    } finally {
+      socket.destroy();
+      await second?.kill().catch(() => undefined);
+      await first.close();
+    }
   });
 });

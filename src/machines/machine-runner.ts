@@ -10,6 +10,7 @@ import { HangarError } from '../protocol/errors.ts';
 import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { removeHostTree } from '../storage/tree-remove.ts';
+import { sweepStaleWrites } from '../storage/write-journal.ts';
 import { assertLegal } from './transitions.ts';
 import type { MachineNetwork } from '../network/machine-network.ts';
 import { resolvConf } from '../network/resolv-conf.ts';
@@ -69,6 +70,8 @@ export class MachineRunner {
   /** Fast path: the rootfs is laid out; mount it if a reboot took it away, then run. */
   async run(m: MachineRecord, onExit: (exit: ExitInfo) => void): Promise<{ pid: number }> {
     await this.#ensureMounted(m);
+    // Temp files of uploads an earlier daemon died in the middle of (one readdir when there are none).
+    await sweepStaleWrites(this.#paths.rootfs(m.id));
     // Kept across stop/start; only a host reboot takes it away.
     if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
     const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id) };
@@ -84,6 +87,7 @@ export class MachineRunner {
   async rootfs(m: MachineRecord): Promise<string> {
     assertLegal('files', m.state, m.id);
     await this.#ensureMounted(m);
+    await sweepStaleWrites(this.#paths.rootfs(m.id));
     return this.#paths.rootfs(m.id);
   }
 

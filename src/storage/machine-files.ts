@@ -1,3 +1,4 @@
+import { posix } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import type { MachineConfig } from '../protocol/machine-config.ts';
 import { isADirectory, MachineRoot, ROOT_OWNER, type Owner } from './machine-fs-walk.ts';
@@ -32,7 +33,8 @@ export async function writeMachineFiles(rootfs: string, files: MachineConfig['fi
       const r = await root.resolve(file.guest_path, { followLast: true, createParents: true, owner, chroot: true });
       if (r.name === '') throw isADirectory(file.guest_path);
       const bytes = Buffer.from(file.raw_value ?? '', 'base64');
-      await writeFileAt(r.dir, r.name, file.guest_path, [bytes], { mode: file.mode ?? 0o644, owner });
+      const journal = { rootfs, guestDir: posix.dirname(r.guestPath) };
+      await writeFileAt(r.dir, r.name, file.guest_path, [bytes], { mode: file.mode ?? 0o644, owner, journal });
     }
   } finally {
     await root.close();

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import { lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { HangarError } from '../protocol/errors.ts';
-import { at, fsError, isADirectory, ROOT_OWNER, type Owner } from './machine-fs-walk.ts';
+import { at, errno, fsError, isADirectory, ROOT_OWNER, type Owner } from './machine-fs-walk.ts';
+import { forgetWrite, recordWrite, TEMP_PREFIX } from './write-journal.ts';
 
 // The one way the daemon puts a file into a machine: the files API's writes and config.files.
 //
@@ -14,9 +15,8 @@ import { at, fsError, isADirectory, ROOT_OWNER, type Owner } from './machine-fs-
 // owner and mode, and renamed over the target; then the directory is fsynced. A node the machine
 // makes at the target after the check is therefore replaced, never written through: rename swaps
 // the directory entry without opening what it named. A failed or aborted write removes its temp
-// file, so the target is either the old file or the whole new one.
-
-export const TEMP_PREFIX = '.hangar-write-';
+// file, so the target is either the old file or the whole new one; one the daemon died before
+// removing is found by its record in the write journal (write-journal.ts) and swept later.
 
 export type WriteOptions = {
   /** Mode of the file; default: a replaced file keeps its mode, a new one gets 0644. */
@@ -24,6 +24,8 @@ export type WriteOptions = {
   /** Owner of a new file (a replaced file keeps its owner); root by default. */
   owner?: Owner;
   signal?: AbortSignal;
+  /** Where the machine's root is mounted, and the directory as the machine sees it: the temp file is journalled. */
+  journal?: { rootfs: string; guestDir: string };
 };
 
 export type WriteResult = { size: number; mode: number; created: boolean };
@@ -45,6 +47,7 @@ export async function writeFileAt(
   const mode = opts.mode ?? (replacing ? replacing.mode & 0o7777 : 0o644);
   const owner = replacing ? { uid: replacing.uid, gid: replacing.gid } : (opts.owner ?? ROOT_OWNER);
   const temp = TEMP_PREFIX + randomBytes(6).toString('hex');
+  const record = opts.journal ? await recordWrite(opts.journal.rootfs, opts.journal.guestDir, temp) : undefined;
   let fh: FileHandle | undefined;
   let size = 0;
   try {
@@ -63,9 +66,11 @@ export async function writeFileAt(
     await rename(at(dir, temp), at(dir, name));
   } catch (err) {
     await fh?.close().catch(() => undefined);
-    await unlink(at(dir, temp)).catch(() => undefined);
+    const removed = await unlink(at(dir, temp)).then(() => true, (e: unknown) => errno(e) === 'ENOENT');
+    if (record) await forgetWrite(record, removed);
     throw fsError(err, guestPath);
   }
+  if (record) await forgetWrite(record);
   // The rename is durable once its directory is; the file is in place either way.
   await dir.sync().catch(() => undefined);
   return { size, mode, created: !replacing };

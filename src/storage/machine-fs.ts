@@ -1,5 +1,6 @@
 import { constants, type Stats } from 'node:fs';
 import { lstat, open, readdir, readlink, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { HangarError } from '../protocol/errors.ts';
 import type { FileEntry, FileStat } from '../protocol/schemas.ts';
@@ -61,7 +62,8 @@ export async function writeFile(
   try {
     const r = await root.resolve(path, { followLast: true, createParents: true, owner: opts.owner ?? ROOT_OWNER });
     if (r.name === '') throw isADirectory(path);
-    return { path, ...(await writeFileAt(r.dir, r.name, path, body, opts)) };
+    const journal = { rootfs, guestDir: posix.dirname(r.guestPath) };
+    return { path, ...(await writeFileAt(r.dir, r.name, path, body, { ...opts, journal })) };
   } finally {
     await root.close();
   }
