@@ -25,6 +25,8 @@ import { validateGuestPath } from './rootfs-path.ts';
 
 export const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 const MAX_LINKS = 40;
+/** Directories a resolve holds open at most; a machine's links can name paths of ~80,000 components. */
+const MAX_HELD_DIRS = 64;
 
 /** Host ids for what the daemon creates in a machine (root today; a shifted range with user namespaces). */
 export type Owner = { uid: number; gid: number };
@@ -78,13 +80,16 @@ export class MachineRoot {
    */
   async resolve(guestPath: string, opts: ResolveOptions): Promise<Resolved> {
     const pending = validateGuestPath(guestPath);
-    const stack: FileHandle[] = [this.root];
+    // The directories on the way, for '..'. Only the last MAX_HELD_DIRS stay open; one closed
+    // earlier is reopened as its child's '..' and checked to be the very directory it was.
+    const stack: (FileHandle | undefined)[] = [this.root];
+    const closedIds: ({ dev: number; ino: number } | undefined)[] = [];
     const names: string[] = [];
     let links = 0;
     let retries = 0;
     /** A directory this call made, to be given to `owner` once opened (never through a path). */
     let madeHere: string | undefined;
-    const top = () => stack[stack.length - 1]!;
+    const top = () => stack[stack.length - 1]!; // always open: '..' reopens a closed one first
     const shown = (...more: string[]) => '/' + [...names, ...more].join('/');
     const again = (part: string) => {
       // A directory was just made, or something changed under us (a racing process): look again.
@@ -101,7 +106,7 @@ export class MachineRoot {
         throw err;
       }
       if (target.startsWith('/') && opts.chroot) {
-        for (const fh of stack.splice(1)) await fh.close();
+        for (const fh of stack.splice(1)) await fh?.close();
         names.length = 0;
       } else if (target.startsWith('/')) {
         throw new HangarError('path_escapes_root', `${guestPath} goes through the absolute symlink ${shown(part)} -> ${target}`, {
@@ -122,8 +127,13 @@ export class MachineRoot {
               details: { path: guestPath },
             });
           }
-          await stack.pop()!.close();
+          const child = stack.pop()!;
           names.pop();
+          try {
+            if (!stack[stack.length - 1]) stack[stack.length - 1] = await reopenParent(child, closedIds[stack.length - 1]!, guestPath);
+          } finally {
+            await child.close();
+          }
           continue;
         }
         if (pending.length === 0) {
@@ -157,20 +167,27 @@ export class MachineRoot {
         stack.push(fh);
         names.push(part);
         retries = 0;
+        const far = stack.length - 1 - MAX_HELD_DIRS;
+        if (far > 0 && stack[far]) {
+          const st = await stack[far]!.stat();
+          closedIds[far] = { dev: st.dev, ino: st.ino };
+          await stack[far]!.close();
+          stack[far] = undefined;
+        }
         if (madeHere === part && opts.owner) await fh.chown(opts.owner.uid, opts.owner.gid);
         madeHere = undefined;
       }
       return this.#keep(stack, '', shown());
     } catch (err) {
-      for (const fh of stack.slice(1)) await fh.close();
+      for (const fh of stack.slice(1)) await fh?.close();
       throw fsError(err, guestPath);
     }
   }
 
-  #keep(stack: FileHandle[], name: string, guestPath: string): Resolved {
+  #keep(stack: (FileHandle | undefined)[], name: string, guestPath: string): Resolved {
     const dir = stack.pop()!;
     if (dir !== this.root) this.#held.push(dir);
-    for (const fh of stack.slice(1)) void fh.close().catch(() => undefined);
+    for (const fh of stack.slice(1)) void fh?.close().catch(() => undefined);
     return { dir, name, guestPath };
   }
 
@@ -183,6 +200,18 @@ export class MachineRoot {
     for (const fh of this.#held.splice(0)) await fh.close().catch(() => undefined);
     await this.root.close().catch(() => undefined);
   }
+}
+
+/** `child`'s parent, which must be the directory `id` names: the machine may have moved `child` since. */
+async function reopenParent(child: FileHandle, id: { dev: number; ino: number }, guestPath: string): Promise<FileHandle> {
+  const parent = await open(at(child, '..'), DIR_FLAGS);
+  const st = await parent.stat();
+  if (st.dev === id.dev && st.ino === id.ino) return parent;
+  await parent.close();
+  throw new HangarError('path_escapes_root', `a directory on ${guestPath} was moved while it was resolved`, {
+    hint: 'something inside the machine is changing this path; retry once it settles',
+    details: { path: guestPath },
+  });
 }
 
 /** Opens the directory `name` in `dir`, never through a symlink. */
