@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { at, errno, MachineRoot } from './machine-fs-walk.ts';
+import { at, MachineRoot } from './machine-fs-walk.ts';
 
 // A write's temp file lives in the machine until it is renamed into place or removed. A write
 // that fails removes it; but if the daemon itself dies in between (kill -9, OOM, a host crash),
@@ -36,19 +36,23 @@ export async function forgetWrite(record: string, tempGone = true): Promise<void
   if (tempGone) await rm(record, { force: true });
 }
 
-/** Removes temp files that writes of an earlier daemon left in the machine mounted at `rootfs`. */
+/**
+ * Removes temp files that writes of an earlier daemon left in the machine mounted at `rootfs`.
+ * Best effort: a record it cannot handle now stays for the next sweep, and nothing is thrown.
+ */
 export async function sweepStaleWrites(rootfs: string): Promise<number> {
   const dir = journalDir(rootfs);
-  const records = await readdir(dir).catch((err: unknown) => {
-    if (errno(err) === 'ENOENT') return [];
-    throw err;
-  });
+  const records = await readdir(dir).catch(() => [] as string[]);
   let removed = 0;
   for (const name of records) {
     const record = join(dir, name);
     if (live.has(record)) continue;
-    if (name.startsWith(TEMP_PREFIX)) removed += await removeTemp(rootfs, await readFile(record, 'utf8'), name);
-    await rm(record, { force: true });
+    try {
+      if (name.startsWith(TEMP_PREFIX)) removed += await removeTemp(rootfs, await readFile(record, 'utf8'), name);
+      await rm(record, { force: true });
+    } catch {
+      // another sweep took it, or the journal is unreadable: the next one tries again
+    }
   }
   return removed;
 }
