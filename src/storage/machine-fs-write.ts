@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import { lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { HangarError } from '../protocol/errors.ts';
 import { at, errno, fsError, isADirectory, ROOT_OWNER, type Owner } from './machine-fs-walk.ts';
 import { forgetWrite, recordWrite, TEMP_PREFIX } from './write-journal.ts';
@@ -16,7 +17,11 @@ import { forgetWrite, recordWrite, TEMP_PREFIX } from './write-journal.ts';
 // makes at the target after the check is therefore replaced, never written through: rename swaps
 // the directory entry without opening what it named. A failed or aborted write removes its temp
 // file, so the target is either the old file or the whole new one; one the daemon died before
-// removing is found by its record in the write journal (write-journal.ts) and swept later.
+// removing is found by its record in the write journal (write-journal.ts) and swept later. A
+// body that stops sending without closing (a client whose host vanished) counts as dead after
+// UPLOAD_IDLE_TIMEOUT_MS, so its temp file does not stay for as long as the connection might.
+
+export const UPLOAD_IDLE_TIMEOUT_MS = 60_000;
 
 export type WriteOptions = {
   /** Mode of the file; default: a replaced file keeps its mode, a new one gets 0644. */
@@ -24,6 +29,8 @@ export type WriteOptions = {
   /** Owner of a new file (a replaced file keeps its owner); root by default. */
   owner?: Owner;
   signal?: AbortSignal;
+  /** How long the body may send nothing before the write fails; UPLOAD_IDLE_TIMEOUT_MS by default. */
+  idleTimeoutMs?: number;
   /** Where the machine's root is mounted, and the directory as the machine sees it: the temp file is journalled. */
   journal?: { rootfs: string; guestDir: string };
 };
@@ -52,7 +59,7 @@ export async function writeFileAt(
   let size = 0;
   try {
     fh = await open(at(dir, temp), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-    for await (const chunk of body) {
+    for await (const chunk of untilIdle(body, opts.idleTimeoutMs ?? UPLOAD_IDLE_TIMEOUT_MS, guestPath)) {
       opts.signal?.throwIfAborted();
       await writeAll(fh, chunk);
     }
@@ -85,6 +92,35 @@ function assertWritable(st: Stats | undefined, guestPath: string): void {
     hint: `remove it first (DELETE …/files?path=${guestPath}), or write to another path`,
     details: { path: guestPath, type: kind.replace(/^an? /, '') },
   });
+}
+
+/** The chunks of `body`, failing once none has come for `idleMs`; a stream body is destroyed then, which ends its upload. */
+async function* untilIdle(body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, idleMs: number, guestPath: string): AsyncGenerator<Uint8Array> {
+  const it: AsyncIterator<Uint8Array> | Iterator<Uint8Array> = Symbol.asyncIterator in body ? body[Symbol.asyncIterator]() : body[Symbol.iterator]();
+  let reading = false;
+  try {
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const idle = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          // A stream's iterator answers return() only after its pending read, which never comes.
+          (body as Partial<Readable>).destroy?.();
+          reject(new HangarError('bad_request', `the upload to ${guestPath} sent nothing for ${idleMs / 1000} s; nothing was written`, {
+            hint: 'send it again, keeping the body flowing',
+            details: { path: guestPath },
+          }));
+        }, idleMs);
+      });
+      reading = true;
+      const next = await Promise.race([it.next(), idle]).finally(() => clearTimeout(timer));
+      reading = false;
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    // The writer stopped early (an error, an abort): close the body as for-await would.
+    if (!reading) await it.return?.();
+  }
 }
 
 /** Writes all of `chunk` (a write may be short, e.g. when interrupted). */
