@@ -32,6 +32,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   file_not_found: 404,
   not_a_directory: 400,
   is_a_directory: 400,
+  not_a_regular_file: 409,
   file_exists: 409,
   directory_not_empty: 409,
   range_not_satisfiable: 416,

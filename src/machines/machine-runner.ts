@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec } from '../runtime/driver.ts';
@@ -9,6 +9,8 @@ import { durationToMs } from '../protocol/duration.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
+import { removeHostTree } from '../storage/tree-remove.ts';
+import { sweepStaleWrites } from '../storage/write-journal.ts';
 import { assertLegal } from './transitions.ts';
 import type { MachineNetwork } from '../network/machine-network.ts';
 import { resolvConf } from '../network/resolv-conf.ts';
@@ -69,6 +71,8 @@ export class MachineRunner {
   /** Fast path: the rootfs is laid out; mount it if a reboot took it away, then run. */
   async run(m: MachineRecord, onExit: (exit: ExitInfo) => void): Promise<{ pid: number }> {
     await this.#ensureMounted(m);
+    // Temp files of uploads an earlier daemon died in the middle of (one readdir when there are none).
+    await sweepStaleWrites(this.#paths.rootfs(m.id));
     // Kept across stop/start; only a host reboot takes it away.
     if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
     const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id) };
@@ -84,6 +88,7 @@ export class MachineRunner {
   async rootfs(m: MachineRecord): Promise<string> {
     assertLegal('files', m.state, m.id);
     await this.#ensureMounted(m);
+    await sweepStaleWrites(this.#paths.rootfs(m.id));
     return this.#paths.rootfs(m.id);
   }
 
@@ -178,7 +183,8 @@ export class MachineRunner {
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
     await unmountOverlay(this.#paths.overlay(m));
     await this.#network.detach(m.id);
-    await rm(this.#paths.dir(m.id), { recursive: true, force: true });
+    // Not rm -r: the machine may have made a tree deeper than PATH_MAX or than our descriptors.
+    await removeHostTree(this.#paths.dir(m.id));
   }
 
   async unmount(m: MachineRecord): Promise<void> {

@@ -32,6 +32,7 @@ export const ERROR_CODES = [
   'file_not_found',
   'not_a_directory',
   'is_a_directory',
+  'not_a_regular_file',
   'file_exists',
   'directory_not_empty',
   'range_not_satisfiable',

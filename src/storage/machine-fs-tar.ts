@@ -6,8 +6,9 @@ import { PassThrough, type Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { cleanMemberPath } from '../images/layer-unpack.ts';
 import { HangarError } from '../protocol/errors.ts';
-import { writeAll } from './machine-fs.ts';
-import { at, errno, fdPath, fsError, MachineRoot, openChildDir, removeTree } from './machine-fs-walk.ts';
+import { at, errno, fdPath, fsError, MachineRoot, openChildDir } from './machine-fs-walk.ts';
+import { writeAll } from './machine-fs-write.ts';
+import { removeTree } from './tree-remove.ts';
 
 // A directory of a machine as a tar stream, both ways.
 //

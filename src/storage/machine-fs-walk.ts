@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readdir, readlink, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readlink, type FileHandle } from 'node:fs/promises';
 import { HangarError } from '../protocol/errors.ts';
 import { validateGuestPath } from './rootfs-path.ts';
 
@@ -11,7 +11,8 @@ import { validateGuestPath } from './rootfs-path.ts';
 // openat(N, name) would), so no path is ever looked up twice and a component swapped for a symlink
 // after we checked it cannot redirect us. Directories are opened with O_NOFOLLOW, so a symlink on
 // the way is always seen and handled here: a relative link is followed inside the root, an
-// absolute one or one that climbs above the root is refused (path_escapes_root).
+// absolute one or one that climbs above the root is refused (path_escapes_root) — or, with
+// `chroot`, resolved as the machine itself would (from its root, `..` stopping there).
 //
 // A short story of its use:
 //   const root = await MachineRoot.open('/var/lib/hangar/machines/<id>/rootfs');
@@ -24,6 +25,22 @@ import { validateGuestPath } from './rootfs-path.ts';
 
 export const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 const MAX_LINKS = 40;
+/** Directories a resolve holds open at most; a machine's links can name paths of ~80,000 components. */
+const MAX_HELD_DIRS = 64;
+
+/** Host ids for what the daemon creates in a machine (root today; a shifted range with user namespaces). */
+export type Owner = { uid: number; gid: number };
+export const ROOT_OWNER: Owner = { uid: 0, gid: 0 };
+
+export type ResolveOptions = {
+  /** Follow a symlink in the last component too (else it is left as it is: lstat semantics). */
+  followLast: boolean;
+  /** Make missing directories on the way (mode 0755, owned by `owner` when given). */
+  createParents?: boolean;
+  owner?: Owner;
+  /** Resolve absolute links from the machine's root, and `..` at the root to the root, as the machine does. */
+  chroot?: boolean;
+};
 
 /** `name` inside the directory `dir` holds open (an *at()-style path). */
 export function at(dir: FileHandle, name: string): string {
@@ -58,17 +75,21 @@ export class MachineRoot {
 
   /**
    * Resolves `guestPath` to its directory (held open) and last name. Every component but the last
-   * must be a directory or a relative symlink that stays inside the root; the last is followed
-   * the same way when `followLast`, else left as it is (lstat semantics). With `createParents`,
-   * missing directories on the way are made (mode 0755).
+   * must be a directory or a relative symlink that stays inside the root (any symlink with
+   * `chroot`); the last is followed the same way when `followLast`, else left as it is.
    */
-  async resolve(guestPath: string, opts: { followLast: boolean; createParents?: boolean }): Promise<Resolved> {
+  async resolve(guestPath: string, opts: ResolveOptions): Promise<Resolved> {
     const pending = validateGuestPath(guestPath);
-    const stack: FileHandle[] = [this.root];
+    // The directories on the way, for '..'. Only the last MAX_HELD_DIRS stay open; one closed
+    // earlier is reopened as its child's '..' and checked to be the very directory it was.
+    const stack: (FileHandle | undefined)[] = [this.root];
+    const closedIds: ({ dev: number; ino: number } | undefined)[] = [];
     const names: string[] = [];
     let links = 0;
     let retries = 0;
-    const top = () => stack[stack.length - 1]!;
+    /** A directory this call made, to be given to `owner` once opened (never through a path). */
+    let madeHere: string | undefined;
+    const top = () => stack[stack.length - 1]!; // always open: '..' reopens a closed one first
     const shown = (...more: string[]) => '/' + [...names, ...more].join('/');
     const again = (part: string) => {
       // A directory was just made, or something changed under us (a racing process): look again.
@@ -84,7 +105,10 @@ export class MachineRoot {
         if (errno(err) === 'EINVAL' || errno(err) === 'ENOENT') return again(part);
         throw err;
       }
-      if (target.startsWith('/')) {
+      if (target.startsWith('/') && opts.chroot) {
+        for (const fh of stack.splice(1)) await fh?.close();
+        names.length = 0;
+      } else if (target.startsWith('/')) {
         throw new HangarError('path_escapes_root', `${guestPath} goes through the absolute symlink ${shown(part)} -> ${target}`, {
           hint: `the files API follows only relative symlinks; use the path it points to (${target}) directly`,
           details: { path: guestPath, symlink: shown(part), target },
@@ -96,14 +120,20 @@ export class MachineRoot {
       while (pending.length > 0) {
         const part = pending.shift()!;
         if (part === '..') {
+          if (stack.length === 1 && opts.chroot) continue;
           if (stack.length === 1) {
             throw new HangarError('path_escapes_root', `${guestPath} leads above the machine's root through a symlink`, {
               hint: "a symlink on the path has a target with '..' that climbs out of the machine; fix or remove the link",
               details: { path: guestPath },
             });
           }
-          await stack.pop()!.close();
+          const child = stack.pop()!;
           names.pop();
+          try {
+            if (!stack[stack.length - 1]) stack[stack.length - 1] = await reopenParent(child, closedIds[stack.length - 1]!, guestPath);
+          } finally {
+            await child.close();
+          }
           continue;
         }
         if (pending.length === 0) {
@@ -119,9 +149,11 @@ export class MachineRoot {
         } catch (err) {
           if (errno(err) === 'ENOENT') {
             if (!opts.createParents) throw notFound(shown(part), guestPath);
-            await mkdir(at(top(), part), { mode: 0o755 }).catch((e: unknown) => {
+            const made = await mkdir(at(top(), part), { mode: 0o755 }).then(() => true, (e: unknown) => {
               if (errno(e) !== 'EEXIST') throw e;
+              return false;
             });
+            if (made && opts.owner) madeHere = part;
             again(part);
             continue;
           }
@@ -135,18 +167,27 @@ export class MachineRoot {
         stack.push(fh);
         names.push(part);
         retries = 0;
+        const far = stack.length - 1 - MAX_HELD_DIRS;
+        if (far > 0 && stack[far]) {
+          const st = await stack[far]!.stat();
+          closedIds[far] = { dev: st.dev, ino: st.ino };
+          await stack[far]!.close();
+          stack[far] = undefined;
+        }
+        if (madeHere === part && opts.owner) await fh.chown(opts.owner.uid, opts.owner.gid);
+        madeHere = undefined;
       }
       return this.#keep(stack, '', shown());
     } catch (err) {
-      for (const fh of stack.slice(1)) await fh.close();
+      for (const fh of stack.slice(1)) await fh?.close();
       throw fsError(err, guestPath);
     }
   }
 
-  #keep(stack: FileHandle[], name: string, guestPath: string): Resolved {
+  #keep(stack: (FileHandle | undefined)[], name: string, guestPath: string): Resolved {
     const dir = stack.pop()!;
     if (dir !== this.root) this.#held.push(dir);
-    for (const fh of stack.slice(1)) void fh.close().catch(() => undefined);
+    for (const fh of stack.slice(1)) void fh?.close().catch(() => undefined);
     return { dir, name, guestPath };
   }
 
@@ -159,6 +200,18 @@ export class MachineRoot {
     for (const fh of this.#held.splice(0)) await fh.close().catch(() => undefined);
     await this.root.close().catch(() => undefined);
   }
+}
+
+/** `child`'s parent, which must be the directory `id` names: the machine may have moved `child` since. */
+async function reopenParent(child: FileHandle, id: { dev: number; ino: number }, guestPath: string): Promise<FileHandle> {
+  const parent = await open(at(child, '..'), DIR_FLAGS);
+  const st = await parent.stat();
+  if (st.dev === id.dev && st.ino === id.ino) return parent;
+  await parent.close();
+  throw new HangarError('path_escapes_root', `a directory on ${guestPath} was moved while it was resolved`, {
+    hint: 'something inside the machine is changing this path; retry once it settles',
+    details: { path: guestPath },
+  });
 }
 
 /** Opens the directory `name` in `dir`, never through a symlink. */
@@ -179,29 +232,6 @@ export async function openChildDir(dir: FileHandle, name: string, guestPath: str
     }
     throw err;
   }
-}
-
-/** Removes `name` in `dir` and, if it is a directory, all it holds; never follows a symlink. */
-export async function removeTree(dir: FileHandle, name: string): Promise<void> {
-  let fh: FileHandle;
-  try {
-    fh = await open(at(dir, name), DIR_FLAGS);
-  } catch (err) {
-    if (errno(err) === 'ENOENT') return;
-    if (errno(err) !== 'ENOTDIR') throw err;
-    // Not a directory (or a symlink, which is removed, not followed).
-    await unlink(at(dir, name)).catch((e: unknown) => {
-      if (errno(e) === 'EISDIR') return removeTree(dir, name);
-      if (errno(e) !== 'ENOENT') throw e;
-    });
-    return;
-  }
-  try {
-    for (const child of await readdir(fdPath(fh))) await removeTree(fh, child);
-  } finally {
-    await fh.close();
-  }
-  await rmdir(at(dir, name));
 }
 
 export function errno(err: unknown): string | undefined {

@@ -1,10 +1,12 @@
-import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import { lstat, open, readdir, readlink, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { HangarError } from '../protocol/errors.ts';
 import type { FileEntry, FileStat } from '../protocol/schemas.ts';
-import { at, errno, fdPath, fsError, isADirectory, MachineRoot, removeTree } from './machine-fs-walk.ts';
+import { at, errno, fdPath, fsError, isADirectory, MachineRoot, ROOT_OWNER } from './machine-fs-walk.ts';
+import { writeFileAt, type WriteOptions } from './machine-fs-write.ts';
+import { removeTree } from './tree-remove.ts';
 
 // The files API's operations on a machine's root filesystem (a mounted overlay; the machine may be
 // running). Every path is resolved by MachineRoot (machine-fs-walk.ts), so nothing outside the
@@ -13,10 +15,11 @@ import { at, errno, fdPath, fsError, isADirectory, MachineRoot, removeTree } fro
 // Semantics worth knowing:
 // - read, write, list and tar follow a symlink in the last component (confined to the machine);
 //   stat, remove and rename act on the link itself (lstat semantics).
-// - write goes to a temp file in the same directory, renamed over the target once complete, so a
-//   failed upload leaves nothing half-written. A new file gets mode 0644 unless `mode` is given; a
-//   replaced file keeps its mode and owner unless `mode` is given. New files and directories are
-//   owned by root (uid 0), as the daemon runs.
+// - write goes through machine-fs-write.ts: a temp file in the same directory, fsynced and renamed
+//   over the target once complete, so a failed upload leaves nothing half-written; a device, FIFO
+//   or socket at the target is refused, never opened. A new file gets mode 0644 unless `mode` is
+//   given; a replaced file keeps its mode and owner unless `mode` is given. New files and
+//   directories are owned by root (uid 0) unless the caller names another owner.
 
 export type OpenedFile = { handle: FileHandle; size: number; mode: number; mtime: Date };
 
@@ -37,7 +40,7 @@ export async function openFile(rootfs: string, path: string): Promise<OpenedFile
     if (!st.isFile()) {
       await handle.close();
       if (st.isDirectory()) throw isADirectory(path);
-      throw new HangarError('bad_request', `${path} is not a regular file`, {
+      throw new HangarError('not_a_regular_file', `${path} is not a regular file`, {
         hint: 'only regular files can be read; stat it with GET …/files/stat?path=',
         details: { path },
       });
@@ -53,37 +56,14 @@ export async function writeFile(
   rootfs: string,
   path: string,
   body: Readable | AsyncIterable<Uint8Array>,
-  opts: { mode?: number; signal?: AbortSignal } = {},
+  opts: WriteOptions = {},
 ): Promise<{ path: string; size: number; mode: number; created: boolean }> {
   const root = await MachineRoot.open(rootfs);
   try {
-    const r = await root.resolve(path, { followLast: true, createParents: true });
+    const r = await root.resolve(path, { followLast: true, createParents: true, owner: opts.owner ?? ROOT_OWNER });
     if (r.name === '') throw isADirectory(path);
-    const existing = await lstat(at(r.dir, r.name)).catch(() => undefined);
-    if (existing?.isDirectory()) throw isADirectory(path);
-    const mode = opts.mode ?? (existing?.isFile() ? existing.mode & 0o7777 : 0o644);
-    const temp = `.hangar-write-${randomBytes(6).toString('hex')}`;
-    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-    let fh: FileHandle | undefined;
-    try {
-      fh = await open(at(r.dir, temp), flags, 0o600);
-      for await (const chunk of body) {
-        opts.signal?.throwIfAborted();
-        await writeAll(fh, chunk);
-      }
-      if (existing?.isFile()) await fh.chown(existing.uid, existing.gid);
-      // chown clears set-id bits, so the mode goes on after it.
-      await fh.chmod(mode);
-      const size = (await fh.stat()).size;
-      await fh.close();
-      fh = undefined;
-      await rename(at(r.dir, temp), at(r.dir, r.name));
-      return { path, size, mode, created: !existing };
-    } catch (err) {
-      await fh?.close().catch(() => undefined);
-      await unlink(at(r.dir, temp)).catch(() => undefined);
-      throw fsError(err, path);
-    }
+    const journal = { rootfs, guestDir: posix.dirname(r.guestPath) };
+    return { path, ...(await writeFileAt(r.dir, r.name, path, body, { ...opts, journal })) };
   } finally {
     await root.close();
   }
@@ -180,11 +160,6 @@ export async function renamePath(rootfs: string, from: string, to: string, opts:
   } finally {
     await root.close();
   }
-}
-
-/** Writes all of `chunk` (a write may be short, e.g. when interrupted). */
-export async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
-  for (let done = 0; done < chunk.length; ) done += (await fh.write(chunk, done, chunk.length - done)).bytesWritten;
 }
 
 async function entryAt(dir: FileHandle, name: string): Promise<FileEntry> {

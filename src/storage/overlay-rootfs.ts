@@ -42,7 +42,7 @@ export async function mountOverlay(layout: OverlayLayout): Promise<void> {
     if (madeWork !== undefined) await chown(workDir, idmap.range.base, idmap.range.base);
   }
   const lower = shared ? topFirst.map((d) => basename(d)).join(':') : topFirst.join(':');
-  const options = `lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
+  const options = `nodev,lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
   try {
     await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], cwd ? { cwd } : {});
   } catch (err) {

@@ -9,7 +9,7 @@ import tar from 'tar-stream';
 
 export type TarEntry = {
   name: string;
-  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'fifo';
+  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo';
   content?: string | Buffer;
   mode?: number;
   uid?: number;
@@ -17,6 +17,8 @@ export type TarEntry = {
   linkname?: string;
   mtime?: Date;
   pax?: Record<string, string>;
+  devmajor?: number;
+  devminor?: number;
 };
 
 export type LayerSpec = { entries: TarEntry[]; compression: 'gzip' | 'zstd' | 'none' };
@@ -45,6 +47,8 @@ export async function tarBytes(entries: TarEntry[]): Promise<Buffer> {
         gid: e.gid ?? 0,
         mtime: e.mtime ?? MTIME,
         linkname: e.linkname,
+        devmajor: e.devmajor,
+        devminor: e.devminor,
         size: content?.length ?? 0,
         ...(e.pax ? { pax: e.pax } : {}),
       },
