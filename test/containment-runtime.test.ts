@@ -7,6 +7,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import koffi from 'koffi';
+import tar from 'tar-stream';
 import { Hangar, type Machine } from '../src/sdk/index.ts';
 import { REFUSED_SYSCALLS } from '../src/runtime/seccomp-harden.ts';
 import { withDaemon, type TestDaemon } from './helpers/daemon.ts';
@@ -73,6 +74,27 @@ describe('a machine runs as an unprivileged host id', () => {
     const upper = statSync(join(d.dataDir, 'machines', a.id, 'upper', 'made-inside'));
     assert.equal(upper.uid, uidA, 'on the host, the file belongs to the machine range');
     assert.equal(statSync(join(d.dataDir, 'images')).uid, 0, 'shared image layers stay root-owned on disk');
+  });
+
+  it("what the daemon writes into a machine belongs to the machine's root, and archives show the machine's ids", async () => {
+    const m = await busybox();
+    await m.files.write('/etc/written/by-api.conf', 'x=1\n', { mode: 0o600 });
+    await m.update({ config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] }, files: [{ guest_path: '/etc/by-config.conf', raw_value: Buffer.from('y=2\n').toString('base64') }] } });
+    const r = await sh(m, 'cat /etc/written/by-api.conf /etc/by-config.conf && echo more >> /etc/written/by-api.conf && ls -lnd /etc/written /etc/written/by-api.conf /etc/by-config.conf && touch /tmp/robot-file && chown 1234:1234 /tmp/robot-file');
+    assert.equal(r.code, 0, r.out);
+    for (const path of ['/etc/written', '/etc/written/by-api.conf', '/etc/by-config.conf']) {
+      assert.match(r.out, new RegExp(`\\s0\\s+0\\s.*${path}$`, 'm'), `${path} is root's inside`);
+    }
+    const archive = Buffer.from(await new Response(await m.files.downloadTar('/tmp')).arrayBuffer());
+    const owners = new Map<string, number>();
+    const extract = tar.extract();
+    extract.on('entry', (h, stream, next) => {
+      owners.set(h.name, h.uid ?? -1);
+      stream.resume();
+      stream.on('end', next);
+    });
+    await new Promise<void>((resolve, reject) => extract.on('finish', () => resolve()).on('error', reject).end(archive));
+    assert.equal(owners.get('./robot-file'), 1234, `the archive gives the machine's uid: ${JSON.stringify([...owners])}`);
   });
 
   it('keeps its files and range across stop and start', async () => {

@@ -1,4 +1,5 @@
 import { randomInt } from 'node:crypto';
+import { ID_RANGE_SIZE } from '../storage/id-shift.ts';
 import type { IdRange } from '../storage/idmapped-mount.ts';
 import type { Store } from './store.ts';
 
@@ -7,7 +8,6 @@ import type { Store } from './store.ts';
 // A range is picked at random among the free ones so that two daemons on one host (each with its
 // own state.db) rarely hand out the same one.
 
-export const ID_RANGE_SIZE = 65536;
 const FIRST_BASE = 2 ** 28;
 const SLOTS = (2 ** 32 - FIRST_BASE) / ID_RANGE_SIZE - 1; // the last range would hold uid 2^32-1, which means "no id"
 

@@ -9,6 +9,7 @@ import { durationToMs } from '../protocol/duration.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
+import { IdShift } from '../storage/id-shift.ts';
 import { removeHostTree } from '../storage/tree-remove.ts';
 import { sweepStaleWrites } from '../storage/write-journal.ts';
 import { assertLegal } from './transitions.ts';
@@ -51,7 +52,7 @@ export class MachineRunner {
     await mkdir(this.#paths.bundle(m.id), { recursive: true });
     const layout = this.#paths.overlay(m);
     if (!(await isMounted(layout.target))) await mountOverlay(layout);
-    await writeMachineFiles(layout.target, m.config.files);
+    await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
     if (m.privateIp) {
       await this.#network.attach(m.id, m.privateIp);
       await writeFile(this.#resolvConf(m.id), resolvConf(m.app, this.#network.subnetOf(m.privateIp).gateway));
@@ -65,7 +66,7 @@ export class MachineRunner {
     await unmountOverlay(layout);
     await resetUpper(layout);
     await mountOverlay(layout);
-    await writeMachineFiles(layout.target, m.config.files);
+    await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
   }
 
   /** Fast path: the rootfs is laid out; mount it if a reboot took it away, then run. */
@@ -90,6 +91,11 @@ export class MachineRunner {
     await this.#ensureMounted(m);
     await sweepStaleWrites(this.#paths.rootfs(m.id));
     return this.#paths.rootfs(m.id);
+  }
+
+  /** How the machine's ids map to the host's, for what the daemon writes into it or reads of it. */
+  ids(m: MachineRecord): IdShift {
+    return new IdShift(m.uidBase);
   }
 
   async #ensureMounted(m: MachineRecord): Promise<void> {

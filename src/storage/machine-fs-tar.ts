@@ -6,7 +6,8 @@ import { PassThrough, type Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { cleanMemberPath } from '../images/layer-unpack.ts';
 import { HangarError } from '../protocol/errors.ts';
-import { at, errno, fdPath, fsError, MachineRoot, openChildDir } from './machine-fs-walk.ts';
+import { IdShift } from './id-shift.ts';
+import { at, errno, fdPath, fsError, MachineRoot, openChildDir, type Owner } from './machine-fs-walk.ts';
 import { writeAll } from './machine-fs-write.ts';
 import { removeTree } from './tree-remove.ts';
 
@@ -28,8 +29,12 @@ import { removeTree } from './tree-remove.ts';
 
 const STAGE_PREFIX = '.hangar-tar-';
 
-/** The directory at `path` as a tar stream; it errors (the response is cut) if tar fails midway. */
-export async function tarDirectory(rootfs: string, path: string, signal?: AbortSignal): Promise<Readable> {
+/**
+ * The directory at `path` as a tar stream; it errors (the response is cut) if tar fails midway.
+ * Owners are given as the machine sees them (see IdShift).
+ */
+export async function tarDirectory(rootfs: string, path: string, opts: { signal?: AbortSignal; ids?: IdShift } = {}): Promise<Readable> {
+  const { signal } = opts;
   const root = await MachineRoot.open(rootfs);
   let dir: FileHandle;
   try {
@@ -76,28 +81,56 @@ export async function tarDirectory(rootfs: string, path: string, signal?: AbortS
   if (errno(spawnError) === 'ENOENT') throw new HangarError('host_unsupported', 'GNU tar was not found on the host', { hint: 'install the Debian package "tar"' });
   if (spawnError) throw spawnError;
   if (child.exitCode !== null && child.exitCode > 1) throw failed();
-  return out;
+  return opts.ids?.shifted ? shiftOwners(out, opts.ids) : out;
+}
+
+/** Rewrites each member's owner from host ids to the machine's; contents pass through as they stream. */
+function shiftOwners(archive: Readable, ids: IdShift): Readable {
+  const extract = tar.extract();
+  const pack = tar.pack();
+  extract.on('entry', (header, stream, next) => {
+    const entry = pack.entry({ ...header, uid: ids.toGuest(header.uid ?? 0), gid: ids.toGuest(header.gid ?? 0) }, (err) => (err ? pack.destroy(err) : next()));
+    stream.pipe(entry);
+  });
+  extract.on('finish', () => pack.finalize());
+  extract.on('error', (err) => pack.destroy(err));
+  archive.on('error', (err) => extract.destroy(err));
+  archive.pipe(extract);
+  const out = new PassThrough();
+  pack.on('error', (err) => out.destroy(err));
+  return pack.pipe(out);
 }
 
 type Meta = { mode: number; uid: number; gid: number; mtime: Date };
 
-/** Unpacks the tar stream `body` into the directory `path` (created if missing). */
-export async function untarInto(rootfs: string, path: string, body: Readable, opts: { signal?: AbortSignal } = {}): Promise<{ path: string; members: number }> {
+/**
+ * Unpacks the tar stream `body` into the directory `path` (created if missing). Owners in the
+ * archive are ids as the machine sees them (see IdShift).
+ */
+export async function untarInto(
+  rootfs: string,
+  path: string,
+  body: Readable,
+  opts: { signal?: AbortSignal; ids?: IdShift } = {},
+): Promise<{ path: string; members: number }> {
   const root = await MachineRoot.open(rootfs);
   const stageName = STAGE_PREFIX + randomBytes(6).toString('hex');
+  const ids = opts.ids ?? new IdShift(0);
   let dest: FileHandle | undefined;
   let stage: FileHandle | undefined;
   try {
-    const r = await root.resolve(path, { followLast: true, createParents: true });
+    const r = await root.resolve(path, { followLast: true, createParents: true, owner: ids.root });
     if (r.name !== '') {
-      await mkdir(at(r.dir, r.name), { mode: 0o755 }).catch((err: unknown) => {
+      const made = await mkdir(at(r.dir, r.name), { mode: 0o755 }).then(() => true, (err: unknown) => {
         if (errno(err) !== 'EEXIST') throw fsError(err, path);
+        return false;
       });
+      if (made) await lchown(at(r.dir, r.name), ids.root.uid, ids.root.gid);
     }
     dest = await root.openDir(r);
     await mkdir(at(dest, stageName), { mode: 0o700 });
     stage = await openChildDir(dest, stageName, path);
-    const members = await extract(stage, body, opts.signal);
+    const members = await extract(stage, body, ids, opts.signal);
     await merge(stage, dest, '');
     return { path, members };
   } finally {
@@ -108,7 +141,7 @@ export async function untarInto(rootfs: string, path: string, body: Readable, op
   }
 }
 
-async function extract(stage: FileHandle, body: Readable, signal?: AbortSignal): Promise<number> {
+async function extract(stage: FileHandle, body: Readable, ids: IdShift, signal?: AbortSignal): Promise<number> {
   const dirMeta = new Map<string, Meta>();
   const extractor = tar.extract();
   const onAbort = () => extractor.destroy(signal?.reason as Error);
@@ -131,10 +164,10 @@ async function extract(stage: FileHandle, body: Readable, signal?: AbortSignal):
         continue;
       }
       members++;
-      const meta: Meta = { mode: (h.mode ?? 0o644) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0, mtime: h.mtime ?? new Date() };
+      const meta: Meta = { mode: (h.mode ?? 0o644) & 0o7777, uid: ids.toHost(h.uid ?? 0), gid: ids.toHost(h.gid ?? 0), mtime: h.mtime ?? new Date() };
       const slash = rel.lastIndexOf('/');
       const base = rel.slice(slash + 1);
-      const parent = await stagedDir(stage, slash < 0 ? [] : rel.slice(0, slash).split('/'), member, true);
+      const parent = await stagedDir(stage, slash < 0 ? [] : rel.slice(0, slash).split('/'), member, ids.root);
       try {
         const target = at(parent, base);
         switch (h.type) {
@@ -173,7 +206,7 @@ async function extract(stage: FileHandle, body: Readable, signal?: AbortSignal):
             const linked = cleanMemberPath(h.linkname ?? '');
             if (!linked || (h.linkname ?? '').startsWith('/')) throw escapes(member, `is a hard link to "${h.linkname}", outside the archive`);
             const ls = linked.lastIndexOf('/');
-            const from = await stagedDir(stage, ls < 0 ? [] : linked.slice(0, ls).split('/'), member, false);
+            const from = await stagedDir(stage, ls < 0 ? [] : linked.slice(0, ls).split('/'), member);
             try {
               const st = await lstat(at(from, linked.slice(ls + 1))).catch(() => undefined);
               if (!st || st.isDirectory()) {
@@ -214,7 +247,7 @@ async function extract(stage: FileHandle, body: Readable, signal?: AbortSignal):
   }
   // Directory modes, owners and times last: a read-only directory must not stop its children.
   for (const [rel, meta] of dirMeta) {
-    const fh = await stagedDir(stage, rel.split('/'), rel, false).catch(() => undefined);
+    const fh = await stagedDir(stage, rel.split('/'), rel).catch(() => undefined);
     if (!fh) continue; // replaced by a later member
     try {
       await fh.chown(meta.uid, meta.gid);
@@ -227,8 +260,8 @@ async function extract(stage: FileHandle, body: Readable, signal?: AbortSignal):
   return members;
 }
 
-/** Opens the staged directory at `parts`, making missing ones; a symlink on the way is refused. */
-async function stagedDir(stage: FileHandle, parts: string[], member: string, create: boolean): Promise<FileHandle> {
+/** Opens the staged directory at `parts`, making missing ones owned by `create`; a symlink on the way is refused. */
+async function stagedDir(stage: FileHandle, parts: string[], member: string, create?: Owner): Promise<FileHandle> {
   let dir = stage;
   try {
     for (let i = 0; i < parts.length; i++) {
@@ -247,6 +280,7 @@ async function stagedDir(stage: FileHandle, parts: string[], member: string, cre
         }
         await mkdir(at(dir, name), { mode: 0o755 });
         next = await open(at(dir, name), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+        await next.chown(create.uid, create.gid);
       }
       if (dir !== stage) await dir.close();
       dir = next;

@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process';
-import { chown, readFile, rm, mkdir } from 'node:fs/promises';
+import { chown, readFile, mkdir } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { type IdRange, mountIdmapped } from './idmapped-mount.ts';
+import { removeHostTree } from './tree-remove.ts';
 
 // A machine's root filesystem: the image's unpacked layers as overlay lower dirs under one
 // per-machine upper dir. The mount stays up across stop/start so start needs no mount at all.
@@ -77,7 +78,8 @@ export async function isMounted(target: string): Promise<boolean> {
 
 /** Empties the writable layer (config.rootfs.persist = never); mountOverlay makes it anew. The overlay must be unmounted. */
 export async function resetUpper(layout: OverlayLayout): Promise<void> {
-  await Promise.all([rm(layout.upperDir, { recursive: true, force: true }), rm(layout.workDir, { recursive: true, force: true })]);
+  // The machine made this tree: it may be deeper than any path or descriptor budget allows.
+  await Promise.all([removeHostTree(layout.upperDir), removeHostTree(layout.workDir)]);
 }
 
 function stderrOf(err: unknown): string {

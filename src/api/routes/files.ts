@@ -7,6 +7,7 @@ import {
 } from '../../protocol/schemas.ts';
 import { listDir, openFile, removePath, renamePath, statPath, writeFile } from '../../storage/machine-fs.ts';
 import { tarDirectory, untarInto } from '../../storage/machine-fs-tar.ts';
+import type { IdShift } from '../../storage/id-shift.ts';
 import { HANDLED, route } from '../route.ts';
 import type { ApiServices } from '../services.ts';
 import { MachineParams, OkSchema } from './params.ts';
@@ -19,6 +20,12 @@ const TAG = 'Files';
 
 async function rootfsOf(services: ApiServices, params: { app_name: string; machine_id: string }): Promise<string> {
   return services.runner.rootfs(services.machines.get(params.app_name, params.machine_id));
+}
+
+/** The machine's root filesystem, and how its ids map to the host's. */
+async function filesOf(services: ApiServices, params: { app_name: string; machine_id: string }): Promise<{ rootfs: string; ids: IdShift }> {
+  const m = services.machines.get(params.app_name, params.machine_id);
+  return { rootfs: await services.runner.rootfs(m), ids: services.runner.ids(m) };
 }
 
 /** The request body as a stream (it arrives unread for application/octet-stream and application/x-tar). */
@@ -93,7 +100,8 @@ export const fileRoutes = [
     handler: async ({ services, params, query, req, reply, signal }) => {
       const body = uploadBody(req, 'application/octet-stream');
       const mode = query.mode === undefined ? undefined : Number.parseInt(query.mode, 8);
-      const r = await writeFile(await rootfsOf(services, params), query.path, body, { mode, signal });
+      const { rootfs, ids } = await filesOf(services, params);
+      const r = await writeFile(rootfs, query.path, body, { mode, signal, owner: ids.root });
       void reply.status(r.created ? 201 : 200).send({ path: r.path, size: r.size, mode: r.mode });
       return HANDLED;
     },
@@ -133,7 +141,8 @@ export const fileRoutes = [
     summary: 'Download a directory (?path=) as an application/x-tar stream (symlinks stored as links, numeric owners)',
     params: MachineParams, query: FilePathQuerySchema, produces: 'application/x-tar',
     handler: async ({ services, params, query, reply, signal }) => {
-      const stream = await tarDirectory(await rootfsOf(services, params), query.path, signal);
+      const { rootfs, ids } = await filesOf(services, params);
+      const stream = await tarDirectory(rootfs, query.path, { signal, ids });
       void reply.status(200).header('content-type', 'application/x-tar').send(stream);
       return HANDLED;
     },
@@ -144,7 +153,8 @@ export const fileRoutes = [
     params: MachineParams, query: FilePathQuerySchema, response: TarUploadResponseSchema, consumes: 'application/x-tar',
     handler: async ({ services, params, query, req, signal }) => {
       const body = uploadBody(req, 'application/x-tar');
-      return untarInto(await rootfsOf(services, params), query.path, body, { signal });
+      const { rootfs, ids } = await filesOf(services, params);
+      return untarInto(rootfs, query.path, body, { signal, ids });
     },
   }),
 ];
