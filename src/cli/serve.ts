@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { startDaemon } from '../daemon.ts';
+import { guardProcess } from '../process-guard.ts';
 import { DEFAULT_MACHINE_CIDR } from '../network/addresses.ts';
 import { parseDurationMs } from '../protocol/duration.ts';
 import { CliError, DEFAULT_API_LISTEN, DEFAULT_DATA_DIR, DEFAULT_PROXY_LISTEN, DEFAULT_PROXY_TLS_LISTEN } from './connect.ts';
@@ -33,6 +34,7 @@ export async function serve(argv: string[]): Promise<void> {
     },
   });
   const api = hostPort('--api-listen', values['api-listen']);
+  guardProcess();
   const proxy = hostPort('--proxy-listen', values['proxy-listen']);
   const proxyTls = hostPort('--proxy-tls-listen', values['proxy-tls-listen']);
   const daemon = await startDaemon({
