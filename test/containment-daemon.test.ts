@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { get as httpGet, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -256,6 +257,38 @@ describe('hostile proxy clients', () => {
     await health.stop();
     await sleep(500);
     assert.deepEqual(await viaProxy('/replay', { method: 'POST', body }), { status: 200, body: `replayed ${body.length}` }, 'replays work again once the uploads are gone');
+  });
+
+
+  it('caps connections in total over all clients: over it, HTTP gets 503 and HTTPS is closed before the handshake', async () => {
+    // Two clients at their per-client cap fill the total (200); they send nothing.
+    const idle: Socket[] = [];
+    for (const from of ['127.0.0.3', '127.0.0.4']) {
+      for (let i = 0; i < PROXY_PER_CLIENT; i++) {
+        const socket = connect({ host: '127.0.0.1', port: proxyPort, localAddress: from });
+        socket.on('error', () => undefined);
+        idle.push(socket);
+      }
+    }
+    try {
+      await Promise.all(idle.map((s) => new Promise((resolve) => (s.readyState === 'open' ? resolve(undefined) : s.once('connect', resolve)))));
+      await sleep(200);
+      const refused = await viaProxy('/');
+      assert.equal(refused.status, 503, refused.body);
+      assert.equal(JSON.parse(refused.body).code, 'too_many_connections');
+      assert.match(JSON.parse(refused.body).error, /in total/);
+      const tlsPort = Number(new URL(d.proxyTlsUrl).port);
+      const handshake = await new Promise<string>((resolve) => {
+        const t = tlsConnect({ host: '127.0.0.1', port: tlsPort, servername: 'px.localhost', rejectUnauthorized: false }, () => resolve('handshake done'));
+        t.once('error', (err) => resolve(err.message));
+      });
+      assert.match(handshake, /disconnected|ECONNRESET/);
+      await healthOnce();
+    } finally {
+      for (const s of idle) s.destroy();
+    }
+    await sleep(300);
+    assert.equal((await viaProxy('/')).body, 'ok');
   });
 });
 
