@@ -94,7 +94,8 @@ export async function replayableBody(req: IncomingMessage, buffers: ReplayBuffer
         again: () => {
           if (!used) {
             used = true;
-            return Readable.from(rest);
+            // One chunk ahead at most: the machine's pace, not the client's, decides what is held here.
+            return Readable.from(rest, { highWaterMark: 1 });
           }
           throw tooLarge
             ? new HangarError('body_too_large', `a request body over ${REPLAY_BODY_LIMIT / 1048576} MiB cannot be replayed`, {
