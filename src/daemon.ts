@@ -16,11 +16,12 @@ import { rotateIfLarge } from './machines/log-files.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
 import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
-import { GatewayApi } from './network/gateway-api.ts';
+import { ConnectionBudget } from './network/connection-budget.ts';
+import { GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS_PER_MACHINE, GatewayApi } from './network/gateway-api.ts';
 import { InternalDns } from './network/internal-dns.ts';
 import { upstreamResolver } from './network/resolv-conf.ts';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { CHECK_INTERVAL_MS, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
+import { CHECK_INTERVAL_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
 import { createEdge } from './proxy/edge.ts';
 import { ProxyTls } from './proxy/tls/proxy-tls.ts';
 import { MachineNetwork } from './network/machine-network.ts';
@@ -28,6 +29,7 @@ import { canonicalDataDir } from './network/names.ts';
 import { tryLockDataDir, type DataDirLock } from './data-dir-lock.ts';
 import { createDriver } from './runtime/drivers.ts';
 import { resolveUser } from './runtime/resolve-user.ts';
+import { machineNofileLimit } from './runtime/host-limits.ts';
 
 // Wires every part of Hangar into one process (DESIGN.md, "Processes and ports").
 
@@ -47,6 +49,14 @@ export type DaemonOptions = {
   /** Slow-client limits of the proxy's listeners. */
   proxyHeaderTimeoutMs?: number;
   proxyIdleTimeoutMs?: number;
+  /** Connection caps of the proxy: in total and per client address. */
+  proxyMaxConnections?: number;
+  proxyMaxConnectionsPerClient?: number;
+  /** Memory for request bodies the proxy keeps for fly-replay, over all requests. */
+  proxyReplayBufferBytes?: number;
+  /** Connection caps of the gateways' services (_api.internal, DNS over TCP): in total and per machine address. */
+  gatewayMaxConnections?: number;
+  gatewayMaxConnectionsPerMachine?: number;
   /** The range machines' private addresses come from; one /24 per app. */
   machineCidr?: string;
   logger?: boolean | object;
@@ -101,6 +111,12 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     credentials: fileConfig.registry_credentials,
   });
   const driver = createDriver('crun', { stateRoot: join(opts.dataDir, 'crun') });
+  // Caps by default stay well inside the daemon's descriptors, whatever its limit.
+  const descriptorShare = Math.max(64, Math.floor(machineNofileLimit() / 8));
+  const gatewayBudget = new ConnectionBudget({
+    total: opts.gatewayMaxConnections ?? Math.min(GATEWAY_MAX_CONNECTIONS, descriptorShare),
+    perAddress: opts.gatewayMaxConnectionsPerMachine ?? GATEWAY_MAX_CONNECTIONS_PER_MACHINE,
+  });
   await driver.checkHost();
   const dns = new InternalDns((subnetIndex) => {
     const app = store.appOfSubnet(subnetIndex);
@@ -111,10 +127,10 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       machines: machines.map((m) => ({ id: m.id, ip: m.privateIp, started: m.state === 'started' })),
       resolvesPublicNames: store.getApp(app)?.settings.egress.policy !== 'deny',
     };
-  }, await upstreamResolver(fileConfig.dns_upstream));
+  }, await upstreamResolver(fileConfig.dns_upstream), gatewayBudget);
   // Connections to a gateway's port 4280 are served by the API server once it exists.
   let apiServer: FastifyInstance | undefined;
-  const gatewayApi = new GatewayApi((socket) => (apiServer ? apiServer.server.emit('connection', socket) : socket.destroy()));
+  const gatewayApi = new GatewayApi({ target: () => apiServer?.server, budget: gatewayBudget });
   const network = new MachineNetwork({
     dataDir: opts.dataDir,
     machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR,
@@ -163,6 +179,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const edge = opts.proxyPort === undefined ? undefined : createEdge({
     store, waiters, apps: services.apps, machines, registry: metrics, domain: DEFAULT_PROXY_DOMAIN,
     headerTimeoutMs: opts.proxyHeaderTimeoutMs, idleTimeoutMs: opts.proxyIdleTimeoutMs,
+    maxConnections: opts.proxyMaxConnections ?? Math.min(DEFAULT_MAX_CONNECTIONS, descriptorShare),
+    maxConnectionsPerClient: opts.proxyMaxConnectionsPerClient, replayBufferBytes: opts.proxyReplayBufferBytes,
     idleMsOf: (app) => services.apps.settings(app).autostopIdleMs,
     appForHostname: (host) => tls.appForHostname(host),
   });

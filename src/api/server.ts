@@ -7,6 +7,7 @@ import { checkBearer } from './auth.ts';
 import { errorBody, toHangarError } from './errors.ts';
 import { buildOpenApi } from './openapi.ts';
 import { buildLlmsTxt } from './llms-txt.ts';
+import { parseJsonBody } from './json-body.ts';
 import { HANDLED, route, type RouteDef } from './route.ts';
 import type { ApiServices } from './services.ts';
 import { appRoutes } from './routes/apps.ts';
@@ -73,10 +74,8 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
 
   // Fly clients POST …/start and …/stop with no body, sometimes with a JSON content type.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
-    const text = String(body);
-    if (text.trim() === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(text));
+      done(null, parseJsonBody(String(body)));
     } catch (err) {
       done(err as Error, undefined);
     }

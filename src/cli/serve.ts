@@ -1,12 +1,18 @@
 import { parseArgs } from 'node:util';
 import { startDaemon } from '../daemon.ts';
+import { guardProcess } from '../process-guard.ts';
 import { DEFAULT_MACHINE_CIDR } from '../network/addresses.ts';
+import { GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS_PER_MACHINE } from '../network/gateway-api.ts';
+import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT } from '../proxy/edge-proxy.ts';
+import { DEFAULT_REPLAY_BUFFER_BYTES } from '../proxy/replay.ts';
 import { parseDurationMs } from '../protocol/duration.ts';
 import { CliError, DEFAULT_API_LISTEN, DEFAULT_DATA_DIR, DEFAULT_PROXY_LISTEN, DEFAULT_PROXY_TLS_LISTEN } from './connect.ts';
 
 export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT] [--insecure-registry HOST:PORT]...
              [--machine-cidr CIDR] [--proxy-listen HOST:PORT] [--proxy-tls-listen HOST:PORT]
              [--proxy-header-timeout DURATION] [--proxy-idle-timeout DURATION]
+             [--proxy-max-connections N] [--proxy-max-connections-per-client N] [--proxy-replay-buffer-mb N]
+             [--gateway-max-connections N] [--gateway-max-connections-per-machine N]
   Runs the Hangar daemon in the foreground. SIGTERM stops it; machines keep running and are
   adopted when it starts again. Machines get private addresses from --machine-cidr (default
   ${DEFAULT_MACHINE_CIDR}), one /24 per app. The edge proxy (--proxy-listen, default
@@ -15,7 +21,13 @@ export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT
   Hangar's own CA (\`hangar tls ca\` prints it for clients to trust) or uploaded per app.
   A proxy client must send its request head within --proxy-header-timeout (default 10s); a
   connection quiet both ways for --proxy-idle-timeout (default 60s) is closed. WebSockets are
-  exempt; an SSE stream stays open as long as it sends something (a comment line) within it.`;
+  exempt; an SSE stream stays open as long as it sends something (a comment line) within it.
+  The proxy holds at most --proxy-max-connections client connections (default ${DEFAULT_MAX_CONNECTIONS}, fewer
+  if the daemon's descriptor limit is low), --proxy-max-connections-per-client from one address
+  (default ${DEFAULT_MAX_CONNECTIONS_PER_CLIENT}); more get 503 too_many_connections. Request bodies kept for fly-replay
+  share --proxy-replay-buffer-mb (default ${DEFAULT_REPLAY_BUFFER_BYTES / 2 ** 20}). A machine may hold
+  --gateway-max-connections-per-machine connections to its gateway's _api.internal and DNS
+  (default ${GATEWAY_MAX_CONNECTIONS_PER_MACHINE}), all machines together --gateway-max-connections (default ${GATEWAY_MAX_CONNECTIONS}).`;
 
 export async function serve(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -29,10 +41,16 @@ export async function serve(argv: string[]): Promise<void> {
       'proxy-tls-listen': { type: 'string', default: DEFAULT_PROXY_TLS_LISTEN },
       'proxy-header-timeout': { type: 'string' },
       'proxy-idle-timeout': { type: 'string' },
+      'proxy-max-connections': { type: 'string' },
+      'proxy-max-connections-per-client': { type: 'string' },
+      'proxy-replay-buffer-mb': { type: 'string' },
+      'gateway-max-connections': { type: 'string' },
+      'gateway-max-connections-per-machine': { type: 'string' },
       quiet: { type: 'boolean', default: false },
     },
   });
   const api = hostPort('--api-listen', values['api-listen']);
+  guardProcess();
   const proxy = hostPort('--proxy-listen', values['proxy-listen']);
   const proxyTls = hostPort('--proxy-tls-listen', values['proxy-tls-listen']);
   const daemon = await startDaemon({
@@ -47,6 +65,13 @@ export async function serve(argv: string[]): Promise<void> {
     ...(values['proxy-header-timeout'] ? { proxyHeaderTimeoutMs: durationFlag('--proxy-header-timeout', values['proxy-header-timeout']) } : {}),
     ...(values['proxy-idle-timeout'] ? { proxyIdleTimeoutMs: durationFlag('--proxy-idle-timeout', values['proxy-idle-timeout']) } : {}),
     ...(values['machine-cidr'] ? { machineCidr: values['machine-cidr'] } : {}),
+    ...countFlag('--proxy-max-connections', values['proxy-max-connections'], 'proxyMaxConnections'),
+    ...countFlag('--proxy-max-connections-per-client', values['proxy-max-connections-per-client'], 'proxyMaxConnectionsPerClient'),
+    ...countFlag('--gateway-max-connections', values['gateway-max-connections'], 'gatewayMaxConnections'),
+    ...countFlag('--gateway-max-connections-per-machine', values['gateway-max-connections-per-machine'], 'gatewayMaxConnectionsPerMachine'),
+    ...(values['proxy-replay-buffer-mb'] === undefined
+      ? {}
+      : { proxyReplayBufferBytes: countFlag('--proxy-replay-buffer-mb', values['proxy-replay-buffer-mb'], 'mb', 0).mb! * 2 ** 20 }),
     logger: values.quiet ? false : { level: 'warn' },
   });
   const r = daemon.reconciled;
@@ -68,6 +93,14 @@ export async function serve(argv: string[]): Promise<void> {
     process.once('SIGINT', stop);
   });
   await daemon.close();
+}
+
+/** `{ [key]: n }` for a flag given as a whole number of at least `min`; `{}` when absent. */
+function countFlag<K extends string>(flag: string, text: string | undefined, key: K, min = 1): { [P in K]?: number } {
+  if (text === undefined) return {};
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) throw new CliError(`${flag} ${text} is not a whole number of at least ${min}`, `for example ${flag} 256`);
+  return { [key]: n } as { [P in K]?: number };
 }
 
 function durationFlag(flag: string, text: string): number {

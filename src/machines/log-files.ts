@@ -1,10 +1,16 @@
 import { copyFile, open, rename, stat, truncate } from 'node:fs/promises';
 import { watch } from 'node:fs';
+import { LineSplitter } from './log-lines.ts';
 
 // A machine's stdout and stderr file: size-capped by copy-and-truncate (the runtime appends with
-// O_APPEND, so truncating in place is safe), read by tail, followed by polling plus inotify.
+// O_APPEND, so truncating in place is safe), read by tail, followed by polling plus inotify,
+// always in bounded chunks and lines (log-lines.ts).
 
 export const DEFAULT_LOG_MAX_BYTES = 8 * 2 ** 20;
+/** The most of the log a tail reads, whatever number of lines it asks for. */
+const MAX_TAIL_BYTES = 8 * 2 ** 20;
+const READ_CHUNK_BYTES = 64 * 1024;
+const POLL_MS = 500;
 
 export async function rotateIfLarge(path: string, maxBytes = DEFAULT_LOG_MAX_BYTES): Promise<boolean> {
   const size = await stat(path).then((s) => s.size, () => 0);
@@ -22,57 +28,67 @@ export async function tailLines(path: string, lines: number): Promise<{ lines: s
   if (!file) return { lines: [], offset: 0 };
   try {
     const { size } = await file.stat();
-    const want = Math.min(size, Math.max(64 * 1024, lines * 256));
+    const want = Math.min(size, MAX_TAIL_BYTES, Math.max(64 * 1024, lines * 256));
     const buf = Buffer.alloc(want);
-    await file.read(buf, 0, want, size - want);
-    let text = buf.toString('utf8');
-    if (want < size) text = text.slice(text.indexOf('\n') + 1);
-    const all = text.split('\n');
-    if (all.at(-1) === '') all.pop();
-    return { lines: lines === 0 ? [] : all.slice(-lines), offset: size };
+    const { bytesRead } = await file.read(buf, 0, want, size - want);
+    let bytes = buf.subarray(0, bytesRead);
+    // The window starts mid-line unless it is the whole file; that first piece is not a line.
+    if (want < size && bytes.includes(0x0a)) bytes = bytes.subarray(bytes.indexOf(0x0a) + 1);
+    const splitter = new LineSplitter();
+    const all = [...splitter.push(bytes), ...splitter.flush()];
+    return { lines: lines === 0 ? [] : all.slice(-lines), offset: size - want + bytesRead };
   } finally {
     await file.close();
   }
 }
 
-/** Calls onLine for each complete line appended after `offset`, until the signal aborts. */
-export async function followLines(path: string, offset: number, onLine: (line: string) => void, signal: AbortSignal): Promise<void> {
-  let position = offset;
-  let partial = '';
-  let reading = false;
-  const readMore = async () => {
-    if (reading || signal.aborted) return;
-    reading = true;
-    try {
-      const size = await stat(path).then((s) => s.size, () => 0);
-      if (size < position) position = 0; // rotated
-      if (size === position) return;
-      const file = await open(path, 'r');
-      try {
-        const buf = Buffer.alloc(size - position);
-        await file.read(buf, 0, buf.length, position);
-        position = size;
-        const text = partial + buf.toString('utf8');
-        const parts = text.split('\n');
-        partial = parts.pop() ?? '';
-        for (const line of parts) onLine(line);
-      } finally {
-        await file.close();
-      }
-    } finally {
-      reading = false;
-    }
+/**
+ * The lines appended after `offset`, in batches of at most READ_CHUNK_BYTES of log, until the
+ * signal aborts. The log is read only as fast as the caller takes batches, so a slow reader (or
+ * a machine writing gigabytes) costs one chunk and one line of memory, no more.
+ */
+export async function* followLines(path: string, offset: number, signal: AbortSignal): AsyncGenerator<string[]> {
+  let wake: (() => void) | undefined;
+  const poke = () => {
+    wake?.();
+    wake = undefined;
   };
   const watcher = (() => {
     try {
-      return watch(path, () => void readMore());
+      return watch(path, poke).on('error', () => undefined);
     } catch {
-      return undefined;
+      return undefined; // no log yet: polling finds it
     }
   })();
-  const timer = setInterval(() => void readMore(), 500);
-  await readMore();
-  await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-  clearInterval(timer);
-  watcher?.close();
+  const timer = setInterval(poke, POLL_MS);
+  signal.addEventListener('abort', poke, { once: true });
+  const splitter = new LineSplitter();
+  const buf = Buffer.alloc(READ_CHUNK_BYTES);
+  let position = offset;
+  try {
+    while (!signal.aborted) {
+      const size = await stat(path).then((s) => s.size, () => 0);
+      if (size < position) position = 0; // rotated
+      const file = size > position ? await open(path, 'r').catch(() => undefined) : undefined;
+      if (!file) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        continue;
+      }
+      try {
+        while (position < size && !signal.aborted) {
+          const { bytesRead } = await file.read(buf, 0, Math.min(buf.length, size - position), position);
+          if (bytesRead === 0) break;
+          position += bytesRead;
+          const lines = splitter.push(buf.subarray(0, bytesRead));
+          if (lines.length > 0) yield lines;
+        }
+      } finally {
+        await file.close();
+      }
+    }
+  } finally {
+    clearInterval(timer);
+    watcher?.close();
+    signal.removeEventListener('abort', poke);
+  }
 }

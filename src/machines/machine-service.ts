@@ -4,7 +4,7 @@ import type { MachineRange } from '../network/addresses.ts';
 import type { ImageService } from '../images/image-service.ts';
 import type { ExitInfo } from '../runtime/driver.ts';
 import { HangarError } from '../protocol/errors.ts';
-import type { MachineConfig } from '../protocol/machine-config.ts';
+import { withDefaultGuest, type MachineConfig } from '../protocol/machine-config.ts';
 import type { CreateMachineRequest, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { MachineState, PersistentState, WaitableState } from '../protocol/states.ts';
 import { validateFiles } from '../storage/machine-files.ts';
@@ -65,6 +65,7 @@ export class MachineService {
   }
 
   async create(app: string, req: CreateMachineRequest, opts: CallOptions = {}): Promise<MachineRecord & { nonce?: string }> {
+    req = { ...req, config: withDefaultGuest(req.config) };
     validateConfig(req.config);
     this.#assertNameFree(app, req.name);
     const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
@@ -132,6 +133,7 @@ export class MachineService {
   }
 
   async update(app: string, id: string, req: UpdateMachineRequest, opts: CallOptions = {}): Promise<MachineRecord> {
+    req = { ...req, config: withDefaultGuest(req.config) };
     validateConfig(req.config);
     const m = this.get(app, id);
     assertLegal('update', m.state, m.id);

@@ -57,7 +57,7 @@ export function registerMcpEndpoint(app: FastifyInstance): void {
 
   const sweep = setInterval(() => {
     const now = Date.now();
-    for (const s of sessions.values()) if (s.open === 0 && now - s.lastSeenMs > IDLE_MS) void s.transport.close();
+    for (const s of sessions.values()) if (s.open === 0 && now - s.lastSeenMs > IDLE_MS) void s.transport.close().catch(() => undefined);
   }, SWEEP_MS);
   sweep.unref();
 

@@ -5,6 +5,16 @@ import { appArg, CHANGES, machineArg, READ_ONLY, tool } from './tool-def.ts';
 // What runs inside a machine: commands (machine_exec) and the main process's output (machine_logs).
 
 const MAX_FOLLOW_S = 60;
+/** The most log text one machine_logs answer carries; a model's context is the scarce thing. */
+const MAX_ANSWER_BYTES = 256 * 1024;
+
+/** The last of `lines` that fit in `maxBytes`. */
+function latestWithin(lines: string[], maxBytes: number): { lines: string[]; truncated: boolean } {
+  let bytes = 0;
+  let from = lines.length;
+  while (from > 0 && bytes + Buffer.byteLength(lines[from - 1]!) + 1 <= maxBytes) bytes += Buffer.byteLength(lines[--from]!) + 1;
+  return { lines: lines.slice(from), truncated: from > 0 };
+}
 
 export const processTools = [
   tool({
@@ -53,7 +63,8 @@ export const processTools = [
     name: 'machine_logs',
     description:
       "Recent stdout and stderr lines of the machine's main process (its init.cmd), also after it stopped; not the output of machine_exec commands. " +
-      `follow_s keeps collecting new lines for that many seconds (at most ${MAX_FOLLOW_S}), streaming them as progress notifications.`,
+      `follow_s keeps collecting new lines for that many seconds (at most ${MAX_FOLLOW_S}), streaming them as progress notifications. ` +
+      `An answer carries at most ${MAX_ANSWER_BYTES / 1024} KiB of lines (truncated: true says some were left out); a line over 64 KiB comes in pieces.`,
     input: {
       app: appArg,
       id: machineArg,
@@ -63,13 +74,21 @@ export const processTools = [
     annotations: READ_ONLY,
     run: async ({ app, id, lines, follow_s }, ctx) => {
       if (!follow_s) {
-        const got = (await ctx.client.machines.logs(app, id, { tail: lines, signal: ctx.signal })).lines;
-        return { summary: `${got.length} line(s) from ${id}`, data: { lines: got } };
+        const got = latestWithin((await ctx.client.machines.logs(app, id, { tail: lines, signal: ctx.signal })).lines, MAX_ANSWER_BYTES);
+        return { summary: `${got.lines.length} line(s) from ${id}${got.truncated ? ' (older ones left out: over the size limit)' : ''}`, data: got };
       }
       const got: string[] = [];
+      let bytes = 0;
+      let truncated = false;
       const timer = AbortSignal.timeout(follow_s * 1000);
       try {
         for await (const l of ctx.client.machines.followLogs(app, id, { tail: lines, signal: AbortSignal.any([ctx.signal, timer]) })) {
+          // A machine can write faster than any answer can carry: stop collecting at the limit.
+          bytes += Buffer.byteLength(l) + 1;
+          if (bytes > MAX_ANSWER_BYTES) {
+            truncated = true;
+            break;
+          }
           got.push(l);
           await ctx.progress(l);
         }
@@ -77,7 +96,8 @@ export const processTools = [
         // Reaching follow_s is how a follow ends; any other failure is the caller's to see.
         if (!timer.aborted || ctx.signal.aborted) throw err;
       }
-      return { summary: `${got.length} line(s) from ${id} over ${follow_s}s`, data: { lines: got } };
+      const why = truncated ? `, stopped early at the ${MAX_ANSWER_BYTES / 1024} KiB answer limit` : ` over ${follow_s}s`;
+      return { summary: `${got.length} line(s) from ${id}${why}`, data: { lines: got, truncated } };
     },
   }),
 ];

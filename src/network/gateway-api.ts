@@ -1,23 +1,77 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
+import { ConnectionGuard, type ConnectionBudget } from './connection-budget.ts';
 import { GATEWAY_API_PORT } from './firewall.ts';
 
 // The Machines API inside each app's network, as on Fly: `_api.internal:4280` is the app's
-// gateway, whose port 4280 hands every connection to the API's own HTTP server. So a machine
-// gets exactly what a caller on the host gets for the token it sends (and 401 without one).
+// gateway, whose requests go to the API's own HTTP server. So a machine gets exactly what a
+// caller on the host gets for the token it sends (and 401 without one).
+//
+// Anyone in a machine can connect without a token, so connections are budgeted (per machine
+// address and over all gateways, shared with their DNS) and parsed by an HTTP server of the
+// gateways' own with tight timeouts: a request head must arrive within headerTimeoutMs and a
+// connection between requests is closed after keepAliveMs. A request in progress (an exec
+// stream, a log follow) is not timed.
+
+export const GATEWAY_HEADER_TIMEOUT_MS = 10_000;
+export const GATEWAY_KEEP_ALIVE_MS = 5_000;
+/** Connections to all gateways' services (API and DNS over TCP) at once, and from one machine. */
+export const GATEWAY_MAX_CONNECTIONS = 1024;
+export const GATEWAY_MAX_CONNECTIONS_PER_MACHINE = 64;
+
+export type GatewayApiOptions = {
+  /** The server that answers requests (the API's), once it exists. */
+  target: () => HttpServer | undefined;
+  budget: ConnectionBudget;
+  headerTimeoutMs?: number;
+  keepAliveMs?: number;
+};
 
 export class GatewayApi {
-  readonly #accept: (socket: Socket) => void;
+  readonly #guard: ConnectionGuard;
+  readonly #http: HttpServer;
   readonly #servers = new Map<number, Server>();
+  readonly #headerTimeoutMs: number;
+  /** Per connection, the deadline for the request head it owes. */
+  readonly #headDeadlines = new WeakMap<Socket, NodeJS.Timeout>();
 
-  /** `accept` takes each connection, e.g. `(s) => httpServer.emit('connection', s)`. */
-  constructor(accept: (socket: Socket) => void) {
-    this.#accept = accept;
+  constructor(opts: GatewayApiOptions) {
+    this.#guard = new ConnectionGuard(opts.budget, '_api.internal');
+    this.#headerTimeoutMs = opts.headerTimeoutMs ?? GATEWAY_HEADER_TIMEOUT_MS;
+    // Node enforces headersTimeout only on servers that listen themselves; this one is handed
+    // sockets, so the head deadline is kept here (#awaitHead).
+    this.#http = createHttpServer({
+      requestTimeout: 0,
+      keepAliveTimeout: opts.keepAliveMs ?? GATEWAY_KEEP_ALIVE_MS,
+      connectionsCheckingInterval: 1_000,
+    });
+    this.#http.on('request', (req, res) => {
+      clearTimeout(this.#headDeadlines.get(req.socket));
+      if (this.#guard.refuse(req, res)) return;
+      res.once('finish', () => this.#awaitHead(req.socket));
+      const target = opts.target();
+      if (target) target.emit('request', req, res);
+      else res.destroy();
+    });
+    this.#http.on('upgrade', (req, socket, head) => {
+      clearTimeout(this.#headDeadlines.get(req.socket));
+      if (this.#guard.refuseUpgrade(req.socket)) return;
+      const target = opts.target();
+      if (target) target.emit('upgrade', req, socket, head);
+      else socket.destroy();
+    });
   }
 
   /** Listens on `gateway`:4280 for the app of `subnetIndex`. Idempotent. */
   async serve(subnetIndex: number, gateway: string): Promise<void> {
     if (this.#servers.has(subnetIndex)) return;
-    const server = createServer((socket) => this.#accept(socket));
+    const server = createServer((socket) => {
+      this.#guard.onConnection(socket);
+      if (socket.destroyed) return;
+      this.#awaitHead(socket);
+      socket.once('close', () => clearTimeout(this.#headDeadlines.get(socket)));
+      this.#http.emit('connection', socket);
+    });
     this.#servers.set(subnetIndex, server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => {
@@ -26,6 +80,15 @@ export class GatewayApi {
       });
       server.listen(GATEWAY_API_PORT, gateway, () => resolve());
     });
+    // Accept failures (out of descriptors, a connection reset before it was taken) are not fatal.
+    server.on('error', () => undefined);
+  }
+
+  /** Closes `socket` unless a request head arrives within the header timeout. */
+  #awaitHead(socket: Socket): void {
+    if (socket.destroyed) return;
+    clearTimeout(this.#headDeadlines.get(socket));
+    this.#headDeadlines.set(socket, setTimeout(() => socket.destroy(), this.#headerTimeoutMs).unref());
   }
 
   stop(subnetIndex: number): void {
@@ -35,5 +98,6 @@ export class GatewayApi {
 
   close(): void {
     for (const index of [...this.#servers.keys()]) this.stop(index);
+    this.#http.closeAllConnections();
   }
 }

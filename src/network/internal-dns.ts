@@ -1,5 +1,6 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { connect, createServer, isIPv6, type Server, type Socket as TcpSocket } from 'node:net';
+import type { ConnectionBudget } from './connection-budget.ts';
 import packet from 'dns-packet';
 
 // Names inside an app's private network, answered on the app's gateway (port 53): the machines
@@ -44,12 +45,14 @@ export class InternalDns {
   readonly #sockets = new Map<number, Socket>();
   readonly #servers = new Map<number, { server: Server; connections: Set<TcpSocket> }>();
   readonly #gateways = new Map<number, string>();
+  readonly #budget: ConnectionBudget | undefined;
   #forwards = 0;
 
-  /** Without an upstream, names outside `.internal` are refused. */
-  constructor(lookup: SubnetLookup, upstream?: Upstream) {
+  /** Without an upstream, names outside `.internal` are refused. TCP connections count against `budget`. */
+  constructor(lookup: SubnetLookup, upstream?: Upstream, budget?: ConnectionBudget) {
     this.#lookup = lookup;
     this.#upstream = upstream;
+    this.#budget = budget;
   }
 
   /** Answers on `gateway`:53, UDP and TCP, for the app of `subnetIndex`. Idempotent. */
@@ -66,6 +69,7 @@ export class InternalDns {
     });
     const connections = new Set<TcpSocket>();
     const server = createServer((conn) => {
+      if (this.#budget?.admit(conn)) return void conn.destroy();
       connections.add(conn);
       conn.once('close', () => connections.delete(conn));
       this.#serveTcp(subnetIndex, conn);

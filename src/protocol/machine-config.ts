@@ -93,3 +93,18 @@ export const MachineConfigSchema = z.looseObject({
 });
 
 export type MachineConfig = z.infer<typeof MachineConfigSchema>;
+
+/** Fly's memory per CPU when `guest.memory_mb` is not given: shared-cpu-1x is 256 MB, performance-1x 2 GB. */
+const DEFAULT_MEMORY_MB_PER_CPU: Record<string, number> = { shared: 256, performance: 2048 };
+
+/**
+ * The config with Fly's default guest filled in where `guest` or some of its fields are missing
+ * (`{cpu_kind: "shared", cpus: 1, memory_mb: 256}`), as Fly shows it in the machine's config.
+ * A machine always has a memory limit: without one, a single machine could take the host's memory.
+ */
+export function withDefaultGuest(config: MachineConfig): MachineConfig {
+  const cpuKind = config.guest?.cpu_kind ?? 'shared';
+  const cpus = config.guest?.cpus ?? 1;
+  const memoryMb = (DEFAULT_MEMORY_MB_PER_CPU[cpuKind] ?? DEFAULT_MEMORY_MB_PER_CPU.shared!) * cpus;
+  return { ...config, guest: { ...config.guest, cpu_kind: cpuKind, cpus, memory_mb: config.guest?.memory_mb ?? memoryMb } };
+}

@@ -1,15 +1,17 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import { Pool } from 'undici';
 import { HangarError, isHangarError } from '../protocol/errors.ts';
+import { ConnectionBudget, ConnectionGuard } from '../network/connection-budget.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
 import type { ProxyMetrics } from './proxy-metrics.ts';
 import { ConnectionHolds } from './connection-holds.ts';
 import { forward, HOP_BY_HOP } from './forward.ts';
-import { replayableBody, MAX_REPLAYS } from './replay.ts';
+import { DEFAULT_REPLAY_BUFFER_BYTES, MAX_REPLAYS, ReplayBuffers, replayableBody } from './replay.ts';
 import type { Route, RouteTable } from './route-table.ts';
 import { Targets, type Picked } from './targets.ts';
 import { forwardUpgrade } from './upgrade.ts';
@@ -23,8 +25,16 @@ export const DEFAULT_PROXY_DOMAIN = 'localhost';
 export const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
-// Set by the proxy itself; what a client sends under these names is replaced.
-const OWN = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id']);
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+export const DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 1024;
+
+// Set by the proxy itself, as Fly's does; what a client sends under these names is dropped, so a
+// machine can trust them (x-forwarded-for is the exception: the client's list is kept and the
+// peer's address appended, as every proxy does).
+const OWN = new Set([
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-ssl', 'x-request-id',
+  'fly-client-ip', 'fly-forwarded-port', 'fly-region', 'fly-request-id', 'fly-replay-src',
+]);
 
 export type EdgeProxyOptions = {
   apps: AppService;
@@ -38,6 +48,11 @@ export type EdgeProxyOptions = {
   idleTimeoutMs?: number;
   /** Hostnames outside `<app>.<domain>` that route to an app (custom certificates). */
   appForHostname?: (hostname: string) => string | undefined;
+  /** Client connections open at once, over both listeners and per client address. */
+  maxConnections?: number;
+  maxConnectionsPerClient?: number;
+  /** Memory for request bodies kept for a possible fly-replay, over all requests. */
+  replayBufferBytes?: number;
 };
 
 export type EdgeProxy = {
@@ -51,6 +66,11 @@ export type EdgeProxy = {
 export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   const targets = new Targets({ table: opts.table, machines: opts.machines, apps: opts.apps, onWake: (r) => opts.metrics.woke(r.app, r.id) });
   const holds = new ConnectionHolds();
+  const guard = new ConnectionGuard(
+    new ConnectionBudget({ total: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS, perAddress: opts.maxConnectionsPerClient ?? DEFAULT_MAX_CONNECTIONS_PER_CLIENT }),
+    'the proxy',
+  );
+  const replayBuffers = new ReplayBuffers(opts.replayBufferBytes ?? DEFAULT_REPLAY_BUFFER_BYTES);
   const pools = new Map<string, Pool>();
   const poolFor = (origin: string) => {
     let pool = pools.get(origin);
@@ -59,7 +79,7 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   };
   // A destroyed machine's address may go to another machine: its connections go with it.
   opts.table.onRemove((route) => {
-    void pools.get(route.origin)?.destroy();
+    void pools.get(route.origin)?.destroy().catch(() => undefined);
     pools.delete(route.origin);
   });
   const idPrefix = randomBytes(4).toString('hex');
@@ -86,39 +106,44 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
       return;
     }
     const { headers } = scanned;
-    const body = req.method === 'GET' || req.method === 'HEAD' ? NO_BODY : await replayableBody(req);
-    let picked =
-      holds.reuse(req.socket, app, scanned) ??
-      holds.keep(req.socket, (!scanned.force && targets.tryPick(app, scanned)) || (await targets.pick(app, scanned)));
-    for (let replays = 0; ; replays++) {
-      const current = picked;
-      const { route } = current;
-      try {
-        const stats = opts.metrics.statsFor(app, route.id);
-        const request = { method: req.method ?? 'GET', path: req.url ?? '/', headers, body: body.again() };
-        const outcome = await forward(poolFor(route.origin), request, res, requestId, (status) => opts.metrics.answered(stats, status, startedAt)).catch((err: Error) => {
-          throw res.headersSent ? err : unreachable(route, err);
-        });
-        if (outcome.replay) {
-          if (replays >= MAX_REPLAYS) {
-            throw new HangarError('bad_request', `machine ${route.id} asked for a replay after ${MAX_REPLAYS} replays`, {
-              hint: 'a replay target must answer the request itself; check the fly-replay headers your machines send',
-            });
+    const body = req.method === 'GET' || req.method === 'HEAD' ? NO_BODY : await replayableBody(req, replayBuffers);
+    try {
+      let picked =
+        holds.reuse(req.socket, app, scanned) ??
+        holds.keep(req.socket, (!scanned.force && targets.tryPick(app, scanned)) || (await targets.pick(app, scanned)));
+      for (let replays = 0; ; replays++) {
+        const current = picked;
+        const { route } = current;
+        try {
+          const stats = opts.metrics.statsFor(app, route.id);
+          const request = { method: req.method ?? 'GET', path: req.url ?? '/', headers, body: body.again() };
+          const outcome = await forward(poolFor(route.origin), request, res, requestId, (status) => opts.metrics.answered(stats, status, startedAt)).catch((err: Error) => {
+            throw res.headersSent ? err : unreachable(route, err);
+          });
+          if (outcome.replay) {
+            if (replays >= MAX_REPLAYS) {
+              throw new HangarError('replay_loop', `machine ${route.id} asked for a replay after ${MAX_REPLAYS} replays`, {
+                hint: 'a replay target must answer the request itself; check the fly-replay headers your machines send',
+              });
+            }
+            headers.push('fly-replay-src', `instance=${route.id};app=${app}${outcome.replay.state ? `;state=${outcome.replay.state}` : ''}`);
+            app = outcome.replay.app ?? app;
+            current.release();
+            picked = await targets.pick(app, outcome.replay.instance ? { force: outcome.replay.instance } : outcome.replay.elsewhere ? { exclude: route.id } : {});
+            continue;
           }
-          headers.push('fly-replay-src', `instance=${route.id};app=${app}${outcome.replay.state ? `;state=${outcome.replay.state}` : ''}`);
-          app = outcome.replay.app ?? app;
+          return;
+        } finally {
           current.release();
-          picked = await targets.pick(app, outcome.replay.instance ? { force: outcome.replay.instance } : outcome.replay.elsewhere ? { exclude: route.id } : {});
-          continue;
         }
-        return;
-      } finally {
-        current.release();
       }
+    } finally {
+      body.release();
     }
   };
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    if (guard.refuse(req, res)) return;
     const startedAt = performance.now();
     const requestId = nextRequestId();
     handle(req, res, requestId, startedAt).catch((err: unknown) => {
@@ -133,6 +158,7 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (guard.refuseUpgrade(req.socket)) return;
     const startedAt = performance.now();
     const requestId = nextRequestId();
     socket.on('error', () => socket.destroy());
@@ -185,6 +211,11 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
     server.requestTimeout = 0;
     server.keepAliveTimeout = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     server.setTimeout(opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, (socket) => socket.destroy());
+    // Before node's own listener: an over-budget connection is marked (or, over HTTPS, where no
+    // answer can be given before a handshake, closed) before it costs anything more.
+    server.prependListener('connection', (socket: Socket) => {
+      if (!guard.onConnection(socket) && server instanceof TlsServer) socket.destroy();
+    });
     server.on('request', onRequest);
     server.on('upgrade', onUpgrade);
     server.on('clientError', onClientError);
@@ -206,7 +237,7 @@ export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
 /** How often node checks header timeouts; servers made elsewhere for attach() should use it too. */
 export const CHECK_INTERVAL_MS = 1_000;
 
-const NO_BODY = { again: () => null };
+const NO_BODY = { again: () => null, release: () => undefined };
 
 function portOf(server: Server): number | undefined {
   const address = server.address();
@@ -231,6 +262,10 @@ function scanRequest(req: IncomingMessage, requestId: string, upgrade: boolean):
     const value = raw[i + 1]!;
     switch (name) {
       case 'host':
+        // Two Host headers: a front proxy and the machine could each believe a different one.
+        if (scanned.host) {
+          throw new HangarError('bad_request', 'the request has more than one Host header', { hint: 'send exactly one Host header' });
+        }
         scanned.host = value;
         break;
       case 'x-forwarded-for':
@@ -252,11 +287,18 @@ function scanRequest(req: IncomingMessage, requestId: string, upgrade: boolean):
     }
   }
   const peer = req.socket.remoteAddress ?? '';
+  const encrypted = (req.socket as TLSSocket).encrypted === true;
+  const port = String(req.socket.localPort ?? '');
   headers.push(
     'host', scanned.host,
     'x-forwarded-for', forwardedFor ? `${forwardedFor}, ${peer}` : peer,
-    'x-forwarded-proto', (req.socket as TLSSocket).encrypted ? 'https' : 'http',
+    'x-forwarded-proto', encrypted ? 'https' : 'http',
     'x-forwarded-host', scanned.host,
+    'x-forwarded-port', port,
+    'x-forwarded-ssl', encrypted ? 'on' : 'off',
+    'fly-client-ip', peer,
+    'fly-forwarded-port', port,
+    'fly-request-id', requestId,
     'x-request-id', requestId,
   );
   if (upgrade) headers.push('connection', 'Upgrade', 'upgrade', upgradeTo);
@@ -284,7 +326,9 @@ function statusFor(e: HangarError): number {
     case 'body_too_large':
       return 413;
     case 'bad_request':
-      return 508; // a replay loop
+      return 400;
+    case 'replay_loop':
+      return 508;
     case 'runtime_error':
       return 502; // the machine was picked but did not answer
     case 'internal':

@@ -11,7 +11,7 @@ import { RouteTable } from './route-table.ts';
 // The edge as the daemon runs it: the proxy, the in-memory route table it reads (fed by every
 // machine state change), autostop sweeping that table, and their metrics.
 
-export type EdgeOptions = Pick<EdgeProxyOptions, 'domain' | 'headerTimeoutMs' | 'idleTimeoutMs' | 'appForHostname'> & {
+export type EdgeOptions = Pick<EdgeProxyOptions, 'domain' | 'headerTimeoutMs' | 'idleTimeoutMs' | 'appForHostname' | 'maxConnections' | 'maxConnectionsPerClient' | 'replayBufferBytes'> & {
   store: Store;
   waiters: StateWaiters;
   apps: AppService;

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { z } from 'zod';
 import { LogsQuerySchema } from '../../protocol/schemas.ts';
 import { followLines, tailLines } from '../../machines/log-files.ts';
@@ -21,9 +22,17 @@ export const logRoutes = [
       const send = (line: string) => res.write(`event: log\ndata: ${line}\n\n`);
       lines.forEach(send);
       const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-      await followLines(path, offset, send, signal);
-      clearInterval(keepAlive);
-      res.end();
+      try {
+        for await (const batch of followLines(path, offset, signal)) {
+          let flowing = true;
+          for (const line of batch) flowing = send(line);
+          // A reader slower than the machine writes holds the log back, not the daemon's memory.
+          if (!flowing) await once(res, 'drain', { signal }).catch(() => undefined);
+        }
+      } finally {
+        clearInterval(keepAlive);
+        res.end();
+      }
       return HANDLED;
     },
   }),
