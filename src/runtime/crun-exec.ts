@@ -152,10 +152,7 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
       resolve({ exitCode, ...(exitSignal !== undefined ? { exitSignal } : {}), timedOut, cancelled });
     };
     void child.ended.then((end) => {
-      if ('error' in end) {
-        child.stderr.emit('data', Buffer.from(`hangar: cannot run crun exec: ${end.error}\n`));
-        return finish(127);
-      }
+      if ('error' in end) return finish(127); // the reason is on its stderr
       const { code, signal } = end;
       const signum = signal ? constants.signals[signal] : undefined;
       if (timedOut || cancelled) finish(code ?? 128 + constants.signals.SIGKILL, constants.signals.SIGKILL);

@@ -250,8 +250,7 @@ class RemoteExec implements LaunchedExec {
     try {
       sock = await connecting;
     } catch (err) {
-      this.#endStreams();
-      return { error: (err as Error).message };
+      return this.#fail({ error: (err as Error).message });
     }
     return new Promise((resolve) => {
       let end: ExecEnd | { error: string } = { error: 'the launcher hung up before the command ended (did it die?)' };
@@ -284,11 +283,15 @@ class RemoteExec implements LaunchedExec {
         if (!header(chunk)) frames(chunk);
       });
       sock.on('error', () => {});
-      sock.on('close', () => {
-        this.#endStreams();
-        resolve(end);
-      });
+      sock.on('close', () => resolve('error' in end ? this.#fail(end) : (this.#endStreams(), end)));
     });
+  }
+
+  /** Says why on the command's stderr, as a shell would. */
+  #fail(end: { error: string }): { error: string } {
+    if (!this.stderr.destroyed && !this.stderr.writableEnded) this.stderr.write(`hangar: cannot run crun exec: ${end.error}\n`);
+    this.#endStreams();
+    return end;
   }
 
   #endStreams(): void {
