@@ -150,6 +150,11 @@ for (const r of rows) {
 }
 const goal = (name: string, p50: number, ok: boolean, want: string) => `${name} ${want} → ${p50.toFixed(name === 'create' ? 1 : 2)}${name === 'create' ? ' ms' : '×'} ${ok ? 'met' : 'NOT met'}`;
 const ratio = (prefix: string) => p50Of(prefix) / floorP50;
+// Each start, stop and exec ran next to one floor measurement; on a busy host the median of those
+// pairs' ratios moves less than the ratio of two medians.
+const samplesOf = (prefix: string) => rows.find((r) => r.name.startsWith(prefix))!.samples;
+const paired = (prefix: string) => pct(samplesOf(prefix).map((x, i) => x / samplesOf('floor: `crun run')[i]!), 50);
+console.log(`\nper-run ratio to the floor run beside it, p50: start ${paired('start').toFixed(2)}×, stop ${paired('stop').toFixed(2)}×, exec ${paired('exec').toFixed(2)}×`);
 const createP50 = p50Of('create (skip');
 console.log(
   `\ngoals (floor = bare \`crun run -d\` p50 ${floorP50.toFixed(1)} ms): ` +
