@@ -1,8 +1,8 @@
 // Runs a command inside a running machine with `crun exec`, through the launcher, which relays its
 // stdio. On timeout or abort the exec'd process itself is killed: killing only the crun client
-// would leave it running. The process (command,
-// env, user, cwd) goes to crun in a process.json, never on its command line: env values are
-// often secrets, and every host user can read every process's argv.
+// would leave it running. The process (command, env, user, cwd) goes to crun in a process.json,
+// never on its command line: env values are often secrets, and every host user can read every
+// process's argv.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
