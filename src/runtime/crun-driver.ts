@@ -150,7 +150,11 @@ class CrunDriver implements Driver {
       );
     });
     if ('pid' in outcome) return outcome;
-    if ('error' in outcome && shimPid) tryKill(-shimPid);
+    if ('error' in outcome) {
+      // A launcher that died after spawning the shim never said its pid; the shim file does.
+      const shim = shimPid ?? readShim(bundleDir)?.pid;
+      if (shim && isShimOf(shim, bundleDir)) tryKill(-shim);
+    }
     const log = readTail(logPath, logStart);
     const why = 'exit' in outcome ? `crun exited with status ${outcome.exit}` : outcome.error.message;
     throw new HangarError('runtime_error', `machine ${id} failed to start: ${why}${log ? `: ${log.trim().split('\n').at(-1)}` : ''}`, {
