@@ -1,26 +1,23 @@
-// The crun driver. Each machine runs under a small detached shell, the shim, that waits for crun
-// and records the exit in the bundle, so machines outlive the daemon and a restarted daemon reads
-// what happened from the bundle (see run-files.ts).
+// The crun driver. Every crun call goes through the launcher (launcher-main.ts), one small
+// long-lived process. Each machine runs under a small detached shell, the shim, that waits for
+// crun and records the exit in the bundle, so machines outlive the daemon and the launcher, and a
+// restarted daemon reads what happened from the bundle (see run-files.ts).
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { access, constants as fsConstants, mkdir, rename, writeFile } from 'node:fs/promises';
 import { constants, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import { watchBundle } from './bundle-watch.ts';
-import { type CrunCommand, crunArgv, detectCrunCommand, inCrunNamespace, openCgroup2Group, removeCgroup2Group, runCrun } from './crun-command.ts';
+import { type CrunCommand, detectCrunCommand, removeCgroup2Group } from './crun-command.ts';
 import { crunExec, spawnExec } from './crun-exec.ts';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec, RunState } from './driver.ts';
 import { machineNofileLimit } from './host-limits.ts';
+import { Launcher } from './launcher-client.ts';
 import { KmsgOomLog } from './kmsg-oom.ts';
 import { DEFAULT_CAPABILITIES } from './oci-defaults.ts';
 import { buildOciSpec, cgroupsPathFor } from './oci-spec.ts';
 import {
-  EXIT_FILE,
-  EXIT_TMP_FILE,
-  PID_FILE,
-  SHIM_ARGV0,
-  SHIM_FILE,
   isInCgroup,
   isShimOf,
   readExitFile,
@@ -41,16 +38,8 @@ export type CrunDriverOptions = {
   startTimeoutMs?: number;
 };
 
-// $1 bundle, $2 id, rest: crun with its global flags. stdout/stderr are the machine's log.
-// `crun run` in the foreground waits for the machine and deletes it when it ends.
-const SHIM_SCRIPT = [
-  'b=$1; id=$2; shift 2',
-  `read up rest < /proc/uptime; echo "$$ $up" > "$b/${SHIM_FILE}"`,
-  `"$@" run -b "$b" --pid-file "$b/${PID_FILE}" "$id" < /dev/null`,
-  `echo $? > "$b/${EXIT_TMP_FILE}" && mv -f "$b/${EXIT_TMP_FILE}" "$b/${EXIT_FILE}"`,
-].join('\n');
-
-const START_POLL_MS = 2;
+// Both are fallbacks: inotify on the bundle dir reports the pid and exit files as they appear.
+const START_POLL_MS = 20;
 const EXIT_POLL_MS = 250;
 const LOG_TAIL_BYTES = 4096;
 const STATE_SETTLE_TRIES = 100;
@@ -66,6 +55,7 @@ export function createCrunDriver(opts: CrunDriverOptions): Driver {
 class CrunDriver implements Driver {
   readonly name = 'crun';
   readonly #cmd: CrunCommand;
+  readonly #launcher: Launcher;
   readonly #initPath: string;
   readonly #seccompPath: string;
   readonly #startTimeoutMs: number;
@@ -76,6 +66,14 @@ class CrunDriver implements Driver {
 
   constructor(opts: CrunDriverOptions) {
     this.#cmd = detectCrunCommand(opts.stateRoot);
+    // The data dir holds the state root, the launcher's socket and every mount a machine needs.
+    const dataDir = dirname(opts.stateRoot);
+    this.#launcher = new Launcher({
+      stateRoot: opts.stateRoot,
+      socketPath: join(dataDir, 'launcher.sock'),
+      hiddenCgroup2: this.#cmd.hiddenCgroup2,
+      sharedDir: dataDir,
+    });
     this.#initPath = opts.initPath ?? '/usr/bin/tini-static';
     this.#seccompPath = opts.seccompPath ?? DEFAULT_SECCOMP_PATH;
     this.#startTimeoutMs = opts.startTimeoutMs ?? 15_000;
@@ -97,13 +95,14 @@ class CrunDriver implements Driver {
     await access(this.#initPath, fsConstants.X_OK).catch((err) => {
       throw new HangarError('host_unsupported', `no static tini at ${this.#initPath}`, { hint: INSTALL_HINT, cause: err });
     });
+    await this.#launcher.pid();
     await this.#seccompBpf();
   }
 
   /** The machines' filter: the host's profile for their capabilities, hardened, compiled once. */
   async #seccompBpf(): Promise<string> {
     const profile = hardenSeccomp(await loadSeccomp(DEFAULT_CAPABILITIES, this.#seccompPath));
-    return compiledSeccomp(this.#cmd, profile, join(dirname(this.#cmd.stateRoot), 'seccomp'));
+    return compiledSeccomp(this.#launcher, this.#cmd.stateRoot, profile, join(dirname(this.#cmd.stateRoot), 'seccomp'));
   }
 
   async prepare(spec: MachineSpec): Promise<void> {
@@ -120,29 +119,21 @@ class CrunDriver implements Driver {
     const { bundleDir, logPath } = where;
     this.#bundles.set(id, bundleDir);
     await removeRunFiles(bundleDir);
-    const logFd = openSync(logPath, 'a');
-    const logStart = fstatSync(logFd).size;
-    const argv = inCrunNamespace(this.#cmd, ['sh', '-c', SHIM_SCRIPT, SHIM_ARGV0, bundleDir, id, ...crunArgv(this.#cmd, [])]);
-    let shim;
-    let groupFd: number | undefined;
-    try {
-      groupFd = openCgroup2Group(this.#cmd, cgroupsPathFor(id));
-      // Own session, no pipes to us: the shim and the machine survive the daemon's death.
-      shim = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', logFd, logFd, groupFd ?? 'ignore'] });
-    } finally {
-      closeSync(logFd);
-      if (groupFd !== undefined) closeSync(groupFd);
-    }
-    shim.unref();
+    const logStart = logSize(logPath);
+    let shimPid: number | undefined;
     const outcome = await new Promise<{ pid: number } | { exit: number } | { error: Error }>((resolve) => {
       const timer = setTimeout(() => {
         stop();
         resolve({ error: new Error(`no pid after ${this.#startTimeoutMs} ms`) });
       }, this.#startTimeoutMs);
-      shim.once('error', (error) => {
-        stop();
-        resolve({ error });
-      });
+      this.#launcher.start({ op: 'start', id, bundleDir, logPath, cgroupPath: cgroupsPathFor(id) }).then(
+        (pid) => (shimPid = pid),
+        (error: Error) => {
+          stop();
+          clearTimeout(timer);
+          resolve({ error });
+        },
+      );
       const stop = watchBundle(
         bundleDir,
         () => {
@@ -159,7 +150,11 @@ class CrunDriver implements Driver {
       );
     });
     if ('pid' in outcome) return outcome;
-    if ('error' in outcome && shim.pid) tryKill(-shim.pid);
+    if ('error' in outcome) {
+      // A launcher that died after spawning the shim never said its pid; the shim file does.
+      const shim = shimPid ?? readShim(bundleDir)?.pid;
+      if (shim && isShimOf(shim, bundleDir)) tryKill(-shim);
+    }
     const log = readTail(logPath, logStart);
     const why = 'exit' in outcome ? `crun exited with status ${outcome.exit}` : outcome.error.message;
     throw new HangarError('runtime_error', `machine ${id} failed to start: ${why}${log ? `: ${log.trim().split('\n').at(-1)}` : ''}`, {
@@ -194,7 +189,19 @@ class CrunDriver implements Driver {
     if (!(name in constants.signals)) {
       throw new HangarError('validation_failed', `unknown signal ${signal}`, { hint: 'use a signal name such as SIGTERM, SIGINT or SIGKILL' });
     }
-    const res = await runCrun(this.#cmd, ['kill', id, name], { namespaced: true });
+    // What `crun kill` does for a running machine is kill(2) on its init; done here, that costs no
+    // process at all. The init is known by its cgroup, so a reused pid is never signalled.
+    const bundleDir = this.#bundles.get(id);
+    const pid = bundleDir === undefined ? undefined : readPid(bundleDir);
+    if (pid !== undefined && isInCgroup(pid, cgroupsPathFor(id))) {
+      try {
+        process.kill(pid, name as NodeJS.Signals);
+        return;
+      } catch {
+        // it ended just now: crun says so below
+      }
+    }
+    const res = await this.#launcher.run({ op: 'kill', id, signal: name });
     if (res.code !== 0) {
       throw new HangarError('runtime_error', `crun kill ${id} failed: ${res.stderr.trim()}`, {
         hint: 'the machine has probably exited already; check its state',
@@ -203,16 +210,16 @@ class CrunDriver implements Driver {
   }
 
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {
-    return crunExec(this.#cmd, id, await this.#runningBundle(id), request);
+    return crunExec(this.#launcher, id, await this.#runningBundle(id), request);
   }
 
   async execStream(id: string, request: ExecStreamRequest): Promise<ExecProcess> {
-    return spawnExec(this.#cmd, id, await this.#runningBundle(id), request);
+    return spawnExec(this.#launcher, id, await this.#runningBundle(id), request);
   }
 
   async processes(id: string): Promise<number[]> {
     await this.#runningBundle(id);
-    const res = await runCrun(this.#cmd, ['ps', '--format', 'json', id], { namespaced: true });
+    const res = await this.#launcher.run({ op: 'ps', id });
     if (res.code !== 0) {
       throw new HangarError('runtime_error', `crun ps ${id} failed: ${res.stderr.trim()}`, { hint: 'the machine has probably exited; check its state' });
     }
@@ -231,7 +238,7 @@ class CrunDriver implements Driver {
   async cleanup(id: string, where: { bundleDir: string }): Promise<void> {
     const { bundleDir } = where;
     if (existsSync(join(this.#cmd.stateRoot, id))) {
-      const res = await runCrun(this.#cmd, ['delete', '-f', id], { namespaced: true });
+      const res = await this.#launcher.run({ op: 'delete', id });
       if (res.code !== 0 && existsSync(join(this.#cmd.stateRoot, id))) {
         throw new HangarError('runtime_error', `crun delete ${id} failed: ${res.stderr.trim()}`, {
           hint: 'retry; if it keeps failing, inspect `crun list` on the host',
@@ -240,7 +247,8 @@ class CrunDriver implements Driver {
     }
     // A shim still running would write its exit file after we removed it; let it finish first.
     const shim = readShim(bundleDir);
-    for (let i = 0; shim && i < 250 && isShimOf(shim.pid, bundleDir); i++) await new Promise((r) => setTimeout(r, 20));
+    // It has little left to do once the exit is recorded: look often.
+    for (let i = 0; shim && i < 2500 && isShimOf(shim.pid, bundleDir); i++) await new Promise((r) => setTimeout(r, 2));
     await removeRunFiles(bundleDir);
     removeCgroup2Group(this.#cmd, cgroupsPathFor(id));
     this.#oom.forget(cgroupsPathFor(id));
@@ -264,11 +272,19 @@ class CrunDriver implements Driver {
   }
 
   async #bundleFromCrun(id: string): Promise<string> {
-    const res = await runCrun(this.#cmd, ['state', id], { namespaced: false });
+    const res = await this.#launcher.run({ op: 'state', id });
     const bundle = res.code === 0 ? (JSON.parse(res.stdout) as { bundle?: string }).bundle : undefined;
     if (!bundle) throw new HangarError('machine_not_found', `the runtime has no machine ${id}`, { hint: 'start the machine first' });
     this.#bundles.set(id, bundle);
     return bundle;
+  }
+}
+
+function logSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0; // the launcher makes it
   }
 }
 

@@ -1,22 +1,22 @@
-// Runs a command inside a running machine with `crun exec`. On timeout or abort the exec'd process
-// itself is killed: killing only the crun client would leave it running. The process (command,
-// env, user, cwd) goes to crun in a process.json, never on its command line: env values are
-// often secrets, and every host user can read every process's argv.
-import { execFile, spawn } from 'node:child_process';
+// Runs a command inside a running machine with `crun exec`, through the launcher, which relays its
+// stdio. On timeout or abort the exec'd process itself is killed: killing only the crun client
+// would leave it running. The process (command, env, user, cwd) goes to crun in a process.json,
+// never on its command line: env values are often secrets, and every host user can read every
+// process's argv.
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, readlink, unlink } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
-import { type CrunCommand, crunArgv, inCrunNamespace, openCgroup2Group } from './crun-command.ts';
 import { cgroupsPathFor } from './oci-spec.ts';
 import type { ExecExit, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest } from './driver.ts';
+import type { Launcher } from './launcher-client.ts';
 
 export const EXEC_OUTPUT_CAP_BYTES = 4 * 1024 * 1024;
-const PIPE_GRACE_MS = 1_000;
 const run = promisify(execFile);
 
 type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number }; capabilities?: Record<string, string[]> };
@@ -54,9 +54,9 @@ function readMachineProcess(bundleDir: string): MachineProcess {
 }
 
 /** Buffered exec: output is collected (up to the cap) and returned with the exit code. */
-export async function crunExec(cmd: CrunCommand, id: string, bundleDir: string, req: ExecRequest): Promise<ExecResult> {
+export async function crunExec(launcher: Launcher, id: string, bundleDir: string, req: ExecRequest): Promise<ExecResult> {
   const { stdin, ...rest } = req;
-  const proc = spawnExec(cmd, id, bundleDir, rest, { stdin: stdin !== undefined });
+  const proc = spawnExec(launcher, id, bundleDir, rest, { stdin: stdin !== undefined });
   const stdout = new CappedBuffer();
   const stderr = new CappedBuffer();
   proc.stdout.on('data', (c: Buffer) => stdout.push(c));
@@ -75,11 +75,11 @@ export async function crunExec(cmd: CrunCommand, id: string, bundleDir: string, 
 }
 
 /**
- * Starts a command and hands back its streams. With `tty`, `script` gives crun a terminal to
+ * Starts a command and hands back its streams. With `tty`, the launcher gives crun a terminal to
  * stand on (crun's own `exec -t` relays between its stdin and a pty inside the machine, and
  * insists its stdin is a terminal); resizes go straight to the machine-side pty.
  */
-export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: ExecStreamRequest, opts: { stdin?: boolean } = {}): ExecProcess {
+export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req: ExecStreamRequest, opts: { stdin?: boolean } = {}): ExecProcess {
   if (req.command.length === 0) throw new HangarError('validation_failed', 'exec needs a command', { hint: 'pass command: ["sh", "-c", "..."]' });
   req.signal?.throwIfAborted();
   const machine = readMachineProcess(bundleDir);
@@ -100,22 +100,15 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
     noNewPrivileges: true,
   };
   writeFileSync(processFile, JSON.stringify(processJson), { mode: 0o600, flag: 'wx' });
-  const args = ['exec', '--pid-file', pidFile, '--process', processFile, id];
-  const argv = inCrunNamespace(cmd, crunArgv(cmd, args));
-  const [file, ...rest] = req.tty ? inTerminal(argv, req.tty) : argv;
-  // Own process group: the exec'd process inherits it, so the whole group can be killed at once.
-  const groupFd = openCgroup2Group(cmd, cgroupsPathFor(id));
-  let child;
-  try {
-    child = spawn(file!, rest, {
-      detached: true,
-      stdio: [req.tty || opts.stdin !== false ? 'pipe' : 'ignore', 'pipe', 'pipe', groupFd ?? 'ignore'],
-      env: req.tty ? { ...process.env, SHELL: '/bin/sh' } : process.env,
-    });
-  } finally {
-    if (groupFd !== undefined) closeSync(groupFd);
-  }
-  child.stdin?.on('error', () => {}); // the command may exit without reading its stdin
+  const child = launcher.exec({
+    op: 'exec',
+    id,
+    processFile,
+    pidFile,
+    cgroupPath: cgroupsPathFor(id),
+    stdin: opts.stdin !== false,
+    ...(req.tty ? { tty: req.tty } : {}),
+  });
   const removeProcessFile = () => {
     try {
       unlinkSync(processFile);
@@ -129,20 +122,16 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
   const execPid = async () => Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
   const killExec = async () => {
     // crun puts the exec'd process in a new session (led by a helper that has exited), so the
-    // group to kill is read from /proc: it takes the process's children too. Our own group covers
-    // a process crun has not forked yet.
+    // group to kill is read from /proc: it takes the process's children too. The launcher's
+    // child leads a group of its own, which covers a process crun has not forked yet (or an
+    // exec the launcher has not even started).
     const pid = await execPid();
     if (pid > 0) {
       const pgrp = processGroupOf(pid);
       if (pgrp !== undefined && pgrp > 1 && pgrp !== process.pid) tryKill(-pgrp);
       tryKill(pid);
     }
-    if (child.pid) tryKill(-child.pid);
-    // A process that left the group may still hold our pipes; stop waiting for them.
-    setTimeout(() => {
-      child.stdout!.destroy();
-      child.stderr!.destroy();
-    }, PIPE_GRACE_MS).unref();
+    child.kill();
   };
   const timer = setTimeout(() => {
     timedOut = true;
@@ -162,11 +151,9 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
       removeProcessFile();
       resolve({ exitCode, ...(exitSignal !== undefined ? { exitSignal } : {}), timedOut, cancelled });
     };
-    child.on('error', (err) => {
-      child.stderr!.emit('data', Buffer.from(`hangar: cannot run crun exec: ${err.message}\n`));
-      finish(127);
-    });
-    child.on('close', (code, signal) => {
+    void child.ended.then((end) => {
+      if ('error' in end) return finish(127); // the reason is on its stderr
+      const { code, signal } = end;
       const signum = signal ? constants.signals[signal] : undefined;
       if (timedOut || cancelled) finish(code ?? 128 + constants.signals.SIGKILL, constants.signals.SIGKILL);
       else finish(code ?? 128 + (signum ?? 0), signum);
@@ -178,8 +165,8 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
   void started.then(removeProcessFile);
 
   return {
-    stdout: child.stdout!,
-    stderr: child.stderr!,
+    stdout: child.stdout,
+    stderr: child.stderr,
     stdin: req.tty ? heldUntil(child.stdin!, started) : (child.stdin ?? discardingStdin()),
     exit,
     resize: async (rows, cols) => {
@@ -189,15 +176,6 @@ export function spawnExec(cmd: CrunCommand, id: string, bundleDir: string, req: 
       await resizeMachinePty(pid, rows, cols);
     },
   };
-}
-
-/**
- * Runs argv on a fresh host pty of the given size, raw so bytes pass through untouched. The
- * command string is for `sh -c`, hence the quoting.
- */
-function inTerminal(argv: string[], size: { rows: number; cols: number }): string[] {
-  const script = `stty raw -echo rows ${size.rows} cols ${size.cols} && exec ${argv.map(shellQuote).join(' ')}`;
-  return ['script', '--quiet', '--return', '--command', script, '/dev/null'];
 }
 
 /** The exec'd process's terminal is a pty of the machine's own devpts, reachable through /proc. */
@@ -219,10 +197,6 @@ function heldUntil(target: Writable, ready: Promise<void>): Writable {
   const held = new PassThrough();
   void ready.then(() => held.pipe(target));
   return held;
-}
-
-function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 function discardingStdin(): Writable {

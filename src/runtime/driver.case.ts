@@ -39,7 +39,11 @@ export function runDriverConformance(target: ConformanceTarget): void {
       driver = (await loadFactory(target))({ stateRoot: `${root}/state` });
       await driver.checkHost();
     });
-    after(() => rmSync(root, { recursive: true, force: true }));
+    after(() => {
+      // A driver may have bind-mounted its state root's parent onto itself (the crun launcher does).
+      spawnSync('umount', ['-l', root], { stdio: 'ignore' });
+      rmSync(root, { recursive: true, force: true });
+    });
     const suite: Suite = {
       target,
       driver: () => driver,

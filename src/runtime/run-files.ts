@@ -15,6 +15,19 @@ export const EXIT_FILE = 'exit';
 export const EXIT_TMP_FILE = 'exit.tmp';
 export const SHIM_ARGV0 = 'hangar-shim';
 
+// The shim: a small detached shell per machine that waits for crun and records the exit here, so
+// machines outlive the daemon and its launcher. $1 bundle, $2 id, rest: crun with its global
+// flags; stdout/stderr are the machine's log. Given fd 3 (the machine's cgroup v2 cgroup.procs on
+// a hybrid host), it first moves itself there, so the machine's processes start in that group.
+// `crun run` in the foreground waits for the machine and deletes it when it ends.
+export const SHIM_SCRIPT = [
+  '{ echo $$ >&3; } 2>/dev/null; exec 3>&-',
+  'b=$1; id=$2; shift 2',
+  `read up rest < /proc/uptime; echo "$$ $up" > "$b/${SHIM_FILE}"`,
+  `"$@" run -b "$b" --pid-file "$b/${PID_FILE}" "$id" < /dev/null`,
+  `echo $? > "$b/${EXIT_TMP_FILE}" && mv -f "$b/${EXIT_TMP_FILE}" "$b/${EXIT_FILE}"`,
+].join('\n');
+
 function readSmall(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');

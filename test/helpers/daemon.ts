@@ -129,7 +129,8 @@ export async function cleanupDataDir(dataDir: string): Promise<void> {
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .map((l) => l.split(' ')[4])
-    .filter((p): p is string => !!p && p.startsWith(dataDir + '/'))
+    // The data dir itself too: the daemon bind-mounts it onto itself (see launcher-client.ts).
+    .filter((p): p is string => !!p && (p === dataDir || p.startsWith(dataDir + '/')))
     .sort((a, b) => b.length - a.length);
   for (const m of mounts) {
     try {
