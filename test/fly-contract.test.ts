@@ -7,7 +7,7 @@ import { withDaemon, http, type TestDaemon } from './helpers/daemon.ts';
 // A client written for Fly must work against Hangar unchanged: every request below is valid
 // against Fly's published Machines API schemas, and every response must be too.
 
-const spec = JSON.parse(readFileSync(new URL('../../shared/reference/fly-machines-openapi.json', import.meta.url), 'utf8')) as {
+const spec = JSON.parse(readFileSync(new URL('./fixtures/fly/machines-openapi.json', import.meta.url), 'utf8')) as {
   components: { schemas: Record<string, object> };
 };
 const ajv = new Ajv({ strict: false, allErrors: true });
