@@ -1,6 +1,6 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { HangarClient } from '../../src/sdk/index.ts';
@@ -143,7 +143,36 @@ export async function cleanupDataDir(dataDir: string): Promise<void> {
   // The shim of a killed machine runs `crun delete` as it ends, which makes crun/ again; let
   // every process still working in the data dir finish before removing it.
   for (let i = 0; i < 50 && processesUsing(dataDir) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  cleanupCgroups(dataDir);
   await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+}
+
+/**
+ * The cgroups (v1 and, on a hybrid host, v2) of the data dir's machines: a machine killed here
+ * never had its runtime clean up after it. Only empty groups go; rmdir refuses the others.
+ */
+function cleanupCgroups(dataDir: string): void {
+  let ids: string[];
+  try {
+    ids = readdirSync(join(dataDir, 'machines'));
+  } catch {
+    return;
+  }
+  let hierarchies: string[];
+  try {
+    hierarchies = readdirSync('/sys/fs/cgroup');
+  } catch {
+    return;
+  }
+  for (const id of ids) {
+    for (const h of hierarchies) {
+      try {
+        rmdirSync(join('/sys/fs/cgroup', h, 'hangar', id));
+      } catch {
+        // not there, or not empty
+      }
+    }
+  }
 }
 
 /** How many processes name `dir` on their command line. */
