@@ -12,7 +12,6 @@ import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
 import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
-import { rotateIfLarge } from './machines/log-files.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
 import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
@@ -163,11 +162,6 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
 
-  const rotation = setInterval(() => {
-    for (const m of store.listMachines()) if (m.state === 'started') void rotateIfLarge(paths.log(m.id)).catch(() => undefined);
-  }, 10_000);
-  rotation.unref();
-
   const server = createApiServer({ services, token, logger: opts.logger });
   apiServer = server;
   await server.listen({ host: opts.apiHost, port: opts.apiPort });
@@ -212,7 +206,6 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     reconciled,
     server,
     close: async () => {
-      clearInterval(rotation);
       machines.close();
       dns.close();
       gatewayApi.close();

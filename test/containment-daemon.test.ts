@@ -1,7 +1,8 @@
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { get as httpGet, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -119,6 +120,28 @@ describe('a machine flooding its own log', () => {
     assert.equal(tail.status, 200);
     assert.ok(tail.text.length < 10 * 2 ** 20, `a tail reads a bounded window (${tail.text.length} bytes)`);
     await health.stop();
+    await d.client.machines.destroy('flood', m.id, { force: true });
+  });
+});
+
+describe('a machine filling its log as fast as it can', () => {
+  it('holds at most two 8 MiB files on disk at any moment, and keeps the end of what it wrote', async () => {
+    const m = await d.client.machines.create('flood', {
+      config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'yes 0123456789abcdef | head -c 1073741824; echo; echo flood-end; exec sleep 3600'] } },
+    });
+    const logs = join(d.dataDir, 'machines', m.id, 'logs');
+    const onDisk = () => readdirSync(logs).reduce((sum, f) => sum + (statSync(join(logs, f), { throwIfNoEntry: false })?.size ?? 0), 0);
+    let most = 0;
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      most = Math.max(most, onDisk());
+      if (readFileSync(join(logs, 'current'), 'utf8').includes('flood-end')) break;
+      assert.ok(Date.now() < deadline, 'the machine wrote its 1 GiB and the marker within 2 minutes');
+      await sleep(20);
+    }
+    assert.ok(most <= 2 * 8 * 2 ** 20 + 64 * 1024, `the log never held more than two files' worth (${most} bytes at most)`);
+    const { lines } = await d.client.machines.logs('flood', m.id, { tail: 2 });
+    assert.equal(lines.at(-1), 'flood-end');
     await d.client.machines.destroy('flood', m.id, { force: true });
   });
 });

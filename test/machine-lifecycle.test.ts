@@ -2,7 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { withDaemon, http, type TestDaemon } from './helpers/daemon.ts';
 import { waitFor } from './helpers/wait.ts';
-import { existsSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 // The robot's loop through the Machines API: create, build up in place, stop, start, exec.
@@ -216,14 +216,16 @@ describe('machine lifecycle', () => {
     assert.equal(all.find((x) => x.id === m.id)?.state, 'destroyed');
   });
 
-  it('caps the log file by rotating it', async () => {
+  it('caps the log as it is written, rotating it by rename', async () => {
     const m = await d.client.machines.create(APP, {
       config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'yes "a line of machine output" | head -c 9000000; echo last line; exec sleep 3600'] } },
     });
-    const log = join(d.dataDir, 'machines', m.id, 'logs', 'machine.log');
-    await waitFor(async () => (existsSync(log + '.1') ? true : undefined), 20_000, 'rotation');
-    assert.ok(statSync(log).size < 8 * 2 ** 20);
-    assert.ok(statSync(log + '.1').size > 8 * 2 ** 20);
+    const logs = join(d.dataDir, 'machines', m.id, 'logs');
+    const rotated = () => readdirSync(logs).filter((f) => f.startsWith('@'));
+    await waitFor(async () => (rotated().length > 0 && readFileSync(join(logs, 'current'), 'utf8').includes('last line') ? true : undefined), 20_000, 'rotation');
+    assert.ok(statSync(join(logs, 'current')).size < 8 * 2 ** 20);
+    assert.equal(rotated().length, 1, 'one older file is kept');
+    assert.ok(statSync(join(logs, rotated()[0]!)).size <= 8 * 2 ** 20);
     const { lines } = await d.client.machines.logs(APP, m.id, { tail: 5 });
     assert.ok(lines.length <= 5);
     await d.client.machines.destroy(APP, m.id, { force: true });

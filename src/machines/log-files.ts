@@ -1,26 +1,15 @@
-import { copyFile, open, rename, stat, truncate } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { watch } from 'node:fs';
 import { LineSplitter } from './log-lines.ts';
 
-// A machine's stdout and stderr file: size-capped by copy-and-truncate (the runtime appends with
-// O_APPEND, so truncating in place is safe), read by tail, followed by polling plus inotify,
-// always in bounded chunks and lines (log-lines.ts).
+// A machine's stdout and stderr file (`current` of its log directory, capped as it is written and
+// rotated by rename: see run-files.ts), read by tail, followed by polling plus inotify, always in
+// bounded chunks and lines (log-lines.ts).
 
-export const DEFAULT_LOG_MAX_BYTES = 8 * 2 ** 20;
 /** The most of the log a tail reads, whatever number of lines it asks for. */
 const MAX_TAIL_BYTES = 8 * 2 ** 20;
 const READ_CHUNK_BYTES = 64 * 1024;
 const POLL_MS = 500;
-
-export async function rotateIfLarge(path: string, maxBytes = DEFAULT_LOG_MAX_BYTES): Promise<boolean> {
-  const size = await stat(path).then((s) => s.size, () => 0);
-  if (size <= maxBytes) return false;
-  // `.1` appears only once rotation is complete: copy aside, truncate, then rename into place.
-  await copyFile(path, `${path}.1.tmp`);
-  await truncate(path, 0);
-  await rename(`${path}.1.tmp`, `${path}.1`);
-  return true;
-}
 
 /** The last `lines` lines of the log (current file only) and the offset to follow from. */
 export async function tailLines(path: string, lines: number): Promise<{ lines: string[]; offset: number }> {

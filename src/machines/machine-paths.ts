@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { OverlayLayout } from '../storage/overlay-rootfs.ts';
 import { idRangeOf } from './id-ranges.ts';
+import { CURRENT_LOG } from '../runtime/run-files.ts';
 
 /** Where a machine's files live under the data dir (DESIGN.md, "Data dir"). */
 export class MachinePaths {
@@ -23,7 +24,7 @@ export class MachinePaths {
   }
 
   log(id: string): string {
-    return join(this.root, id, 'logs', 'machine.log');
+    return join(this.root, id, 'logs', CURRENT_LOG);
   }
 
   overlay(m: { id: string; layerDirs: string[]; uidBase: number }): OverlayLayout {

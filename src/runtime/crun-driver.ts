@@ -46,7 +46,7 @@ const STATE_SETTLE_TRIES = 100;
 /** Status reported when the shim vanished without recording an exit (killed, or the host rebooted). */
 const LOST_EXIT_STATUS = 255;
 
-const INSTALL_HINT = 'install the runtime packages: apt-get install crun tini util-linux containers-common';
+const INSTALL_HINT = 'install the runtime packages: apt-get install crun tini util-linux containers-common daemontools';
 
 export function createCrunDriver(opts: CrunDriverOptions): Driver {
   return new CrunDriver(opts);
@@ -95,6 +95,9 @@ class CrunDriver implements Driver {
     await access(this.#initPath, fsConstants.X_OK).catch((err) => {
       throw new HangarError('host_unsupported', `no static tini at ${this.#initPath}`, { hint: INSTALL_HINT, cause: err });
     });
+    // multilog has no --version; it is found on PATH as the shim finds it.
+    const onPath = await Promise.all((process.env.PATH ?? '').split(':').map((dir) => access(join(dir || '.', 'multilog'), fsConstants.X_OK).then(() => true, () => false)));
+    if (!onPath.includes(true)) throw new HangarError('host_unsupported', 'multilog (daemontools) is not installed; machine logs go through it', { hint: INSTALL_HINT });
     await this.#launcher.pid();
     await this.#seccompBpf();
   }

@@ -15,6 +15,7 @@
 //   node launcher-main.ts <crun state root> <socket path> [cgroup2 mount to hide...]
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, closeSync, mkdirSync, openSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { createServer, type Socket } from 'node:net';
 import {
   encodeFrame,
@@ -93,7 +94,7 @@ async function start(req: Extract<LauncherRequest, { op: 'start' }>): Promise<Sp
   try {
     groupFd = openGroup(req.cgroupPath);
     // Own session, no pipes to us: the shim and its machine outlive this process.
-    const shim = spawn('sh', ['-c', SHIM_SCRIPT, SHIM_ARGV0, req.bundleDir, req.id, ...crunArgv([])], {
+    const shim = spawn('sh', ['-c', SHIM_SCRIPT, SHIM_ARGV0, req.bundleDir, req.id, dirname(req.logPath), ...crunArgv([])], {
       detached: true,
       stdio: ['ignore', logFd, logFd, groupFd ?? 'ignore'],
     });

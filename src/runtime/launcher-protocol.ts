@@ -4,7 +4,7 @@
 // one type byte, a 4-byte big-endian length, the payload.
 
 export type LauncherRequest =
-  /** Starts a machine's shim (run-files.ts), detached, its stdout and stderr appended to logPath. */
+  /** Starts a machine's shim (run-files.ts), detached; the machine logs to logPath (`<dir>/current`), the shim's own errors too. */
   | { op: 'start'; id: string; bundleDir: string; logPath: string; cgroupPath: string }
   | { op: 'kill'; id: string; signal: string }
   | { op: 'delete'; id: string }

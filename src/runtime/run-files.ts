@@ -15,17 +15,26 @@ export const EXIT_FILE = 'exit';
 export const EXIT_TMP_FILE = 'exit.tmp';
 export const SHIM_ARGV0 = 'hangar-shim';
 
+/** A machine's log is at most LOG_FILES files (`current` and the ones before it) of LOG_FILE_BYTES. */
+export const LOG_FILE_BYTES = 8 * 2 ** 20;
+export const LOG_FILES = 2;
+/** The file of a machine's log directory that is being written. */
+export const CURRENT_LOG = 'current';
+
 // The shim: a small detached shell per machine that waits for crun and records the exit here, so
-// machines outlive the daemon and its launcher. $1 bundle, $2 id, rest: crun with its global
-// flags; stdout/stderr are the machine's log. Given fd 3 (the machine's cgroup v2 cgroup.procs on
-// a hybrid host), it first moves itself there, so the machine's processes start in that group.
-// `crun run` in the foreground waits for the machine and deletes it when it ends.
+// machines outlive the daemon and its launcher. $1 bundle, $2 id, $3 the log directory, rest: crun
+// with its global flags. Given fd 3 (the machine's cgroup v2 cgroup.procs on a hybrid host), it
+// first moves itself there, so the machine's processes start in that group. `crun run` in the
+// foreground waits for the machine and deletes it when it ends. The machine's stdout and stderr
+// go through multilog (daemontools), which caps the log as it is written, rotating by rename, so
+// a machine writing gigabytes a second holds at most LOG_FILES × LOG_FILE_BYTES of disk and no
+// byte is lost to a copy. The exit is recorded once multilog has written the last of the output.
 export const SHIM_SCRIPT = [
   '{ echo $$ >&3; } 2>/dev/null; exec 3>&-',
-  'b=$1; id=$2; shift 2',
+  'b=$1; id=$2; logs=$3; shift 3',
   `read up rest < /proc/uptime; echo "$$ $up" > "$b/${SHIM_FILE}"`,
-  `"$@" run -b "$b" --pid-file "$b/${PID_FILE}" "$id" < /dev/null`,
-  `echo $? > "$b/${EXIT_TMP_FILE}" && mv -f "$b/${EXIT_TMP_FILE}" "$b/${EXIT_FILE}"`,
+  `{ "$@" run -b "$b" --pid-file "$b/${PID_FILE}" "$id" < /dev/null; echo $? > "$b/${EXIT_TMP_FILE}"; } 2>&1 | multilog s${LOG_FILE_BYTES} n${LOG_FILES} "$logs"`,
+  `mv -f "$b/${EXIT_TMP_FILE}" "$b/${EXIT_FILE}"`,
 ].join('\n');
 
 function readSmall(path: string): string | undefined {
