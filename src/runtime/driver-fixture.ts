@@ -48,7 +48,7 @@ export async function prepareMachine(t: TestContext, driver: Driver, target: Con
     hostname: `m-${id.slice(0, 6)}`,
     rootfs: target.makeRootfs(dir).path,
     bundleDir: join(dir, 'bundle'),
-    logPath: join(dir, 'log'),
+    logPath: join(dir, 'logs', 'current'),
     process: proc,
     limits: opts.limits ?? {},
   };

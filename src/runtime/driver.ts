@@ -40,7 +40,8 @@ export type MachineSpec = {
   rootfs: string;
   /** Directory for config.json and runtime files of this machine. */
   bundleDir: string;
-  /** stdout and stderr of the machine go here (appended). */
+  /** `<a log directory of this machine's own>/current`: stdout and stderr of the machine, capped as
+   * they are written; the rotated files sit beside it. */
   logPath: string;
   process: ProcessSpec;
   limits: MachineLimits;
