@@ -14,8 +14,8 @@
 //
 //   node launcher-main.ts <crun state root> <socket path> [cgroup2 mount to hide...]
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, openSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createServer, type Socket } from 'node:net';
 import {
   encodeFrame,
@@ -77,6 +77,30 @@ function runCrun(args: string[]): Promise<RunReply | ErrorReply> {
       resolve({ error: `crun ${args[0]} failed to run: ${err.message}` });
     });
   });
+}
+
+/**
+ * `crun create`: the created container keeps crun's stdio open until it is deleted, so its output
+ * goes to a file, and crun's own exit (not the end of its output) ends the call.
+ */
+async function create(bundleDir: string, id: string): Promise<RunReply | ErrorReply> {
+  const out = join(bundleDir, 'create.out');
+  const fd = openSync(out, 'w');
+  let child: ChildProcess;
+  try {
+    child = spawn('crun', ['--root', stateRoot!, 'create', '-b', bundleDir, id], { stdio: ['ignore', fd, fd] });
+  } finally {
+    closeSync(fd);
+  }
+  const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);
+  const ended = await new Promise<{ code: number } | { error: string }>((resolve) => {
+    child.once('error', (err) => resolve({ error: `crun create failed to run: ${err.message}` }));
+    child.once('exit', (code, signal) => resolve({ code: code ?? 128 + (signal === 'SIGKILL' ? 9 : 15) }));
+  });
+  clearTimeout(timer);
+  if ('error' in ended) return ended;
+  const said = readFileSync(out, 'utf8');
+  return { code: ended.code, stdout: '', stderr: said };
 }
 
 /** Resolves with the pid once the process runs; rejects if it could not be spawned. */
@@ -203,7 +227,7 @@ async function handle(sock: Socket, req: LauncherRequest, rest: Buffer): Promise
       return reply(sock, await runCrun(['ps', '--format', 'json', req.id]));
     case 'create':
       checkId(req.id);
-      return reply(sock, await runCrun(['create', '-b', req.bundleDir, req.id]));
+      return reply(sock, await create(req.bundleDir, req.id));
     default:
       return reply(sock, { error: `unknown request ${JSON.stringify((req as { op?: unknown }).op)}` });
   }
