@@ -1,6 +1,6 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { HangarClient } from '../../src/sdk/index.ts';
@@ -73,14 +73,43 @@ export async function startDaemon(dataDir: string, extraArgs: string[] = []): Pr
   };
 }
 
+const pickedCidrs = new Map<string, string>();
+
 /**
- * A /20 of the default range picked by the data dir, so daemons of different tests use different
- * subnets. HANGAR_TEST_NET (a second octet, 16–31) moves a whole test run to another /16, so two
- * runs on one host at once do not share subnets.
+ * A /20 of the default range for the data dir's daemons, the same for every start of that data
+ * dir, and one that no other test daemon of this process holds and nothing on the host routes
+ * (a daemon refuses a range in use). HANGAR_TEST_NET (a second octet, 16–31) moves a whole test
+ * run to another /16, so two runs on one host at once do not share subnets.
  */
 export function testMachineCidr(dataDir: string): string {
-  const second = process.env.HANGAR_TEST_NET || '29';
-  return `172.${second}.${(Number.parseInt(networkTag(dataDir), 16) % 16) * 16}.0/20`;
+  const key = resolve(dataDir);
+  const known = pickedCidrs.get(key);
+  if (known) return known;
+  const second = Number(process.env.HANGAR_TEST_NET || '29');
+  const held = new Set([...pickedCidrs].filter(([dir]) => existsSync(dir)).map(([, cidr]) => cidr));
+  const routed = routedThirdOctets(second);
+  const first = Number.parseInt(networkTag(dataDir), 16) % 16;
+  let cidr = `172.${second}.${first * 16}.0/20`;
+  for (let i = 0; i < 16; i++) {
+    const block = (first + i) % 16;
+    const candidate = `172.${second}.${block * 16}.0/20`;
+    if (!held.has(candidate) && !routed.some((o) => o >= block * 16 && o < block * 16 + 16)) {
+      cidr = candidate;
+      break;
+    }
+  }
+  pickedCidrs.set(key, cidr);
+  return cidr;
+}
+
+/** Third octets of the host's IPv4 routes to 172.<second>.x.x (/proc/net/route, little-endian hex). */
+function routedThirdOctets(second: number): number[] {
+  const octets: number[] = [];
+  for (const line of readFileSync('/proc/net/route', 'utf8').split('\n').slice(1)) {
+    const dest = Number.parseInt(line.split('\t')[1] ?? '', 16);
+    if (Number.isFinite(dest) && (dest & 0xff) === 172 && ((dest >>> 8) & 0xff) === second) octets.push((dest >>> 16) & 0xff);
+  }
+  return octets;
 }
 
 /** The network namespaces, bridges and firewall tables a daemon on this data dir made. */
