@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import packet from 'dns-packet';
 import { cleanupDataDir, HANGAR, makeDataDir, startDaemon, testMachineCidr, withDaemon, type TestDaemon } from './helpers/daemon.ts';
-import { listenIn, rootIn, sendUdpFrom } from './helpers/netns-probe.ts';
+import { listenIn, quiet, rootIn, sendUdpFrom } from './helpers/netns-probe.ts';
 import { bridgePrefix, firewallTable, macOf, netnsName, networkTag } from '../src/network/names.ts';
 
 // Network containment, tried as a hostile machine would: root inside a machine's namespace (what a
@@ -38,14 +38,6 @@ async function machine(app: string): Promise<M> {
 async function sh(m: M, script: string): Promise<{ code: number; out: string }> {
   const r = await d.client.machines.exec(m.app, m.id, ['sh', '-c', script], { timeoutS: 20 });
   return { code: r.exit_code, out: r.stdout + r.stderr };
-}
-
-function quiet(cmd: string, args: string[]): void {
-  try {
-    execFileSync(cmd, args, { stdio: 'ignore' });
-  } catch {
-    // already gone
-  }
 }
 
 before(async () => {

@@ -10,6 +10,7 @@ import { DatabaseSync } from 'node:sqlite';
 import packet from 'dns-packet';
 import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { netnsName, networkTag } from '../src/network/names.ts';
+import { quiet } from './helpers/netns-probe.ts';
 
 // Egress per app, seen from inside machines. "Outside" is a network namespace this test makes,
 // joined to the host by a veth with two addresses from the benchmark range 198.18.0.0/15 and an
@@ -32,14 +33,6 @@ let unlistedIp: string;
 /** An outside address in the link-local range, where clouds serve instance metadata. */
 let metadataIp: string;
 let apiPort: number;
-
-function quiet(cmd: string, args: string[]): void {
-  try {
-    execFileSync(cmd, args, { stdio: 'ignore' });
-  } catch {
-    // already gone
-  }
-}
 
 before(async () => {
   dataDir = await makeDataDir();

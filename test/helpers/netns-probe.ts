@@ -1,5 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 
 // Programs a test runs as root inside a network namespace (a machine's, or one the test made):
 // listeners that report every datagram or connection they see, and a UDP sender that may bind an
@@ -70,4 +69,13 @@ export function sendUdpFrom(netns: string, from: string, fromPort: number, to: s
 /** A shell script run as root in the namespace (stdout, or throws with stderr). */
 export function rootIn(netns: string, script: string): string {
   return execFileSync('ip', ['netns', 'exec', netns, 'sh', '-c', script], { encoding: 'utf8', timeout: 20_000 });
+}
+
+/** Runs a clean-up command whose failure means there was nothing to clean (a link or namespace already gone). */
+export function quiet(cmd: string, args: string[]): void {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore' });
+  } catch {
+    // already gone
+  }
 }
