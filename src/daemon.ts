@@ -8,6 +8,8 @@ import type { ApiServices } from './api/services.ts';
 import { createImageService } from './images/index.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
+import { openStoragePool } from './storage/storage-pool.ts';
+import { MachineDisks } from './storage/machine-disk.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
@@ -152,7 +154,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   });
   await network.setUp();
   const paths = new MachinePaths(opts.dataDir);
-  const runner = new MachineRunner(driver, paths, resolveUser, network);
+  const pool = await openStoragePool(opts.dataDir);
+  const runner = new MachineRunner(driver, paths, resolveUser, network, new MachineDisks(pool, (id) => paths.disk(id)));
   const waiters = new StateWaiters();
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
   const metrics = new Registry();

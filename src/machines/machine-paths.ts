@@ -23,16 +23,23 @@ export class MachinePaths {
     return join(this.root, id, 'bundle');
   }
 
+  /** Where the machine's own disk (its writable layer) is mounted. */
+  disk(id: string): string {
+    return join(this.root, id, 'disk');
+  }
+
   log(id: string): string {
     return join(this.root, id, 'logs', CURRENT_LOG);
   }
 
-  overlay(m: { id: string; layerDirs: string[]; uidBase: number }): OverlayLayout {
+  overlay(m: { id: string; layerDirs: string[]; uidBase: number; diskGb: number }): OverlayLayout {
     const range = idRangeOf(m.uidBase);
+    // Machines made before they had disks keep their writable layer in the data dir itself.
+    const writable = m.diskGb > 0 ? this.disk(m.id) : this.dir(m.id);
     return {
       lowerDirs: m.layerDirs,
-      upperDir: join(this.root, m.id, 'upper'),
-      workDir: join(this.root, m.id, 'work'),
+      upperDir: join(writable, 'upper'),
+      workDir: join(writable, 'work'),
       target: this.rootfs(m.id),
       ...(range ? { idmap: { range, lowerView: join(this.root, m.id, 'layers') } } : {}),
     };

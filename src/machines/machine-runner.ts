@@ -10,6 +10,7 @@ import { HangarError } from '../protocol/errors.ts';
 import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { IdShift } from '../storage/id-shift.ts';
+import type { DiskUsage, MachineDisks } from '../storage/machine-disk.ts';
 import { removeHostTree } from '../storage/tree-remove.ts';
 import { sweepStaleWrites } from '../storage/write-journal.ts';
 import { assertLegal } from './transitions.ts';
@@ -33,14 +34,16 @@ export class MachineRunner {
   readonly #paths: MachinePaths;
   readonly #resolveUser: UserResolver;
   readonly #network: MachineNetwork;
+  readonly #disks: MachineDisks;
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
   readonly #unwatch = new Map<string, () => void>();
   /** Mounts under way, so two callers (a start and a files request) never mount one rootfs twice. */
   readonly #mounting = new Map<string, Promise<void>>();
 
-  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork) {
+  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork, disks: MachineDisks) {
     this.#driver = driver;
+    this.#disks = disks;
     this.#network = network;
     this.#paths = paths;
     this.#resolveUser = resolveUser;
@@ -51,6 +54,13 @@ export class MachineRunner {
     await mkdir(dirname(this.#paths.log(m.id)), { recursive: true });
     await mkdir(this.#paths.bundle(m.id), { recursive: true });
     const layout = this.#paths.overlay(m);
+    if (m.diskGb > 0) {
+      if (await this.#disks.isSmallerThan(m.id, m.diskGb)) {
+        await unmountOverlay(layout);
+        await this.#disks.grow(m.id, m.diskGb);
+      }
+      await this.#disks.prepare(m.id, m.diskGb);
+    }
     if (!(await isMounted(layout.target))) await mountOverlay(layout);
     await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
     if (m.privateIp) {
@@ -103,7 +113,9 @@ export class MachineRunner {
     if (pending) return pending;
     const layout = this.#paths.overlay(m);
     const mounting = (async () => {
-      if (!(await isMounted(layout.target))) await mountOverlay(layout);
+      if (await isMounted(layout.target)) return;
+      if (m.diskGb > 0) await this.#disks.ensureMounted(m.id);
+      await mountOverlay(layout);
     })().finally(() => this.#mounting.delete(m.id));
     this.#mounting.set(m.id, mounting);
     return mounting;
@@ -188,6 +200,7 @@ export class MachineRunner {
     this.#stopWatching(m.id);
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
     await unmountOverlay(this.#paths.overlay(m));
+    if (m.diskGb > 0) await this.#disks.remove(m.id);
     await this.#network.detach(m.id);
     // Not rm -r: the machine may have made a tree deeper than PATH_MAX or than our descriptors.
     await removeHostTree(this.#paths.dir(m.id));
@@ -195,6 +208,11 @@ export class MachineRunner {
 
   async unmount(m: MachineRecord): Promise<void> {
     await unmountOverlay(this.#paths.overlay(m));
+  }
+
+  /** What the machine's disk holds and can hold; undefined for a machine without one, or before its first mount. */
+  diskUsage(m: MachineRecord): DiskUsage | undefined {
+    return m.diskGb > 0 ? this.#disks.usage(m.id) : undefined;
   }
 
   #resolvConf(id: string): string {

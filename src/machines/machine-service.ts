@@ -4,7 +4,7 @@ import type { MachineRange } from '../network/addresses.ts';
 import type { ImageService } from '../images/image-service.ts';
 import type { ExitInfo } from '../runtime/driver.ts';
 import { HangarError } from '../protocol/errors.ts';
-import { withDefaultGuest, type MachineConfig } from '../protocol/machine-config.ts';
+import { DEFAULT_ROOTFS_SIZE_GB, withDefaultGuest, withRootfsSize, type MachineConfig } from '../protocol/machine-config.ts';
 import type { CreateMachineRequest, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { MachineState, PersistentState, WaitableState } from '../protocol/states.ts';
 import { validateFiles } from '../storage/machine-files.ts';
@@ -65,7 +65,7 @@ export class MachineService {
   }
 
   async create(app: string, req: CreateMachineRequest, opts: CallOptions = {}): Promise<MachineRecord & { nonce?: string }> {
-    req = { ...req, config: withDefaultGuest(req.config) };
+    req = { ...req, config: withRootfsSize(withDefaultGuest(req.config), DEFAULT_ROOTFS_SIZE_GB) };
     validateConfig(req.config);
     this.#assertNameFree(app, req.name);
     const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
@@ -76,6 +76,7 @@ export class MachineService {
       id, app, name: req.name ?? `machine-${id}`, state: 'creating', instanceId: newInstanceId(),
       config: req.config, imageRef: image.ref, layerDirs: image.layerDirs, privateIp: '',
       createdAt: now, updatedAt: now, restartCount: 0, lease: null, cordoned: false, uidBase: 0,
+      diskGb: req.config.rootfs!.size_gb!,
     };
     if (req.lease_ttl) {
       m.lease = { nonce: newInstanceId().toLowerCase(), expiresAt: Math.floor(Date.now() / 1000) + req.lease_ttl, owner: 'api', description: '', version: m.instanceId };
@@ -133,9 +134,11 @@ export class MachineService {
   }
 
   async update(app: string, id: string, req: UpdateMachineRequest, opts: CallOptions = {}): Promise<MachineRecord> {
-    req = { ...req, config: withDefaultGuest(req.config) };
-    validateConfig(req.config);
     const m = this.get(app, id);
+    req = { ...req, config: withDefaultGuest(req.config) };
+    if (m.diskGb > 0) req.config = withRootfsSize(req.config, m.diskGb);
+    validateConfig(req.config);
+    assertDiskFits(m, req.config);
     assertLegal('update', m.state, m.id);
     assertLeaseHolder(m, opts.leaseNonce);
     const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
@@ -147,6 +150,7 @@ export class MachineService {
       }
       if (image.layerDirs.join('\n') !== m.layerDirs.join('\n')) await this.#runner.unmount(m);
       Object.assign(m, { config: req.config, instanceId: newInstanceId(), imageRef: image.ref, layerDirs: image.layerDirs });
+      if (m.diskGb > 0) m.diskGb = req.config.rootfs!.size_gb!;
       if (req.name) m.name = req.name;
       await this.#runner.layOut(m, image.config);
       this.#store.addEvent(m.id, event('update', from, 'user'));
@@ -327,4 +331,14 @@ export class MachineService {
 function validateConfig(config: MachineConfig): void {
   assertFitsHost(config);
   validateFiles(config.files);
+}
+
+/** Disks grow, never shrink: a smaller size would cut off what the machine wrote. */
+function assertDiskFits(m: MachineRecord, config: MachineConfig): void {
+  const wanted = config.rootfs?.size_gb;
+  if (m.diskGb === 0 || wanted === undefined || wanted >= m.diskGb) return;
+  throw new HangarError('rootfs_cannot_shrink', `machine ${m.id}'s disk is ${m.diskGb} GB; it cannot shrink to ${wanted} GB`, {
+    hint: `leave rootfs.size_gb out or give ${m.diskGb} or more; to start smaller, create a new machine`,
+    details: { size_gb: m.diskGb, requested: wanted },
+  });
 }

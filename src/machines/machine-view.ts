@@ -1,8 +1,9 @@
 import type { Machine, MachineEvent } from '../protocol/schemas.ts';
+import type { DiskUsage } from '../storage/machine-disk.ts';
 import type { EventRecord, MachineRecord } from './store.ts';
 
 /** A machine record in Fly's wire shape. */
-export function toWireMachine(m: MachineRecord & { nonce?: string }, events: EventRecord[]): Machine {
+export function toWireMachine(m: MachineRecord & { nonce?: string }, events: EventRecord[], disk?: DiskUsage): Machine {
   return {
     id: m.id,
     name: m.name,
@@ -16,6 +17,7 @@ export function toWireMachine(m: MachineRecord & { nonce?: string }, events: Eve
     created_at: m.createdAt,
     updated_at: m.updatedAt,
     host_status: 'ok',
+    ...(m.diskGb > 0 ? { rootfs: { size_gb: m.diskGb, ...(disk ? { size_bytes: disk.sizeBytes, used_bytes: disk.usedBytes } : {}) } } : {}),
     ...(m.nonce ? { nonce: m.nonce } : {}),
   };
 }

@@ -31,6 +31,8 @@ export type MachineRecord = {
   cordoned: boolean;
   /** First host uid/gid of the machine's user namespace (its root); 0 for a machine made before machines had one. */
   uidBase: number;
+  /** Size of the machine's own disk, which holds its writable layer; 0 for a machine made before machines had one. */
+  diskGb: number;
 };
 
 export type EventRecord = {
@@ -74,6 +76,7 @@ const ADDED_COLUMNS: Array<{ table: string; column: string; type: string }> = [
   { table: 'apps', column: 'egress', type: 'TEXT' },
   { table: 'apps', column: 'autostop_idle_ms', type: 'INTEGER' },
   { table: 'machines', column: 'uid_base', type: 'INTEGER NOT NULL DEFAULT 0' },
+  { table: 'machines', column: 'disk_gb', type: 'INTEGER NOT NULL DEFAULT 0' },
 ];
 
 type Row = Record<string, string | number | null>;
@@ -192,7 +195,7 @@ export class Store {
     this.#db
       .prepare(
         `INSERT INTO machines (id, app, name, state, instance_id, config, image_ref, layer_dirs, private_ip,
-          created_at, updated_at, restart_count, lease, cordoned, uid_base) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          created_at, updated_at, restart_count, lease, cordoned, uid_base, disk_gb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(...machineValues(m));
   }
@@ -202,7 +205,7 @@ export class Store {
     this.#db
       .prepare(
         `UPDATE machines SET app = ?, name = ?, state = ?, instance_id = ?, config = ?, image_ref = ?, layer_dirs = ?,
-          private_ip = ?, created_at = ?, updated_at = ?, restart_count = ?, lease = ?, cordoned = ?, uid_base = ? WHERE id = ?`,
+          private_ip = ?, created_at = ?, updated_at = ?, restart_count = ?, lease = ?, cordoned = ?, uid_base = ?, disk_gb = ? WHERE id = ?`,
       )
       .run(...rest, id);
   }
@@ -282,7 +285,7 @@ function machineValues(m: MachineRecord) {
   return [
     m.id, m.app, m.name, m.state, m.instanceId, JSON.stringify(m.config), JSON.stringify(m.imageRef),
     JSON.stringify(m.layerDirs), m.privateIp, m.createdAt, m.updatedAt, m.restartCount,
-    m.lease ? JSON.stringify(m.lease) : null, m.cordoned ? 1 : 0, m.uidBase,
+    m.lease ? JSON.stringify(m.lease) : null, m.cordoned ? 1 : 0, m.uidBase, m.diskGb,
   ] as const;
 }
 
@@ -316,5 +319,6 @@ function toMachine(r: Row): MachineRecord {
     lease: r.lease ? (JSON.parse(String(r.lease)) as LeaseRecord) : null,
     cordoned: Number(r.cordoned) === 1,
     uidBase: Number(r.uid_base ?? 0),
+    diskGb: Number(r.disk_gb ?? 0),
   };
 }

@@ -41,9 +41,17 @@ export const StopConfigSchema = z.looseObject({
   timeout: DurationSchema.optional(),
 });
 
+export const DEFAULT_ROOTFS_SIZE_GB = 8;
+export const MAX_ROOTFS_SIZE_GB = 2048;
+
 export const RootfsConfigSchema = z.object({
   persist: z.enum(['always', 'never']).optional().meta({
     description: 'always (default): files survive stop/start; never: the writable layer resets at each start',
+  }),
+  size_gb: z.int().min(1).max(MAX_ROOTFS_SIZE_GB).optional().meta({
+    description:
+      `Size of the machine's disk (what it writes on top of its image), in GB; default ${DEFAULT_ROOTFS_SIZE_GB}. ` +
+      'Writing past it fails with ENOSPC in the machine. An update may grow it (online), never shrink it; left out, it keeps its size',
   }),
 });
 
@@ -107,4 +115,9 @@ export function withDefaultGuest(config: MachineConfig): MachineConfig {
   const cpus = config.guest?.cpus ?? 1;
   const memoryMb = (DEFAULT_MEMORY_MB_PER_CPU[cpuKind] ?? DEFAULT_MEMORY_MB_PER_CPU.shared!) * cpus;
   return { ...config, guest: { ...config.guest, cpu_kind: cpuKind, cpus, memory_mb: config.guest?.memory_mb ?? memoryMb } };
+}
+
+/** The config with `rootfs.size_gb` filled in where it is missing. */
+export function withRootfsSize(config: MachineConfig, sizeGb: number): MachineConfig {
+  return { ...config, rootfs: { ...config.rootfs, size_gb: config.rootfs?.size_gb ?? sizeGb } };
 }

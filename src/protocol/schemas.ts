@@ -80,6 +80,14 @@ export const MachineSchema = z.object({
   created_at: z.string(),
   updated_at: z.string(),
   host_status: z.enum(['ok', 'unknown', 'unreachable']),
+  rootfs: z
+    .object({
+      size_gb: z.int(),
+      size_bytes: z.number().optional().meta({ description: "The disk's capacity, as `df /` in the machine shows it" }),
+      used_bytes: z.number().optional().meta({ description: 'What the machine has written on top of its image' }),
+    })
+    .optional()
+    .meta({ description: "Hangar: the machine's disk (absent for machines made before machines had disks)" }),
   nonce: z.string().optional(),
 });
 

@@ -60,7 +60,7 @@ export async function unmountOverlay(layout: Pick<OverlayLayout, 'target' | 'idm
   if (layout.idmap) await unmount(layout.idmap.lowerView);
 }
 
-async function unmount(target: string): Promise<void> {
+export async function unmount(target: string): Promise<void> {
   if (!(await isMounted(target))) return;
   try {
     await run('umount', [target]);

@@ -17,7 +17,7 @@ function metadataFilter(query: Record<string, unknown>): Record<string, string> 
 
 function wire(ctx: RouteContext<unknown, unknown, unknown>, app: string, id: string) {
   const m = ctx.services.machines.get(app, id, { includeDestroyed: true });
-  return toWireMachine(m, ctx.services.machines.events(app, m.id));
+  return toWireMachine(m, ctx.services.machines.events(app, m.id), ctx.services.runner.diskUsage(m));
 }
 
 export const machineRoutes = [
@@ -29,7 +29,7 @@ export const machineRoutes = [
       services.apps.get(params.app_name);
       return services.machines
         .list(params.app_name, { includeDestroyed: query.include_deleted, metadata: metadataFilter(query) })
-        .map((m) => toWireMachine(m, services.machines.events(params.app_name, m.id)));
+        .map((m) => toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m)));
     },
   }),
   route({
@@ -39,7 +39,7 @@ export const machineRoutes = [
       const { services, params, body, signal } = ctx;
       services.apps.get(params.app_name);
       const m = await services.machines.create(params.app_name, body, { signal });
-      return toWireMachine(m, services.machines.events(params.app_name, m.id));
+      return toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m));
     },
   }),
   route({
@@ -54,7 +54,7 @@ export const machineRoutes = [
     handler: async (ctx) => {
       const { services, params, body, headers, signal } = ctx;
       const m = await services.machines.update(params.app_name, params.machine_id, body, { leaseNonce: leaseNonceOf(headers), signal });
-      return toWireMachine(m, services.machines.events(params.app_name, m.id));
+      return toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m));
     },
   }),
   route({
