@@ -10,6 +10,7 @@ import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
+import { CheckpointService } from './machines/checkpoint-service.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
@@ -161,7 +162,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
+  const checkpoints = new CheckpointService({ store, machines, runner });
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
 

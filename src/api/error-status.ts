@@ -51,6 +51,8 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   replay_loop: 508,
   rootfs_cannot_shrink: 422,
   checkpoint_not_found: 404,
+  checkpoint_name_taken: 409,
+  checkpoints_unsupported: 422,
   storage_error: 500,
   runtime_error: 500,
   host_unsupported: 500,

@@ -19,6 +19,7 @@ import { imageRoutes } from './routes/images.ts';
 import { fileRoutes } from './routes/files.ts';
 import { execStreamRoutes } from './routes/exec-stream.ts';
 import { certificateRoutes } from './routes/certificates.ts';
+import { checkpointRoutes } from './routes/checkpoints.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -60,7 +61,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

@@ -6,7 +6,7 @@ import { ago, printJson, printTable } from './output.ts';
 import { servicesFromFlags } from './service-flags.ts';
 
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
-  run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--restart no|always|on-failure]
+  run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--disk GB] [--restart no|always|on-failure]
             [--port PORT[:INTERNAL][/tcp[:HANDLER...]]]... [--autostop off|stop|suspend] [--no-autostart]
             [--skip-launch] [-- CMD...]     create (and start) a machine; the app is created if needed.
                                            --port gives it a service the edge proxy routes
@@ -43,6 +43,7 @@ export async function machines(argv: string[]): Promise<number> {
       autostart: { type: 'boolean' },
       env: { type: 'string', multiple: true, default: [] },
       memory: { type: 'string' },
+      disk: { type: 'string' },
       cpus: { type: 'string' },
       restart: { type: 'string' },
       'skip-launch': { type: 'boolean', default: false },
@@ -75,6 +76,7 @@ export async function machines(argv: string[]): Promise<number> {
           image,
           ...(Object.keys(env).length ? { env } : {}),
           ...(command.length ? { init: { cmd: command } } : {}),
+          ...(values.disk ? { rootfs: { size_gb: Number(values.disk) } } : {}),
           ...(values.memory || values.cpus ? { guest: { ...(values.memory ? { memory_mb: Number(values.memory) } : {}), ...(values.cpus ? { cpus: Number(values.cpus) } : {}) } } : {}),
           ...(values.restart ? { restart: { policy: values.restart as 'no' | 'always' | 'on-failure' } } : {}),
           ...(services ? { services } : {}),

@@ -3,6 +3,7 @@ import { apps, appsUsage } from './apps.ts';
 import { CliError } from './connect.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { files, filesUsage } from './files.ts';
+import { checkpoints, checkpointsUsage } from './checkpoints.ts';
 import { consoleCommand, consoleUsage } from './console.ts';
 import { images, imagesUsage } from './images.ts';
 import { machines, machinesUsage } from './machines.ts';
@@ -18,6 +19,8 @@ ${serveUsage}
 ${appsUsage}
 
 ${machinesUsage}
+
+${checkpointsUsage}
 
 ${consoleUsage}
 
@@ -47,6 +50,9 @@ async function main(argv: string[]): Promise<number> {
     case 'machine':
     case 'm':
       return machines(rest);
+    case 'checkpoints':
+    case 'checkpoint':
+      return checkpoints(rest);
     case 'console':
       return consoleCommand(rest);
     case 'files':

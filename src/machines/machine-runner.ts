@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec } from '../runtime/driver.ts';
@@ -208,6 +208,26 @@ export class MachineRunner {
 
   async unmount(m: MachineRecord): Promise<void> {
     await unmountOverlay(this.#paths.overlay(m));
+  }
+
+  /** Captures the machine's disk, running or not, as checkpoint `checkpointId`. */
+  async captureDisk(m: MachineRecord, checkpointId: string): Promise<void> {
+    await this.#ensureMounted(m);
+    await this.#disks.capture(m.id, this.#disks.checkpointImage(m.id, checkpointId));
+  }
+
+  /** Puts checkpoint `checkpointId` in place of the machine's disk; the machine must not be running. */
+  async restoreDisk(m: MachineRecord, checkpointId: string): Promise<void> {
+    await unmountOverlay(this.#paths.overlay(m));
+    await this.#disks.unmount(m.id);
+    await this.#disks.cloneFrom(m.id, this.#disks.checkpointImage(m.id, checkpointId));
+    // A checkpoint taken before the disk grew is smaller than the machine's size now.
+    if (await this.#disks.isSmallerThan(m.id, m.diskGb)) await this.#disks.grow(m.id, m.diskGb);
+    await this.#ensureMounted(m);
+  }
+
+  async removeCheckpoint(m: MachineRecord, checkpointId: string): Promise<void> {
+    await rm(this.#disks.checkpointImage(m.id, checkpointId), { force: true });
   }
 
   /** What the machine's disk holds and can hold; undefined for a machine without one, or before its first mount. */

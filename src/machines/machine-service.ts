@@ -172,7 +172,23 @@ export class MachineService {
     await this.#transition(m, 'destroy', 'user', opts.leaseNonce, async (from) => {
       if (from === 'started') await this.#runner.halt(m, { signal: 'SIGKILL', timeoutMs: 0 });
       await this.#runner.remove(m);
+      this.#store.deleteCheckpointsOf(m.id);
       return 'destroyed';
+    });
+  }
+
+  /** Rolls the machine's disk back to a checkpoint; a started machine is restarted on it. */
+  async restoreCheckpoint(m: MachineRecord, checkpointId: string, opts: CallOptions = {}): Promise<void> {
+    await this.#transition(m, 'restore', 'user', opts.leaseNonce, async (from) => {
+      if (from === 'started') {
+        const exit = await this.#runner.halt(m, {});
+        this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: true }));
+      }
+      await this.#runner.restoreDisk(m, checkpointId);
+      this.#store.setCheckpointHead(m.id, checkpointId);
+      if (from !== 'started') return from;
+      await this.#runner.run(m, (exit) => this.#onExit(m.id, exit));
+      return 'started';
     });
   }
 

@@ -44,6 +44,16 @@ export type EventRecord = {
   request?: Record<string, unknown>;
 };
 
+export type CheckpointRecord = {
+  id: string;
+  machineId: string;
+  name: string;
+  comment: string;
+  createdAt: string;
+  sizeBytes: number;
+  parentId: string | null;
+};
+
 export type IntentRecord = { seq: number; machineId: string; action: string; fromState: string; startedAt: string };
 
 const SCHEMA = `
@@ -68,6 +78,12 @@ CREATE TABLE IF NOT EXISTS intents (
 );
 CREATE INDEX IF NOT EXISTS intents_open ON intents(machine_id) WHERE finished_at IS NULL;
 CREATE TABLE IF NOT EXISTS app_subnets (app TEXT PRIMARY KEY, subnet_index INTEGER NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  id TEXT PRIMARY KEY, machine_id TEXT NOT NULL, name TEXT NOT NULL, comment TEXT NOT NULL,
+  created_at TEXT NOT NULL, size_bytes INTEGER NOT NULL, parent_id TEXT,
+  UNIQUE (machine_id, name)
+);
+CREATE INDEX IF NOT EXISTS checkpoints_machine ON checkpoints(machine_id, created_at);
 `;
 
 /** Columns added after a table was first made, added to an older state.db when missing. */
@@ -77,6 +93,8 @@ const ADDED_COLUMNS: Array<{ table: string; column: string; type: string }> = [
   { table: 'apps', column: 'autostop_idle_ms', type: 'INTEGER' },
   { table: 'machines', column: 'uid_base', type: 'INTEGER NOT NULL DEFAULT 0' },
   { table: 'machines', column: 'disk_gb', type: 'INTEGER NOT NULL DEFAULT 0' },
+  // The checkpoint the machine's disk last came from or was captured as: the parent of its next one.
+  { table: 'machines', column: 'checkpoint_head', type: 'TEXT' },
 ];
 
 type Row = Record<string, string | number | null>;
@@ -256,6 +274,44 @@ export class Store {
     }));
   }
 
+  insertCheckpoint(c: CheckpointRecord): void {
+    this.transaction(() => {
+      this.#db
+        .prepare('INSERT INTO checkpoints (id, machine_id, name, comment, created_at, size_bytes, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(c.id, c.machineId, c.name, c.comment, c.createdAt, c.sizeBytes, c.parentId);
+      this.setCheckpointHead(c.machineId, c.id);
+    });
+  }
+
+  /** A machine's checkpoints, newest first. */
+  listCheckpoints(machineId: string): CheckpointRecord[] {
+    const rows = this.#db.prepare('SELECT * FROM checkpoints WHERE machine_id = ? ORDER BY created_at DESC, rowid DESC').all(machineId) as Row[];
+    return rows.map(toCheckpoint);
+  }
+
+  /** By id or by name. */
+  findCheckpoint(machineId: string, idOrName: string): CheckpointRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM checkpoints WHERE machine_id = ? AND (id = ? OR name = ?)').get(machineId, idOrName, idOrName) as Row | undefined;
+    return row && toCheckpoint(row);
+  }
+
+  deleteCheckpoint(id: string): void {
+    this.#db.prepare('DELETE FROM checkpoints WHERE id = ?').run(id);
+  }
+
+  deleteCheckpointsOf(machineId: string): void {
+    this.#db.prepare('DELETE FROM checkpoints WHERE machine_id = ?').run(machineId);
+  }
+
+  checkpointHead(machineId: string): string | null {
+    const row = this.#db.prepare('SELECT checkpoint_head FROM machines WHERE id = ?').get(machineId) as Row | undefined;
+    return row?.checkpoint_head ? String(row.checkpoint_head) : null;
+  }
+
+  setCheckpointHead(machineId: string, checkpointId: string | null): void {
+    this.#db.prepare('UPDATE machines SET checkpoint_head = ? WHERE id = ?').run(checkpointId, machineId);
+  }
+
   openIntent(machineId: string, action: string, fromState: string): number {
     const res = this.#db
       .prepare('INSERT INTO intents (machine_id, action, from_state, started_at) VALUES (?, ?, ?, ?)')
@@ -299,6 +355,18 @@ function toApp(r: Row): AppRecord {
       egress: r.egress === null ? DEFAULT_APP_SETTINGS.egress : (JSON.parse(String(r.egress)) as AppSettings['egress']),
       autostopIdleMs: r.autostop_idle_ms === null ? DEFAULT_APP_SETTINGS.autostopIdleMs : Number(r.autostop_idle_ms),
     },
+  };
+}
+
+function toCheckpoint(r: Row): CheckpointRecord {
+  return {
+    id: String(r.id),
+    machineId: String(r.machine_id),
+    name: String(r.name),
+    comment: String(r.comment),
+    createdAt: String(r.created_at),
+    sizeBytes: Number(r.size_bytes),
+    parentId: r.parent_id === null ? null : String(r.parent_id),
   };
 }
 

@@ -14,6 +14,10 @@ export const TRANSITIONS = {
   exec: { from: ['started'], hint: 'start the machine first (POST …/start)' },
   signal: { from: ['started'], hint: 'start the machine first (POST …/start)' },
   ps: { from: ['started'], hint: 'start the machine first (POST …/start)' },
+  /** Capture of the disk, running or not; the machine stays in its state. */
+  checkpoint: { from: ['created', 'started', 'stopped', 'failed'], hint: 'wait for the current action to finish (GET …/wait)' },
+  /** A started machine restarts on the restored disk; the others stay as they are. */
+  restore: { from: ['created', 'started', 'stopped', 'failed'], via: 'updating', hint: 'wait for the current action to finish (GET …/wait)' },
   /** The files API: the root filesystem is there in every persistent state, running or not. */
   files: { from: PERSISTENT_STATES, hint: 'wait for the current action to finish (GET …/wait)' },
 } as const satisfies Record<string, Transition>;

@@ -51,6 +51,8 @@ export const ERROR_CODES = [
   'replay_loop',
   'rootfs_cannot_shrink',
   'checkpoint_not_found',
+  'checkpoint_name_taken',
+  'checkpoints_unsupported',
   'storage_error',
   'runtime_error',
   'host_unsupported',

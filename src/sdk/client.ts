@@ -2,6 +2,7 @@ import type {
   App, ExecResponse, ExecStreamRequest, Lease, Machine, MachineEvent, CreateMachineRequest, ProcessStat, UpdateMachineRequest,
 } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
+import type { Checkpoint, CreateCheckpointRequest } from '../protocol/checkpoints.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
@@ -136,6 +137,18 @@ export class HangarClient {
     /** Yields log lines as they are written, until the signal aborts. */
     followLogs: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followLogs(app, id, opts),
     lease: (app: string, id: string, ttlS: number, opts?: CallOptions) => this.call<Lease>('POST', `${this.#m(app, id)}/lease`, { ttl: ttlS }, opts),
+  };
+
+  /** Captures of a machine's disk it can be rolled back to; `checkpoint` is an id or a name. */
+  readonly checkpoints = {
+    create: (app: string, id: string, req: CreateCheckpointRequest = {}, opts?: CallOptions) => this.call<Checkpoint>('POST', `${this.#m(app, id)}/checkpoints`, req, opts),
+    list: (app: string, id: string, opts?: CallOptions) => this.call<Checkpoint[]>('GET', `${this.#m(app, id)}/checkpoints`, undefined, opts),
+    get: (app: string, id: string, checkpoint: string, opts?: CallOptions) => this.call<Checkpoint>('GET', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}`, undefined, opts),
+    delete: (app: string, id: string, checkpoint: string, opts?: CallOptions) =>
+      this.call<{ ok: boolean }>('DELETE', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}`, undefined, opts),
+    /** Rolls the disk back; a started machine restarts on it. Answers the machine as it is after. */
+    restore: (app: string, id: string, checkpoint: string, opts?: CallOptions) =>
+      this.call<Machine>('POST', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}/restore`, undefined, opts),
   };
 
   readonly images = {

@@ -1,5 +1,6 @@
 import type { FileEntry as WireFileEntry, FileStat, Machine as WireMachine, MachineEvent, ProcessStat, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
+import type { Checkpoint, CreateCheckpointRequest } from '../protocol/checkpoints.ts';
 import type { CallOptions, HangarClient, RawOptions } from './client.ts';
 import type { ExecHandle } from './exec-handle.ts';
 import type { ExecSession, ExecSessionStart } from './exec-session.ts';
@@ -60,6 +61,21 @@ export class Machine {
   async wait(state: WaitableState, opts?: CallOptions & { timeoutS?: number }): Promise<this> {
     await this.#client.machines.wait(this.app, this.id, state, opts);
     return this.refresh(opts);
+  }
+
+  /** Captures the disk (running or not) so it can be rolled back to: `restore(checkpoint.id)`. */
+  async checkpoint(req: CreateCheckpointRequest = {}, opts?: CallOptions): Promise<Checkpoint> {
+    return this.#client.checkpoints.create(this.app, this.id, req, opts);
+  }
+
+  async checkpoints(opts?: CallOptions): Promise<Checkpoint[]> {
+    return this.#client.checkpoints.list(this.app, this.id, opts);
+  }
+
+  /** Rolls the disk back to a checkpoint (id or name); a started machine restarts on it. */
+  async restore(checkpoint: string, opts?: CallOptions): Promise<this> {
+    this.record = await this.#client.checkpoints.restore(this.app, this.id, checkpoint, opts);
+    return this;
   }
 
   async destroy(opts?: CallOptions & { force?: boolean }): Promise<void> {

@@ -8,7 +8,7 @@ import { copyFile, mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
-import { mountImage, MS_NODEV } from './loop-device.ts';
+import { mountImage, MS_NODEV, withFrozen } from './loop-device.ts';
 import { isMounted, unmount } from './overlay-rootfs.ts';
 import type { StoragePool } from './storage-pool.ts';
 
@@ -30,6 +30,11 @@ export class MachineDisks {
 
   image(id: string): string {
     return join(this.#pool.root, 'disks', `${id}.ext4`);
+  }
+
+  /** Where a checkpoint of the machine's disk is kept: a reflinked copy of the disk image. */
+  checkpointImage(id: string, checkpointId: string): string {
+    return join(this.#pool.root, 'checkpoints', id, `${checkpointId}.ext4`);
   }
 
   mountPoint(id: string): string {
@@ -71,9 +76,25 @@ export class MachineDisks {
     await unmount(this.mountPoint(id));
   }
 
+  /**
+   * A consistent copy of the mounted disk at `dest`, shared block for block until either side
+   * writes. The filesystem is frozen for the copy: the machine's writers wait, they do not fail.
+   */
+  async capture(id: string, dest: string): Promise<void> {
+    const target = this.mountPoint(id);
+    await mkdir(dirname(dest), { recursive: true });
+    // Flushed first, off the event loop, so the freeze (synchronous) has next to nothing to write.
+    await run('sync', ['-f', target]);
+    const partial = `${dest}.partial`;
+    await withFrozen(target, () => copyFile(this.image(id), partial, constants.COPYFILE_FICLONE_FORCE));
+    await rename(partial, dest);
+  }
+
+  /** The disk and every checkpoint of it. */
   async remove(id: string): Promise<void> {
     await this.unmount(id);
     await rm(this.image(id), { force: true });
+    await rm(join(this.#pool.root, 'checkpoints', id), { recursive: true, force: true });
   }
 
   /** What the machine's filesystem holds and can hold, as `df` inside it shows; undefined while unmounted. */

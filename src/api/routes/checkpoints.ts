@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { CheckpointParams, CheckpointSchema, CreateCheckpointRequestSchema } from '../../protocol/checkpoints.ts';
+import { MachineSchema } from '../../protocol/schemas.ts';
+import type { CheckpointRecord } from '../../machines/store.ts';
+import { toWireMachine } from '../../machines/machine-view.ts';
+import { route } from '../route.ts';
+import { MachineParams, leaseNonceOf, OkSchema } from './params.ts';
+
+function toWire(c: CheckpointRecord): z.infer<typeof CheckpointSchema> {
+  return { id: c.id, machine_id: c.machineId, name: c.name, comment: c.comment, created_at: c.createdAt, size_bytes: c.sizeBytes, parent_id: c.parentId };
+}
+
+export const checkpointRoutes = [
+  route({
+    method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/checkpoints', tag: 'Checkpoints',
+    summary: "Capture the machine's disk, stopped or started (its processes keep running; writes wait for the instant of capture)",
+    params: MachineParams, body: CreateCheckpointRequestSchema, bodyOptional: true, response: CheckpointSchema,
+    handler: async ({ services, params, body }) => toWire(await services.checkpoints.create(params.app_name, params.machine_id, body ?? {})),
+  }),
+  route({
+    method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/checkpoints', tag: 'Checkpoints', summary: "List the machine's checkpoints, newest first",
+    params: MachineParams, response: z.array(CheckpointSchema),
+    handler: ({ services, params }) => services.checkpoints.list(params.app_name, params.machine_id).map(toWire),
+  }),
+  route({
+    method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/checkpoints/{checkpoint_id}', tag: 'Checkpoints', summary: 'Get a checkpoint (by id or name)',
+    params: CheckpointParams, response: CheckpointSchema,
+    handler: ({ services, params }) => toWire(services.checkpoints.get(params.app_name, params.machine_id, params.checkpoint_id)),
+  }),
+  route({
+    method: 'DELETE', path: '/v1/apps/{app_name}/machines/{machine_id}/checkpoints/{checkpoint_id}', tag: 'Checkpoints', summary: 'Delete a checkpoint; what no one else shares is freed',
+    params: CheckpointParams, response: OkSchema,
+    handler: async ({ services, params }) => {
+      await services.checkpoints.delete(params.app_name, params.machine_id, params.checkpoint_id);
+      return { ok: true };
+    },
+  }),
+  route({
+    method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/checkpoints/{checkpoint_id}/restore', tag: 'Checkpoints',
+    summary: "Roll the machine's disk back to the checkpoint; a started machine restarts on it, a stopped one stays stopped. Later checkpoints are kept",
+    params: CheckpointParams, response: MachineSchema,
+    handler: async ({ services, params, headers }) => {
+      const m = await services.checkpoints.restore(params.app_name, params.machine_id, params.checkpoint_id, { leaseNonce: leaseNonceOf(headers) });
+      return toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m));
+    },
+  }),
+];

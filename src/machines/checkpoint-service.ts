@@ -1,0 +1,105 @@
+import { randomBytes } from 'node:crypto';
+import { HangarError } from '../protocol/errors.ts';
+import type { MachineRunner } from './machine-runner.ts';
+import type { CallOptions, MachineService } from './machine-service.ts';
+import type { CheckpointRecord, MachineRecord, Store } from './store.ts';
+import { assertLegal } from './transitions.ts';
+
+// Checkpoints: named, immutable captures of a machine's disk that it can be rolled back to. Each
+// is a reflinked copy of the disk image, so taking one costs the same whatever the disk holds
+// and however many exist. Calls on one machine's checkpoints run one at a time.
+
+export type CheckpointRequest = { name?: string; comment?: string };
+
+export class CheckpointService {
+  readonly #store: Store;
+  readonly #machines: MachineService;
+  readonly #runner: MachineRunner;
+  readonly #queues = new Map<string, Promise<unknown>>();
+
+  constructor(deps: { store: Store; machines: MachineService; runner: MachineRunner }) {
+    this.#store = deps.store;
+    this.#machines = deps.machines;
+    this.#runner = deps.runner;
+  }
+
+  async create(app: string, machineId: string, req: CheckpointRequest): Promise<CheckpointRecord> {
+    const { id: machine } = this.#machineWithDisk(app, machineId);
+    return this.#serialized(machine, async () => {
+      const m = this.#machines.get(app, machine);
+      assertLegal('checkpoint', m.state, m.id);
+      const id = `ck${randomBytes(6).toString('hex')}`;
+      const name = req.name ?? id;
+      if (this.#store.findCheckpoint(m.id, name)) {
+        throw new HangarError('checkpoint_name_taken', `machine ${m.id} already has a checkpoint named ${name}`, {
+          hint: 'choose another name, or leave name out to get the id as its name',
+          details: { name },
+        });
+      }
+      await this.#runner.captureDisk(m, id);
+      const record: CheckpointRecord = {
+        id, machineId: m.id, name, comment: req.comment ?? '', createdAt: new Date().toISOString(),
+        sizeBytes: this.#runner.diskUsage(m)?.usedBytes ?? 0, parentId: this.#store.checkpointHead(m.id),
+      };
+      this.#store.insertCheckpoint(record);
+      return record;
+    });
+  }
+
+  list(app: string, machineId: string): CheckpointRecord[] {
+    return this.#store.listCheckpoints(this.#machines.get(app, machineId).id);
+  }
+
+  get(app: string, machineId: string, idOrName: string): CheckpointRecord {
+    const m = this.#machines.get(app, machineId);
+    const c = this.#store.findCheckpoint(m.id, idOrName);
+    if (!c) {
+      throw new HangarError('checkpoint_not_found', `machine ${m.id} has no checkpoint ${idOrName}`, {
+        hint: `list its checkpoints: GET /v1/apps/${app}/machines/${m.id}/checkpoints`,
+        details: { checkpoint: idOrName, machine_id: m.id },
+      });
+    }
+    return c;
+  }
+
+  async delete(app: string, machineId: string, idOrName: string): Promise<void> {
+    const c = this.get(app, machineId, idOrName);
+    const m = this.#machines.get(app, machineId);
+    await this.#serialized(m.id, async () => {
+      this.#store.transaction(() => {
+        this.#store.deleteCheckpoint(c.id);
+        if (this.#store.checkpointHead(m.id) === c.id) this.#store.setCheckpointHead(m.id, c.parentId);
+      });
+      await this.#runner.removeCheckpoint(m, c.id);
+    });
+  }
+
+  /** Rolls the machine back; the checkpoint and the ones after it stay. */
+  async restore(app: string, machineId: string, idOrName: string, opts: CallOptions = {}): Promise<MachineRecord> {
+    const c = this.get(app, machineId, idOrName);
+    const m = this.#machineWithDisk(app, machineId);
+    await this.#serialized(m.id, () => this.#machines.restoreCheckpoint(m, c.id, opts));
+    return this.#machines.get(app, m.id);
+  }
+
+  #machineWithDisk(app: string, machineId: string): MachineRecord {
+    const m = this.#machines.get(app, machineId);
+    if (m.diskGb === 0) {
+      throw new HangarError('checkpoints_unsupported', `machine ${m.id} was made before machines had disks of their own; it cannot be checkpointed`, {
+        hint: 'create a new machine from the same image and config; its disk supports checkpoints',
+      });
+    }
+    return m;
+  }
+
+  #serialized<T>(machineId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#queues.get(machineId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(fn);
+    const settled = next.catch(() => undefined);
+    this.#queues.set(machineId, settled);
+    void settled.then(() => {
+      if (this.#queues.get(machineId) === settled) this.#queues.delete(machineId);
+    });
+    return next;
+  }
+}

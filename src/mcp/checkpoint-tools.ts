@@ -1,0 +1,58 @@
+import { z } from 'zod';
+import { CreateCheckpointRequestSchema, type Checkpoint } from '../protocol/checkpoints.ts';
+import { appArg, CHANGES, DESTROYS, machineArg, READ_ONLY, tool } from './tool-def.ts';
+
+// Checkpoints: a robot captures a machine before a risky step and rolls back when it goes wrong.
+
+const checkpointArg = z.string().min(1).meta({ description: 'Checkpoint id or name' });
+
+function line(c: Checkpoint): string {
+  return `${c.id}${c.name !== c.id ? ` (${c.name})` : ''} ${c.created_at}, ${c.size_bytes} bytes written${c.comment ? ` — ${c.comment}` : ''}`;
+}
+
+export const checkpointTools = [
+  tool({
+    name: 'checkpoint_create',
+    description:
+      "Capture a machine's whole filesystem, stopped or started (its processes keep running), in milliseconds whatever it holds. " +
+      'Take one before a risky step (an upgrade, a migration, a big refactor); checkpoint_restore rolls back to it.',
+    input: { app: appArg, id: machineArg, name: CreateCheckpointRequestSchema.shape.name, comment: CreateCheckpointRequestSchema.shape.comment },
+    annotations: CHANGES,
+    run: async ({ app, id, name, comment }, { client, signal }) => {
+      const c = await client.checkpoints.create(app, id, { ...(name ? { name } : {}), ...(comment ? { comment } : {}) }, { signal });
+      return { summary: `checkpoint ${line(c)}`, data: { checkpoint: c } };
+    },
+  }),
+  tool({
+    name: 'checkpoint_list',
+    description: "List a machine's checkpoints, newest first.",
+    input: { app: appArg, id: machineArg },
+    annotations: READ_ONLY,
+    run: async ({ app, id }, { client, signal }) => {
+      const checkpoints = await client.checkpoints.list(app, id, { signal });
+      return { summary: checkpoints.length ? checkpoints.map(line).join('\n') : `machine ${id} has no checkpoints`, data: { checkpoints } };
+    },
+  }),
+  tool({
+    name: 'checkpoint_restore',
+    description:
+      "Roll a machine's filesystem back to a checkpoint: everything written since is gone. A started machine restarts on it; a stopped one stays stopped. " +
+      'The checkpoint and later ones are kept, so a restore can itself be undone.',
+    input: { app: appArg, id: machineArg, checkpoint: checkpointArg },
+    annotations: DESTROYS,
+    run: async ({ app, id, checkpoint }, { client, signal }) => {
+      const m = await client.checkpoints.restore(app, id, checkpoint, { signal });
+      return { summary: `${id} restored to ${checkpoint}; it is ${m.state}`, data: { machine: m } };
+    },
+  }),
+  tool({
+    name: 'checkpoint_delete',
+    description: 'Delete a checkpoint; its space is freed where nothing else shares it.',
+    input: { app: appArg, id: machineArg, checkpoint: checkpointArg },
+    annotations: DESTROYS,
+    run: async ({ app, id, checkpoint }, { client, signal }) => {
+      await client.checkpoints.delete(app, id, checkpoint, { signal });
+      return { summary: `deleted checkpoint ${checkpoint} of ${id}`, data: { ok: true } };
+    },
+  }),
+];

@@ -1,0 +1,150 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { MachineFiles } from '../src/sdk/index.ts';
+import { withDaemon, http, HANGAR, type TestDaemon } from './helpers/daemon.ts';
+
+// Checkpoints as a robot uses them: capture a machine, break it, roll it back, and find it
+// working again; through REST, the SDK, the CLI and MCP. A started machine is captured while it
+// writes, and what comes back is whole.
+
+const APP = 'ckpt';
+let d: TestDaemon & { close(): Promise<void> };
+
+const sh = (id: string, script: string) => d.client.machines.exec(APP, id, ['sh', '-c', script]);
+const busybox = { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] }, rootfs: { size_gb: 2 } };
+
+function hangar(...args: string[]) {
+  const r = spawnSync(HANGAR, args, { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: d.dataDir, HANGAR_APP: APP }, timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+async function checkpointFiles(machineId: string): Promise<string[]> {
+  const dir = join(d.dataDir, 'storage');
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile() && e.parentPath.endsWith(join('checkpoints', machineId))).map((e) => e.name);
+}
+
+before(async () => {
+  d = await withDaemon();
+  await d.client.apps.create(APP);
+});
+
+after(async () => {
+  await d?.close();
+});
+
+describe('checkpoints', () => {
+  it('roll a broken machine back to working, and keep the checkpoints taken after', async () => {
+    const m = await d.client.machines.create(APP, { config: busybox });
+    await sh(m.id, 'mkdir -p /work && echo v1 > /work/state && head -c 5242880 /dev/urandom > /work/blob && md5sum /work/blob > /work/blob.md5');
+    const before = await d.client.checkpoints.create(APP, m.id, { name: 'before-upgrade', comment: 'about to wipe /bin' });
+    assert.match(before.id, /^ck[0-9a-f]{12}$/);
+    assert.equal(before.name, 'before-upgrade');
+    assert.equal(before.comment, 'about to wipe /bin');
+    assert.equal(before.machine_id, m.id);
+    assert.equal(before.parent_id, null);
+    assert.ok(before.size_bytes > 5 * 2 ** 20, `size_bytes counts what the machine wrote (${before.size_bytes})`);
+
+    // The robot breaks the machine: no shell, no busybox.
+    await sh(m.id, 'echo v2 > /work/state; rm -rf /bin');
+    const broken = await d.client.machines.exec(APP, m.id, ['sh', '-c', 'true']).catch((err: Error) => err);
+    assert.ok(broken instanceof Error || broken.exit_code !== 0, 'the machine is broken');
+    const after = await d.client.checkpoints.create(APP, m.id, { name: 'broken' });
+    assert.equal(after.parent_id, before.id, 'a checkpoint names the one before it as parent');
+
+    const restored = await d.client.checkpoints.restore(APP, m.id, 'before-upgrade');
+    assert.equal(restored.state, 'started', 'a started machine restarts on the restored disk');
+    assert.equal((await sh(m.id, 'cat /work/state')).stdout, 'v1\n');
+    assert.equal((await sh(m.id, 'md5sum -c /work/blob.md5')).exit_code, 0);
+    const events = await d.client.machines.events(APP, m.id);
+    assert.ok(events.some((e) => e.type === 'restore'), 'the restore is in the events');
+
+    const list = await d.client.checkpoints.list(APP, m.id);
+    assert.deepEqual(list.map((c) => c.name), ['broken', 'before-upgrade'], 'newest first, later ones kept');
+    assert.equal((await d.client.checkpoints.create(APP, m.id)).parent_id, before.id, 'after a restore, the next one descends from it');
+
+    // And forward again: the broken state is one restore away.
+    await d.client.checkpoints.restore(APP, m.id, after.id);
+    assert.ok(await d.client.machines.exec(APP, m.id, ['sh', '-c', 'true']).then((r) => r.exit_code !== 0, () => true));
+    await d.client.checkpoints.restore(APP, m.id, before.id);
+    await d.client.machines.destroy(APP, m.id, { force: true });
+    assert.deepEqual(await checkpointFiles(m.id), [], 'destroy frees the checkpoints too');
+  });
+
+  it('capture a machine mid-write whole, leave a stopped machine stopped, and answer errors a robot can act on', async () => {
+    const m = await d.client.machines.create(APP, {
+      config: { ...busybox, init: { cmd: ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /n.tmp; mv /n.tmp /n; done'] } },
+    });
+    await sh(m.id, 'while [ ! -s /n ]; do sleep 0.05; done');
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await d.client.checkpoints.create(APP, m.id)).id);
+    const running = await sh(m.id, 'cat /n');
+    assert.ok(Number(running.stdout) > 0, 'the writer kept running through the captures');
+    await d.client.machines.stop(APP, m.id);
+    for (const id of ids) {
+      const restored = await d.client.checkpoints.restore(APP, m.id, id);
+      assert.equal(restored.state, 'stopped', 'a stopped machine stays stopped');
+      const counter = await new MachineFiles(d.client, APP, m.id).readText('/n');
+      assert.match(counter, /^\d+\n$/, `checkpoint ${id} holds a whole counter file`);
+    }
+
+    const dup = await http(d, 'POST', `/v1/apps/${APP}/machines/${m.id}/checkpoints`, { name: ids[0] });
+    assert.equal(dup.status, 409);
+    assert.equal(dup.body.code, 'checkpoint_name_taken');
+    const missing = await http(d, 'POST', `/v1/apps/${APP}/machines/${m.id}/checkpoints/nope/restore`);
+    assert.equal(missing.status, 404);
+    assert.equal(missing.body.code, 'checkpoint_not_found');
+    assert.match(missing.body.hint, /checkpoints/);
+    const badName = await http(d, 'POST', `/v1/apps/${APP}/machines/${m.id}/checkpoints`, { name: '../x' });
+    assert.equal(badName.status, 400);
+
+    await d.client.checkpoints.delete(APP, m.id, ids[0]!);
+    assert.equal((await d.client.checkpoints.list(APP, m.id)).length, 4);
+    assert.ok(!(await checkpointFiles(m.id)).includes(`${ids[0]}.ext4`), 'delete removes its image');
+    await d.client.machines.destroy(APP, m.id, { force: true });
+  });
+
+  it('work from the CLI and from MCP', async () => {
+    const m = await d.client.machines.create(APP, { config: busybox });
+    await sh(m.id, 'echo one > /f');
+    const created = hangar('checkpoints', 'create', m.id, '--name', 'cli-one', '--comment', 'from the CLI');
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, /cli-one/);
+    await sh(m.id, 'echo two > /f');
+
+    const mcp = new Client({ name: 'checkpoint-test', version: '1.0.0' });
+    await mcp.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${d.token}` } } }));
+    try {
+      const listed = await mcp.callTool({ name: 'checkpoint_list', arguments: { app: APP, id: m.id } });
+      assert.match(JSON.stringify(listed.content), /cli-one/);
+      const taken = await mcp.callTool({ name: 'checkpoint_create', arguments: { app: APP, id: m.id, name: 'mcp-two' } });
+      assert.ok(!taken.isError, JSON.stringify(taken.content));
+      const restored = await mcp.callTool({ name: 'checkpoint_restore', arguments: { app: APP, id: m.id, checkpoint: 'cli-one' } });
+      assert.ok(!restored.isError, JSON.stringify(restored.content));
+      const missing = await mcp.callTool({ name: 'checkpoint_restore', arguments: { app: APP, id: m.id, checkpoint: 'nope' } });
+      assert.equal(missing.isError, true);
+      assert.match(JSON.stringify(missing.content), /checkpoint_not_found/);
+    } finally {
+      await mcp.close();
+    }
+    assert.equal((await sh(m.id, 'cat /f')).stdout, 'one\n');
+
+    const list = hangar('checkpoints', 'list', m.id);
+    assert.match(list.stdout, /^ID\s+NAME\s+SIZE/m);
+    assert.match(list.stdout, /mcp-two[\s\S]*cli-one/);
+    const back = hangar('checkpoints', 'restore', m.id, 'mcp-two');
+    assert.equal(back.code, 0, back.stderr);
+    assert.equal((await sh(m.id, 'cat /f')).stdout, 'two\n');
+    const usage = hangar('checkpoints', 'restore', m.id);
+    assert.equal(usage.code, 1);
+    assert.match(usage.stderr, /needs a machine ID and a checkpoint/);
+    await d.client.machines.destroy(APP, m.id, { force: true });
+    assert.ok(!existsSync(join(d.dataDir, 'machines', m.id)));
+  });
+});
