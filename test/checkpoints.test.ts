@@ -147,4 +147,36 @@ describe('checkpoints', () => {
     await d.client.machines.destroy(APP, m.id, { force: true });
     assert.ok(!existsSync(join(d.dataDir, 'machines', m.id)));
   });
+
+  it('fork a running machine into copies that diverge, and fork from a checkpoint', async () => {
+    const src = await d.client.machines.create(APP, { config: busybox, name: 'src' });
+    await sh(src.id, 'echo base > /which && head -c 3145728 /dev/urandom > /blob && md5sum /blob > /blob.md5');
+    const base = await d.client.checkpoints.create(APP, src.id, { name: 'base' });
+    await sh(src.id, 'echo later > /which');
+
+    const { machines: forks } = await d.client.machines.fork(APP, src.id, { count: 3, name: 'try' });
+    assert.deepEqual(forks.map((f) => f.name), ['try-1', 'try-2', 'try-3']);
+    assert.ok(forks.every((f) => f.state === 'started'));
+    assert.equal(new Set([src.private_ip, ...forks.map((f) => f.private_ip)]).size, 4, 'each fork has an address of its own');
+    for (const [i, f] of forks.entries()) {
+      assert.equal((await sh(f.id, 'cat /which')).stdout, 'later\n', 'a fork has the source as it is now');
+      assert.equal((await sh(f.id, 'md5sum -c /blob.md5')).exit_code, 0);
+      await sh(f.id, `echo fork-${i} > /which`);
+    }
+    for (const [i, f] of forks.entries()) assert.equal((await sh(f.id, 'cat /which')).stdout, `fork-${i}\n`, 'forks diverge');
+    assert.equal((await sh(src.id, 'cat /which')).stdout, 'later\n', 'the source is untouched');
+
+    const cli = hangar('machines', 'fork', src.id, '--checkpoint', 'base', '--skip-launch', '--name', 'from-base');
+    assert.equal(cli.code, 0, cli.stderr);
+    const fromBase = (await d.client.machines.list(APP)).find((m) => m.name === 'from-base')!;
+    assert.equal(fromBase.state, 'created');
+    await d.client.machines.start(APP, fromBase.id);
+    assert.equal((await sh(fromBase.id, 'cat /which')).stdout, 'base\n', `a fork from checkpoint ${base.id} has what it held`);
+
+    const tooMany = await http(d, 'POST', `/v1/apps/${APP}/machines/${src.id}/fork`, { count: 17 });
+    assert.equal(tooMany.status, 400);
+    assert.equal(tooMany.body.code, 'validation_failed');
+    for (const m of [src, fromBase, ...forks]) await d.client.machines.destroy(APP, m.id, { force: true });
+    assert.deepEqual(await readdir(join(d.dataDir, 'storage', 'pool', 'forks')).catch(() => []), [], 'no fork snapshot is left behind');
+  });
 });

@@ -18,6 +18,8 @@ export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   exec ID [--timeout S] -- CMD...          run a command, its output live; exits with its code (Ctrl-C kills it)
   ps ID                                    the machine's processes and the ports they listen on
   logs ID [-f] [--tail N]                  the machine's stdout and stderr
+  fork ID [--count N] [--checkpoint C] [--name N] [--skip-launch]
+                                           new machines on copies of its filesystem (now, or a checkpoint's)
   destroy ID [--force]
 The app is --app, else $HANGAR_APP, else "default".`;
 
@@ -46,6 +48,8 @@ export async function machines(argv: string[]): Promise<number> {
       disk: { type: 'string' },
       cpus: { type: 'string' },
       restart: { type: 'string' },
+      count: { type: 'string' },
+      checkpoint: { type: 'string' },
       'skip-launch': { type: 'boolean', default: false },
       all: { type: 'boolean', default: false },
       signal: { type: 'string' },
@@ -111,6 +115,17 @@ export async function machines(argv: string[]): Promise<number> {
       await client.machines.restart(app, id());
       show(await client.machines.get(app, id()));
       return 0;
+    case 'fork': {
+      const { machines: made } = await client.machines.fork(app, id(), {
+        ...(values.count ? { count: Number(values.count) } : {}),
+        ...(values.checkpoint ? { checkpoint: values.checkpoint } : {}),
+        ...(values.name ? { name: values.name } : {}),
+        ...(values['skip-launch'] ? { skip_launch: true } : {}),
+      });
+      if (values.json) printJson(made);
+      else for (const m of made) process.stdout.write(`${m.id} ${m.name} ${m.state} ${m.private_ip}\n`);
+      return 0;
+    }
     case 'destroy':
       await client.machines.destroy(app, id(), { force: values.force });
       if (!values.json) process.stdout.write(`destroyed ${id()}\n`);

@@ -3,11 +3,13 @@ import { HangarError } from '../protocol/errors.ts';
 import type { MachineRunner } from './machine-runner.ts';
 import type { CallOptions, MachineService } from './machine-service.ts';
 import type { CheckpointRecord, MachineRecord, Store } from './store.ts';
+import type { ForkRequest } from '../protocol/checkpoints.ts';
 import { assertLegal } from './transitions.ts';
 
-// Checkpoints: named, immutable captures of a machine's disk that it can be rolled back to. Each
-// is a reflinked copy of the disk image, so taking one costs the same whatever the disk holds
-// and however many exist. Calls on one machine's checkpoints run one at a time.
+// Captures of a machine's disk. Checkpoints: named, immutable copies it can be rolled back to.
+// Forks: new machines, each with its own copy. Every copy is a reflink of the disk image, so it
+// costs the same whatever the disk holds and however many exist. Captures of one machine run one
+// at a time.
 
 export type CheckpointRequest = { name?: string; comment?: string };
 
@@ -80,6 +82,31 @@ export class CheckpointService {
     const m = this.#machineWithDisk(app, machineId);
     await this.#serialized(m.id, () => this.#machines.restoreCheckpoint(m, c.id, opts));
     return this.#machines.get(app, m.id);
+  }
+
+  /** New machines, each on a copy of the machine's disk as it is now (or as a checkpoint holds it). */
+  async fork(app: string, machineId: string, req: ForkRequest, opts: CallOptions = {}): Promise<MachineRecord[]> {
+    const src = this.#machineWithDisk(app, machineId);
+    const checkpoint = req.checkpoint === undefined ? undefined : this.get(app, src.id, req.checkpoint);
+    const count = req.count ?? 1;
+    const base = req.config ?? src.config;
+    // The copy holds the source's whole disk: it cannot be smaller.
+    const config = { ...base, rootfs: { ...base.rootfs, size_gb: Math.max(base.rootfs?.size_gb ?? src.diskGb, src.diskGb) } };
+    const snapshot = await this.#serialized(src.id, async () => {
+      if (checkpoint) return { path: this.#runner.checkpointDisk(src, checkpoint.id), discard: async () => undefined };
+      assertLegal('checkpoint', this.#machines.get(app, src.id).state, src.id);
+      return this.#runner.snapshotDisk(src);
+    });
+    try {
+      const names = Array.from({ length: count }, (_, i) => (req.name ? (count === 1 ? req.name : `${req.name}-${i + 1}`) : undefined));
+      return await Promise.all(
+        names.map((name) =>
+          this.#machines.create(app, { config, ...(name ? { name } : {}), ...(req.skip_launch ? { skip_launch: true } : {}) }, { ...opts, disk: { from: snapshot.path, uidBase: src.uidBase } }),
+        ),
+      );
+    } finally {
+      await snapshot.discard();
+    }
   }
 
   #machineWithDisk(app: string, machineId: string): MachineRecord {

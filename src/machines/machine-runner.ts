@@ -226,6 +226,22 @@ export class MachineRunner {
     await this.#ensureMounted(m);
   }
 
+  /** A consistent copy of the machine's disk, running or not, for forks to clone; discard it after. */
+  async snapshotDisk(m: MachineRecord): Promise<{ path: string; discard(): Promise<void> }> {
+    await this.#ensureMounted(m);
+    const path = await this.#disks.snapshot(m.id);
+    return { path, discard: () => rm(path, { force: true }) };
+  }
+
+  checkpointDisk(m: MachineRecord, checkpointId: string): string {
+    return this.#disks.checkpointImage(m.id, checkpointId);
+  }
+
+  /** Gives a machine being created a clone of `image` as its disk (a fork). */
+  async cloneDisk(m: MachineRecord, image: string): Promise<void> {
+    await this.#disks.cloneFrom(m.id, image);
+  }
+
   async removeCheckpoint(m: MachineRecord, checkpointId: string): Promise<void> {
     await rm(this.#disks.checkpointImage(m.id, checkpointId), { force: true });
   }

@@ -64,7 +64,11 @@ export class MachineService {
     return this.#store.listEvents(this.get(app, id, { includeDestroyed: true }).id);
   }
 
-  async create(app: string, req: CreateMachineRequest, opts: CallOptions = {}): Promise<MachineRecord & { nonce?: string }> {
+  /**
+   * `disk` makes the machine a fork: its disk is a clone of that image, and it shares the id range
+   * of the machine the image came from (whose files it holds).
+   */
+  async create(app: string, req: CreateMachineRequest, opts: CallOptions & { disk?: { from: string; uidBase: number } } = {}): Promise<MachineRecord & { nonce?: string }> {
     req = { ...req, config: withRootfsSize(withDefaultGuest(req.config), DEFAULT_ROOTFS_SIZE_GB) };
     validateConfig(req.config);
     this.#assertNameFree(app, req.name);
@@ -85,11 +89,12 @@ export class MachineService {
       // Again, now in the same synchronous step as the insert: the image await let others in.
       this.#assertNameFree(app, req.name);
       m.privateIp = allocateAddress(this.#store, this.#machineRange, app);
-      m.uidBase = allocateUidBase(this.#store);
+      m.uidBase = opts.disk?.uidBase || allocateUidBase(this.#store);
       this.#store.insertMachine(m);
       return this.#store.openIntent(id, 'create', 'creating');
     });
     try {
+      if (opts.disk) await this.#runner.cloneDisk(m, opts.disk.from);
       await this.#runner.layOut(m, image.config);
     } catch (err) {
       await this.#runner.remove(m).catch(() => undefined);

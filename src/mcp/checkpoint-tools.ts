@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CreateCheckpointRequestSchema, type Checkpoint } from '../protocol/checkpoints.ts';
+import { CreateCheckpointRequestSchema, ForkRequestSchema, type Checkpoint } from '../protocol/checkpoints.ts';
 import { appArg, CHANGES, DESTROYS, machineArg, READ_ONLY, tool } from './tool-def.ts';
 
 // Checkpoints: a robot captures a machine before a risky step and rolls back when it goes wrong.
@@ -53,6 +53,19 @@ export const checkpointTools = [
     run: async ({ app, id, checkpoint }, { client, signal }) => {
       await client.checkpoints.delete(app, id, checkpoint, { signal });
       return { summary: `deleted checkpoint ${checkpoint} of ${id}`, data: { ok: true } };
+    },
+  }),
+
+  tool({
+    name: 'machine_fork',
+    description:
+      "Make new machines (count 1-16), each with its own copy of a machine's filesystem as it is now or as a checkpoint holds it, " +
+      'started unless skip_launch. Try several approaches side by side, then keep the one that worked and destroy the others.',
+    input: { app: appArg, id: machineArg, checkpoint: ForkRequestSchema.shape.checkpoint, count: ForkRequestSchema.shape.count, name: ForkRequestSchema.shape.name, skip_launch: ForkRequestSchema.shape.skip_launch },
+    annotations: CHANGES,
+    run: async ({ app, id, checkpoint, count, name, skip_launch }, { client, signal }) => {
+      const { machines } = await client.machines.fork(app, id, { ...(checkpoint ? { checkpoint } : {}), ...(count ? { count } : {}), ...(name ? { name } : {}), ...(skip_launch ? { skip_launch } : {}) }, { signal });
+      return { summary: `forked ${id} into ${machines.map((m) => `${m.id} (${m.state})`).join(', ')}`, data: { machines } };
     },
   }),
 ];

@@ -1,6 +1,8 @@
 import { z } from 'zod';
+import { MachineConfigSchema } from './machine-config.ts';
+import { MachineSchema } from './schemas.ts';
 
-// Checkpoints on the wire (a Hangar extension of the Machines API).
+// Checkpoints and forks on the wire (a Hangar extension of the Machines API).
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
@@ -24,3 +26,17 @@ export const CheckpointParams = z.object({ app_name: z.string().min(1), machine_
 
 export type CreateCheckpointRequest = z.infer<typeof CreateCheckpointRequestSchema>;
 export type Checkpoint = z.infer<typeof CheckpointSchema>;
+
+export const MAX_FORKS = 16;
+
+export const ForkRequestSchema = z.object({
+  checkpoint: z.string().min(1).optional().meta({ description: "A checkpoint (id or name) to fork from; default: the machine's filesystem as it is now" }),
+  count: z.int().min(1).max(MAX_FORKS).optional().meta({ description: `How many machines to make, 1 to ${MAX_FORKS}; default 1` }),
+  name: z.string().min(1).max(63).optional().meta({ description: 'Name of the new machine; with count > 1, NAME-1, NAME-2, …' }),
+  config: MachineConfigSchema.optional().meta({ description: "The new machines' config; default: the source's" }),
+  skip_launch: z.boolean().optional().meta({ description: 'Leave the new machines created, not started' }),
+});
+
+export const ForkResponseSchema = z.object({ machines: z.array(MachineSchema) });
+
+export type ForkRequest = z.infer<typeof ForkRequestSchema>;

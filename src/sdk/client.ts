@@ -2,7 +2,7 @@ import type {
   App, ExecResponse, ExecStreamRequest, Lease, Machine, MachineEvent, CreateMachineRequest, ProcessStat, UpdateMachineRequest,
 } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
-import type { Checkpoint, CreateCheckpointRequest } from '../protocol/checkpoints.ts';
+import type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protocol/checkpoints.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
@@ -136,6 +136,8 @@ export class HangarClient {
       this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),
     /** Yields log lines as they are written, until the signal aborts. */
     followLogs: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followLogs(app, id, opts),
+    /** New machines on copies of this one's filesystem (now, or a checkpoint's); started unless skip_launch. */
+    fork: (app: string, id: string, req: ForkRequest = {}, opts?: CallOptions) => this.call<{ machines: Machine[] }>('POST', `${this.#m(app, id)}/fork`, req, opts),
     lease: (app: string, id: string, ttlS: number, opts?: CallOptions) => this.call<Lease>('POST', `${this.#m(app, id)}/lease`, { ttl: ttlS }, opts),
   };
 

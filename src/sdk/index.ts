@@ -7,4 +7,4 @@ export { ExecSession, type ExecSessionStart } from './exec-session.ts';
 export { HangarClient, type CallOptions, type ClientOptions, type ImageInfo, type ImageSummary } from './client.ts';
 export { HangarApiError } from './errors.ts';
 export type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
-export type { Checkpoint, CreateCheckpointRequest } from '../protocol/checkpoints.ts';
+export type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protocol/checkpoints.ts';

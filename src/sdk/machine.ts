@@ -1,6 +1,6 @@
 import type { FileEntry as WireFileEntry, FileStat, Machine as WireMachine, MachineEvent, ProcessStat, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
-import type { Checkpoint, CreateCheckpointRequest } from '../protocol/checkpoints.ts';
+import type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protocol/checkpoints.ts';
 import type { CallOptions, HangarClient, RawOptions } from './client.ts';
 import type { ExecHandle } from './exec-handle.ts';
 import type { ExecSession, ExecSessionStart } from './exec-session.ts';
@@ -76,6 +76,12 @@ export class Machine {
   async restore(checkpoint: string, opts?: CallOptions): Promise<this> {
     this.record = await this.#client.checkpoints.restore(this.app, this.id, checkpoint, opts);
     return this;
+  }
+
+  /** New machines, each with its own copy of this one's filesystem (now, or a checkpoint's). */
+  async fork(req: ForkRequest = {}, opts?: CallOptions): Promise<Machine[]> {
+    const { machines } = await this.#client.machines.fork(this.app, this.id, req, opts);
+    return machines.map((m) => new Machine(this.#client, this.app, m));
   }
 
   async destroy(opts?: CallOptions & { force?: boolean }): Promise<void> {

@@ -3,6 +3,7 @@
 // with ENOSPC inside the machine, and `df /` there shows it. Being one file in a pool that clones
 // by reflink, the whole disk is captured or copied in one cheap call (checkpoints, forks).
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { constants, statfsSync, statSync } from 'node:fs';
 import { copyFile, mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -88,6 +89,13 @@ export class MachineDisks {
     const partial = `${dest}.partial`;
     await withFrozen(target, () => copyFile(this.image(id), partial, constants.COPYFILE_FICLONE_FORCE));
     await rename(partial, dest);
+  }
+
+  /** A consistent copy of the mounted disk to fork machines from; discard it when they have theirs. */
+  async snapshot(id: string): Promise<string> {
+    const dest = join(this.#pool.root, 'forks', `${id}-${randomBytes(4).toString('hex')}.ext4`);
+    await this.capture(id, dest);
+    return dest;
   }
 
   /** The disk and every checkpoint of it. */

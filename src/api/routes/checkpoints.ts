@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CheckpointParams, CheckpointSchema, CreateCheckpointRequestSchema } from '../../protocol/checkpoints.ts';
+import { CheckpointParams, CheckpointSchema, CreateCheckpointRequestSchema, ForkRequestSchema, ForkResponseSchema } from '../../protocol/checkpoints.ts';
 import { MachineSchema } from '../../protocol/schemas.ts';
 import type { CheckpointRecord } from '../../machines/store.ts';
 import { toWireMachine } from '../../machines/machine-view.ts';
@@ -42,6 +42,16 @@ export const checkpointRoutes = [
     handler: async ({ services, params, headers }) => {
       const m = await services.checkpoints.restore(params.app_name, params.machine_id, params.checkpoint_id, { leaseNonce: leaseNonceOf(headers) });
       return toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m));
+    },
+  }),
+
+  route({
+    method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/fork', tag: 'Checkpoints',
+    summary: "New machines (count, 1-16), each with its own copy-on-write copy of this machine's filesystem as it is now or as a checkpoint holds it; started unless skip_launch",
+    params: MachineParams, body: ForkRequestSchema, bodyOptional: true, response: ForkResponseSchema,
+    handler: async ({ services, params, body, signal }) => {
+      const made = await services.checkpoints.fork(params.app_name, params.machine_id, body ?? {}, { signal });
+      return { machines: made.map((m) => toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m))) };
     },
   }),
 ];
