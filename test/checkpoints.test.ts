@@ -179,4 +179,52 @@ describe('checkpoints', () => {
     for (const m of [src, fromBase, ...forks]) await d.client.machines.destroy(APP, m.id, { force: true });
     assert.deepEqual(await readdir(join(d.dataDir, 'storage', 'pool', 'forks')).catch(() => []), [], 'no fork snapshot is left behind');
   });
+
+  it('show what changed: a checkpoint since its parent, or between any two points, with text diffs on request', async () => {
+    const m = await d.client.machines.create(APP, { config: busybox });
+    await sh(m.id, 'mkdir -p /srv/app /srv/old && printf "one\\ntwo\\n" > /srv/app/config && echo bye > /srv/old/f && echo x > /etc/motd-extra');
+    const first = await d.client.checkpoints.create(APP, m.id, { name: 'first' });
+    const sinceImage = await d.client.checkpoints.diff(APP, m.id, 'first');
+    assert.equal(sinceImage.from, null, 'the first checkpoint compares with the image');
+    const added = sinceImage.changes.filter((c) => c.change === 'added').map((c) => c.path);
+    for (const p of ['/srv', '/srv/app', '/srv/app/config', '/srv/old/f', '/etc/motd-extra']) assert.ok(added.includes(p), `${p} added: ${added}`);
+    assert.equal(sinceImage.changes.find((c) => c.path === '/srv/app/config')?.size, 8);
+
+    await sh(m.id, 'printf "one\\nTWO\\n" > /srv/app/config && rm -r /srv/old && rm /bin/ls && mkdir /srv/new && head -c 2000 /dev/zero > /srv/new/bin');
+    const second = await d.client.checkpoints.create(APP, m.id, { name: 'second' });
+    const step = await d.client.checkpoints.diff(APP, m.id, 'second', { content: true });
+    assert.equal(step.from, first.id);
+    assert.equal(step.to, second.id);
+    const byPath = new Map(step.changes.map((c) => [c.path, c]));
+    assert.equal(byPath.get('/srv/app/config')?.change, 'modified');
+    assert.match(byPath.get('/srv/app/config')?.diff ?? '', /-two\n\+TWO/);
+    assert.equal(byPath.get('/srv/old')?.change, 'deleted');
+    assert.equal(byPath.get('/srv/old')?.type, 'directory');
+    assert.ok(!byPath.has('/srv/old/f'), 'a deleted directory is one entry');
+    assert.equal(byPath.get('/bin/ls')?.change, 'deleted', 'deleting an image file shows');
+    assert.equal(byPath.get('/srv/new/bin')?.size, 2000);
+    assert.ok(!byPath.has('/etc/motd-extra'), 'what the step did not touch is not listed');
+    assert.equal(byPath.get('/srv/new/bin')?.diff, undefined, 'binary files get no text diff');
+
+    // Against the live filesystem, and bounded.
+    await sh(m.id, 'echo live > /srv/live');
+    const live = await d.client.checkpoints.diffMachine(APP, m.id, { from: 'second' });
+    assert.equal(live.to, 'live');
+    assert.deepEqual(live.changes.map((c) => [c.path, c.change]), [['/srv/live', 'added']]);
+    const bounded = await d.client.checkpoints.diffMachine(APP, m.id, { limit: 2 });
+    assert.equal(bounded.changes.length, 2);
+    assert.equal(bounded.truncated, true);
+
+    // A link the machine plants is compared as a link, never followed out of the machine.
+    await sh(m.id, 'ln -s /proc/1/root/etc /srv/escape && ln -s ../../../../../../etc /srv/rel');
+    const links = await d.client.checkpoints.diffMachine(APP, m.id, { from: 'second' });
+    assert.deepEqual(links.changes.filter((c) => c.type === 'symlink').map((c) => c.path), ['/srv/escape', '/srv/rel']);
+
+    const cli = hangar('checkpoints', 'diff', m.id, 'second');
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /^M \/srv\/app\/config/m);
+    assert.match(cli.stdout, /^D \/srv\/old\//m);
+    await d.client.machines.destroy(APP, m.id, { force: true });
+    assert.ok(!existsSync(join(d.dataDir, 'machines', m.id)), 'the views a diff mounted are gone with the machine');
+  });
 });

@@ -8,6 +8,9 @@ export const checkpointsUsage = `hangar checkpoints <command> MACHINE [--app APP
   list MACHINE                             its checkpoints, newest first
   restore MACHINE CHECKPOINT               roll the disk back (a started machine restarts on it)
   delete MACHINE CHECKPOINT
+  diff MACHINE [CHECKPOINT] [--from C] [--to C] [--content]
+                                           what a checkpoint changed since the one before it; or
+                                           from --from (default: the image) to --to (default: now)
 CHECKPOINT is an id or a name.`;
 
 export async function checkpoints(argv: string[]): Promise<number> {
@@ -21,6 +24,9 @@ export async function checkpoints(argv: string[]): Promise<number> {
       'data-dir': { type: 'string' },
       name: { type: 'string' },
       comment: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      content: { type: 'boolean', default: false },
     },
   });
   const [machine, checkpoint] = positionals;
@@ -55,6 +61,24 @@ export async function checkpoints(argv: string[]): Promise<number> {
     case 'rm': {
       if (!machine || !checkpoint) needs('a machine ID and a checkpoint', 'delete MACHINE CHECKPOINT');
       await client.checkpoints.delete(app, machine!, checkpoint!);
+      return 0;
+    }
+    case 'diff': {
+      if (!machine) needs('a machine ID', 'diff MACHINE [CHECKPOINT]');
+      const opts = { ...(values.content ? { content: true } : {}), limit: 10_000 };
+      const diff = checkpoint
+        ? await client.checkpoints.diff(app, machine!, checkpoint, opts)
+        : await client.checkpoints.diffMachine(app, machine!, { ...opts, ...(values.from ? { from: values.from } : {}), ...(values.to ? { to: values.to } : {}) });
+      if (values.json) {
+        printJson(diff);
+        return 0;
+      }
+      for (const c of diff.changes) {
+        const mark = c.change === 'added' ? 'A' : c.change === 'deleted' ? 'D' : 'M';
+        process.stdout.write(`${mark} ${c.path}${c.type === 'directory' ? '/' : ''}${c.size !== undefined ? `  ${formatBytes(c.size)}` : ''}\n`);
+        if (c.diff) process.stdout.write(c.diff);
+      }
+      if (diff.truncated) process.stderr.write('(more changes than listed; narrow the range with --from/--to)\n');
       return 0;
     }
     default:

@@ -4,6 +4,7 @@ import type { MachineRunner } from './machine-runner.ts';
 import type { CallOptions, MachineService } from './machine-service.ts';
 import type { CheckpointRecord, MachineRecord, Store } from './store.ts';
 import type { ForkRequest } from '../protocol/checkpoints.ts';
+import type { DiffOptions, DiffResult } from '../storage/filesystem-diff.ts';
 import { assertLegal } from './transitions.ts';
 
 // Captures of a machine's disk. Checkpoints: named, immutable copies it can be rolled back to.
@@ -69,7 +70,7 @@ export class CheckpointService {
     const m = this.#machines.get(app, machineId);
     await this.#serialized(m.id, async () => {
       this.#store.transaction(() => {
-        this.#store.deleteCheckpoint(c.id);
+        this.#store.deleteCheckpoint(c);
         if (this.#store.checkpointHead(m.id) === c.id) this.#store.setCheckpointHead(m.id, c.parentId);
       });
       await this.#runner.removeCheckpoint(m, c.id);
@@ -82,6 +83,18 @@ export class CheckpointService {
     const m = this.#machineWithDisk(app, machineId);
     await this.#serialized(m.id, () => this.#machines.restoreCheckpoint(m, c.id, opts));
     return this.#machines.get(app, m.id);
+  }
+
+  /**
+   * What a checkpoint changed since its parent (`to` absent), or between two points: `from` a
+   * checkpoint or null for the image as created, `to` a checkpoint or 'live' for the machine now.
+   */
+  async diff(app: string, machineId: string, range: { from?: string | null; to?: string }, opts: DiffOptions): Promise<DiffResult & { from: string | null; to: string }> {
+    const m = this.#machineWithDisk(app, machineId);
+    const from = range.from ? this.get(app, m.id, range.from).id : null;
+    const to = range.to && range.to !== 'live' ? this.get(app, m.id, range.to).id : undefined;
+    const result = await this.#serialized(m.id, () => this.#runner.diff(this.#machines.get(app, m.id), from, to, opts));
+    return { from, to: to ?? 'live', ...result };
   }
 
   /** New machines, each on a copy of the machine's disk as it is now (or as a checkpoint holds it). */

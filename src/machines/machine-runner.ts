@@ -1,5 +1,6 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec } from '../runtime/driver.ts';
 import { processStats, type ProcessStat } from '../runtime/proc-stat.ts';
@@ -7,7 +8,8 @@ import { STOP_SIGNAL_ANNOTATION } from '../runtime/oci-spec.ts';
 import type { ImageRunConfig } from '../images/image-service.ts';
 import { durationToMs } from '../protocol/duration.ts';
 import { HangarError } from '../protocol/errors.ts';
-import { isMounted, mountOverlay, resetUpper, unmountOverlay } from '../storage/overlay-rootfs.ts';
+import { isMounted, mountOverlay, mountReadOnlyView, resetUpper, unmount, unmountOverlay } from '../storage/overlay-rootfs.ts';
+import { diffViews, type DiffOptions, type DiffResult, type DiffView } from '../storage/filesystem-diff.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { IdShift } from '../storage/id-shift.ts';
 import type { DiskUsage, MachineDisks } from '../storage/machine-disk.ts';
@@ -240,6 +242,36 @@ export class MachineRunner {
   /** Gives a machine being created a clone of `image` as its disk (a fork). */
   async cloneDisk(m: MachineRecord, image: string): Promise<void> {
     await this.#disks.cloneFrom(m.id, image);
+  }
+
+  /**
+   * What changed from checkpoint `from` (null: the image as created) to checkpoint `to`, or to the
+   * live filesystem when `to` is absent.
+   */
+  async diff(m: MachineRecord, from: string | null, to: string | undefined, opts: DiffOptions): Promise<DiffResult> {
+    await this.#ensureMounted(m);
+    const layout = this.#paths.overlay(m);
+    const views: string[] = [];
+    const viewOf = async (checkpointId: string | null): Promise<DiffView> => {
+      const base = join(this.#paths.dir(m.id), 'views', randomBytes(4).toString('hex'));
+      views.push(base);
+      // The image alone is the view of an empty writable layer.
+      if (checkpointId === null) await mkdir(join(base, 'disk', 'upper'), { recursive: true });
+      else await this.#disks.mountCheckpoint(m.id, checkpointId, join(base, 'disk'));
+      await mountReadOnlyView(layout, join(base, 'disk', 'upper'), join(base, 'root'));
+      return { root: join(base, 'root'), upper: join(base, 'disk', 'upper') };
+    };
+    try {
+      const before = await viewOf(from);
+      const after = to === undefined ? { root: layout.target, upper: layout.upperDir } : await viewOf(to);
+      return await diffViews(before, after, opts);
+    } finally {
+      for (const base of views) {
+        await unmount(join(base, 'root'));
+        await unmount(join(base, 'disk'));
+        await rm(base, { recursive: true, force: true });
+      }
+    }
   }
 
   async removeCheckpoint(m: MachineRecord, checkpointId: string): Promise<void> {

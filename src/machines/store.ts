@@ -295,8 +295,12 @@ export class Store {
     return row && toCheckpoint(row);
   }
 
-  deleteCheckpoint(id: string): void {
-    this.#db.prepare('DELETE FROM checkpoints WHERE id = ?').run(id);
+  /** Its children take its parent as theirs, so a parent_id always names a checkpoint that exists (or null). */
+  deleteCheckpoint(c: CheckpointRecord): void {
+    this.transaction(() => {
+      this.#db.prepare('UPDATE checkpoints SET parent_id = ? WHERE parent_id = ?').run(c.parentId, c.id);
+      this.#db.prepare('DELETE FROM checkpoints WHERE id = ?').run(c.id);
+    });
   }
 
   deleteCheckpointsOf(machineId: string): void {

@@ -68,4 +68,25 @@ export const checkpointTools = [
       return { summary: `forked ${id} into ${machines.map((m) => `${m.id} (${m.state})`).join(', ')}`, data: { machines } };
     },
   }),
+
+  tool({
+    name: 'machine_diff',
+    description:
+      "What changed in a machine's filesystem: paths added, modified and deleted, with sizes. From a checkpoint (default: the image it was created from) " +
+      "to another checkpoint or to now (default). content: true adds unified diffs of small text files. Review a step's changes before keeping them.",
+    input: {
+      app: appArg, id: machineArg,
+      from: checkpointArg.optional().meta({ description: 'Checkpoint id or name to compare from; default: the image' }),
+      to: checkpointArg.optional().meta({ description: "Checkpoint id or name to compare to; default: the machine now ('live')" }),
+      content: z.boolean().optional().meta({ description: 'Add unified diffs of modified text files (up to 64 KiB each)' }),
+      limit: z.int().min(1).max(10_000).optional().meta({ description: 'Most changes to list; default 200' }),
+    },
+    annotations: READ_ONLY,
+    run: async ({ app, id, from, to, content, limit }, { client, signal }) => {
+      const diff = await client.checkpoints.diffMachine(app, id, { signal, ...(from ? { from } : {}), ...(to ? { to } : {}), ...(content ? { content } : {}), limit: limit ?? 200 });
+      const lines = diff.changes.map((c) => `${c.change === 'added' ? '+' : c.change === 'deleted' ? '-' : '~'} ${c.path}${c.type === 'directory' ? '/' : ''}${c.size !== undefined ? ` (${c.size} bytes)` : ''}`);
+      const head = `${diff.changes.length} changes from ${diff.from ?? 'the image'} to ${diff.to}${diff.truncated ? ' (truncated: narrow the range or raise limit)' : ''}`;
+      return { summary: [head, ...lines, ...diff.changes.flatMap((c) => (c.diff ? [c.diff] : []))].join('\n'), data: diff };
+    },
+  }),
 ];

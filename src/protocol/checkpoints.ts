@@ -40,3 +40,33 @@ export const ForkRequestSchema = z.object({
 export const ForkResponseSchema = z.object({ machines: z.array(MachineSchema) });
 
 export type ForkRequest = z.infer<typeof ForkRequestSchema>;
+
+export const MAX_DIFF_CHANGES = 100_000;
+
+export const DiffQuerySchema = z.object({
+  content: z.enum(['true', 'false']).optional().meta({ description: 'true: unified diffs of modified text files up to 64 KiB' }),
+  limit: z.coerce.number().int().min(1).max(MAX_DIFF_CHANGES).optional().meta({ description: 'Most changes to list; default 1000' }),
+});
+
+export const MachineDiffQuerySchema = DiffQuerySchema.extend({
+  from: z.string().min(1).optional().meta({ description: 'A checkpoint (id or name); default: the image as the machine was created from it' }),
+  to: z.string().min(1).optional().meta({ description: "A checkpoint, or 'live' (the default): the machine's filesystem now" }),
+});
+
+export const ChangeSchema = z.object({
+  path: z.string(),
+  change: z.enum(['added', 'modified', 'deleted']),
+  type: z.enum(['file', 'directory', 'symlink', 'other']),
+  size: z.number().optional(),
+  previous_size: z.number().optional(),
+  diff: z.string().optional(),
+});
+
+export const DiffSchema = z.object({
+  from: z.string().nullable().meta({ description: 'The checkpoint compared from; null: the image' }),
+  to: z.string().meta({ description: "The checkpoint compared to, or 'live'" }),
+  changes: z.array(ChangeSchema).meta({ description: 'Sorted by path; a deleted directory is one entry' }),
+  truncated: z.boolean().meta({ description: 'More changes than limit (or deeper than 256 levels); narrow the range or raise limit' }),
+});
+
+export type Diff = z.infer<typeof DiffSchema>;

@@ -2,7 +2,7 @@ import type {
   App, ExecResponse, ExecStreamRequest, Lease, Machine, MachineEvent, CreateMachineRequest, ProcessStat, UpdateMachineRequest,
 } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
-import type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protocol/checkpoints.ts';
+import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
@@ -148,6 +148,12 @@ export class HangarClient {
     get: (app: string, id: string, checkpoint: string, opts?: CallOptions) => this.call<Checkpoint>('GET', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}`, undefined, opts),
     delete: (app: string, id: string, checkpoint: string, opts?: CallOptions) =>
       this.call<{ ok: boolean }>('DELETE', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}`, undefined, opts),
+    /** What the checkpoint changed since the one before it. */
+    diff: (app: string, id: string, checkpoint: string, opts?: CallOptions & DiffOptions) =>
+      this.call<Diff>('GET', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}/diff${diffQuery(opts)}`, undefined, opts),
+    /** What changed from a checkpoint (default: the image) to another (default: the machine now). */
+    diffMachine: (app: string, id: string, opts?: CallOptions & DiffOptions & { from?: string; to?: string }) =>
+      this.call<Diff>('GET', `${this.#m(app, id)}/diff${diffQuery(opts)}`, undefined, opts),
     /** Rolls the disk back; a started machine restarts on it. Answers the machine as it is after. */
     restore: (app: string, id: string, checkpoint: string, opts?: CallOptions) =>
       this.call<Machine>('POST', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}/restore`, undefined, opts),
@@ -201,4 +207,16 @@ async function* splitStream(res: Response, separator: string): AsyncGenerator<st
 
 function enc(s: string): string {
   return encodeURIComponent(s);
+}
+
+export type DiffOptions = { content?: boolean; limit?: number };
+
+function diffQuery(opts: (DiffOptions & { from?: string; to?: string }) | undefined): string {
+  const q = new URLSearchParams();
+  if (opts?.from) q.set('from', opts.from);
+  if (opts?.to) q.set('to', opts.to);
+  if (opts?.content) q.set('content', 'true');
+  if (opts?.limit) q.set('limit', String(opts.limit));
+  const text = q.toString();
+  return text ? `?${text}` : '';
 }

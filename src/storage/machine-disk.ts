@@ -9,7 +9,7 @@ import { copyFile, mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
-import { mountImage, MS_NODEV, withFrozen } from './loop-device.ts';
+import { mountImage, MS_NODEV, MS_NOSUID, withFrozen } from './loop-device.ts';
 import { isMounted, unmount } from './overlay-rootfs.ts';
 import type { StoragePool } from './storage-pool.ts';
 
@@ -96,6 +96,13 @@ export class MachineDisks {
     const dest = join(this.#pool.root, 'forks', `${id}-${randomBytes(4).toString('hex')}.ext4`);
     await this.capture(id, dest);
     return dest;
+  }
+
+  /** Mounts a checkpoint's disk read-only at `target`, to look at what it holds. */
+  async mountCheckpoint(id: string, checkpointId: string, target: string): Promise<void> {
+    await mkdir(target, { recursive: true });
+    // noload: a capture is made frozen, so its journal has nothing to replay (and the device is read-only).
+    mountImage(this.checkpointImage(id, checkpointId), target, { fstype: 'ext4', flags: MS_NODEV | MS_NOSUID, data: 'noload', readOnly: true });
   }
 
   /** The disk and every checkpoint of it. */

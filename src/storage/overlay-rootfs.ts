@@ -28,21 +28,13 @@ export async function mountOverlay(layout: OverlayLayout): Promise<void> {
   const { lowerDirs, upperDir, workDir, target, idmap } = layout;
   if (lowerDirs.length === 0) throw new HangarError('unsupported_image', 'image has no layers', { hint: 'use an image with at least one layer' });
   const [madeUpper, madeWork] = await Promise.all([mkdir(upperDir, { recursive: true }), mkdir(workDir, { recursive: true }), mkdir(target, { recursive: true })]);
-  // overlay takes the lower dirs top-most first; the mount options must fit in one page, so
-  // layers sharing a parent (the image store's layers/ dir) are named relative to it.
-  const topFirst = [...lowerDirs].reverse();
-  const parent = dirname(topFirst[0]!);
-  const shared = topFirst.every((d) => dirname(d) === parent);
-  let cwd = shared ? parent : undefined;
+  const { lower, cwd } = lowerSpec(layout);
   if (idmap) {
-    if (!shared) throw new HangarError('runtime_error', 'an idmapped root filesystem needs its layers in one directory', { hint: 'recreate the machine' });
-    if (!(await isMounted(idmap.lowerView))) await mountIdmapped(parent, idmap.lowerView, idmap.range);
-    cwd = idmap.lowerView;
+    if (!(await isMounted(idmap.lowerView))) await mountIdmapped(dirname(lowerDirs[0]!), idmap.lowerView, idmap.range);
     // Only when new: the machine's root may since have given its / to someone else.
     if (madeUpper !== undefined) await chown(upperDir, idmap.range.base, idmap.range.base);
     if (madeWork !== undefined) await chown(workDir, idmap.range.base, idmap.range.base);
   }
-  const lower = shared ? topFirst.map((d) => basename(d)).join(':') : topFirst.join(':');
   const options = `nodev,lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
   try {
     await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], cwd ? { cwd } : {});
@@ -51,6 +43,33 @@ export async function mountOverlay(layout: OverlayLayout): Promise<void> {
       hint: 'the host must support overlayfs; check `dmesg` for overlay errors',
       cause: err,
     });
+  }
+}
+
+/**
+ * The image's layers as overlay names them, top-most first; the options must fit in one page, so
+ * layers sharing a parent (the image store's layers/ dir) are named relative to it (the cwd).
+ */
+function lowerSpec(layout: Pick<OverlayLayout, 'lowerDirs' | 'idmap'>): { lower: string; cwd?: string } {
+  const topFirst = [...layout.lowerDirs].reverse();
+  const parent = dirname(topFirst[0]!);
+  const shared = topFirst.every((d) => dirname(d) === parent);
+  if (layout.idmap && !shared) throw new HangarError('runtime_error', 'an idmapped root filesystem needs its layers in one directory', { hint: 'recreate the machine' });
+  if (!shared) return { lower: topFirst.join(':') };
+  return { lower: topFirst.map((d) => basename(d)).join(':'), cwd: layout.idmap ? layout.idmap.lowerView : parent };
+}
+
+/**
+ * A read-only view at `target` of `top` (a writable layer as a checkpoint kept it) over the
+ * layout's image layers: the machine's filesystem as it was then. The layout must be mounted.
+ */
+export async function mountReadOnlyView(layout: OverlayLayout, top: string, target: string): Promise<void> {
+  const { lower, cwd } = lowerSpec(layout);
+  await mkdir(target, { recursive: true });
+  try {
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,nodev,nosuid,lowerdir=${top}:${lower}`, target], cwd ? { cwd } : {});
+  } catch (err) {
+    throw new HangarError('storage_error', `cannot mount a view of ${top} at ${target}: ${stderrOf(err)}`, { hint: 'check `dmesg` for overlay errors', cause: err });
   }
 }
 

@@ -1,5 +1,7 @@
 import { z } from 'zod';
-import { CheckpointParams, CheckpointSchema, CreateCheckpointRequestSchema, ForkRequestSchema, ForkResponseSchema } from '../../protocol/checkpoints.ts';
+import {
+  CheckpointParams, CheckpointSchema, CreateCheckpointRequestSchema, DiffQuerySchema, DiffSchema, ForkRequestSchema, ForkResponseSchema, MachineDiffQuerySchema,
+} from '../../protocol/checkpoints.ts';
 import { MachineSchema } from '../../protocol/schemas.ts';
 import type { CheckpointRecord } from '../../machines/store.ts';
 import { toWireMachine } from '../../machines/machine-view.ts';
@@ -54,4 +56,24 @@ export const checkpointRoutes = [
       return { machines: made.map((m) => toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m))) };
     },
   }),
+
+  route({
+    method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/checkpoints/{checkpoint_id}/diff', tag: 'Checkpoints',
+    summary: 'What the checkpoint changed since the one before it (its parent; the image for the first): paths added, modified and deleted, with sizes',
+    params: CheckpointParams, query: DiffQuerySchema, response: DiffSchema,
+    handler: ({ services, params, query }) => {
+      const c = services.checkpoints.get(params.app_name, params.machine_id, params.checkpoint_id);
+      return services.checkpoints.diff(params.app_name, params.machine_id, { from: c.parentId, to: c.id }, diffOptions(query));
+    },
+  }),
+  route({
+    method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/diff', tag: 'Checkpoints',
+    summary: "What changed in the machine's filesystem: from a checkpoint (default: the image) to another or to now",
+    params: MachineParams, query: MachineDiffQuerySchema, response: DiffSchema,
+    handler: ({ services, params, query }) => services.checkpoints.diff(params.app_name, params.machine_id, { from: query.from ?? null, to: query.to }, diffOptions(query)),
+  }),
 ];
+
+function diffOptions(query: { content?: 'true' | 'false'; limit?: number }) {
+  return { content: query.content === 'true', limit: query.limit ?? 1000 };
+}
