@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createApiServer } from './api/server.ts';
 import { HangarError } from './protocol/errors.ts';
+import { DEFAULT_APP_SETTINGS } from './protocol/app-settings.ts';
 import type { ApiServices } from './api/services.ts';
 import { createImageService } from './images/index.ts';
 import { AppService } from './machines/app-service.ts';
@@ -156,7 +157,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   await network.setUp();
   const paths = new MachinePaths(opts.dataDir);
   const pool = await openStoragePool(opts.dataDir);
-  const runner = new MachineRunner(driver, paths, resolveUser, network, new MachineDisks(pool, (id) => paths.disk(id)));
+  const disks = new MachineDisks(pool, (id) => paths.disk(id));
+  const runner = new MachineRunner(driver, paths, resolveUser, network, disks, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
   const waiters = new StateWaiters();
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
   const metrics = new Registry();

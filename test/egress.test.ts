@@ -183,13 +183,13 @@ describe('egress', () => {
 
   it('lets an app with egress allow reach the outside through NAT, by address and by name', async () => {
     const created = await d.client.apps.create('eg-allow');
-    assert.deepEqual([created.egress, created.autostop_idle], [{ policy: 'allow' }, '5m'], 'the defaults');
+    assert.deepEqual([created.egress, created.autostop_idle, created.nested_namespaces], [{ policy: 'allow' }, '5m', false], 'the defaults');
     allowId = (await machine('eg-allow')).id;
     assert.equal(await get('eg-allow', allowId, `http://${listedIp}:8080/`), 'outside\n');
     assert.equal(await get('eg-allow', allowId, 'http://outside.test:8080/'), 'outside\n', "names outside .internal come from the host's resolver");
     assert.match(await get('eg-allow', allowId, `http://${metadataIp}:8080/`, SHOULD_FAIL), /FAILED/, 'link-local (cloud metadata) addresses are not the outside world');
     const legacy = await d.client.apps.get('legacy');
-    assert.deepEqual([legacy.egress, legacy.autostop_idle], [{ policy: 'allow' }, '5m'], 'an app from an older state.db has the defaults');
+    assert.deepEqual([legacy.egress, legacy.autostop_idle, legacy.nested_namespaces], [{ policy: 'allow' }, '5m', false], 'an app from an older state.db has the defaults');
   });
 
   it('answers DNS over TCP as well as UDP, for its own names and for the outside, with NXDOMAIN for unknown names', async () => {
@@ -259,8 +259,8 @@ describe('egress', () => {
     };
     const created = JSON.parse(hangar('apps', 'create', 'eg-cli', '--egress', `${listedIp},10.0.0.0/8`, '--autostop-idle', '10m', '--json'));
     assert.deepEqual([created.egress, created.autostop_idle], [{ policy: 'cidrs', cidrs: [listedIp, '10.0.0.0/8'] }, '10m']);
-    assert.match(hangar('apps', 'update', 'eg-cli', '--egress', 'deny'), /updated app eg-cli \(egress deny, autostop idle 10m\)/);
-    assert.match(hangar('apps', 'list'), /^eg-cli\s+0\s+deny\s+10m$/m);
+    assert.match(hangar('apps', 'update', 'eg-cli', '--egress', 'deny'), /updated app eg-cli \(egress deny, autostop idle 10m, nested namespaces off\)/);
+    assert.match(hangar('apps', 'list'), /^eg-cli\s+0\s+deny\s+10m\s+off$/m);
   });
 
   it('rejects bad settings with a code and a hint', async () => {

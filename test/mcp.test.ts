@@ -91,6 +91,9 @@ describe('MCP server', () => {
     assert.equal(machine.state, 'started');
     const { apps } = await ok(overHttp, 'app_list');
     assert.equal(apps.find((a: { name: string }) => a.name === APP).machine_count, 1);
+    const updated = await ok(overHttp, 'app_update', { app: APP, nested_namespaces: true });
+    assert.equal(updated.app.nested_namespaces, true);
+    assert.equal((await ok(overStdio, 'app_update', { app: APP, nested_namespaces: false })).app.nested_namespaces, false);
   });
 
   it('returns a failed call as isError with the code and the hint', async () => {

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
+import type { App } from '../protocol/schemas.ts';
 import { CliError, connect } from './connect.ts';
 import { printJson, printTable } from './output.ts';
 
@@ -7,18 +8,23 @@ export const appsUsage = `hangar apps <command> [--json]
   list | create NAME | show NAME | update NAME | destroy NAME   (destroy also destroys the app's machines)
   create and update take the app's settings:
     --egress allow|deny|CIDR[,CIDR...]   where machines may send traffic (default allow: NAT to the host's network)
-    --autostop-idle DURATION             how long an idle machine stays up before the proxy stops it (default 5m)`;
+    --autostop-idle DURATION             how long an idle machine stays up before the proxy stops it (default 5m)
+    --nested-namespaces | --no-nested-namespaces
+                                         let machines make namespaces of their own (unshare -U -r, mounts in them);
+                                         takes effect at each machine's next start or update (default off)`;
 
 export async function apps(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
+    allowNegative: true,
     options: {
       json: { type: 'boolean', default: false },
       'data-dir': { type: 'string' },
       egress: { type: 'string' },
       'autostop-idle': { type: 'string' },
+      'nested-namespaces': { type: 'boolean' },
     },
   });
   const client = connect(values['data-dir']);
@@ -26,25 +32,29 @@ export async function apps(argv: string[]): Promise<number> {
   const settings: AppSettingsRequest = {
     ...(values.egress !== undefined ? { egress: parseEgress(values.egress) } : {}),
     ...(values['autostop-idle'] !== undefined ? { autostop_idle: values['autostop-idle'] } : {}),
+    ...(values['nested-namespaces'] !== undefined ? { nested_namespaces: values['nested-namespaces'] } : {}),
   };
   switch (verb) {
     case 'list': {
       const { apps } = await client.apps.list();
       if (values.json) printJson(apps);
-      else printTable(apps.map((a) => ({ name: a.name, machines: a.machine_count, egress: egressText(a.egress), 'autostop-idle': a.autostop_idle })), ['name', 'machines', 'egress', 'autostop-idle']);
+      else {
+        const rows = apps.map((a) => ({ name: a.name, machines: a.machine_count, egress: egressText(a.egress), 'autostop-idle': a.autostop_idle, 'nested-namespaces': a.nested_namespaces ? 'on' : 'off' }));
+        printTable(rows, ['name', 'machines', 'egress', 'autostop-idle', 'nested-namespaces']);
+      }
       return 0;
     }
     case 'create': {
       const app = await client.apps.create(name(), { settings });
       if (values.json) printJson(app);
-      else process.stdout.write(`created app ${app.name} (egress ${egressText(app.egress)}, autostop idle ${app.autostop_idle})\n`);
+      else process.stdout.write(`created app ${app.name} (${settingsText(app)})\n`);
       return 0;
     }
     case 'update': {
       if (Object.keys(settings).length === 0) fail('apps update needs a setting to change', appsUsage);
       const app = await client.apps.update(name(), settings);
       if (values.json) printJson(app);
-      else process.stdout.write(`updated app ${app.name} (egress ${egressText(app.egress)}, autostop idle ${app.autostop_idle})\n`);
+      else process.stdout.write(`updated app ${app.name} (${settingsText(app)})\n`);
       return 0;
     }
     case 'show':
@@ -67,6 +77,10 @@ function parseEgress(text: string): Egress {
 
 function egressText(egress: Egress): string {
   return egress.policy === 'cidrs' ? egress.cidrs.join(',') : egress.policy;
+}
+
+function settingsText(app: App): string {
+  return `egress ${egressText(app.egress)}, autostop idle ${app.autostop_idle}, nested namespaces ${app.nested_namespaces ? 'on' : 'off'}`;
 }
 
 function fail(message: string, hint?: string): never {

@@ -22,11 +22,14 @@ import type { MachinePaths } from './machine-paths.ts';
 import { commandFor, envFor } from './process-spec.ts';
 import { idRangeOf } from './id-ranges.ts';
 import type { MachineRecord } from './store.ts';
+import type { AppSettings } from '../protocol/app-settings.ts';
 
 // The mechanics of running one machine: lay out its root filesystem and bundle, run it, halt it.
 // It keeps no state; machine-service.ts decides when each step happens.
 
 export type UserResolver = (rootfs: string, user: string) => Promise<{ uid: number; gid: number; additionalGids?: number[] }>;
+/** The app's settings as they are now; read at every lay-out and start. */
+export type AppSettingsLookup = (app: string) => AppSettings;
 
 const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 const KILL_GRACE_MS = 10_000;
@@ -37,15 +40,17 @@ export class MachineRunner {
   readonly #resolveUser: UserResolver;
   readonly #network: MachineNetwork;
   readonly #disks: MachineDisks;
+  readonly #appSettings: AppSettingsLookup;
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
   readonly #unwatch = new Map<string, () => void>();
   /** Mounts under way, so two callers (a start and a files request) never mount one rootfs twice. */
   readonly #mounting = new Map<string, Promise<void>>();
 
-  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork, disks: MachineDisks) {
+  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork, disks: MachineDisks, appSettings: AppSettingsLookup) {
     this.#driver = driver;
     this.#disks = disks;
+    this.#appSettings = appSettings;
     this.#network = network;
     this.#paths = paths;
     this.#resolveUser = resolveUser;
@@ -88,7 +93,7 @@ export class MachineRunner {
     await sweepStaleWrites(this.#paths.rootfs(m.id));
     // Kept across stop/start; only a host reboot takes it away.
     if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
-    const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id) };
+    const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id), nestedNamespaces: this.#nestedNamespaces(m) };
     const started = await this.#driver.start(m.id, where);
     this.watch(m.id, onExit);
     return started;
@@ -103,6 +108,11 @@ export class MachineRunner {
     await this.#ensureMounted(m);
     await sweepStaleWrites(this.#paths.rootfs(m.id));
     return this.#paths.rootfs(m.id);
+  }
+
+  /** Whether the app lets its machines make namespaces; only a machine with a user namespace of its own may. */
+  #nestedNamespaces(m: MachineRecord): boolean {
+    return m.uidBase !== 0 && this.#appSettings(m.app).nestedNamespaces;
   }
 
   /** How the machine's ids map to the host's, for what the daemon writes into it or reads of it. */
@@ -307,6 +317,7 @@ export class MachineRunner {
       },
       limits: { cpus: m.config.guest?.cpus, memoryMb: m.config.guest?.memory_mb },
       ...(m.uidBase ? { idRange: idRangeOf(m.uidBase) } : {}),
+      nestedNamespaces: this.#nestedNamespaces(m),
     };
   }
 }

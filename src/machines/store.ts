@@ -91,6 +91,7 @@ const ADDED_COLUMNS: Array<{ table: string; column: string; type: string }> = [
   // An app's settings; NULL (rows from before settings) means the default.
   { table: 'apps', column: 'egress', type: 'TEXT' },
   { table: 'apps', column: 'autostop_idle_ms', type: 'INTEGER' },
+  { table: 'apps', column: 'nested_namespaces', type: 'INTEGER NOT NULL DEFAULT 0' },
   { table: 'machines', column: 'uid_base', type: 'INTEGER NOT NULL DEFAULT 0' },
   { table: 'machines', column: 'disk_gb', type: 'INTEGER NOT NULL DEFAULT 0' },
   // The checkpoint the machine's disk last came from or was captured as: the parent of its next one.
@@ -137,14 +138,14 @@ export class Store {
 
   insertApp(app: AppRecord): void {
     this.#db
-      .prepare('INSERT INTO apps (name, id, network, created_at, egress, autostop_idle_ms) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(app.name, app.id, app.network, app.createdAt, JSON.stringify(app.settings.egress), app.settings.autostopIdleMs);
+      .prepare('INSERT INTO apps (name, id, network, created_at, egress, autostop_idle_ms, nested_namespaces) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(app.name, app.id, app.network, app.createdAt, JSON.stringify(app.settings.egress), app.settings.autostopIdleMs, app.settings.nestedNamespaces ? 1 : 0);
   }
 
   updateAppSettings(name: string, settings: AppSettings): void {
     this.#db
-      .prepare('UPDATE apps SET egress = ?, autostop_idle_ms = ? WHERE name = ?')
-      .run(JSON.stringify(settings.egress), settings.autostopIdleMs, name);
+      .prepare('UPDATE apps SET egress = ?, autostop_idle_ms = ?, nested_namespaces = ? WHERE name = ?')
+      .run(JSON.stringify(settings.egress), settings.autostopIdleMs, settings.nestedNamespaces ? 1 : 0, name);
   }
 
   getApp(name: string): AppRecord | undefined {
@@ -358,6 +359,7 @@ function toApp(r: Row): AppRecord {
     settings: {
       egress: r.egress === null ? DEFAULT_APP_SETTINGS.egress : (JSON.parse(String(r.egress)) as AppSettings['egress']),
       autostopIdleMs: r.autostop_idle_ms === null ? DEFAULT_APP_SETTINGS.autostopIdleMs : Number(r.autostop_idle_ms),
+      nestedNamespaces: r.nested_namespaces === 1,
     },
   };
 }

@@ -1,10 +1,11 @@
 import { AppNameSchema } from '../protocol/schemas.ts';
-import { AutostopIdleSchema, EgressSchema } from '../protocol/app-settings.ts';
+import { AutostopIdleSchema, EgressSchema, NestedNamespacesSchema } from '../protocol/app-settings.ts';
 import { appArg, CHANGES, DESTROYS, READ_ONLY, tool } from './tool-def.ts';
 
 const settingsArgs = {
   egress: EgressSchema.optional(),
   autostop_idle: AutostopIdleSchema.optional(),
+  nested_namespaces: NestedNamespacesSchema.optional(),
 };
 
 export const appTools = [
@@ -22,7 +23,8 @@ export const appTools = [
     name: 'app_create',
     description:
       'Create an app: a named group of machines sharing one private network. Every machine belongs to an app. ' +
-      'Optionally set its egress (allow, deny, or a list of networks) and autostop_idle.',
+      'Optionally set its egress (allow, deny, or a list of networks), autostop_idle, and nested_namespaces ' +
+      '(let its machines make namespaces of their own, e.g. to run containers or sandboxes inside; default off).',
     input: { app: AppNameSchema.meta({ description: 'App name: lowercase letters, digits and dashes' }), ...settingsArgs },
     annotations: CHANGES,
     run: async ({ app, ...settings }, { client, signal }) => {
@@ -33,8 +35,9 @@ export const appTools = [
   tool({
     name: 'app_update',
     description:
-      "Change an app's settings: egress (where its machines may send traffic; applies to running machines at once) " +
-      'and autostop_idle (how long an idle machine stays up before the proxy stops it).',
+      "Change an app's settings: egress (where its machines may send traffic; applies to running machines at once), " +
+      'autostop_idle (how long an idle machine stays up before the proxy stops it), and nested_namespaces ' +
+      "(let its machines make namespaces of their own; applies at each machine's next start or update).",
     input: { app: appArg, ...settingsArgs },
     annotations: CHANGES,
     run: async ({ app, ...settings }, { client, signal }) => {

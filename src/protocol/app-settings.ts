@@ -2,7 +2,8 @@ import { z } from 'zod';
 import { DurationSchema, durationToMs, formatDurationMs } from './duration.ts';
 
 // Hangar's settings of an app (an extension of Fly's apps API): where its machines may send
-// traffic, and how long an idle machine stays up before the edge proxy autostops it.
+// traffic, how long an idle machine stays up before the edge proxy autostops it, and whether its
+// machines may make namespaces of their own.
 
 export const DEFAULT_AUTOSTOP_IDLE_MS = 5 * 60_000;
 const MIN_AUTOSTOP_IDLE_MS = 1000;
@@ -51,33 +52,43 @@ export const AutostopIdleSchema = DurationSchema.refine((value) => {
   description: 'How long a machine with no request or stream through the proxy stays up before autostop; default "5m"',
 });
 
+export const NestedNamespacesSchema = z.boolean().meta({
+  description:
+    'Let the app\'s machines make namespaces of their own (unshare -U -r, mounts inside them), for sandboxes or container ' +
+    'tools in a machine; the kernel then lets them reach more of its code. Applies to machines with a user namespace of ' +
+    'their own, at their next start or update; default false',
+});
+
 /** The settings fields a create or update request may carry; absent ones keep their value. */
 export const AppSettingsRequestSchema = z.object({
   egress: EgressSchema.optional(),
   autostop_idle: AutostopIdleSchema.optional(),
+  nested_namespaces: NestedNamespacesSchema.optional(),
 });
 
 export const AppSettingsWireSchema = z.object({
   egress: EgressSchema,
   autostop_idle: z.string().meta({ description: 'A duration such as "5m"' }),
+  nested_namespaces: NestedNamespacesSchema,
 });
 
 export type Egress = z.infer<typeof EgressSchema>;
 export type AppSettingsRequest = z.input<typeof AppSettingsRequestSchema>;
 
 /** An app's settings as services use them. */
-export type AppSettings = { egress: Egress; autostopIdleMs: number };
+export type AppSettings = { egress: Egress; autostopIdleMs: number; nestedNamespaces: boolean };
 
-export const DEFAULT_APP_SETTINGS: AppSettings = { egress: { policy: 'allow' }, autostopIdleMs: DEFAULT_AUTOSTOP_IDLE_MS };
+export const DEFAULT_APP_SETTINGS: AppSettings = { egress: { policy: 'allow' }, autostopIdleMs: DEFAULT_AUTOSTOP_IDLE_MS, nestedNamespaces: false };
 
 /** The changes a validated request asks for. */
 export function settingsChange(req: z.output<typeof AppSettingsRequestSchema>): Partial<AppSettings> {
   return {
     ...(req.egress ? { egress: req.egress } : {}),
     ...(req.autostop_idle !== undefined ? { autostopIdleMs: Math.round(durationToMs(req.autostop_idle)!) } : {}),
+    ...(req.nested_namespaces !== undefined ? { nestedNamespaces: req.nested_namespaces } : {}),
   };
 }
 
 export function settingsToWire(settings: AppSettings): z.infer<typeof AppSettingsWireSchema> {
-  return { egress: settings.egress, autostop_idle: formatDurationMs(settings.autostopIdleMs) };
+  return { egress: settings.egress, autostop_idle: formatDurationMs(settings.autostopIdleMs), nested_namespaces: settings.nestedNamespaces };
 }

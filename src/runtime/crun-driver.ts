@@ -11,7 +11,8 @@ import { HangarError } from '../protocol/errors.ts';
 import { watchBundle } from './bundle-watch.ts';
 import { type CrunCommand, detectCrunCommand, removeCgroup2Group } from './crun-command.ts';
 import { crunExec, spawnExec } from './crun-exec.ts';
-import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec, RunState } from './driver.ts';
+import { applySeccompVariant, seccompVariantFor } from './bundle-seccomp.ts';
+import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec, RunState, StartTarget } from './driver.ts';
 import { machineNofileLimit } from './host-limits.ts';
 import { Launcher } from './launcher-client.ts';
 import { KmsgOomLog } from './kmsg-oom.ts';
@@ -27,7 +28,7 @@ import {
   toExitInfo,
 } from './run-files.ts';
 import { compiledSeccomp } from './seccomp-bpf.ts';
-import { hardenSeccomp } from './seccomp-harden.ts';
+import { hardenSeccomp, type SeccompVariant } from './seccomp-harden.ts';
 import { DEFAULT_SECCOMP_PATH, loadSeccomp } from './seccomp-profile.ts';
 
 export type CrunDriverOptions = {
@@ -63,6 +64,8 @@ class CrunDriver implements Driver {
   readonly #oom = new KmsgOomLog();
   /** Bundle of every machine this process has seen, so exec needs only the id. */
   readonly #bundles = new Map<string, string>();
+  /** Each variant's compiled filter, base64. */
+  readonly #seccomp = new Map<SeccompVariant, Promise<string>>();
 
   constructor(opts: CrunDriverOptions) {
     this.#cmd = detectCrunCommand(opts.stateRoot);
@@ -99,17 +102,25 @@ class CrunDriver implements Driver {
     const onPath = await Promise.all((process.env.PATH ?? '').split(':').map((dir) => access(join(dir || '.', 'multilog'), fsConstants.X_OK).then(() => true, () => false)));
     if (!onPath.includes(true)) throw new HangarError('host_unsupported', 'multilog (daemontools) is not installed; machine logs go through it', { hint: INSTALL_HINT });
     await this.#launcher.pid();
-    await this.#seccompBpf();
+    // Both now, so no start waits for a compile.
+    await Promise.all([this.#seccompBpf('default'), this.#seccompBpf('nested-namespaces')]);
   }
 
-  /** The machines' filter: the host's profile for their capabilities, hardened, compiled once. */
-  async #seccompBpf(): Promise<string> {
-    const profile = hardenSeccomp(await loadSeccomp(DEFAULT_CAPABILITIES, this.#seccompPath));
-    return compiledSeccomp(this.#launcher, this.#cmd.stateRoot, profile, join(dirname(this.#cmd.stateRoot), 'seccomp'));
+  /** A filter for the machines: the host's profile for their capabilities, hardened, compiled once per variant. */
+  #seccompBpf(variant: SeccompVariant): Promise<string> {
+    let bpf = this.#seccomp.get(variant);
+    if (!bpf) {
+      bpf = loadSeccomp(DEFAULT_CAPABILITIES, this.#seccompPath).then((profile) =>
+        compiledSeccomp(this.#launcher, this.#cmd.stateRoot, hardenSeccomp(profile, variant), join(dirname(this.#cmd.stateRoot), 'seccomp')),
+      );
+      this.#seccomp.set(variant, bpf);
+      bpf.catch(() => this.#seccomp.delete(variant));
+    }
+    return bpf;
   }
 
   async prepare(spec: MachineSpec): Promise<void> {
-    const seccompBpf = await this.#seccompBpf();
+    const seccompBpf = await this.#seccompBpf(seccompVariantFor(spec.nestedNamespaces, spec.idRange !== undefined));
     const config = buildOciSpec(spec, { seccompBpf, initHostPath: this.#initPath, hostMemoryBytes: totalmem(), nofileLimit: this.#nofile });
     await Promise.all([mkdir(spec.bundleDir, { recursive: true }), mkdir(dirname(spec.logPath), { recursive: true })]);
     const tmp = join(spec.bundleDir, 'config.json.tmp');
@@ -118,9 +129,10 @@ class CrunDriver implements Driver {
     this.#bundles.set(spec.id, spec.bundleDir);
   }
 
-  async start(id: string, where: { bundleDir: string; logPath: string }): Promise<{ pid: number }> {
+  async start(id: string, where: StartTarget): Promise<{ pid: number }> {
     const { bundleDir, logPath } = where;
     this.#bundles.set(id, bundleDir);
+    await applySeccompVariant(bundleDir, where.nestedNamespaces ?? false, (variant) => this.#seccompBpf(variant));
     await removeRunFiles(bundleDir);
     const logStart = logSize(logPath);
     let shimPid: number | undefined;

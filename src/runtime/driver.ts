@@ -3,7 +3,7 @@
 // A machine's life as a driver sees it:
 //   const spec = { id, rootfs: '/data/machines/ab12/rootfs', bundleDir, logPath, process, limits }
 //   await driver.prepare(spec)           // writes the bundle; slow path, once per config
-//   const { pid } = await driver.start(spec.id, { bundleDir, logPath })  // fast path
+//   const { pid } = await driver.start(spec.id, { bundleDir, logPath, nestedNamespaces })  // fast path
 //   driver.watchExit(id, (exit) => ...)  // fires once when the machine's init ends
 //   await driver.exec(id, { command: ['ls', '/'], timeoutMs: 5000 })
 //   await driver.kill(id, 'SIGTERM')     // exit is reported through watchExit
@@ -48,7 +48,13 @@ export type MachineSpec = {
   /** The machine's own user namespace maps ids 0..size-1 inside to base.. on the host; absent for
    * machines made before machines had one. The rootfs must already show its files in this range. */
   idRange?: { base: number; size: number };
+  /** Lets the machine make namespaces of its own and mount in them (its app's nested_namespaces);
+   * honoured only with idRange. start() is told again, so a change applies at the next start. */
+  nestedNamespaces?: boolean;
 };
+
+/** Where a prepared machine's bundle and log are, and what its app now allows it (see MachineSpec). */
+export type StartTarget = { bundleDir: string; logPath: string; nestedNamespaces?: boolean };
 
 export type ExitInfo = {
   /** Exit code of the machine's init; 128+N when killed by signal N. */
@@ -112,7 +118,7 @@ export interface Driver {
   /** Writes the runtime bundle for spec. Called at create and after a config update. */
   prepare(spec: MachineSpec): Promise<void>;
   /** Starts the prepared machine; resolves once its init process is running. */
-  start(id: string, where: { bundleDir: string; logPath: string }): Promise<{ pid: number }>;
+  start(id: string, where: StartTarget): Promise<{ pid: number }>;
   /** Where the machine stands now, from the runtime's own records (survives daemon restarts). */
   state(id: string, where: { bundleDir: string }): Promise<RunState>;
   /** Calls onExit once when the machine's init ends (immediately if it already has). Returns an unsubscribe. */

@@ -90,12 +90,13 @@ export class HangarClient {
 
   readonly apps = {
     list: (opts?: CallOptions) =>
-      this.call<{ total_apps: number; apps: Array<{ id: string; name: string; machine_count: number; egress: Egress; autostop_idle: string }> }>('GET', '/v1/apps', undefined, opts),
-    /** `settings`: Hangar's app settings, e.g. `{ egress: { policy: 'deny' }, autostop_idle: '10m' }`. */
+      this.call<{ total_apps: number; apps: Array<{ id: string; name: string; machine_count: number; egress: Egress; autostop_idle: string; nested_namespaces: boolean }> }>('GET', '/v1/apps', undefined, opts),
+    /** `settings`: Hangar's app settings, e.g. `{ egress: { policy: 'deny' }, autostop_idle: '10m', nested_namespaces: true }`. */
     create: (name: string, opts?: CallOptions & { settings?: AppSettingsRequest }) =>
       this.call<App>('POST', '/v1/apps', { app_name: name, ...opts?.settings }, opts),
     get: (name: string, opts?: CallOptions) => this.call<App>('GET', `/v1/apps/${enc(name)}`, undefined, opts),
-    /** Changes the settings given; a new egress policy applies to the app's running machines at once. */
+    /** Changes the settings given; a new egress policy applies to the app's running machines at once,
+     * nested_namespaces at each machine's next start or update. */
     update: (name: string, settings: AppSettingsRequest, opts?: CallOptions) => this.call<App>('PATCH', `/v1/apps/${enc(name)}`, settings, opts),
     delete: (name: string, opts?: CallOptions) => this.call<void>('DELETE', `/v1/apps/${enc(name)}`, undefined, opts),
   };

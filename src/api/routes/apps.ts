@@ -31,7 +31,7 @@ export const appRoutes = [
     },
   }),
   route({
-    method: 'POST', path: '/v1/apps', tag: 'Apps', summary: 'Create an app (Hangar also takes its settings: egress, autostop_idle)', status: 201,
+    method: 'POST', path: '/v1/apps', tag: 'Apps', summary: 'Create an app (Hangar also takes its settings: egress, autostop_idle, nested_namespaces)', status: 201,
     body: CreateAppRequestSchema, response: AppSchema,
     handler: ({ services, body }) => toWireApp(services.apps.create(body.app_name, body.network, settingsChange(body)), 0),
   }),
@@ -42,7 +42,7 @@ export const appRoutes = [
   }),
   route({
     method: 'PATCH', path: '/v1/apps/{app_name}', tag: 'Apps',
-    summary: "Change an app's settings (Hangar's own); a new egress policy applies to running machines at once",
+    summary: "Change an app's settings (Hangar's own); a new egress policy applies to running machines at once, nested_namespaces at their next start",
     params: AppParams, body: UpdateAppRequestSchema, response: AppSchema,
     handler: async ({ services, params, body }) =>
       toWireApp(await services.apps.updateSettings(params.app_name, settingsChange(body)), services.apps.machineCount(params.app_name)),
