@@ -6,7 +6,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { MachineFiles } from '../src/sdk/index.ts';
+import { Machine, MachineFiles } from '../src/sdk/index.ts';
 import { withDaemon, http, HANGAR, type TestDaemon } from './helpers/daemon.ts';
 
 // Checkpoints as a robot uses them: capture a machine, break it, roll it back, and find it
@@ -17,7 +17,7 @@ const APP = 'ckpt';
 let d: TestDaemon & { close(): Promise<void> };
 
 const sh = (id: string, script: string) => d.client.machines.exec(APP, id, ['sh', '-c', script]);
-const busybox = { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] }, rootfs: { size_gb: 2 } };
+const busybox = { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] }, rootfs: { size_gb: 2 }, restart: { policy: 'no' as const } };
 
 function hangar(...args: string[]) {
   const r = spawnSync(HANGAR, args, { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: d.dataDir, HANGAR_APP: APP }, timeout: 120_000 });
@@ -69,10 +69,13 @@ describe('checkpoints', () => {
     assert.deepEqual(list.map((c) => c.name), ['broken', 'before-upgrade'], 'newest first, later ones kept');
     assert.equal((await d.client.checkpoints.create(APP, m.id)).parent_id, before.id, 'after a restore, the next one descends from it');
 
-    // And forward again: the broken state is one restore away.
+    // And forward again: the broken state is one restore away (its init is gone, so it stops).
     await d.client.checkpoints.restore(APP, m.id, after.id);
-    assert.ok(await d.client.machines.exec(APP, m.id, ['sh', '-c', 'true']).then((r) => r.exit_code !== 0, () => true));
-    await d.client.checkpoints.restore(APP, m.id, before.id);
+    await d.client.machines.wait(APP, m.id, 'stopped', { timeoutS: 30 });
+    const back = await d.client.checkpoints.restore(APP, m.id, before.id);
+    assert.equal(back.state, 'stopped');
+    await d.client.machines.start(APP, m.id);
+    assert.equal((await sh(m.id, 'cat /work/state')).stdout, 'v1\n');
     await d.client.machines.destroy(APP, m.id, { force: true });
     assert.deepEqual(await checkpointFiles(m.id), [], 'destroy frees the checkpoints too');
   });
@@ -226,5 +229,33 @@ describe('checkpoints', () => {
     assert.match(cli.stdout, /^D \/srv\/old\//m);
     await d.client.machines.destroy(APP, m.id, { force: true });
     assert.ok(!existsSync(join(d.dataDir, 'machines', m.id)), 'the views a diff mounted are gone with the machine');
+  });
+
+  it('come with an exec that asks for one, so one call can be rolled back', async () => {
+    const m = await d.client.machines.create(APP, { config: busybox });
+    await sh(m.id, 'echo safe > /state');
+    const rest = await d.client.machines.exec(APP, m.id, ['sh', '-c', 'echo broken > /state'], { checkpoint: true });
+    assert.match(rest.checkpoint_id ?? '', /^ck[0-9a-f]{12}$/);
+    assert.match((await d.client.checkpoints.get(APP, m.id, rest.checkpoint_id!)).comment, /^before: sh -c echo broken/);
+    await d.client.checkpoints.restore(APP, m.id, rest.checkpoint_id!);
+    assert.equal((await sh(m.id, 'cat /state')).stdout, 'safe\n');
+
+    const streamed = await new Machine(d.client, APP, m).exec(['sh', '-c', 'rm /state; echo gone'], { checkpoint: true }).wait();
+    assert.equal(streamed.stdout, 'gone\n');
+    assert.ok(streamed.checkpointId, 'the streamed exec reports its checkpoint');
+
+    const mcp = new Client({ name: 'checkpoint-test', version: '1.0.0' });
+    await mcp.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${d.token}` } } }));
+    try {
+      const r = await mcp.callTool({ name: 'machine_exec', arguments: { app: APP, id: m.id, command: ['sh', '-c', 'echo mcp > /state'], checkpoint: true } });
+      const data = r.structuredContent as { checkpoint_id?: string };
+      assert.equal(data.checkpoint_id, (await d.client.checkpoints.list(APP, m.id))[0]!.id);
+      assert.match(JSON.stringify(r.content), /checkpoint_restore/);
+    } finally {
+      await mcp.close();
+    }
+    await d.client.checkpoints.restore(APP, m.id, streamed.checkpointId!);
+    assert.equal((await sh(m.id, 'cat /state')).stdout, 'safe\n');
+    await d.client.machines.destroy(APP, m.id, { force: true });
   });
 });

@@ -21,6 +21,7 @@ export const processTools = [
     name: 'machine_exec',
     description:
       'Run a command in a started machine and return its stdout, stderr and exit_code. Output also streams as progress notifications while it runs. ' +
+      'checkpoint: true captures the machine first (milliseconds), so a command that breaks things can be undone with checkpoint_restore. ' +
       'For a shell line use ["sh", "-c", "..."]. For the output of the machine\'s own main process use machine_logs.',
     input: {
       app: appArg,
@@ -30,10 +31,14 @@ export const processTools = [
       stdin: ExecStreamRequestSchema.shape.stdin,
       cwd: ExecStreamRequestSchema.shape.cwd,
       env: ExecStreamRequestSchema.shape.env,
+      checkpoint: ExecStreamRequestSchema.shape.checkpoint,
     },
     annotations: CHANGES,
-    run: async ({ app, id, command, timeout_s, stdin, cwd, env }, ctx) => {
-      const body = { command, ...(timeout_s ? { timeout: timeout_s } : {}), ...(stdin !== undefined ? { stdin } : {}), ...(cwd ? { cwd } : {}), ...(env ? { env } : {}) };
+    run: async ({ app, id, command, timeout_s, stdin, cwd, env, checkpoint }, ctx) => {
+      const body = {
+        command, ...(timeout_s ? { timeout: timeout_s } : {}), ...(stdin !== undefined ? { stdin } : {}), ...(cwd ? { cwd } : {}), ...(env ? { env } : {}),
+        ...(checkpoint ? { checkpoint: true } : {}),
+      };
       const run = ctx.client.machines.execStream(app, id, body, { signal: ctx.signal });
       for await (const chunk of run) await ctx.progress(chunk.data);
       const r = await run.wait();
@@ -43,9 +48,11 @@ export const processTools = [
         stdout: r.stdout,
         stderr: r.stderr,
         timed_out: r.timedOut,
+        ...(r.checkpointId ? { checkpoint_id: r.checkpointId } : {}),
       };
       const how = r.timedOut ? `timed out after ${timeout_s ?? EXEC_STREAM_DEFAULT_TIMEOUT_S}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
-      return { summary: `${command.join(' ')}: ${how}`, data };
+      const undo = r.checkpointId ? ` (checkpoint ${r.checkpointId} before it: checkpoint_restore rolls it back)` : '';
+      return { summary: `${command.join(' ')}: ${how}${undo}`, data };
     },
   }),
   tool({

@@ -103,6 +103,7 @@ export const ExecRequestSchema = z.looseObject({
   cmd: z.string().min(1).optional().meta({ description: 'Deprecated by Fly: a shell-split command string' }),
   timeout: z.int().min(1).max(3600).optional().meta({ description: 'Seconds; default 30' }),
   stdin: z.string().optional(),
+  checkpoint: z.boolean().optional().meta({ description: 'Take a checkpoint of the machine first, and report its id (checkpoint_id) with the result, so the command can be rolled back' }),
 });
 
 export const ExecResponseSchema = z.object({
@@ -111,6 +112,7 @@ export const ExecResponseSchema = z.object({
   stdout: z.string(),
   stderr: z.string(),
   timed_out: z.boolean(),
+  checkpoint_id: z.string().optional().meta({ description: 'The checkpoint taken before the command, when asked for' }),
 });
 
 export const EXEC_STREAM_DEFAULT_TIMEOUT_S = 300;
@@ -122,12 +124,16 @@ export const ExecStreamRequestSchema = z.object({
   stdin: z.string().optional().meta({ description: 'Text fed to the command on stdin, which is then closed' }),
   env: z.record(z.string().regex(/^[^=\0]+$/), z.string()).optional().meta({ description: "Variables added to (or replacing) the machine's env" }),
   cwd: z.string().startsWith('/').optional().meta({ description: "Working directory; default the machine's" }),
+  checkpoint: z.boolean().optional().meta({ description: 'Take a checkpoint of the machine first, and report its id (checkpoint_id) with the result, so the command can be rolled back' }),
 });
 
 /** One line of the NDJSON stream of POST …/exec/stream (and one WebSocket message of …/exec/ws). */
 export const ExecEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.enum(['stdout', 'stderr']), data: z.string() }),
-  z.object({ type: z.literal('exit'), exit_code: z.int(), exit_signal: z.int().optional(), timed_out: z.boolean(), cancelled: z.boolean() }),
+  z.object({
+    type: z.literal('exit'), exit_code: z.int(), exit_signal: z.int().optional(), timed_out: z.boolean(), cancelled: z.boolean(),
+    checkpoint_id: z.string().optional(),
+  }),
 ]);
 
 export const ProcessStatSchema = z.object({

@@ -118,8 +118,11 @@ export class HangarClient {
       const q = new URLSearchParams({ state, timeout: String(opts?.timeoutS ?? 60), ...(opts?.instanceId ? { instance_id: opts.instanceId } : {}) });
       return this.call<{ ok: boolean }>('GET', `${this.#m(app, id)}/wait?${q}`, undefined, opts);
     },
-    exec: (app: string, id: string, command: string[], opts?: CallOptions & { timeoutS?: number; stdin?: string }) =>
-      this.call<ExecResponse>('POST', `${this.#m(app, id)}/exec`, { command, ...(opts?.timeoutS ? { timeout: opts.timeoutS } : {}), ...(opts?.stdin !== undefined ? { stdin: opts.stdin } : {}) }, opts),
+    /** `checkpoint: true` takes a checkpoint first and answers its id as checkpoint_id. */
+    exec: (app: string, id: string, command: string[], opts?: CallOptions & { timeoutS?: number; stdin?: string; checkpoint?: boolean }) =>
+      this.call<ExecResponse>('POST', `${this.#m(app, id)}/exec`, {
+        command, ...(opts?.timeoutS ? { timeout: opts.timeoutS } : {}), ...(opts?.stdin !== undefined ? { stdin: opts.stdin } : {}), ...(opts?.checkpoint ? { checkpoint: true } : {}),
+      }, opts),
     /** Streams a command's output as it runs (POST …/exec/stream); `kill()` on the handle stops it. */
     execStream: (app: string, id: string, req: ExecStreamRequest, opts: CallOptions = {}) => {
       const abort = new AbortController();

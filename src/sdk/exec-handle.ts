@@ -5,13 +5,17 @@ import { HangarApiError } from './errors.ts';
 // to stop it (the server kills the command when the stream is abandoned).
 
 export type ExecChunk = { stream: 'stdout' | 'stderr'; data: string };
-export type ExecResult = { exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean; cancelled: boolean };
+export type ExecResult = {
+  exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean; cancelled: boolean;
+  /** The checkpoint taken before the command, when `checkpoint: true` asked for one. */
+  checkpointId?: string;
+};
 
 type ExitEvent = Extract<ExecEvent, { type: 'exit' }>;
 
 /** The result of a command from its exit event and the output gathered before it. */
 export function toExecResult(exit: ExitEvent, out: { stdout: string; stderr: string }): ExecResult {
-  return { exitCode: exit.exit_code, ...(exit.exit_signal !== undefined ? { exitSignal: exit.exit_signal } : {}), ...out, timedOut: exit.timed_out, cancelled: exit.cancelled };
+  return { exitCode: exit.exit_code, ...(exit.exit_signal !== undefined ? { exitSignal: exit.exit_signal } : {}), ...out, timedOut: exit.timed_out, cancelled: exit.cancelled, ...(exit.checkpoint_id ? { checkpointId: exit.checkpoint_id } : {}) };
 }
 
 export class ExecHandle implements AsyncIterable<ExecChunk> {

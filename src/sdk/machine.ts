@@ -7,7 +7,8 @@ import type { ExecSession, ExecSessionStart } from './exec-session.ts';
 
 // A machine as a robot holds it: the last known record plus the verbs that act on it.
 
-export type ExecOptions = CallOptions & { timeoutS?: number; stdin?: string; env?: Record<string, string>; cwd?: string };
+/** `checkpoint: true` captures the machine before the command; the result's checkpointId names it. */
+export type ExecOptions = CallOptions & { timeoutS?: number; stdin?: string; env?: Record<string, string>; cwd?: string; checkpoint?: boolean };
 export type FileEntry = WireFileEntry;
 /** Bytes start..end of a file, both inclusive as in HTTP; without end, to the end of the file. */
 export type ByteRange = { start: number; end?: number };
@@ -90,8 +91,11 @@ export class Machine {
 
   /** Starts a command; iterate the handle for output as it comes, `wait()` for the result. */
   exec(command: string[], opts: ExecOptions = {}): ExecHandle {
-    const { timeoutS, stdin, env, cwd, ...call } = opts;
-    const body = { command, ...(timeoutS ? { timeout: timeoutS } : {}), ...(stdin !== undefined ? { stdin } : {}), ...(env ? { env } : {}), ...(cwd ? { cwd } : {}) };
+    const { timeoutS, stdin, env, cwd, checkpoint, ...call } = opts;
+    const body = {
+      command, ...(timeoutS ? { timeout: timeoutS } : {}), ...(stdin !== undefined ? { stdin } : {}), ...(env ? { env } : {}), ...(cwd ? { cwd } : {}),
+      ...(checkpoint ? { checkpoint: true } : {}),
+    };
     return this.#client.machines.execStream(this.app, this.id, body, call);
   }
 

@@ -7,6 +7,7 @@ import {
 } from '../../protocol/schemas.ts';
 import { listProcesses, startExec } from '../../machines/machine-exec.ts';
 import type { ExecExit, ExecProcess } from '../../runtime/driver.ts';
+import { checkpointBefore } from './machine-actions.ts';
 import { HANDLED, route } from '../route.ts';
 import { MachineParams } from './params.ts';
 
@@ -121,6 +122,7 @@ export const execStreamRoutes = [
       `{"type":"exit",...}. Closing the connection kills the command. Timeout in seconds, default ${EXEC_STREAM_DEFAULT_TIMEOUT_S}`,
     params: MachineParams, body: ExecStreamRequestSchema, response: ExecEventSchema, produces: 'application/x-ndjson',
     handler: async ({ services, params, body, reply, signal }) => {
+      const checkpoint = body.checkpoint ? await checkpointBefore(services, params, body.command) : undefined;
       const proc = await startExec(services.machines, services.runner, params.app_name, params.machine_id, {
         command: body.command, timeoutS: body.timeout ?? EXEC_STREAM_DEFAULT_TIMEOUT_S, env: body.env, cwd: body.cwd, signal,
       });
@@ -129,7 +131,7 @@ export const execStreamRoutes = [
       res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache', 'x-request-id': reply.request.id });
       forwardOutput(proc, (event) => res.write(JSON.stringify(event) + '\n'), (resume) => res.once('drain', resume));
       proc.stdin.end(body.stdin ?? '');
-      res.end(JSON.stringify(exitEvent(await proc.exit)) + '\n');
+      res.end(JSON.stringify({ ...exitEvent(await proc.exit), ...(checkpoint ? { checkpoint_id: checkpoint } : {}) }) + '\n');
       return HANDLED;
     },
   }),

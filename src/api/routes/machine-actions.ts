@@ -5,6 +5,7 @@ import { ExecRequestSchema, ExecResponseSchema, SignalRequestSchema, StopRequest
 import { SignalSchema } from '../../protocol/machine-config.ts';
 import { execInMachine } from '../../machines/machine-exec.ts';
 import { route } from '../route.ts';
+import type { ApiServices } from '../services.ts';
 import { MachineParams, leaseNonceOf, OkSchema } from './params.ts';
 
 function timeoutMsOf(timeout: Duration | undefined): number | undefined {
@@ -71,6 +72,7 @@ export const machineActionRoutes = [
     summary: 'Run a command in a started machine and return its output (timeout in seconds, default 30)',
     params: MachineParams, body: ExecRequestSchema, response: ExecResponseSchema,
     handler: async ({ services, params, body, signal }) => {
+      const checkpoint = body.checkpoint ? await checkpointBefore(services, params, body.command ?? [body.cmd ?? '']) : undefined;
       const out = await execInMachine(services.machines, services.runner, params.app_name, params.machine_id,
         { command: body.command, cmd: body.cmd, timeoutS: body.timeout, stdin: body.stdin }, signal);
       return {
@@ -79,7 +81,14 @@ export const machineActionRoutes = [
         stdout: out.stdout,
         stderr: out.stderr,
         timed_out: out.timedOut,
+        ...(checkpoint ? { checkpoint_id: checkpoint } : {}),
       };
     },
   }),
 ];
+
+/** The checkpoint `checkpoint: true` on an exec asks for, named for the command it came before. */
+export async function checkpointBefore(services: ApiServices, params: { app_name: string; machine_id: string }, command: string[]): Promise<string> {
+  const c = await services.checkpoints.create(params.app_name, params.machine_id, { comment: `before: ${command.join(' ').slice(0, 1000)}` });
+  return c.id;
+}
