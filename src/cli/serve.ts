@@ -85,6 +85,7 @@ export async function serve(argv: string[]): Promise<void> {
       (r.adopted.length + r.exited.length + r.finished.length + r.cleaned.length
         ? `  reconciled: ${r.adopted.length} running adopted, ${r.exited.length} exited while down, ${r.finished.length} finished, ${r.cleaned.length} cleaned up\n`
         : '') +
+      r.storage.map((line) => `  storage: ${line}\n`).join('') +
       `Try:\n  ./hangar machines run hangar/busybox -- sh -c 'echo hello from a machine; sleep 3600'\n  ./hangar machines list\n`,
   );
   await new Promise<void>((resolve) => {

@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -282,6 +282,28 @@ export class MachineRunner {
         await rm(base, { recursive: true, force: true });
       }
     }
+  }
+
+  /**
+   * After a daemon died mid-capture or mid-diff: thaws frozen disks, removes half-made copies and
+   * the read-only views a diff had mounted. `machines` are the live ones with their checkpoints.
+   */
+  async recoverStorage(machines: Array<{ m: MachineRecord; checkpoints: string[] }>): Promise<string[]> {
+    const live = new Map(machines.filter(({ m }) => m.diskGb > 0).map(({ m, checkpoints }) => [m.id, new Set(checkpoints)]));
+    const done = await this.#disks.recover(live);
+    for (const { m } of machines) {
+      const views = join(this.#paths.dir(m.id), 'views');
+      const left = await readdir(views).catch(() => [] as string[]);
+      for (const name of left) {
+        await unmount(join(views, name, 'root'));
+        await unmount(join(views, name, 'disk'));
+      }
+      if (left.length > 0) {
+        await rm(views, { recursive: true, force: true });
+        done.push(`removed ${left.length} diff view(s) of ${m.id}`);
+      }
+    }
+    return done;
   }
 
   async removeCheckpoint(m: MachineRecord, checkpointId: string): Promise<void> {

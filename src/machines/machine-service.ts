@@ -91,7 +91,8 @@ export class MachineService {
       m.privateIp = allocateAddress(this.#store, this.#machineRange, app);
       m.uidBase = opts.disk?.uidBase || allocateUidBase(this.#store);
       this.#store.insertMachine(m);
-      return this.#store.openIntent(id, 'create', 'creating');
+      // A fork cut off by a crash is undone, not finished (reconcile.ts): its disk may be half-made.
+      return this.#store.openIntent(id, opts.disk ? 'fork' : 'create', 'creating');
     });
     try {
       if (opts.disk) await this.#runner.cloneDisk(m, opts.disk.from);

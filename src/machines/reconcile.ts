@@ -10,7 +10,7 @@ import { isTransient } from '../protocol/states.ts';
 // After a restart (or kill -9) of the daemon: finish or undo what was under way, and bring every
 // record in line with what the runtime actually runs. Machines still running stay `started`.
 
-export type ReconcileReport = { adopted: string[]; exited: string[]; finished: string[]; cleaned: string[] };
+export type ReconcileReport = { adopted: string[]; exited: string[]; finished: string[]; cleaned: string[]; storage: string[] };
 
 export async function reconcile(deps: {
   store: Store;
@@ -21,7 +21,7 @@ export async function reconcile(deps: {
   paths: MachinePaths;
 }): Promise<ReconcileReport> {
   const { store, machines, runner, driver, images, paths } = deps;
-  const report: ReconcileReport = { adopted: [], exited: [], finished: [], cleaned: [] };
+  const report: ReconcileReport = { adopted: [], exited: [], finished: [], cleaned: [], storage: [] };
   const save = (m: MachineRecord, state: MachineRecord['state'], ev?: Parameters<Store['addEvent']>[1]) => {
     m.state = state;
     m.updatedAt = new Date().toISOString();
@@ -49,6 +49,11 @@ export async function reconcile(deps: {
         save(m, 'destroyed', event('launch', 'failed', 'flyd', { error: (err as Error).message }));
         report.cleaned.push(m.id);
       }
+    } else if (intent.action === 'fork' && m.state === 'creating') {
+      // Its disk may be missing or half-copied: undo it rather than give it an empty one.
+      await runner.remove(m).catch(() => undefined);
+      save(m, 'destroyed', event('launch', 'failed', 'flyd', { error: 'the daemon stopped in the middle of the fork; fork again' }));
+      report.cleaned.push(m.id);
     } else if (intent.action === 'destroy' && m.state === 'destroying') {
       const where = { bundleDir: paths.bundle(m.id) };
       if ((await driver.state(m.id, where)).status === 'running') await driver.kill(m.id, 'SIGKILL').catch(() => undefined);
@@ -58,6 +63,10 @@ export async function reconcile(deps: {
     }
     store.closeIntent(intent.seq, `reconciled: ${store.getMachine(m.id)?.state}`);
   }
+
+  report.storage = await runner.recoverStorage(
+    store.listMachines().map((m) => ({ m, checkpoints: store.listCheckpoints(m.id).map((c) => c.id) })),
+  );
 
   for (const m of store.listMachines()) {
     if (m.state !== 'started' && !isTransient(m.state)) continue;

@@ -121,6 +121,17 @@ export function refreshLoopCapacity(device: string): void {
   }
 }
 
+/** Thaws a filesystem a daemon killed mid-capture left frozen; true if it was frozen. */
+export function thaw(mountPoint: string): boolean {
+  const sys = load();
+  const fd = openSync(mountPoint, 'r');
+  try {
+    return sys.ioctl(fd, FITHAW, 'long', 0) === 0;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * Runs `fn` with the filesystem mounted at `mountPoint` frozen: every write already made is on
  * the image, and writers block (they are not failed) until it thaws.

@@ -5,11 +5,11 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants, statfsSync, statSync } from 'node:fs';
-import { copyFile, mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
-import { mountImage, MS_NODEV, MS_NOSUID, withFrozen } from './loop-device.ts';
+import { mountImage, MS_NODEV, MS_NOSUID, thaw, withFrozen } from './loop-device.ts';
 import { isMounted, unmount } from './overlay-rootfs.ts';
 import type { StoragePool } from './storage-pool.ts';
 
@@ -103,6 +103,37 @@ export class MachineDisks {
     await mkdir(target, { recursive: true });
     // noload: a capture is made frozen, so its journal has nothing to replay (and the device is read-only).
     mountImage(this.checkpointImage(id, checkpointId), target, { fstype: 'ext4', flags: MS_NODEV | MS_NOSUID, data: 'noload', readOnly: true });
+  }
+
+  /**
+   * After a daemon died mid-capture: thaws the disks it left frozen and removes what it half-made
+   * (partial copies, fork snapshots, checkpoint images no record names). `live` maps each machine
+   * with a disk to the checkpoints its records name. Answers what it did, for the daemon's log.
+   */
+  async recover(live: Map<string, Set<string>>): Promise<string[]> {
+    const done: string[] = [];
+    for (const id of live.keys()) {
+      if (this.usage(id) && thaw(this.mountPoint(id))) done.push(`thawed the disk of ${id}`);
+    }
+    await rm(join(this.#pool.root, 'forks'), { recursive: true, force: true });
+    for (const name of await readdir(join(this.#pool.root, 'disks')).catch(() => [] as string[])) {
+      if (name.endsWith('.partial') || !live.has(name.replace(/\.ext4$/, ''))) {
+        await rm(join(this.#pool.root, 'disks', name), { force: true });
+        done.push(`removed disks/${name}`);
+      }
+    }
+    const checkpoints = join(this.#pool.root, 'checkpoints');
+    for (const machine of await readdir(checkpoints).catch(() => [] as string[])) {
+      const known = live.get(machine);
+      for (const name of await readdir(join(checkpoints, machine)).catch(() => [] as string[])) {
+        if (!known?.has(name.replace(/\.ext4$/, ''))) {
+          await rm(join(checkpoints, machine, name), { force: true });
+          done.push(`removed checkpoints/${machine}/${name}`);
+        }
+      }
+      if (!known) await rm(join(checkpoints, machine), { recursive: true, force: true });
+    }
+    return done;
   }
 
   /** The disk and every checkpoint of it. */
