@@ -56,24 +56,30 @@ export class MachineRunner {
     this.#resolveUser = resolveUser;
   }
 
-  /** Slow path (create, update): mount the rootfs, write config.files, write the bundle. */
+  /**
+   * Slow path (create, update): mount the rootfs and write config.files, and meanwhile make the
+   * network (neither needs the other, and each spends its time waiting on helper processes); then
+   * write the bundle.
+   */
   async layOut(m: MachineRecord, image: ImageRunConfig): Promise<void> {
-    await mkdir(dirname(this.#paths.log(m.id)), { recursive: true });
-    await mkdir(this.#paths.bundle(m.id), { recursive: true });
-    const layout = this.#paths.overlay(m);
-    if (m.diskGb > 0) {
-      if (await this.#disks.isSmallerThan(m.id, m.diskGb)) {
-        await unmountOverlay(layout);
-        await this.#disks.grow(m.id, m.diskGb);
+    await Promise.all([mkdir(dirname(this.#paths.log(m.id)), { recursive: true }), mkdir(this.#paths.bundle(m.id), { recursive: true })]);
+    const rootfs = async () => {
+      const layout = this.#paths.overlay(m);
+      if (m.diskGb > 0) {
+        if (await this.#disks.isSmallerThan(m.id, m.diskGb)) {
+          await unmountOverlay(layout);
+          await this.#disks.grow(m.id, m.diskGb);
+        }
+        await this.#disks.prepare(m.id, m.diskGb);
       }
-      await this.#disks.prepare(m.id, m.diskGb);
-    }
-    if (!(await isMounted(layout.target))) await mountOverlay(layout);
-    await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
-    if (m.privateIp) {
-      await this.#network.attach(m.id, m.privateIp);
-      await writeFile(this.#resolvConf(m.id), resolvConf(m.app, this.#network.subnetOf(m.privateIp).gateway));
-    }
+      if (!(await isMounted(layout.target))) await mountOverlay(layout);
+      await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
+    };
+    const network = async (ip: string) => {
+      await this.#network.attach(m.id, ip);
+      await writeFile(this.#resolvConf(m.id), resolvConf(m.app, this.#network.subnetOf(ip).gateway));
+    };
+    await allSettled([rootfs(), ...(m.privateIp ? [network(m.privateIp)] : [])]);
     await this.#driver.prepare(await this.#spec(m, image));
   }
 
@@ -342,6 +348,15 @@ export class MachineRunner {
       nestedNamespaces: this.#nestedNamespaces(m),
     };
   }
+}
+
+/**
+ * Waits for every step, then throws the first failure: a caller that cleans up after a failure
+ * must not race a step that is still making what it would remove.
+ */
+async function allSettled(steps: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(steps)).find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {

@@ -3,12 +3,13 @@
 // crun and records the exit in the bundle, so machines outlive the daemon and the launcher, and a
 // restarted daemon reads what happened from the bundle (see run-files.ts).
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { access, constants as fsConstants, mkdir, rename, writeFile } from 'node:fs/promises';
 import { constants, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import { watchBundle } from './bundle-watch.ts';
+import { cgroup2MountOf, cgroupMoveWarmer } from './cgroup-warmup.ts';
 import { type CrunCommand, detectCrunCommand, removeCgroup2Group } from './crun-command.ts';
 import { crunExec, spawnExec } from './crun-exec.ts';
 import { applySeccompVariant, seccompVariantFor } from './bundle-seccomp.ts';
@@ -66,6 +67,7 @@ class CrunDriver implements Driver {
   readonly #bundles = new Map<string, string>();
   /** Each variant's compiled filter, base64. */
   readonly #seccomp = new Map<SeccompVariant, Promise<string>>();
+  readonly #warmCgroupMoves = cgroupMoveWarmer(cgroup2MountOf(readFileSync('/proc/self/mountinfo', 'utf8')));
 
   constructor(opts: CrunDriverOptions) {
     this.#cmd = detectCrunCommand(opts.stateRoot);
@@ -130,6 +132,7 @@ class CrunDriver implements Driver {
   }
 
   async start(id: string, where: StartTarget): Promise<{ pid: number }> {
+    this.#warmCgroupMoves();
     const { bundleDir, logPath } = where;
     this.#bundles.set(id, bundleDir);
     await applySeccompVariant(bundleDir, where.nestedNamespaces ?? false, (variant) => this.#seccompBpf(variant));
@@ -225,10 +228,12 @@ class CrunDriver implements Driver {
   }
 
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {
+    this.#warmCgroupMoves();
     return crunExec(this.#launcher, id, await this.#runningBundle(id), request);
   }
 
   async execStream(id: string, request: ExecStreamRequest): Promise<ExecProcess> {
+    this.#warmCgroupMoves();
     return spawnExec(this.#launcher, id, await this.#runningBundle(id), request);
   }
 
