@@ -62,7 +62,8 @@ export type CommitInput = {
   baseDigest: string;
   /** The new layer as an uncompressed tar stream; compressed and hashed as it is read. */
   layer: AsyncIterable<Buffer> | NodeJS.ReadableStream;
-  runConfig: ImageRunConfig;
+  /** The new image's run config, from the base image's. */
+  runConfig: (base: ImageRunConfig) => ImageRunConfig;
   /** The history entry's created_by. */
   createdBy: string;
 };

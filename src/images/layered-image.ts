@@ -20,7 +20,7 @@ export type LayeredImageInput = {
   baseDigest: string;
   /** The new layer, an uncompressed tar stream. */
   layer: AsyncIterable<Buffer> | NodeJS.ReadableStream;
-  runConfig: ImageRunConfig;
+  runConfig: (base: ImageRunConfig) => ImageRunConfig;
   createdBy: string;
   /** For messages: the name being made. */
   name: string;
@@ -47,7 +47,7 @@ export async function storeLayeredImage(
   const config = {
     ...base.config,
     created,
-    config: input.runConfig,
+    config: input.runConfig(base.runConfig),
     rootfs: { type: 'layers', diff_ids: [...base.diffIds, layer.diffId] },
     history: [...base.history, { created, created_by: input.createdBy }],
   };
@@ -73,7 +73,7 @@ export async function storeLayeredImage(
   return { manifestDigest, layer, layers: layers.length };
 }
 
-type Base = { layers: Descriptor[]; config: Record<string, unknown>; diffIds: string[]; history: unknown[] };
+type Base = { layers: Descriptor[]; config: Record<string, unknown>; runConfig: ImageRunConfig; diffIds: string[]; history: unknown[] };
 
 async function readBase(content: ContentStore, digest: string, name: string): Promise<Base> {
   const missing = () =>
@@ -88,7 +88,7 @@ async function readBase(content: ContentStore, digest: string, name: string): Pr
   for (const l of manifest.layers) if (!(await content.has(l.digest))) throw missing();
   if (!(await content.has(manifest.config.digest))) throw missing();
   const configBytes = await content.readBytes(manifest.config.digest);
-  parseImageConfig(configBytes, digest);
+  const runConfig = parseImageConfig(configBytes, digest);
   const config = JSON.parse(configBytes.toString('utf8')) as Record<string, unknown> & { rootfs?: { diff_ids?: string[] }; history?: unknown[] };
   const diffIds = config.rootfs?.diff_ids ?? [];
   if (diffIds.length !== manifest.layers.length) {
@@ -97,5 +97,5 @@ async function readBase(content: ContentStore, digest: string, name: string): Pr
       details: { digest },
     });
   }
-  return { layers: manifest.layers, config, diffIds, history: Array.isArray(config.history) ? config.history : [] };
+  return { layers: manifest.layers, config, runConfig, diffIds, history: Array.isArray(config.history) ? config.history : [] };
 }

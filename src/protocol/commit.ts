@@ -12,7 +12,7 @@ export type CommitRequest = z.infer<typeof CommitRequestSchema>;
 
 export const SkippedEntrySchema = z.object({
   path: z.string(),
-  type: z.enum(['socket', 'character-device', 'block-device']),
+  type: z.enum(['socket', 'character-device', 'block-device', 'invalid-name']),
 });
 
 export const CommitResultSchema = z.object({
@@ -28,7 +28,7 @@ export const CommitResultSchema = z.object({
   size_bytes: z.number(),
   source: z.string().meta({ description: "'live', or the checkpoint id committed" }),
   pushed: z.boolean(),
-  skipped: z.array(SkippedEntrySchema).meta({ description: 'Entries an image cannot carry (sockets, device nodes), left out' }),
+  skipped: z.array(SkippedEntrySchema).meta({ description: 'Entries an image cannot carry (sockets, device nodes, names that are not UTF-8), left out' }),
 });
 
 export type CommitResult = z.infer<typeof CommitResultSchema>;
