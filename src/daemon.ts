@@ -12,6 +12,7 @@ import { MachineAdmin } from './machines/machine-admin.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
 import { CheckpointService } from './machines/checkpoint-service.ts';
+import { CommitService } from './machines/commit-service.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
@@ -165,7 +166,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   const checkpoints = new CheckpointService({ store, machines, runner });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
+  const commits = new CommitService({ machines, checkpoints, runner, images });
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, commits, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
 

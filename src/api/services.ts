@@ -2,6 +2,7 @@ import type { Registry } from 'prom-client';
 import type { ImageService } from '../images/image-service.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { CheckpointService } from '../machines/checkpoint-service.ts';
+import type { CommitService } from '../machines/commit-service.ts';
 import type { MachineAdmin } from '../machines/machine-admin.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
@@ -13,6 +14,7 @@ export type ApiServices = {
   apps: AppService;
   machines: MachineService;
   checkpoints: CheckpointService;
+  commits: CommitService;
   admin: MachineAdmin;
   runner: MachineRunner;
   images: ImageService;

@@ -4,6 +4,7 @@ import { HangarApiError, type HangarClient } from '../sdk/index.ts';
 import { CliError, connect, proxyUrls } from './connect.ts';
 import { ago, printJson, printTable } from './output.ts';
 import { servicesFromFlags } from './service-flags.ts';
+import { CommitProgressView } from './commit-progress.ts';
 
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--disk GB] [--restart no|always|on-failure]
@@ -20,6 +21,9 @@ export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   logs ID [-f] [--tail N]                  the machine's stdout and stderr
   fork ID [--count N] [--checkpoint C] [--name N] [--skip-launch]
                                            new machines on copies of its filesystem (now, or a checkpoint's)
+  commit ID IMAGE [--push] [--checkpoint C]
+                                           an image of its filesystem (now, or a checkpoint's), its command
+                                           and env; stored as IMAGE (REGISTRY/REPO:TAG), pushed with --push
   destroy ID [--force]
 The app is --app, else $HANGAR_APP, else "default".`;
 
@@ -55,6 +59,7 @@ export async function machines(argv: string[]): Promise<number> {
       signal: { type: 'string' },
       timeout: { type: 'string' },
       force: { type: 'boolean', default: false },
+      push: { type: 'boolean', default: false },
       follow: { type: 'boolean', short: 'f', default: false },
       tail: { type: 'string', default: '100' },
     },
@@ -124,6 +129,19 @@ export async function machines(argv: string[]): Promise<number> {
       });
       if (values.json) printJson(made);
       else for (const m of made) process.stdout.write(`${m.id} ${m.name} ${m.state} ${m.private_ip}\n`);
+      return 0;
+    }
+    case 'commit': {
+      const image = positionals[1] ?? fail('machines commit needs an IMAGE to store it as', 'hangar machines commit ID 127.0.0.1:5000/team/app:v2 [--push]');
+      const view = new CommitProgressView(process.stderr);
+      const made = await client.machines
+        .commit(app, id(), { image, ...(values.push ? { push: true } : {}), ...(values.checkpoint ? { checkpoint: values.checkpoint } : {}) }, { onProgress: (p) => view.update(p) })
+        .finally(() => view.finish());
+      if (values.json) printJson(made);
+      else {
+        process.stdout.write(`${made.image}  ${made.digest}${made.pushed ? '  (pushed)' : ''}\n`);
+        for (const s of made.skipped) process.stderr.write(`left out ${s.path} (${s.type}: an image cannot carry it)\n`);
+      }
       return 0;
     }
     case 'destroy':

@@ -122,6 +122,11 @@ export class CheckpointService {
     }
   }
 
+  /** Runs `fn` between the machine's captures, restores and deletes, never during one. */
+  exclusive<T>(machineId: string, fn: () => Promise<T>): Promise<T> {
+    return this.#serialized(machineId, fn);
+  }
+
   #machineWithDisk(app: string, machineId: string): MachineRecord {
     const m = this.#machines.get(app, machineId);
     if (m.diskGb === 0) {

@@ -251,6 +251,29 @@ export class MachineRunner {
     return { path, discard: () => rm(path, { force: true }) };
   }
 
+  /**
+   * The machine's writable layer as checkpoint `checkpointId` holds it, or (absent) as it is now,
+   * captured frozen: mounted read-only until `release`. A capture of now is unlinked at once, so
+   * nothing of it outlives the mount.
+   */
+  async mountCapture(m: MachineRecord, checkpointId: string | undefined): Promise<{ upperDir: string; release(): Promise<void> }> {
+    const snapshot = checkpointId === undefined ? await this.snapshotDisk(m) : undefined;
+    const target = join(this.#paths.dir(m.id), 'views', randomBytes(4).toString('hex'));
+    const release = async () => {
+      await unmount(target);
+      await rm(target, { recursive: true, force: true });
+    };
+    try {
+      await this.#disks.mountCapture(snapshot?.path ?? this.#disks.checkpointImage(m.id, checkpointId!), target);
+    } catch (err) {
+      await release();
+      throw err;
+    } finally {
+      await snapshot?.discard();
+    }
+    return { upperDir: join(target, 'upper'), release };
+  }
+
   checkpointDisk(m: MachineRecord, checkpointId: string): string {
     return this.#disks.checkpointImage(m.id, checkpointId);
   }

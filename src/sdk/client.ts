@@ -3,6 +3,7 @@ import type {
 } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
 import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
+import type { CommitProgress, CommitRequest, CommitResult } from '../protocol/commit.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
@@ -142,6 +143,12 @@ export class HangarClient {
     followLogs: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followLogs(app, id, opts),
     /** New machines on copies of this one's filesystem (now, or a checkpoint's); started unless skip_launch. */
     fork: (app: string, id: string, req: ForkRequest = {}, opts?: CallOptions) => this.call<{ machines: Machine[] }>('POST', `${this.#m(app, id)}/fork`, req, opts),
+    /**
+     * An OCI image of the machine (its image plus what it wrote, now or as a checkpoint holds it),
+     * stored under `req.image` and pushed with `push: true`; progress arrives through onProgress.
+     */
+    commit: (app: string, id: string, req: CommitRequest, opts: CallOptions & { onProgress?: (p: CommitProgress) => void } = {}) =>
+      opts.onProgress ? this.#commitStreamed(app, id, req, opts) : this.call<CommitResult>('POST', `${this.#m(app, id)}/commit`, req, opts),
     lease: (app: string, id: string, ttlS: number, opts?: CallOptions) => this.call<Lease>('POST', `${this.#m(app, id)}/lease`, { ttl: ttlS }, opts),
   };
 
@@ -181,6 +188,17 @@ export class HangarClient {
       const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
       if (data.length) yield data.join('\n');
     }
+  }
+
+  async #commitStreamed(app: string, id: string, req: CommitRequest, opts: CallOptions & { onProgress?: (p: CommitProgress) => void }): Promise<CommitResult> {
+    const res = await this.raw('POST', `${this.#m(app, id)}/commit`, req, { ...opts, accept: 'application/x-ndjson' });
+    for await (const line of splitStream(res, '\n')) {
+      const msg = JSON.parse(line) as { progress?: CommitProgress; result?: CommitResult; code?: string };
+      if (msg.progress) opts.onProgress?.(msg.progress);
+      else if (msg.result) return msg.result;
+      else if (msg.code) throw new HangarApiError(500, msg as Record<string, string>, 'commit failed');
+    }
+    throw new HangarApiError(500, { hint: 'retry the commit' }, 'the commit stream ended without a result');
   }
 
   async #pull(image: string, opts: CallOptions & { onProgress?: (p: PullProgress) => void }): Promise<ImageInfo> {

@@ -100,9 +100,17 @@ export class MachineDisks {
 
   /** Mounts a checkpoint's disk read-only at `target`, to look at what it holds. */
   async mountCheckpoint(id: string, checkpointId: string, target: string): Promise<void> {
+    await this.mountCapture(this.checkpointImage(id, checkpointId), target);
+  }
+
+  /**
+   * Mounts a capture (a checkpoint's or a snapshot's image) read-only at `target`. The loop
+   * device holds the image open: it may be unlinked once this returns.
+   */
+  async mountCapture(image: string, target: string): Promise<void> {
     await mkdir(target, { recursive: true });
     // noload: a capture is made frozen, so its journal has nothing to replay (and the device is read-only).
-    mountImage(this.checkpointImage(id, checkpointId), target, { fstype: 'ext4', flags: MS_NODEV | MS_NOSUID, data: 'noload', readOnly: true });
+    mountImage(image, target, { fstype: 'ext4', flags: MS_NODEV | MS_NOSUID, data: 'noload', readOnly: true });
   }
 
   /**
