@@ -324,8 +324,10 @@ export class MachineRunner {
       const views = join(this.#paths.dir(m.id), 'views');
       const left = await readdir(views).catch(() => [] as string[]);
       for (const name of left) {
+        // A diff's view (root over disk), or a commit's capture mounted at the view itself.
         await unmount(join(views, name, 'root'));
         await unmount(join(views, name, 'disk'));
+        await unmount(join(views, name));
       }
       if (left.length > 0) {
         await rm(views, { recursive: true, force: true });
