@@ -44,8 +44,8 @@ export const VolumeSchema = z.object({
   encrypted: z.boolean(),
   fstype: z.string(),
   created_at: z.string(),
-  attached_machine_id: z.string().nullable(),
-  attached_alloc_id: z.string().nullable(),
+  // Absent, not null, when no machine has it: Fly's spec types both as strings.
+  attached_machine_id: z.string().optional().meta({ description: 'The machine that has it mounted; absent when none' }),
   block_size: z.int().optional().meta({ description: 'These four as `df` shows them; absent while no machine has the volume' }),
   blocks: z.int().optional(),
   blocks_free: z.int().optional(),

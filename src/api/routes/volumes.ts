@@ -14,7 +14,7 @@ function toWire(volumes: VolumeService, v: VolumeRecord, state = 'created'): Vol
   const usage = state === 'created' ? volumes.usage(v) : undefined;
   return {
     id: v.id, name: v.name, state, size_gb: v.sizeGb, region: 'local', zone: 'local', encrypted: v.encrypted, fstype: v.fstype,
-    created_at: v.createdAt, attached_machine_id: v.attachedMachineId, attached_alloc_id: null,
+    created_at: v.createdAt, ...(v.attachedMachineId ? { attached_machine_id: v.attachedMachineId } : {}),
     ...(usage ? { block_size: usage.blockSize, blocks: usage.blocks, blocks_free: usage.blocksFree, blocks_avail: usage.blocksAvail } : {}),
     snapshot_retention: v.snapshotRetention, auto_backup_enabled: v.autoBackupEnabled, host_status: 'ok',
   };
