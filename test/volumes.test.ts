@@ -1,6 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { withDaemon, http, HANGAR, type TestDaemon } from './helpers/daemon.ts';
 
 // Volumes as a robot uses them: storage that outlives its machines, moves between them (whatever
@@ -49,6 +51,8 @@ describe('volumes', () => {
     const mount = (await sh(a.id, 'grep " /data " /proc/mounts')).stdout;
     assert.match(mount, /nosuid/, `the volume is nosuid in the machine: ${mount}`);
     assert.match(mount, /nodev/, `the volume is nodev in the machine: ${mount}`);
+    const host = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === join(d.dataDir, 'volumes', v.id));
+    assert.match(host ?? '', /^\/dev\/loop\d+ \S+ xfs \S*nosuid,nodev/, `the host's mount of the volume is nodev and nosuid: ${host}`);
 
     await d.client.machines.destroy(APP, a.id, { force: true });
     const kept = await d.client.volumes.get(APP, v.id);

@@ -7,7 +7,7 @@
 // while xfs_growfs needs only CAP_SYS_ADMIN (5-6 ms here). The price, measured on 1 GB: a mount
 // takes ~8 ms against ext4's ~6, and the 64 MiB log (xfsprogs' minimum) plus metadata leave
 // 926 MiB free against ext4's 973. The log's blocks are the template's, shared by every volume.
-import { rm, rmdir } from 'node:fs/promises';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import { type Capture, cloneImage, GIB, growXfsOnline, type DiskUsage, type ImageTemplates, imageBytes, mountDiskImage, stderrOf, usageOf } from './disk-image.ts';
@@ -60,6 +60,8 @@ export class VolumeDisks {
   }
 
   async ensureMounted(id: string): Promise<void> {
+    // Only the daemon's: crun opens the source as the host's root, and no host user may browse a volume.
+    await mkdir(this.#mountRoot, { recursive: true, mode: 0o700 });
     await mountDiskImage(this.image(id), this.mountPoint(id), VOLUME_FS, MS_NODEV | MS_NOSUID);
   }
 
