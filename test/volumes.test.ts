@@ -168,6 +168,7 @@ describe('volumes', () => {
     const m = await d.client.machines.create(APP, { config: withVolume(v.id) });
     await sh(m.id, 'echo good > /data/state && echo good > /disk-state');
     const c = await d.client.checkpoints.create(APP, m.id, { name: 'good' });
+    assert.deepEqual(c.volumes, [v.id], 'the checkpoint names the volumes it captured');
     await sh(m.id, 'echo broken > /data/state && echo broken > /disk-state');
     await d.client.checkpoints.restore(APP, m.id, c.id);
     assert.equal((await sh(m.id, 'cat /data/state /disk-state')).stdout, 'good\ngood\n', 'the volume rolled back with the disk');
@@ -189,5 +190,29 @@ describe('volumes', () => {
 
     for (const f of [...forks, ...fromCheckpoint.machines, m]) await d.client.machines.destroy(APP, f.id, { force: true });
     for (const id of [v.id, ...volumes, fromCheckpoint.machines[0]!.config.mounts![0]!.volume]) await d.client.volumes.delete(APP, id);
+  });
+
+  it('are made, grown, snapshotted, shown and destroyed from the CLI', async () => {
+    const created = hangar('volumes', 'create', 'clidata', '--size', '1', '--json');
+    assert.equal(created.code, 0, created.stderr);
+    const id = JSON.parse(created.stdout).id as string;
+    const m = hangar('machines', 'run', 'hangar/busybox', '--volume', `${id}:/data`, '--json', '--', 'sleep', '3600');
+    assert.equal(m.code, 0, m.stderr);
+    const machine = JSON.parse(m.stdout).id as string;
+    const extended = hangar('volumes', 'extend', id, '--size', '2');
+    assert.equal(extended.code, 0, extended.stderr);
+    assert.match(extended.stdout, new RegExp(`${id}  clidata  2 GB  attached to ${machine}`));
+    const snap = hangar('volumes', 'snapshot', id);
+    assert.equal(snap.code, 0, snap.stderr);
+    const snapshotId = snap.stdout.split(/\s+/)[0]!;
+    assert.match(hangar('volumes', 'snapshots', id).stdout, new RegExp(snapshotId));
+    assert.match(hangar('volumes', 'show', id).stdout, /MiB used of \d+ MiB/);
+    const refused = hangar('volumes', 'destroy', id);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /code: volume_attached/);
+    await d.client.machines.destroy(APP, machine, { force: true });
+    const destroyed = hangar('volumes', 'destroy', id);
+    assert.equal(destroyed.code, 0, destroyed.stderr);
+    assert.match(destroyed.stdout, /destroyed vol_/);
   });
 });
