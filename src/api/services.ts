@@ -7,6 +7,7 @@ import type { MachineAdmin } from '../machines/machine-admin.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
 import type { MachineService } from '../machines/machine-service.ts';
+import type { VolumeService } from '../machines/volume-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
@@ -15,6 +16,7 @@ export type ApiServices = {
   machines: MachineService;
   checkpoints: CheckpointService;
   commits: CommitService;
+  volumes: VolumeService;
   admin: MachineAdmin;
   runner: MachineRunner;
   images: ImageService;

@@ -9,7 +9,9 @@ import { CommitProgressView } from './commit-progress.ts';
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--disk GB] [--restart no|always|on-failure]
             [--port PORT[:INTERNAL][/tcp[:HANDLER...]]]... [--autostop off|stop|suspend] [--no-autostart]
-            [--skip-launch] [-- CMD...]     create (and start) a machine; the app is created if needed.
+            [--volume VOLUME:/PATH]... [--skip-launch] [-- CMD...]
+                                           create (and start) a machine; the app is created if needed.
+                                           --volume mounts a volume (hangar volumes create) at PATH.
                                            --port gives it a service the edge proxy routes
                                            http://<app>.localhost to, as flyctl's does:
                                            --port 80:8080/tcp:http --port 443:8080/tcp:http:tls
@@ -48,6 +50,7 @@ export async function machines(argv: string[]): Promise<number> {
       autostop: { type: 'string' },
       autostart: { type: 'boolean' },
       env: { type: 'string', multiple: true, default: [] },
+      volume: { type: 'string', short: 'v', multiple: true, default: [] },
       memory: { type: 'string' },
       disk: { type: 'string' },
       cpus: { type: 'string' },
@@ -78,6 +81,10 @@ export async function machines(argv: string[]): Promise<number> {
         return eq > 0 ? [kv.slice(0, eq), kv.slice(eq + 1)] : fail(`--env ${kv} is not K=V`, '--env KEY=value');
       }));
       const services = servicesFromFlags({ ports: values.port, autostop: values.autostop, autostart: values.autostart });
+      const mounts = values.volume.map((spec) => {
+        const colon = spec.indexOf(':');
+        return colon > 0 ? { volume: spec.slice(0, colon), path: spec.slice(colon + 1) } : fail(`--volume ${spec} is not VOLUME:/PATH`, '--volume vol_abc123:/data');
+      });
       const m = await client.machines.create(app, {
         ...(values.name ? { name: values.name } : {}),
         skip_launch: values['skip-launch'],
@@ -89,6 +96,7 @@ export async function machines(argv: string[]): Promise<number> {
           ...(values.memory || values.cpus ? { guest: { ...(values.memory ? { memory_mb: Number(values.memory) } : {}), ...(values.cpus ? { cpus: Number(values.cpus) } : {}) } } : {}),
           ...(values.restart ? { restart: { policy: values.restart as 'no' | 'always' | 'on-failure' } } : {}),
           ...(services ? { services } : {}),
+          ...(mounts.length ? { mounts } : {}),
         },
       });
       if (values.json) printJson(m);

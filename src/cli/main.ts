@@ -11,6 +11,7 @@ import { mcp, mcpUsage } from './mcp.ts';
 import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
 import { tls, tlsUsage } from './tls.ts';
+import { volumes, volumesUsage } from './volumes.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
 
@@ -21,6 +22,8 @@ ${appsUsage}
 ${machinesUsage}
 
 ${checkpointsUsage}
+
+${volumesUsage}
 
 ${consoleUsage}
 
@@ -53,6 +56,10 @@ async function main(argv: string[]): Promise<number> {
     case 'checkpoints':
     case 'checkpoint':
       return checkpoints(rest);
+    case 'volumes':
+    case 'volume':
+    case 'vol':
+      return volumes(rest);
     case 'console':
       return consoleCommand(rest);
     case 'files':

@@ -45,6 +45,9 @@ export type MachineSpec = {
   logPath: string;
   process: ProcessSpec;
   limits: MachineLimits;
+  /** Host directories (mounted volumes) bound into the machine, nodev and nosuid. Their files keep
+   * unshifted ids: with idRange, the bind is idmapped into the machine's range, so 0 is its root. */
+  volumes?: Array<{ source: string; destination: string }>;
   /** The machine's own user namespace maps ids 0..size-1 inside to base.. on the host; absent for
    * machines made before machines had one. The rootfs must already show its files in this range. */
   idRange?: { base: number; size: number };

@@ -5,6 +5,7 @@ import type { WaitableState } from '../protocol/states.ts';
 import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
 import type { CommitProgress, CommitRequest, CommitResult } from '../protocol/commit.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
+import type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, VolumeSnapshot } from '../protocol/volumes.ts';
 import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
@@ -170,6 +171,23 @@ export class HangarClient {
       this.call<Machine>('POST', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}/restore`, undefined, opts),
   };
 
+  /** Fly's volumes: mount one with `config.mounts: [{ volume: id, path }]`; one machine has it at a time. */
+  readonly volumes = {
+    list: (app: string, opts?: CallOptions) => this.call<Volume[]>('GET', `/v1/apps/${enc(app)}/volumes`, undefined, opts),
+    /** Empty, or a copy of another volume (`source_volume_id`) or of a snapshot (`snapshot_id`). */
+    create: (app: string, req: CreateVolumeRequest, opts?: CallOptions) => this.call<Volume>('POST', `/v1/apps/${enc(app)}/volumes`, req, opts),
+    get: (app: string, id: string, opts?: CallOptions) => this.call<Volume>('GET', this.#v(app, id), undefined, opts),
+    update: (app: string, id: string, req: UpdateVolumeRequest, opts?: CallOptions) => this.call<Volume>('PUT', this.#v(app, id), req, opts),
+    /** Grows it, also while a machine uses it (which sees the new size at once). */
+    extend: (app: string, id: string, sizeGb: number, opts?: CallOptions) => this.call<ExtendVolumeResponse>('PUT', `${this.#v(app, id)}/extend`, { size_gb: sizeGb }, opts),
+    /** Refused while a machine has it. */
+    delete: (app: string, id: string, opts?: CallOptions) => this.call<Volume>('DELETE', this.#v(app, id), undefined, opts),
+    snapshots: {
+      list: (app: string, id: string, opts?: CallOptions) => this.call<VolumeSnapshot[]>('GET', `${this.#v(app, id)}/snapshots`, undefined, opts),
+      create: (app: string, id: string, opts?: CallOptions) => this.call<VolumeSnapshot>('POST', `${this.#v(app, id)}/snapshots`, undefined, opts),
+    },
+  };
+
   readonly images = {
     list: (opts?: CallOptions) => this.call<ImageSummary[]>('GET', '/v1/images', undefined, opts),
     inspect: (image: string, opts?: CallOptions) => this.call<ImageInfo>('GET', `/v1/images/inspect?image=${enc(image)}`, undefined, opts),
@@ -177,6 +195,10 @@ export class HangarClient {
     /** Pulls (or builds a hangar/* base); progress arrives through onProgress as it happens. */
     pull: (image: string, opts: CallOptions & { onProgress?: (p: PullProgress) => void } = {}) => this.#pull(image, opts),
   };
+
+  #v(app: string, id: string): string {
+    return `/v1/apps/${enc(app)}/volumes/${enc(id)}`;
+  }
 
   #m(app: string, id: string): string {
     return `/v1/apps/${enc(app)}/machines/${enc(id)}`;
