@@ -15,6 +15,7 @@ import { CheckpointService } from './machines/checkpoint-service.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
+import { SessionService } from './machines/session-service.ts';
 import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
@@ -165,9 +166,12 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   const checkpoints = new CheckpointService({ store, machines, runner });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
+  const sessions = new SessionService({ store, machines, driver, paths });
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
+  // After the machines: a session's end is told apart from its machine's by the machine's state.
+  reconciled.sessions = sessions.reconcile();
 
   const server = createApiServer({ services, token, logger: opts.logger });
   apiServer = server;
@@ -214,6 +218,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     server,
     close: async () => {
       machines.close();
+      sessions.close();
       dns.close();
       gatewayApi.close();
       await edge?.close();

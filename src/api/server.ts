@@ -20,6 +20,7 @@ import { fileRoutes } from './routes/files.ts';
 import { execStreamRoutes } from './routes/exec-stream.ts';
 import { certificateRoutes } from './routes/certificates.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
+import { sessionRoutes } from './routes/sessions.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -61,7 +62,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...sessionRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

@@ -6,6 +6,7 @@ import type { MachineAdmin } from '../machines/machine-admin.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
 import type { MachineService } from '../machines/machine-service.ts';
+import type { SessionService } from '../machines/session-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
@@ -13,6 +14,8 @@ export type ApiServices = {
   apps: AppService;
   machines: MachineService;
   checkpoints: CheckpointService;
+  /** Commands that outlive the connection. */
+  sessions: SessionService;
   admin: MachineAdmin;
   runner: MachineRunner;
   images: ImageService;

@@ -3,6 +3,7 @@ import type { MachineConfig } from '../protocol/machine-config.ts';
 import type { MachineState } from '../protocol/states.ts';
 import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
+import { SessionStore } from './session-store.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
 // writes its intent before acting and its result after, so a restarted daemon knows what was
@@ -102,6 +103,8 @@ type Row = Record<string, string | number | null>;
 
 export class Store {
   readonly #db: DatabaseSync;
+  /** Sessions, in their own table of the same database. */
+  readonly sessions: SessionStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -109,6 +112,7 @@ export class Store {
     this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
     this.#db.exec(SCHEMA);
     this.#addMissingColumns();
+    this.sessions = new SessionStore(this.#db);
   }
 
   #addMissingColumns(): void {
