@@ -90,8 +90,9 @@ export class SessionService {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     // Recorded before it starts: a daemon that dies in between finds it, and records it as lost.
     this.#store.sessions.insert(record);
+    let started: { pid: number } | { exited: true };
     try {
-      await driver.startSession(m.id, {
+      started = await driver.startSession(m.id, {
         dir,
         command: input.command,
         stdin: record.stdin,
@@ -105,6 +106,8 @@ export class SessionService {
       throw err;
     }
     this.#watch(record);
+    // One that failed at once (no such program...) answers as ended, with crun's words in its output.
+    if ('exited' in started) await this.#waitRecorded(id);
     await this.#forgetOld(m.id);
     return this.#view(this.#store.sessions.get(id)!);
   }

@@ -8,6 +8,7 @@ import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
+import { SessionsClient } from './sessions.ts';
 
 // A typed client for the Hangar REST API. Uses only fetch, so it runs in browsers and edge
 // runtimes as well as Node. Every call takes `timeoutMs` and an AbortSignal.
@@ -162,6 +163,9 @@ export class HangarClient {
     restore: (app: string, id: string, checkpoint: string, opts?: CallOptions) =>
       this.call<Machine>('POST', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}/restore`, undefined, opts),
   };
+
+  /** Commands that outlive the connection: start, read by offset, follow, attach, write, kill (sessions.ts). */
+  readonly sessions = new SessionsClient(this, () => this.#token);
 
   readonly images = {
     list: (opts?: CallOptions) => this.call<ImageSummary[]>('GET', '/v1/images', undefined, opts),
