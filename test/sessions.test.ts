@@ -133,7 +133,7 @@ describe('a session outlives its client', () => {
     assert.equal(killed.signal, 'SIGKILL');
     assert.equal(killed.end_reason, 'killed');
     const t = await sessions().start(APP, machineId, ['sleep', '1000']);
-    const termed = await sessions().kill(APP, machineId, t.id, { signal: 'SIGTERM' });
+    const termed = await sessions().kill(APP, machineId, t.id, 'SIGTERM');
     assert.equal(termed.exit_code, 143);
     const again = await http(d, 'POST', `/v1/apps/${APP}/machines/${machineId}/sessions/nope/kill`, {});
     assert.equal(again.status, 404);
@@ -153,7 +153,7 @@ describe('a session outlives its client', () => {
 
 describe('a session outlives the daemon', () => {
   it('keeps running across kill -9 and restart of the daemon; its output continues and its exit is recorded', async () => {
-    const s = await sessions().start(APP, machineId, ['sh', '-c', 'for i in $(seq 1 40); do echo $i; sleep 0.1; done; exit 5']);
+    const s = await sessions().start(APP, machineId, ['sh', '-c', 'for i in $(seq 1 100); do echo $i; sleep 0.1; done; exit 5']);
     await waitFor(async () => ((await sessions().read(APP, machineId, s.id)).data.includes('5\n') ? true : undefined), 10_000, 'first lines');
     await d.kill();
     await new Promise((r) => setTimeout(r, 500)); // it goes on writing with no daemon at all
@@ -171,7 +171,7 @@ describe('a session outlives the daemon', () => {
     assert.equal(last.type, 'end');
     assert.equal(last.session.exit_code, 5);
     assert.equal(last.session.end_reason, 'exited');
-    assert.equal(follow.join(''), Array.from({ length: 40 }, (_, i) => `${i + 1}\n`).join(''));
+    assert.equal(follow.join(''), Array.from({ length: 100 }, (_, i) => `${i + 1}\n`).join(''));
   });
 
   it('one that ended while no daemon ran is recorded as ended with its exit code', async () => {
@@ -231,8 +231,8 @@ describe('a stopped machine', () => {
 });
 
 describe('the CLI and MCP', () => {
-  const cli = async (...args: string[]) =>
-    promisify(execFile)(HANGAR, ['sessions', ...args, '--app', APP], { env: { ...process.env, HANGAR_API_URL: d.url, HANGAR_TOKEN: d.token } });
+  const cli = async (verb: string, ...args: string[]) =>
+    promisify(execFile)(HANGAR, ['sessions', verb, '--app', APP, ...args], { env: { ...process.env, HANGAR_API_URL: d.url, HANGAR_TOKEN: d.token } });
 
   it('hangar sessions start | list | output [-f] | kill', async () => {
     const started = await cli('start', machineId, '--name', 'cli-count', '--', 'sh', '-c', 'for i in 1 2 3; do echo line$i; sleep 0.2; done');

@@ -10,6 +10,7 @@ import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
 import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
+import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
@@ -23,6 +24,8 @@ ${machinesUsage}
 ${checkpointsUsage}
 
 ${consoleUsage}
+
+${sessionsUsage}
 
 ${filesUsage}
 
@@ -55,6 +58,9 @@ async function main(argv: string[]): Promise<number> {
       return checkpoints(rest);
     case 'console':
       return consoleCommand(rest);
+    case 'sessions':
+    case 'session':
+      return sessions(rest);
     case 'files':
       return files(rest);
     case 'images':

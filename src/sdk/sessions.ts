@@ -79,9 +79,8 @@ export class SessionsClient {
   }
 
   /** Signals the command (default SIGKILL); resolves with the session once it ended (or after a few seconds). */
-  kill(app: string, machine: string, session: string, opts: CallOptions & { signal?: string } = {}): Promise<Session> {
-    const { signal: sig, ...call } = opts;
-    return this.#client.call<Session>('POST', `${base(app, machine)}/${enc(session)}/kill`, sig ? { signal: sig } : {}, call);
+  kill(app: string, machine: string, session: string, signal?: string, opts?: CallOptions): Promise<Session> {
+    return this.#client.call<Session>('POST', `${base(app, machine)}/${enc(session)}/kill`, signal ? { signal } : {}, opts);
   }
 
   /** The session's output (from `offset`, default all that is kept) and then live, with stdin and resize, over a WebSocket. */
@@ -106,6 +105,7 @@ export class SessionAttachment {
   readonly ended: Promise<Session>;
   #onOutput: (data: string, offset: number) => void = () => {};
   #onGap: (from: number, to: number) => void = () => {};
+  #onError: (err: HangarApiError) => void = () => {};
 
   private constructor(socket: WebSocket) {
     this.#socket = socket;
@@ -118,7 +118,7 @@ export class SessionAttachment {
         if (msg.type === 'output') this.#onOutput(msg.data, msg.offset);
         else if (msg.type === 'gap') this.#onGap(msg.from, msg.to);
         else if (msg.type === 'end') resolve((msg as EndEvent).session);
-        else if (msg.type === 'error') this.onError(new HangarApiError(400, msg, 'session attach failed'));
+        else if (msg.type === 'error') this.#onError(new HangarApiError(400, msg, 'session attach failed'));
       });
       socket.addEventListener('close', (event) => {
         reject(new HangarApiError(0, { hint: 'the session keeps running; attach again, or read its output' }, `detached (${event.code}) before the session ended`));
@@ -136,7 +136,9 @@ export class SessionAttachment {
   }
 
   /** Errors the server reports for a message (a write to an ended session...); the attachment stays open. */
-  onError: (err: HangarApiError) => void = () => {};
+  onError(listener: (err: HangarApiError) => void): void {
+    this.#onError = listener;
+  }
 
   onOutput(listener: (data: string, offset: number) => void): void {
     this.#onOutput = listener;
@@ -205,8 +207,8 @@ export class MachineSessions {
     return this.#sessions.write(this.#app, this.#id, session, data, opts);
   }
 
-  kill(session: string, opts?: CallOptions & { signal?: string }): Promise<Session> {
-    return this.#sessions.kill(this.#app, this.#id, session, opts);
+  kill(session: string, signal?: string, opts?: CallOptions): Promise<Session> {
+    return this.#sessions.kill(this.#app, this.#id, session, signal, opts);
   }
 
   attach(session: string, opts?: { offset?: number; tailBytes?: number }): SessionAttachment {
