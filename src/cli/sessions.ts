@@ -14,8 +14,10 @@ export const sessionsUsage = `hangar sessions <command> [--app APP] [--json]
   output ID SESSION [-f] [--offset N] [--tail BYTES]
                                            its output (the last 6-8 MiB are kept); -f follows it
                                            until it ends and exits with its exit code
-  attach ID SESSION                        its terminal here: keys go to it, Ctrl-] detaches
-                                           (it keeps running); exits with its exit code
+  attach ID SESSION [--offset N] [--tail BYTES]
+                                           its output (all kept, or from an offset), then its
+                                           terminal here: keys go to it, Ctrl-] detaches (it
+                                           keeps running); exits with its exit code
   write ID SESSION TEXT                    write TEXT to its stdin (started with --stdin or --tty)
   kill ID SESSION [--signal S]             signal it (default SIGKILL)
 SESSION is a session id or name.`;
@@ -108,7 +110,10 @@ export async function sessions(argv: string[]): Promise<number> {
       return 0;
     }
     case 'attach':
-      return attach(client, app, machine(), session());
+      return attach(client, app, machine(), session(), {
+        ...(values.offset !== undefined ? { offset: Number(values.offset) } : {}),
+        ...(values.tail !== undefined ? { tailBytes: Number(values.tail) } : {}),
+      });
     case 'write':
       await client.sessions.write(app, machine(), session(), positionals[2] ?? fail('sessions write needs TEXT', 'hangar sessions write ID SESSION "ls\\n"'));
       return 0;
@@ -123,9 +128,9 @@ export async function sessions(argv: string[]): Promise<number> {
   }
 }
 
-async function attach(client: ReturnType<typeof connect>, app: string, machine: string, session: string): Promise<number> {
+async function attach(client: ReturnType<typeof connect>, app: string, machine: string, session: string, from: { offset?: number; tailBytes?: number }): Promise<number> {
   const { stdin, stdout } = process;
-  const a = client.sessions.attach(app, machine, session);
+  const a = client.sessions.attach(app, machine, session, from);
   a.onOutput((data) => stdout.write(data));
   a.onError((err) => process.stderr.write(`\r\nhangar: ${err.message}\r\n`));
   const onResize = () => a.resize(stdout.rows, stdout.columns);
