@@ -19,6 +19,7 @@ import { CommitService } from './machines/commit-service.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
+import { SessionService } from './machines/session-service.ts';
 import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
@@ -175,9 +176,12 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const apps = new AppService(store, machines, network, volumes);
   const checkpoints = new CheckpointService({ store, machines, runner, volumes });
   const commits = new CommitService({ machines, checkpoints, runner, images });
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
+  const sessions = new SessionService({ store, machines, driver, paths });
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
+  // After the machines: a session's end is told apart from its machine's by the machine's state.
+  reconciled.sessions = sessions.reconcile();
 
   const server = createApiServer({ services, token, logger: opts.logger });
   apiServer = server;
@@ -224,6 +228,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     server,
     close: async () => {
       machines.close();
+      sessions.close();
       dns.close();
       gatewayApi.close();
       await edge?.close();

@@ -20,6 +20,7 @@ const TOOLS = [
   'machine_wait', 'machine_update', 'machine_exec', 'machine_ps', 'machine_logs', 'machine_fork', 'machine_diff', 'machine_commit',
   'checkpoint_create', 'checkpoint_list', 'checkpoint_restore', 'checkpoint_delete',
   'volume_create', 'volume_list', 'volume_extend', 'volume_snapshot', 'volume_delete',
+  'session_start', 'session_output', 'session_list', 'session_write', 'session_kill',
   'file_read', 'file_write', 'file_list', 'file_remove',
 ];
 const INSPECTOR = join(REPO, 'node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js');

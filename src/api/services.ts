@@ -8,6 +8,7 @@ import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
 import type { MachineService } from '../machines/machine-service.ts';
 import type { VolumeService } from '../machines/volume-service.ts';
+import type { SessionService } from '../machines/session-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
@@ -17,6 +18,8 @@ export type ApiServices = {
   checkpoints: CheckpointService;
   commits: CommitService;
   volumes: VolumeService;
+  /** Commands that outlive the connection. */
+  sessions: SessionService;
   admin: MachineAdmin;
   runner: MachineRunner;
   images: ImageService;

@@ -10,6 +10,7 @@ import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
 import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
+import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
 import { volumes, volumesUsage } from './volumes.ts';
 
@@ -26,6 +27,8 @@ ${checkpointsUsage}
 ${volumesUsage}
 
 ${consoleUsage}
+
+${sessionsUsage}
 
 ${filesUsage}
 
@@ -62,6 +65,9 @@ async function main(argv: string[]): Promise<number> {
       return volumes(rest);
     case 'console':
       return consoleCommand(rest);
+    case 'sessions':
+    case 'session':
+      return sessions(rest);
     case 'files':
       return files(rest);
     case 'images':

@@ -11,7 +11,11 @@ import { releaseVolumes } from './volume-claims.ts';
 // After a restart (or kill -9) of the daemon: finish or undo what was under way, and bring every
 // record in line with what the runtime actually runs. Machines still running stay `started`.
 
-export type ReconcileReport = { adopted: string[]; exited: string[]; finished: string[]; cleaned: string[]; storage: string[] };
+export type ReconcileReport = {
+  adopted: string[]; exited: string[]; finished: string[]; cleaned: string[]; storage: string[];
+  /** Sessions still running, and those found ended (filled in by the session service). */
+  sessions?: { running: string[]; ended: string[] };
+};
 
 export async function reconcile(deps: {
   store: Store;

@@ -4,6 +4,7 @@ import type { MachineState } from '../protocol/states.ts';
 import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import { VolumeStore } from './volume-store.ts';
+import { SessionStore } from './session-store.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
 // writes its intent before acting and its result after, so a restarted daemon knows what was
@@ -108,6 +109,8 @@ type Row = Record<string, string | number | null>;
 export class Store {
   readonly #db: DatabaseSync;
   readonly volumes: VolumeStore;
+  /** Sessions, in their own table of the same database. */
+  readonly sessions: SessionStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -116,6 +119,7 @@ export class Store {
     this.#db.exec(SCHEMA);
     this.#addMissingColumns();
     this.volumes = new VolumeStore(this.#db);
+    this.sessions = new SessionStore(this.#db);
   }
 
   #addMissingColumns(): void {

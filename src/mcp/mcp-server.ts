@@ -9,12 +9,13 @@ import { machineTools } from './machine-tools.ts';
 import { processTools } from './process-tools.ts';
 import { volumeTools } from './volume-tools.ts';
 import { registerResources } from './resources.ts';
+import { sessionTools } from './session-tools.ts';
 import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
 
 // The MCP server: every tool is a call through a HangarClient, so stdio (`hangar mcp`) and
 // Streamable HTTP (/mcp) behave alike and the REST API's auth applies to both.
 
-const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...fileTools];
+const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...sessionTools, ...fileTools];
 
 /** Names and descriptions, for /llms.txt. */
 export function toolSummaries(): Array<{ name: string; description: string }> {

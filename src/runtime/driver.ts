@@ -114,6 +114,28 @@ export type ExecResult = {
   truncated: boolean;
 };
 
+/** A session: a command in a running machine that outlives the daemon (session-files.ts). Its
+ * output, pid and exit go to files in `dir`, which must exist and be empty. */
+export type SessionSpawnRequest = {
+  dir: string;
+  command: string[];
+  env?: string[];
+  cwd?: string;
+  tty?: { rows: number; cols: number };
+  /** Give it a stdin FIFO to write to (always so with a tty); else its stdin is /dev/null. */
+  stdin: boolean;
+};
+
+/** An optional ability of a driver: running sessions. Callers check with `canRunSessions`. */
+export interface SessionDriver {
+  /** Starts the command under a detached shim; resolves once it runs, or once it has already ended. */
+  startSession(id: string, request: SessionSpawnRequest): Promise<{ pid: number } | { exited: true }>;
+}
+
+export function canRunSessions(driver: Driver): driver is Driver & SessionDriver {
+  return typeof (driver as Partial<SessionDriver>).startSession === 'function';
+}
+
 export interface Driver {
   readonly name: string;
   /** Checks the host can run machines; throws HangarError('host_unsupported') with a hint if not. */

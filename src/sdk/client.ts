@@ -10,6 +10,7 @@ import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
+import { SessionsClient } from './sessions.ts';
 
 // A typed client for the Hangar REST API. Uses only fetch, so it runs in browsers and edge
 // runtimes as well as Node. Every call takes `timeoutMs` and an AbortSignal.
@@ -187,6 +188,9 @@ export class HangarClient {
       create: (app: string, id: string, opts?: CallOptions) => this.call<VolumeSnapshot>('POST', `${this.#v(app, id)}/snapshots`, undefined, opts),
     },
   };
+
+  /** Commands that outlive the connection: start, read by offset, follow, attach, write, kill (sessions.ts). */
+  readonly sessions = new SessionsClient(this, () => this.#token);
 
   readonly images = {
     list: (opts?: CallOptions) => this.call<ImageSummary[]>('GET', '/v1/images', undefined, opts),
