@@ -4,7 +4,7 @@ import type {
 import type { WaitableState } from '../protocol/states.ts';
 import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
-import type { PullProgress } from '../images/image-service.ts';
+import type { PullProgress } from '../protocol/pull-progress.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';

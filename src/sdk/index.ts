@@ -8,3 +8,4 @@ export { HangarClient, type CallOptions, type ClientOptions, type DiffOptions, t
 export { HangarApiError } from './errors.ts';
 export type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 export type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
+export type { PullProgress } from '../protocol/pull-progress.ts';
