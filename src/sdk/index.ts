@@ -6,6 +6,7 @@ export { ExecHandle, type ExecChunk, type ExecResult } from './exec-handle.ts';
 export { ExecSession, type ExecSessionStart } from './exec-session.ts';
 export { HangarClient, type CallOptions, type ClientOptions, type DiffOptions, type ImageInfo, type ImageSummary } from './client.ts';
 export { HangarApiError } from './errors.ts';
+export type { ErrorCode, NextAction } from '../protocol/errors.ts';
 export type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 export type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
 export type { PullProgress } from '../protocol/pull-progress.ts';
