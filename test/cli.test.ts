@@ -141,6 +141,8 @@ describe('hangar CLI', () => {
     assert.match(hangar('serve', '--data-dri', '/x').stderr, /did you mean --data-dir\?/);
     assert.match(hangar('machnes', 'list').stderr, /did you mean hangar machines\?/);
     assert.match(hangar('machines', 'lsit').stderr, /did you mean hangar machines list\?/);
+    assert.match(hangar('apps', 'creat', 'x').stderr, /did you mean hangar apps create\?/);
+    assert.match(hangar('serve', '--hlep').stderr, /did you mean --help\?/);
   });
 
   it('prints where the token is, not the token, and Try lines that find this daemon', () => {

@@ -11,7 +11,7 @@ export function parseFlags<T extends ParseArgsConfig>(command: string, config: T
     const code = (err as { code?: string }).code;
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
       const flag = /'(-{1,2}[^'=]+)/.exec((err as Error).message)?.[1] ?? '';
-      const known = Object.entries(config.options ?? {}).flatMap(([name, o]) => [`--${name}`, ...(o.short ? [`-${o.short}`] : [])]);
+      const known = ['--help', ...Object.entries(config.options ?? {}).flatMap(([name, o]) => [`--${name}`, ...(o.short ? [`-${o.short}`] : [])])];
       const guess = nearest(flag, known);
       throw new CliError(`unknown option ${flag}`, `${guess ? `did you mean ${guess}? ` : ''}\`hangar ${command} --help\` lists the options`);
     }
