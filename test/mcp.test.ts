@@ -121,6 +121,23 @@ describe('MCP server', () => {
     assert.equal(bad.isError, true, 'input validation failures are tool errors too');
   });
 
+  it('says what to do next as tool calls, never as REST routes, and which app a machine is in', async () => {
+    const id = await newMachine(overHttp);
+    await ok(overHttp, 'machine_stop', { app: APP, id });
+    await ok(overHttp, 'machine_wait', { app: APP, id, state: 'stopped' });
+    const stopped = await call(overHttp, 'machine_exec', { app: APP, id, command: ['true'] });
+    assert.equal(stopped.isError, true);
+    assert.match(text(stopped), new RegExp(`\nhint: call machine_start \{"app":"${APP}","id":"${id}"\}$`));
+    await ok(overHttp, 'app_create', { app: 'mcp-other' });
+    const elsewhere = await call(overHttp, 'machine_get', { app: 'mcp-other', id });
+    assert.match(text(elsewhere), new RegExp(`it is in app ${APP}: call again with app "${APP}"`));
+    const missing = await call(overHttp, 'machine_start', { app: APP, id: '0123456789abcd' });
+    assert.match(text(missing), new RegExp(`hint: call machine_list \{"app":"${APP}"\}`));
+    for (const r of [stopped, elsewhere, missing]) assert.doesNotMatch(text(r), /POST|GET|\/v1\//);
+    await ok(overHttp, 'machine_destroy', { app: APP, id, force: true });
+    await ok(overHttp, 'app_destroy', { app: 'mcp-other' });
+  });
+
   it('streams exec output as progress notifications before the result', async () => {
     const id = await newMachine(overHttp);
     for (const [via, client] of clients()) {

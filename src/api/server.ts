@@ -101,7 +101,7 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
   app.setErrorHandler((err, req, reply) => {
     const hangarError = toHangarError(err);
     if (hangarError.code === 'internal') req.log.error({ err }, 'unhandled error');
-    const { status, body } = errorBody(hangarError, req.id);
+    const { status, body } = errorBody(hangarError, req.id, req.params as { app_name?: string; machine_id?: string });
     void reply.status(status).send(body);
   });
 
@@ -167,7 +167,7 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
     } catch (err) {
       const hangarError = toHangarError(err);
       if (hangarError.code === 'internal') req.log.error({ err }, 'unhandled websocket error');
-      const { body } = errorBody(hangarError, req.id);
+      const { body } = errorBody(hangarError, req.id, req.params as { app_name?: string; machine_id?: string });
       if (socket.readyState === socket.OPEN) {
         socket.send(JSON.stringify({ type: 'error', ...body }));
         socket.close(1008, hangarError.code);

@@ -6,7 +6,7 @@ import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../
 import type { CommitProgress, CommitRequest, CommitResult } from '../protocol/commit.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, VolumeSnapshot } from '../protocol/volumes.ts';
-import type { PullProgress } from '../images/image-service.ts';
+import type { PullProgress } from '../protocol/pull-progress.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
