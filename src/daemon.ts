@@ -9,6 +9,7 @@ import type { ApiServices } from './api/services.ts';
 import { createImageService } from './images/index.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
+import { MachineMetrics } from './machines/machine-metrics.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
 import { CheckpointService } from './machines/checkpoint-service.ts';
@@ -164,10 +165,12 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
+  const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
+  machineMetrics.register(metrics);
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   const checkpoints = new CheckpointService({ store, machines, runner });
   const commits = new CommitService({ machines, checkpoints, runner, images });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, commits, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, commits, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, tls };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
 

@@ -21,6 +21,7 @@ import { execStreamRoutes } from './routes/exec-stream.ts';
 import { certificateRoutes } from './routes/certificates.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
 import { commitRoutes } from './routes/commit.ts';
+import { machineMetricsRoutes } from './routes/machine-metrics.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -44,7 +45,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
     handler: ({ headers }) => buildOpenApi(all(), `http://${headers.host ?? '127.0.0.1:4280'}`),
   }),
   route({
-    method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops) and the daemon',
+    method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops), each started machine\'s resource use (hangar_machine_*: CPU, memory, processes, disk, network) and the daemon',
     produces: 'text/plain',
     handler: async ({ reply, services }) => {
       void reply.type(services.metrics.contentType).send(await services.metrics.metrics());
@@ -62,7 +63,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...machineMetricsRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

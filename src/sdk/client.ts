@@ -5,6 +5,7 @@ import type { WaitableState } from '../protocol/states.ts';
 import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
 import type { CommitProgress, CommitRequest, CommitResult } from '../protocol/commit.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
+import type { MachineMetrics } from '../protocol/machine-metrics.ts';
 import type { PullProgress } from '../images/image-service.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
@@ -137,6 +138,8 @@ export class HangarClient {
     ps: (app: string, id: string, opts?: CallOptions & { sortBy?: string; order?: 'asc' | 'desc' }) =>
       this.call<ProcessStat[]>('GET', `${this.#m(app, id)}/ps?sort_by=${opts?.sortBy ?? 'pid'}&order=${opts?.order ?? 'asc'}`, undefined, opts),
     events: (app: string, id: string, opts?: CallOptions) => this.call<MachineEvent[]>('GET', `${this.#m(app, id)}/events`, undefined, opts),
+    /** Resource use now: CPU seconds, memory and processes (null unless it runs), disk and network bytes. */
+    metrics: (app: string, id: string, opts?: CallOptions) => this.call<MachineMetrics>('GET', `${this.#m(app, id)}/metrics`, undefined, opts),
     logs: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
       this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),
     /** Yields log lines as they are written, until the signal aborts. */

@@ -9,3 +9,4 @@ export { HangarApiError } from './errors.ts';
 export type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 export type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
 export type { CommitProgress, CommitRequest, CommitResult } from '../protocol/commit.ts';
+export type { MachineMetrics } from '../protocol/machine-metrics.ts';

@@ -1,5 +1,6 @@
 import type { FileEntry as WireFileEntry, FileStat, Machine as WireMachine, MachineEvent, ProcessStat, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
+import type { MachineMetrics } from '../protocol/machine-metrics.ts';
 import type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protocol/checkpoints.ts';
 import type { CallOptions, HangarClient, RawOptions } from './client.ts';
 import type { ExecHandle } from './exec-handle.ts';
@@ -107,6 +108,11 @@ export class Machine {
   /** The machine's processes, with the sockets each listens on. */
   async ps(opts?: CallOptions): Promise<ProcessStat[]> {
     return this.#client.machines.ps(this.app, this.id, opts);
+  }
+
+  /** Resource use now: CPU seconds, memory and processes (null unless it runs), disk and network bytes. */
+  async metrics(opts?: CallOptions): Promise<MachineMetrics> {
+    return this.#client.machines.metrics(this.app, this.id, opts);
   }
 
   async events(opts?: CallOptions): Promise<MachineEvent[]> {
