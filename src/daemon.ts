@@ -10,6 +10,7 @@ import { createImageService } from './images/index.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
 import { MachineMetrics } from './machines/machine-metrics.ts';
+import { FileWatches } from './machines/file-watches.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
 import { CheckpointService } from './machines/checkpoint-service.ts';
@@ -167,10 +168,11 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
   machineMetrics.register(metrics);
+  const fileWatches = new FileWatches({ machines, runner, onStateChange: (listener) => waiters.onChange(listener) });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   const checkpoints = new CheckpointService({ store, machines, runner });
   const commits = new CommitService({ machines, checkpoints, runner, images });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, commits, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, tls };
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, commits, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
 

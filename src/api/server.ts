@@ -22,6 +22,7 @@ import { certificateRoutes } from './routes/certificates.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
 import { commitRoutes } from './routes/commit.ts';
 import { machineMetricsRoutes } from './routes/machine-metrics.ts';
+import { fileWatchRoutes } from './routes/files-watch.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -63,7 +64,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...machineMetricsRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...machineMetricsRoutes, ...fileWatchRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

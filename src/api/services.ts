@@ -5,6 +5,7 @@ import type { CheckpointService } from '../machines/checkpoint-service.ts';
 import type { CommitService } from '../machines/commit-service.ts';
 import type { MachineAdmin } from '../machines/machine-admin.ts';
 import type { MachineMetrics } from '../machines/machine-metrics.ts';
+import type { FileWatches } from '../machines/file-watches.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
 import type { MachineService } from '../machines/machine-service.ts';
@@ -26,4 +27,6 @@ export type ApiServices = {
   metrics: Registry;
   /** Each machine's resource use (GET …/metrics). */
   machineMetrics: MachineMetrics;
+  /** Open watches of machines' files (GET …/files/watch). */
+  fileWatches: FileWatches;
 };

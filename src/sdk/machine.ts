@@ -5,6 +5,7 @@ import type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protoc
 import type { CallOptions, HangarClient, RawOptions } from './client.ts';
 import type { ExecHandle } from './exec-handle.ts';
 import type { ExecSession, ExecSessionStart } from './exec-session.ts';
+import type { FileWatch } from './file-watch.ts';
 
 // A machine as a robot holds it: the last known record plus the verbs that act on it.
 
@@ -137,9 +138,13 @@ export class Machine {
 export class MachineFiles {
   readonly #client: HangarClient;
   readonly #base: string;
+  readonly #app: string;
+  readonly #id: string;
 
   constructor(client: HangarClient, app: string, id: string) {
     this.#client = client;
+    this.#app = app;
+    this.#id = id;
     this.#base = `${machinePath(app, id)}/files`;
   }
 
@@ -203,6 +208,15 @@ export class MachineFiles {
       contentType: 'application/x-tar',
     });
     return (await res.json()) as { path: string; members: number };
+  }
+
+  /**
+   * Watches a directory of the (started) machine for files created, modified, deleted and renamed;
+   * `recursive` takes in every directory below it. Resolves once watching, so what happens after
+   * is seen; iterate it for changes, `close()` when done. It ends by itself when the machine stops.
+   */
+  async watch(path: string, opts?: CallOptions & { recursive?: boolean }): Promise<FileWatch> {
+    return this.#client.machines.watchFiles(this.#app, this.#id, path, opts);
   }
 
   #get(path: string, opts?: CallOptions & { range?: ByteRange }): Promise<Response> {
