@@ -219,6 +219,20 @@ describe('watching files', () => {
     assert.fail('closed watches were not freed');
   });
 
+  it('refuses a recursive watch of more than 4096 directories, and watches it without recursive', async () => {
+    await sh('mkdir -p /big && cd /big && seq 4100 | xargs mkdir');
+    const err = await refused(m.files.watch('/big', { recursive: true }), 'over_capacity', 'a watch of 4101 directories');
+    assert.match(err.hint!, /narrower path/);
+    const flat = await m.files.watch('/big');
+    try {
+      assert.equal(flat.directories, 1);
+      await sh('rmdir /big/17');
+      await collect(flat, has('delete', '/big/17'));
+    } finally {
+      flat.close();
+    }
+  });
+
   it('collects events for a while through MCP file_watch', async () => {
     const client = new Client({ name: 'hangar-test', version: '1' });
     await client.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${d.token}` } } }));

@@ -52,6 +52,8 @@ export type WatchOptions = {
   onEnd: (reason: string) => void;
 };
 
+/** Names one watch remembers (what its directories hold), about 150 bytes each. */
+const MAX_ENTRIES = 200_000;
 /** Raw events a watch holds while a batch is being read back; more are dropped and counted. */
 const MAX_PENDING = 8192;
 /** Raw events are gathered this long, so a burst becomes one batch. */
@@ -79,6 +81,9 @@ export class MachineFsWatch {
   readonly #opts: WatchOptions;
   readonly #top: Dir;
   #dirs = 0;
+  #entries = 0;
+  /** Set once open() has watched everything: until then a limit is an error, not an end. */
+  #opened = false;
   #pending: Raw[] = [];
   #dropped = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -104,6 +109,8 @@ export class MachineFsWatch {
         const w = new MachineFsWatch(rootfs, r.guestPath, top, opts);
         try {
           await w.#watchDir(top, fh, { report: false, strict: true });
+          w.#opened = true;
+          if (w.#pending.length > 0) w.#schedule();
         } catch (err) {
           w.close();
           throw err;
@@ -178,7 +185,7 @@ export class MachineFsWatch {
       if (dir.entries.has(name)) continue;
       const st = await lstat(at(fh, name)).catch(() => undefined);
       if (!st) continue;
-      dir.entries.set(name, { ino: st.ino, kind: kindOf(st) });
+      this.#record(dir, name, { ino: st.ino, kind: kindOf(st) });
       if (how.report && budget.events-- > 0) this.#opts.onEvent({ type: 'create', path: this.#pathOf(dir, name), kind: kindOf(st) });
       if (this.#opts.recursive && st.isDirectory()) await this.#watchChild(dir, fh, name, st, how, budget);
     }
@@ -201,7 +208,27 @@ export class MachineFsWatch {
     }
   }
 
+  /** What a directory holds, remembered; a watch that would remember too much ends (each name costs memory). */
+  #record(dir: Dir, name: string, entry: Entry): void {
+    if (!dir.entries.has(name)) this.#entries++;
+    dir.entries.set(name, entry);
+    if (this.#entries <= MAX_ENTRIES) return;
+    if (!this.#opened) {
+      throw new HangarError('over_capacity', `${this.path} holds more than ${MAX_ENTRIES} files and directories to watch`, {
+        hint: 'watch a narrower path, or without recursive=true',
+        details: { path: this.path, max_entries: MAX_ENTRIES },
+      });
+    }
+    this.#end(`${this.path} came to hold more than ${MAX_ENTRIES} files and directories; watch a narrower path`);
+  }
+
+  #forget(dir: Dir, name: string): void {
+    if (dir.entries.delete(name)) this.#entries--;
+  }
+
   #unwatch(dir: Dir): void {
+    this.#entries -= dir.entries.size;
+    dir.entries.clear();
     for (const child of dir.children.values()) this.#unwatch(child);
     dir.children.clear();
     if (dir.watcher) {
@@ -219,6 +246,11 @@ export class MachineFsWatch {
       return;
     }
     this.#pending.push({ dir, type: type === 'change' ? 'change' : 'rename', name: name === null ? '.' : name.toString() });
+    // What happens while open() is still looking waits for it: nothing is reported before ready.
+    if (this.#opened) this.#schedule();
+  }
+
+  #schedule(): void {
     this.#timer ??= setTimeout(() => {
       this.#timer = undefined;
       this.#working = this.#working.then(() => this.#batch()).catch((err: Error) => this.#end(`the watch failed: ${err.message}`));
@@ -257,13 +289,13 @@ export class MachineFsWatch {
         const now = await lstat(at(fh, name)).catch(() => undefined);
         if (known && now && known.ino === now.ino) continue; // nothing to see any more (e.g. moved away and back)
         if (known && !now) {
-          dir.entries.delete(name);
+          this.#forget(dir, name);
           const next = raws[i + 1];
           const target = next && next.type === 'rename' && next.name !== '.' && next.dir.watcher ? await this.#appeared(next, handle) : undefined;
           if (target && (known.ino === undefined || known.ino === target.st.ino)) {
             i++;
             const to = this.#pathOf(next!.dir, next!.name);
-            next!.dir.entries.set(next!.name, { ino: target.st.ino, kind: kindOf(target.st) });
+            this.#record(next!.dir, next!.name, { ino: target.st.ino, kind: kindOf(target.st) });
             this.#opts.onEvent({ type: 'rename', path: to, from: path, kind: kindOf(target.st) });
             await this.#moved(dir, name, next!.dir, next!.name, target.st, target.fh);
             continue;
@@ -275,12 +307,12 @@ export class MachineFsWatch {
         }
         if (!now) {
           // Made and gone again before this look: it existed, what it was is unknown.
-          dir.entries.set(name, {});
+          this.#record(dir, name, {});
           modified.add(path);
           this.#opts.onEvent({ type: 'create', path });
           continue;
         }
-        dir.entries.set(name, { ino: now.ino, kind: kindOf(now) });
+        this.#record(dir, name, { ino: now.ino, kind: kindOf(now) });
         if (known) {
           const child = dir.children.get(name);
           if (child) this.#unwatch(child);

@@ -40,6 +40,7 @@ export const fileWatchRoutes = [
       const keepAlive = setInterval(() => res?.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
       const onAbort = () => watch.close();
       signal.addEventListener('abort', onAbort, { once: true });
+      if (signal.aborted) watch.close(); // gone while the watch was being set up
       res?.on('drain', () => stream.drained());
       try {
         await finished;
@@ -57,6 +58,7 @@ export const fileWatchRoutes = [
         if (msg.type === 'end') socket.close(1000, 'end');
       });
       socket.on('close', () => watch.close());
+      if (socket.readyState !== socket.OPEN) watch.close(); // gone while the watch was being set up
       // ws has no drain event: look again while changes are being dropped.
       const poll = setInterval(() => stream.drained(), 100);
       socket.on('close', () => clearInterval(poll));
