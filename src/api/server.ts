@@ -23,6 +23,8 @@ import { checkpointRoutes } from './routes/checkpoints.ts';
 import { commitRoutes } from './routes/commit.ts';
 import { volumeRoutes } from './routes/volumes.ts';
 import { sessionRoutes } from './routes/sessions.ts';
+import { machineMetricsRoutes } from './routes/machine-metrics.ts';
+import { fileWatchRoutes } from './routes/files-watch.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -46,7 +48,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
     handler: ({ headers }) => buildOpenApi(all(), `http://${headers.host ?? '127.0.0.1:4280'}`),
   }),
   route({
-    method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops) and the daemon',
+    method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops), each started machine\'s resource use (hangar_machine_*: CPU, memory, processes, disk, network) and the daemon',
     produces: 'text/plain',
     handler: async ({ reply, services }) => {
       void reply.type(services.metrics.contentType).send(await services.metrics.metrics());
@@ -64,7 +66,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

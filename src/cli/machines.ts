@@ -5,6 +5,8 @@ import { ago, printJson, printTable } from './output.ts';
 import { servicesFromFlags } from './service-flags.ts';
 import { CommitProgressView } from './commit-progress.ts';
 import { nearest, parseFlags } from './args.ts';
+import { top } from './machines-top.ts';
+import { parseDurationMs } from '../protocol/duration.ts';
 
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--disk GB] [--restart no|always|on-failure]
@@ -23,6 +25,8 @@ export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   start ID | stop ID [--signal S] [--timeout 10s] | restart ID
   exec ID [--timeout S] -- CMD...          run a command, its output live; exits with its code (Ctrl-C kills it)
   ps ID                                    the machine's processes and the ports they listen on
+  top [ID...] [--once] [--interval 2s]     started machines' CPU, memory, processes, disk and network, redrawn
+                                           every interval until Ctrl-C (--once: one table; --json: the figures)
   logs ID [-f] [--tail N]                  the machine's stdout and stderr
   fork ID [--count N] [--checkpoint C] [--name N] [--skip-launch]
                                            new machines on copies of its filesystem (now, or a checkpoint's)
@@ -69,6 +73,8 @@ export async function machines(argv: string[]): Promise<number> {
       push: { type: 'boolean', default: false },
       follow: { type: 'boolean', short: 'f', default: false },
       tail: { type: 'string', default: '100' },
+      once: { type: 'boolean', default: false },
+      interval: { type: 'string', default: '2s' },
     },
   });
   if (!VERBS.includes(verb ?? '')) {
@@ -209,6 +215,8 @@ export async function machines(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'top':
+      return top(client, { app, ids: positionals, once: values.once, intervalMs: parseDurationMs(values.interval) ?? fail(`--interval ${values.interval} is not a duration`, '--interval 2s'), json: values.json });
     case 'logs': {
       if (!values.follow) {
         const { lines } = await client.machines.logs(app, id(), { tail: Number(values.tail) });

@@ -8,6 +8,7 @@ import { checkpointTools } from './checkpoint-tools.ts';
 import { machineTools } from './machine-tools.ts';
 import { processTools } from './process-tools.ts';
 import { volumeTools } from './volume-tools.ts';
+import { observeTools } from './observe-tools.ts';
 import { registerResources } from './resources.ts';
 import { sessionTools } from './session-tools.ts';
 import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
@@ -15,7 +16,7 @@ import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
 // The MCP server: every tool is a call through a HangarClient, so stdio (`hangar mcp`) and
 // Streamable HTTP (/mcp) behave alike and the REST API's auth applies to both.
 
-const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...sessionTools, ...fileTools];
+const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...sessionTools, ...fileTools, ...observeTools];
 
 /** Names and descriptions, for /llms.txt. */
 export function toolSummaries(): Array<{ name: string; description: string }> {
