@@ -23,7 +23,9 @@ export const machinesUsage = `hangar machines <command> [--app APP] [--json]
                                            change those and keep the rest of its config; a started
                                            machine restarts on the new config
   start ID | stop ID [--signal S] [--timeout 10s] | restart ID
-  exec ID [--timeout S] -- CMD...          run a command, its output live; exits with its code (Ctrl-C kills it)
+  exec ID [--timeout S] [--checkpoint-first] -- CMD...
+                                           run a command, its output live; exits with its code (Ctrl-C kills it);
+                                           --checkpoint-first captures the machine before, to roll the command back
   ps ID                                    the machine's processes and the ports they listen on
   top [ID...] [--once] [--interval 2s]     started machines' CPU, memory, processes, disk and network, redrawn
                                            every interval until Ctrl-C (--once: one table; --json: the figures)
@@ -65,6 +67,7 @@ export async function machines(argv: string[]): Promise<number> {
       restart: { type: 'string' },
       count: { type: 'string' },
       checkpoint: { type: 'string' },
+      'checkpoint-first': { type: 'boolean', default: false },
       'skip-launch': { type: 'boolean', default: false },
       all: { type: 'boolean', default: false },
       signal: { type: 'string' },
@@ -190,7 +193,9 @@ export async function machines(argv: string[]): Promise<number> {
       return 0;
     case 'exec': {
       if (command.length === 0) fail('machines exec needs a command after --', 'hangar machines exec ID -- ls -l /');
-      const run = client.machines.execStream(app, id(), { command, ...(values.timeout ? { timeout: Number.parseInt(values.timeout, 10) } : {}) });
+      const run = client.machines.execStream(app, id(), {
+        command, ...(values.timeout ? { timeout: Number.parseInt(values.timeout, 10) } : {}), ...(values['checkpoint-first'] ? { checkpoint: true } : {}),
+      });
       process.once('SIGINT', () => run.kill());
       if (!values.json) for await (const chunk of run) (chunk.stream === 'stdout' ? process.stdout : process.stderr).write(chunk.data);
       const res = await run.wait().catch((err: unknown) => {
@@ -202,6 +207,7 @@ export async function machines(argv: string[]): Promise<number> {
         return 0;
       }
       if (res.timedOut) process.stderr.write('hangar: the command was killed at its timeout\n');
+      if (res.checkpointId) process.stderr.write(`hangar: checkpoint ${res.checkpointId} was taken before it; undo with: hangar checkpoints restore ${id()} ${res.checkpointId} --app ${app}\n`);
       return res.exitCode;
     }
     case 'ps': {
