@@ -118,7 +118,7 @@ describe('MCP server', () => {
       )) as CallToolResult;
       events.push('result');
       assert.ok(!r.isError, text(r));
-      assert.deepEqual(r.structuredContent, { exit_code: 0, stdout: 'one\ntwo\nthree\n', stderr: '', timed_out: false });
+      assert.deepEqual(r.structuredContent, { exit_code: 0, stdout: 'one\ntwo\nthree\n', stderr: '', stdout_truncated_bytes: 0, stderr_truncated_bytes: 0, timed_out: false });
       assert.ok(events.indexOf('result') >= 2, `${via}: ${events.join(' ')}`);
       assert.ok(events.includes('progress:one\n'), `${via}: ${events.join(' ')}`);
     }

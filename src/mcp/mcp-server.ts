@@ -59,7 +59,7 @@ export function createMcpServer(client: HangarClient): McpServer {
 function success(out: ToolOutput): CallToolResult {
   // Hosts that ignore structuredContent still get the data, as the MCP spec asks of servers.
   return {
-    content: [{ type: 'text', text: out.summary }, { type: 'text', text: JSON.stringify(out.data) }],
+    content: [{ type: 'text', text: out.summary }, { type: 'text', text: out.text ?? JSON.stringify(out.data) }],
     structuredContent: out.data,
   };
 }

@@ -13,8 +13,9 @@ export type ToolContext = {
   progress: (message: string) => Promise<void>;
 };
 
-/** What a tool hands back: a one-line summary for people and the JSON for programs. */
-export type ToolOutput = { summary: string; data: Record<string, unknown> };
+/** What a tool hands back: a one-line summary for people and the JSON for programs; `text`, when
+ * the data is big, is how it reads for a person in place of the JSON repeated. */
+export type ToolOutput = { summary: string; data: Record<string, unknown>; text?: string };
 
 type Shape = Record<string, z.ZodType>;
 

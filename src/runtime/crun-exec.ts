@@ -12,11 +12,11 @@ import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
+import { DEFAULT_MAX_OUTPUT_BYTES, keepOutputs, OutputKeeper } from '../protocol/output-cap.ts';
 import { cgroupsPathFor } from './oci-spec.ts';
 import type { ExecExit, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest } from './driver.ts';
 import type { Launcher } from './launcher-client.ts';
 
-export const EXEC_OUTPUT_CAP_BYTES = 4 * 1024 * 1024;
 const run = promisify(execFile);
 
 type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number }; capabilities?: Record<string, string[]> };
@@ -26,20 +26,6 @@ export function mergeEnv(base: string[], overrides: string[]): string[] {
   const key = (entry: string) => entry.split('=', 1)[0];
   const overridden = new Set(overrides.map(key));
   return [...base.filter((e) => !overridden.has(key(e))), ...overrides];
-}
-
-class CappedBuffer {
-  chunks: Buffer[] = [];
-  size = 0;
-  truncated = false;
-  push(chunk: Buffer) {
-    const room = EXEC_OUTPUT_CAP_BYTES - this.size;
-    if (chunk.length > room) this.truncated = true;
-    if (room <= 0) return;
-    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
-    this.chunks.push(kept);
-    this.size += kept.length;
-  }
 }
 
 function readMachineProcess(bundleDir: string): MachineProcess {
@@ -53,24 +39,26 @@ function readMachineProcess(bundleDir: string): MachineProcess {
   }
 }
 
-/** Buffered exec: output is collected (up to the cap) and returned with the exit code. */
+/** Buffered exec: output is collected (its head and tail, within the budget) and returned with the exit code. */
 export async function crunExec(launcher: Launcher, id: string, bundleDir: string, req: ExecRequest): Promise<ExecResult> {
-  const { stdin, ...rest } = req;
+  const { stdin, maxOutputBytes = DEFAULT_MAX_OUTPUT_BYTES, ...rest } = req;
   const proc = spawnExec(launcher, id, bundleDir, rest, { stdin: stdin !== undefined });
-  const stdout = new CappedBuffer();
-  const stderr = new CappedBuffer();
+  const stdout = new OutputKeeper(maxOutputBytes);
+  const stderr = new OutputKeeper(maxOutputBytes);
   proc.stdout.on('data', (c: Buffer) => stdout.push(c));
   proc.stderr.on('data', (c: Buffer) => stderr.push(c));
   if (stdin !== undefined) proc.stdin.end(stdin);
   const exit = await proc.exit;
   if (exit.cancelled) throw req.signal?.reason ?? new Error('exec cancelled');
+  const kept = keepOutputs(stdout, stderr, maxOutputBytes);
   return {
     exitCode: exit.exitCode,
     ...(exit.exitSignal !== undefined ? { exitSignal: exit.exitSignal } : {}),
-    stdout: Buffer.concat(stdout.chunks),
-    stderr: Buffer.concat(stderr.chunks),
+    stdout: kept.stdout.text,
+    stderr: kept.stderr.text,
+    stdoutDroppedBytes: kept.stdout.droppedBytes,
+    stderrDroppedBytes: kept.stderr.droppedBytes,
     timedOut: exit.timedOut,
-    truncated: stdout.truncated || stderr.truncated,
   };
 }
 

@@ -119,16 +119,20 @@ export class HangarClient {
       return this.call<{ ok: boolean }>('GET', `${this.#m(app, id)}/wait?${q}`, undefined, opts);
     },
     /** `checkpoint: true` takes a checkpoint first and answers its id as checkpoint_id. */
-    exec: (app: string, id: string, command: string[], opts?: CallOptions & { timeoutS?: number; stdin?: string; checkpoint?: boolean }) =>
+    /** `maxOutputBytes` bounds the output answered (default 1 MiB, stdout and stderr together; head and tail kept). */
+    exec: (app: string, id: string, command: string[], opts?: CallOptions & { timeoutS?: number; stdin?: string; checkpoint?: boolean; maxOutputBytes?: number }) =>
       this.call<ExecResponse>('POST', `${this.#m(app, id)}/exec`, {
         command, ...(opts?.timeoutS ? { timeout: opts.timeoutS } : {}), ...(opts?.stdin !== undefined ? { stdin: opts.stdin } : {}), ...(opts?.checkpoint ? { checkpoint: true } : {}),
+        ...(opts?.maxOutputBytes ? { max_output_bytes: opts.maxOutputBytes } : {}),
       }, opts),
-    /** Streams a command's output as it runs (POST …/exec/stream); `kill()` on the handle stops it. */
-    execStream: (app: string, id: string, req: ExecStreamRequest, opts: CallOptions = {}) => {
+    /** Streams a command's output as it runs (POST …/exec/stream); `kill()` on the handle stops it. `wait()` keeps
+     * at most `maxOutputBytes` of it (default 1 MiB; head and tail). */
+    execStream: (app: string, id: string, req: ExecStreamRequest, opts: CallOptions & { maxOutputBytes?: number } = {}) => {
+      const { maxOutputBytes, ...call } = opts;
       const abort = new AbortController();
-      const signal = opts.signal ? AbortSignal.any([opts.signal, abort.signal]) : abort.signal;
-      const response = this.raw('POST', `${this.#m(app, id)}/exec/stream`, req, { ...opts, signal, accept: 'application/x-ndjson' });
-      return new ExecHandle(response, abort);
+      const signal = call.signal ? AbortSignal.any([call.signal, abort.signal]) : abort.signal;
+      const response = this.raw('POST', `${this.#m(app, id)}/exec/stream`, req, { ...call, signal, accept: 'application/x-ndjson' });
+      return new ExecHandle(response, abort, maxOutputBytes);
     },
     /** An interactive command over a WebSocket (stdin, tty resize, kill); see ExecSession. */
     execSession: (app: string, id: string, start: ExecSessionStart) =>
