@@ -2,9 +2,10 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { Machine } from '../src/sdk/index.ts';
-import { http, withDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { HANGAR, http, withDaemon, type TestDaemon } from './helpers/daemon.ts';
 
 // What a robot reads back: answers bounded in size, progress on long calls, text that names the
 // daemon's real addresses, config fields that are refused or warned about rather than dropped.
@@ -21,7 +22,6 @@ before(async () => {
   mcp = new Client({ name: 'robot-answers-test', version: '1' });
   await mcp.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${d.token}` } } }));
   await d.client.apps.create(APP);
-  id = (await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'infinity'] } } })).id;
 });
 after(async () => {
   await mcp?.close();
@@ -33,6 +33,105 @@ async function call(name: string, args: Record<string, unknown>, onprogress?: (m
 }
 
 const text = (r: CallToolResult) => r.content.map((c) => (c.type === 'text' ? c.text : '')).join('\n');
+const port = (url: string) => new URL(url).port;
+
+describe('long calls', () => {
+  it('machine_create reports the first build of its image, then answers', async () => {
+    const progress: string[] = [];
+    const r = await call('machine_create', { app: APP, config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'infinity'] } } }, (m) => progress.push(m));
+    assert.ok(!r.isError, text(r));
+    id = (r.structuredContent as { machine: { id: string } }).machine.id;
+    assert.ok(progress.some((m) => m.startsWith('getting image hangar/busybox')), progress.join('\n'));
+    assert.ok(progress.some((m) => m === 'hangar/busybox: ready'), progress.join('\n'));
+  });
+
+  it('a quiet command still sends progress while it runs, and long tools say so', async () => {
+    const progress: string[] = [];
+    const r = await call('machine_exec', { app: APP, id, command: ['sleep', '6'] }, (m) => progress.push(m));
+    assert.ok(!r.isError, text(r));
+    assert.ok(progress.some((m) => /^machine_exec: still working \(\d+ s\)$/.test(m)), progress.join('\n'));
+    const { tools } = await mcp.listTools();
+    for (const name of ['machine_create', 'machine_exec', 'checkpoint_create', 'machine_fork', 'machine_update']) {
+      assert.match(tools.find((t) => t.name === name)!.description!, /progress notification/, name);
+    }
+  });
+});
+
+describe('text names the daemon it came from', () => {
+  it('llms.txt, the addresses route and tool descriptions give the real ports, not the defaults', async () => {
+    const [httpPort, httpsPort] = [port(d.proxyUrl), port(d.proxyTlsUrl)];
+    const addresses = await d.client.addresses();
+    assert.deepEqual(addresses, { api_url: d.url, proxy_url: d.proxyUrl, proxy_tls_url: d.proxyTlsUrl, app_domain: 'localhost' });
+    const llms = await (await fetch(`${d.url}/llms.txt`)).text();
+    assert.ok(llms.includes(`http://<app>.localhost:${httpPort} and https://<app>.localhost:${httpsPort}`), llms.slice(0, 2000));
+    assert.doesNotMatch(llms, /:4380|:4443/);
+    const stdio = new Client({ name: 'robot-answers-test', version: '1' });
+    await stdio.connect(new StdioClientTransport({ command: HANGAR, args: ['mcp'], env: { HANGAR_DATA_DIR: d.dataDir }, stderr: 'pipe' }));
+    try {
+      for (const client of [mcp, stdio]) {
+        const create = (await client.listTools()).tools.find((t) => t.name === 'machine_create')!;
+        assert.ok(create.description!.includes(`http://<app>.localhost:${httpPort}`), create.description);
+        assert.doesNotMatch(create.description!, /:4380|:4443/);
+      }
+    } finally {
+      await stdio.close();
+    }
+  });
+
+  it('a machine with services is answered with its URLs, over REST and MCP', async () => {
+    const config = { image: 'hangar/busybox', init: { cmd: ['sleep', 'infinity'] }, services: [{ internal_port: 8080 }] };
+    const urls = [`http://${APP}.localhost:${port(d.proxyUrl)}`, `https://${APP}.localhost:${port(d.proxyTlsUrl)}`];
+    const rest = await http(d, 'POST', `/v1/apps/${APP}/machines`, { config, skip_launch: true });
+    assert.deepEqual(rest.body.urls, urls);
+    assert.deepEqual((await http(d, 'GET', `/v1/apps/${APP}/machines/${rest.body.id}`)).body.urls, urls);
+    const r = await call('machine_create', { app: APP, config, skip_launch: true });
+    assert.deepEqual((r.structuredContent as { urls: string[] }).urls, urls);
+    assert.ok(text(r).includes(`serving at ${urls[0]}`), text(r));
+    const plain = await http(d, 'GET', `/v1/apps/${APP}/machines/${id}`);
+    assert.equal(plain.body.urls, undefined, 'a machine without services has no URL');
+  });
+});
+
+describe('config fields are used, warned about, or refused', () => {
+  const base = { image: 'hangar/busybox', init: { cmd: ['sleep', 'infinity'] } };
+
+  it('REST refuses fields of neither schema, naming the nearest known one', async () => {
+    const cmd = await http(d, 'POST', `/v1/apps/${APP}/machines`, { config: { image: 'hangar/busybox', cmd: ['sleep', '60'] } });
+    assert.equal(cmd.status, 400);
+    assert.equal(cmd.body.code, 'validation_failed');
+    assert.match(cmd.body.error, /config\.cmd \(did you mean config\.init\.cmd\?\)/);
+    assert.deepEqual(cmd.body.details.issues, [{ path: 'config.cmd', message: 'unknown field', suggestion: 'config.init.cmd' }]);
+    const command = await http(d, 'POST', `/v1/apps/${APP}/machines`, { config: { image: 'hangar/busybox', init: { command: ['sleep', '60'] } } });
+    assert.match(command.body.error, /config\.init\.command \(did you mean config\.init\.cmd\?\)/);
+    const update = await http(d, 'POST', `/v1/apps/${APP}/machines/${id}`, { config: { ...base, guest: { memroy_mb: 512 } } });
+    assert.equal(update.status, 400);
+    assert.match(update.body.error, /config\.guest\.memroy_mb \(did you mean config\.guest\.memory_mb\?\)/);
+    const machines = await d.client.machines.list(APP);
+    assert.ok(machines.every((m) => m.config.init?.cmd), 'nothing was created from a refused config');
+  });
+
+  it("REST keeps Fly's fields that Hangar does not implement, and says so in warnings", async () => {
+    const r = await http(d, 'POST', `/v1/apps/${APP}/machines`, {
+      config: { ...base, mounts: [{ volume: 'vol_1', path: '/data' }], init: { ...base.init, swap_size_mb: 512 }, statics: [{ guest_path: '/srv', url_prefix: '/' }] },
+      skip_launch: true,
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body.warnings.map((w: string) => w.split(' ')[0]).sort(), ['config.init.swap_size_mb', 'config.mounts', 'config.statics']);
+    assert.deepEqual(r.body.config.statics, [{ guest_path: '/srv', url_prefix: '/' }], 'kept, so a Fly client reads back what it sent');
+    const clean = await http(d, 'POST', `/v1/apps/${APP}/machines`, { config: base, skip_launch: true });
+    assert.equal(clean.body.warnings, undefined);
+  });
+
+  it('MCP refuses and warns alike', async () => {
+    const bad = await call('machine_create', { app: APP, config: { image: 'hangar/busybox', cmd: ['sleep', '60'] } });
+    assert.equal(bad.isError, true);
+    assert.match(text(bad), /^validation_failed: .*did you mean config\.init\.cmd\?/);
+    const warned = await call('machine_create', { app: APP, config: { ...base, statics: [{ guest_path: '/srv' }] }, skip_launch: true });
+    assert.ok(!warned.isError, text(warned));
+    assert.match((warned.structuredContent as { warnings: string[] }).warnings[0]!, /^config\.statics /);
+    assert.match(text(warned), /warning: config\.statics/);
+  });
+});
 
 describe('bounded answers', () => {
   it('REST exec keeps the head and tail of big output within 1 MiB and says how much it left out', async () => {

@@ -7,6 +7,7 @@ import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
 import type { MachineService } from '../machines/machine-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
+import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
 export type ApiServices = {
@@ -21,4 +22,6 @@ export type ApiServices = {
   tls: ProxyTls;
   /** Prometheus series of the daemon and the edge proxy, served at GET /metrics. */
   metrics: Registry;
+  /** Where this daemon serves; filled in as each listener binds (the API's first, the proxy's right after). */
+  addresses: DaemonAddresses;
 };

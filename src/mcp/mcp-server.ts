@@ -8,7 +8,9 @@ import { checkpointTools } from './checkpoint-tools.ts';
 import { machineTools } from './machine-tools.ts';
 import { processTools } from './process-tools.ts';
 import { registerResources } from './resources.ts';
-import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
+import { withHeartbeat } from './progress.ts';
+import { describe, type ToolContext, type ToolDef, type ToolOutput } from './tool-def.ts';
+import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 
 // The MCP server: every tool is a call through a HangarClient, so stdio (`hangar mcp`) and
 // Streamable HTTP (/mcp) behave alike and the REST API's auth applies to both.
@@ -16,8 +18,8 @@ import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
 const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...processTools, ...fileTools];
 
 /** Names and descriptions, for /llms.txt. */
-export function toolSummaries(): Array<{ name: string; description: string }> {
-  return TOOLS.map((t) => ({ name: t.name, description: t.description }));
+export function toolSummaries(addresses: DaemonAddresses): Array<{ name: string; description: string }> {
+  return TOOLS.map((t) => ({ name: t.name, description: describe(t, addresses) }));
 }
 
 const SERVER_INFO = { name: 'hangar', version: '0.1.0' };
@@ -27,12 +29,13 @@ const INSTRUCTIONS =
   'build it up in place with machine_exec and file_write, stop it when idle (files are kept) and start it again in milliseconds. ' +
   'Errors come as "<code>: <message>" with a hint line saying what to do next.';
 
-export function createMcpServer(client: HangarClient): McpServer {
+/** `addresses`: where the daemon serves, for text that names them; undefined when it could not be asked. */
+export function createMcpServer(client: HangarClient, addresses: DaemonAddresses | undefined): McpServer {
   const server = new McpServer(SERVER_INFO, { instructions: INSTRUCTIONS });
   for (const def of TOOLS) {
     server.registerTool(
       def.name,
-      { description: def.description, inputSchema: z.object(def.input), annotations: def.annotations },
+      { description: describe(def, addresses), inputSchema: z.object(def.input), annotations: def.annotations },
       async (args, extra) => {
         const token = extra._meta?.progressToken;
         let progress = 0;
@@ -45,7 +48,7 @@ export function createMcpServer(client: HangarClient): McpServer {
           },
         };
         try {
-          return success(await def.run(args as never, ctx));
+          return success(await withHeartbeat(def.name, ctx, () => def.run(args as never, ctx)));
         } catch (err) {
           return failure(err);
         }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { EXEC_STREAM_DEFAULT_TIMEOUT_S, ExecStreamRequestSchema, MaxOutputBytesSchema } from '../protocol/schemas.ts';
 import type { ExecChunk } from '../sdk/index.ts';
 import { appArg, CHANGES, machineArg, READ_ONLY, tool, type ToolContext } from './tool-def.ts';
+import { SENDS_PROGRESS } from './progress.ts';
 
 // What runs inside a machine: commands (machine_exec) and the main process's output (machine_logs).
 
@@ -41,8 +42,8 @@ export const processTools = [
   tool({
     name: 'machine_exec',
     description:
-      'Run a command in a started machine and return its stdout, stderr and exit_code. It sends progress notifications while it runs ' +
-      `(its output, the first ${PROGRESS_OUTPUT_BYTES / 1024} KiB of it, then a byte count each second), so a long command does not time out a client that resets its timeout on progress. ` +
+      'Run a command in a started machine and return its stdout, stderr and exit_code. ' +
+      `Its output streams as progress notifications (the first ${PROGRESS_OUTPUT_BYTES / 1024} KiB, then a byte count each second). ${SENDS_PROGRESS} ` +
       `The answer keeps at most max_output_bytes of output (default ${EXEC_ANSWER_BYTES / 1024} KiB): the head and tail of each stream, ` +
       'with a marked line and stdout_truncated_bytes/stderr_truncated_bytes saying how much was left out of the middle. For big output, write it to a file and file_read it. ' +
       'checkpoint: true captures the machine first (milliseconds), so a command that breaks things can be undone with checkpoint_restore. ' +

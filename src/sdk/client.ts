@@ -5,6 +5,7 @@ import type { WaitableState } from '../protocol/states.ts';
 import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { PullProgress } from '../images/image-service.ts';
+import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
@@ -86,6 +87,11 @@ export class HangarClient {
     const res = await this.raw(method, path, body, opts);
     const text = await res.text();
     return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** Where the daemon serves: its API, its edge proxy, and the domain apps are reached under. */
+  addresses(opts?: CallOptions): Promise<DaemonAddresses> {
+    return this.call<DaemonAddresses>('GET', '/v1/addresses', undefined, opts);
   }
 
   readonly apps = {
