@@ -147,7 +147,7 @@ describe('MCP server', () => {
     const id = await newMachine(overStdio);
     await ok(overStdio, 'machine_stop', { app: APP, id, timeout: '2s' });
     const written = await ok(overStdio, 'file_write', { app: APP, id, path: '/srv/hello.txt', content: 'hello from mcp\n', mode: '0640' });
-    assert.deepEqual([written.size, written.mode], [15, 0o640]);
+    assert.deepEqual([written.size, written.mode], [15, '640']);
     await ok(overHttp, 'file_write', { app: APP, id, path: '/srv/blob', content: Buffer.from([0, 1, 2, 255]).toString('base64'), encoding: 'base64' });
     await ok(overStdio, 'machine_start', { app: APP, id });
 

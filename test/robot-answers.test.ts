@@ -181,3 +181,30 @@ describe('bounded answers', () => {
     assert.equal((more.structuredContent as { stdout_truncated_bytes: number }).stdout_truncated_bytes, SEQ_BYTES - 200_000);
   });
 });
+
+describe('small things robots trip on', () => {
+  it('a command that is not there exits 127, one that cannot be run 126, as in a shell', async () => {
+    const missing = await d.client.machines.exec(APP, id, ['no-such-binary']);
+    assert.equal(missing.exit_code, 127);
+    assert.match(missing.stderr, /no-such-binary.*not found/);
+    assert.equal((await d.client.machines.exec(APP, id, ['/etc/passwd'])).exit_code, 126);
+    assert.equal((await d.client.machines.exec(APP, id, ['sh', '-c', 'exit 255'])).exit_code, 255, "a command's own 255 stays");
+    const viaMcp = await call('machine_exec', { app: APP, id, command: ['no-such-binary'] });
+    assert.equal((viaMcp.structuredContent as { exit_code: number }).exit_code, 127);
+  });
+
+  it('file_write says the mode the same way in its text and its data', async () => {
+    const r = await call('file_write', { app: APP, id, path: '/tmp/mode.txt', content: 'x', mode: '0640' });
+    assert.match(text(r), /\(mode 640\)/);
+    assert.equal((r.structuredContent as { mode: string }).mode, '640');
+  });
+
+  it('openapi.json names every operation, each once', async () => {
+    const doc = (await http(d, 'GET', '/openapi.json')).body as { paths: Record<string, Record<string, { operationId?: string }>> };
+    const ops = Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, op]) => ({ at: `${method} ${path}`, id: op.operationId })));
+    assert.ok(ops.length > 50);
+    assert.deepEqual(ops.filter((o) => !o.id).map((o) => o.at), []);
+    assert.equal(new Set(ops.map((o) => o.id)).size, ops.length);
+    assert.equal(doc.paths['/v1/apps/{app_name}/machines/{machine_id}/exec']!.post!.operationId, 'postAppMachineExec');
+  });
+});

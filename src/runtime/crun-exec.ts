@@ -5,11 +5,11 @@
 // process's argv.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, readlink, unlink } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Writable } from 'node:stream';
+import { PassThrough, Transform, Writable, type Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { DEFAULT_MAX_OUTPUT_BYTES, keepOutputs, OutputKeeper } from '../protocol/output-cap.ts';
@@ -105,6 +105,7 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
     }
   };
 
+  const stderr = keepingHead(child.stderr);
   let timedOut = false;
   let cancelled = false;
   const execPid = async () => Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
@@ -132,7 +133,8 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
   req.signal?.addEventListener('abort', onAbort, { once: true });
 
   const exit = new Promise<ExecExit>((resolve) => {
-    const finish = (exitCode: number, exitSignal?: number) => {
+    const finish = (code: number, exitSignal?: number) => {
+      const exitCode = code === CRUN_FAILED && !existsSync(pidFile) ? (couldNotStart(stderr.head()) ?? code) : code;
       clearTimeout(timer);
       req.signal?.removeEventListener('abort', onAbort);
       void unlink(pidFile).catch(() => {});
@@ -154,7 +156,7 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
 
   return {
     stdout: child.stdout,
-    stderr: child.stderr,
+    stderr: stderr.stream,
     stdin: req.tty ? heldUntil(child.stdin!, started) : (child.stdin ?? discardingStdin()),
     exit,
     resize: async (rows, cols) => {
@@ -164,6 +166,29 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
       await resizeMachinePty(pid, rows, cols);
     },
   };
+}
+
+/** crun's exit code when it fails itself, e.g. when the command cannot be started. */
+const CRUN_FAILED = 255;
+
+/** A shell's exit code for a command crun could not start (its message says why): 127 not found, 126 not executable. */
+function couldNotStart(message: string): number | undefined {
+  if (/^executable file `.*` not found/m.test(message)) return 127;
+  if (/^open executable: Permission denied/m.test(message)) return 126;
+  return undefined;
+}
+
+/** `stream` as it is, and its first bytes as text: enough to read crun's own error. */
+function keepingHead(stream: Readable): { stream: Readable; head: () => string } {
+  let head = '';
+  const through = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (head.length < 1024) head += chunk.toString('utf8', 0, 1024);
+      done(null, chunk);
+    },
+  });
+  stream.pipe(through);
+  return { stream: through, head: () => head };
 }
 
 /** The exec'd process's terminal is a pty of the machine's own devpts, reachable through /proc. */
