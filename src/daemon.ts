@@ -12,10 +12,15 @@ import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
+import { ImageTemplates } from './storage/disk-image.ts';
+import { VolumeDisks } from './storage/volume-disk.ts';
+import { VolumeService } from './machines/volume-service.ts';
 import { CheckpointService } from './machines/checkpoint-service.ts';
+import { CommitService } from './machines/commit-service.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
+import { SessionService } from './machines/session-service.ts';
 import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
@@ -158,18 +163,27 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   await network.setUp();
   const paths = new MachinePaths(opts.dataDir);
   const pool = await openStoragePool(opts.dataDir);
-  const disks = new MachineDisks(pool, (id) => paths.disk(id));
-  const runner = new MachineRunner(driver, paths, resolveUser, network, disks, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
+  const templates = new ImageTemplates(pool.root);
+  const disks = new MachineDisks(pool, templates, (id) => paths.disk(id));
+  const volumeDisks = new VolumeDisks(pool, templates, join(opts.dataDir, 'volumes'));
+  const runner = new MachineRunner(driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
   const waiters = new StateWaiters();
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
-  const checkpoints = new CheckpointService({ store, machines, runner });
+  // Each asks the other: volumes whether an app exists, apps to delete an app's volumes with it.
+  const volumes: VolumeService = new VolumeService({ store, disks: volumeDisks, assertApp: (app) => void apps.get(app) });
+  const apps = new AppService(store, machines, network, volumes);
+  const checkpoints = new CheckpointService({ store, machines, runner, volumes });
+  const commits = new CommitService({ machines, checkpoints, runner, images });
+  const sessions = new SessionService({ store, machines, driver, paths });
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls, addresses };
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls, addresses };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
+  // After the machines: a session's end is told apart from its machine's by the machine's state.
+  reconciled.sessions = sessions.reconcile();
 
   const server = createApiServer({ services, token, logger: opts.logger });
   apiServer = server;
@@ -219,6 +233,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     server,
     close: async () => {
       machines.close();
+      sessions.close();
       dns.close();
       gatewayApi.close();
       await edge?.close();

@@ -112,11 +112,11 @@ describe('config fields are used, warned about, or refused', () => {
 
   it("REST keeps Fly's fields that Hangar does not implement, and says so in warnings", async () => {
     const r = await http(d, 'POST', `/v1/apps/${APP}/machines`, {
-      config: { ...base, mounts: [{ volume: 'vol_1', path: '/data' }], init: { ...base.init, swap_size_mb: 512 }, statics: [{ guest_path: '/srv', url_prefix: '/' }] },
+      config: { ...base, dns: { nameservers: ['192.0.2.53'] }, init: { ...base.init, swap_size_mb: 512 }, statics: [{ guest_path: '/srv', url_prefix: '/' }] },
       skip_launch: true,
     });
     assert.equal(r.status, 200, r.text);
-    assert.deepEqual(r.body.warnings.map((w: string) => w.split(' ')[0]).sort(), ['config.init.swap_size_mb', 'config.mounts', 'config.statics']);
+    assert.deepEqual(r.body.warnings.map((w: string) => w.split(' ')[0]).sort(), ['config.dns', 'config.init.swap_size_mb', 'config.statics']);
     assert.deepEqual(r.body.config.statics, [{ guest_path: '/srv', url_prefix: '/' }], 'kept, so a Fly client reads back what it sent');
     const clean = await http(d, 'POST', `/v1/apps/${APP}/machines`, { config: base, skip_launch: true });
     assert.equal(clean.body.warnings, undefined);

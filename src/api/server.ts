@@ -21,6 +21,9 @@ import { fileRoutes } from './routes/files.ts';
 import { execStreamRoutes } from './routes/exec-stream.ts';
 import { certificateRoutes } from './routes/certificates.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
+import { commitRoutes } from './routes/commit.ts';
+import { volumeRoutes } from './routes/volumes.ts';
+import { sessionRoutes } from './routes/sessions.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -67,7 +70,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

@@ -2,10 +2,13 @@ import type { Registry } from 'prom-client';
 import type { ImageService } from '../images/image-service.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { CheckpointService } from '../machines/checkpoint-service.ts';
+import type { CommitService } from '../machines/commit-service.ts';
 import type { MachineAdmin } from '../machines/machine-admin.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
 import type { MachineService } from '../machines/machine-service.ts';
+import type { VolumeService } from '../machines/volume-service.ts';
+import type { SessionService } from '../machines/session-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 
@@ -14,6 +17,10 @@ export type ApiServices = {
   apps: AppService;
   machines: MachineService;
   checkpoints: CheckpointService;
+  commits: CommitService;
+  volumes: VolumeService;
+  /** Commands that outlive the connection. */
+  sessions: SessionService;
   admin: MachineAdmin;
   runner: MachineRunner;
   images: ImageService;

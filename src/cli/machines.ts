@@ -4,11 +4,14 @@ import { HangarApiError, type HangarClient } from '../sdk/index.ts';
 import { CliError, connect, proxyUrls } from './connect.ts';
 import { ago, printJson, printTable } from './output.ts';
 import { servicesFromFlags } from './service-flags.ts';
+import { CommitProgressView } from './commit-progress.ts';
 
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--disk GB] [--restart no|always|on-failure]
             [--port PORT[:INTERNAL][/tcp[:HANDLER...]]]... [--autostop off|stop|suspend] [--no-autostart]
-            [--skip-launch] [-- CMD...]     create (and start) a machine; the app is created if needed.
+            [--volume VOLUME:/PATH]... [--skip-launch] [-- CMD...]
+                                           create (and start) a machine; the app is created if needed.
+                                           --volume mounts a volume (hangar volumes create) at PATH.
                                            --port gives it a service the edge proxy routes
                                            http://<app>.localhost to, as flyctl's does:
                                            --port 80:8080/tcp:http --port 443:8080/tcp:http:tls
@@ -20,6 +23,9 @@ export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   logs ID [-f] [--tail N]                  the machine's stdout and stderr
   fork ID [--count N] [--checkpoint C] [--name N] [--skip-launch]
                                            new machines on copies of its filesystem (now, or a checkpoint's)
+  commit ID IMAGE [--push] [--checkpoint C]
+                                           an image of its filesystem (now, or a checkpoint's), its command
+                                           and env; stored as IMAGE (REGISTRY/REPO:TAG), pushed with --push
   destroy ID [--force]
 The app is --app, else $HANGAR_APP, else "default".`;
 
@@ -44,6 +50,7 @@ export async function machines(argv: string[]): Promise<number> {
       autostop: { type: 'string' },
       autostart: { type: 'boolean' },
       env: { type: 'string', multiple: true, default: [] },
+      volume: { type: 'string', short: 'v', multiple: true, default: [] },
       memory: { type: 'string' },
       disk: { type: 'string' },
       cpus: { type: 'string' },
@@ -55,6 +62,7 @@ export async function machines(argv: string[]): Promise<number> {
       signal: { type: 'string' },
       timeout: { type: 'string' },
       force: { type: 'boolean', default: false },
+      push: { type: 'boolean', default: false },
       follow: { type: 'boolean', short: 'f', default: false },
       tail: { type: 'string', default: '100' },
     },
@@ -73,6 +81,10 @@ export async function machines(argv: string[]): Promise<number> {
         return eq > 0 ? [kv.slice(0, eq), kv.slice(eq + 1)] : fail(`--env ${kv} is not K=V`, '--env KEY=value');
       }));
       const services = servicesFromFlags({ ports: values.port, autostop: values.autostop, autostart: values.autostart });
+      const mounts = values.volume.map((spec) => {
+        const colon = spec.indexOf(':');
+        return colon > 0 ? { volume: spec.slice(0, colon), path: spec.slice(colon + 1) } : fail(`--volume ${spec} is not VOLUME:/PATH`, '--volume vol_abc123:/data');
+      });
       const m = await client.machines.create(app, {
         ...(values.name ? { name: values.name } : {}),
         skip_launch: values['skip-launch'],
@@ -84,6 +96,7 @@ export async function machines(argv: string[]): Promise<number> {
           ...(values.memory || values.cpus ? { guest: { ...(values.memory ? { memory_mb: Number(values.memory) } : {}), ...(values.cpus ? { cpus: Number(values.cpus) } : {}) } } : {}),
           ...(values.restart ? { restart: { policy: values.restart as 'no' | 'always' | 'on-failure' } } : {}),
           ...(services ? { services } : {}),
+          ...(mounts.length ? { mounts } : {}),
         },
       });
       if (values.json) printJson(m);
@@ -124,6 +137,19 @@ export async function machines(argv: string[]): Promise<number> {
       });
       if (values.json) printJson(made);
       else for (const m of made) process.stdout.write(`${m.id} ${m.name} ${m.state} ${m.private_ip}\n`);
+      return 0;
+    }
+    case 'commit': {
+      const image = positionals[1] ?? fail('machines commit needs an IMAGE to store it as', 'hangar machines commit ID 127.0.0.1:5000/team/app:v2 [--push]');
+      const view = new CommitProgressView(process.stderr);
+      const made = await client.machines
+        .commit(app, id(), { image, ...(values.push ? { push: true } : {}), ...(values.checkpoint ? { checkpoint: values.checkpoint } : {}) }, { onProgress: (p) => view.update(p) })
+        .finally(() => view.finish());
+      if (values.json) printJson(made);
+      else {
+        process.stdout.write(`${made.image}  ${made.digest}${made.pushed ? '  (pushed)' : ''}\n`);
+        for (const s of made.skipped) process.stderr.write(`left out ${s.path} (${s.type}: an image cannot carry it)\n`);
+      }
       return 0;
     }
     case 'destroy':

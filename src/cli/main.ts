@@ -10,7 +10,9 @@ import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
 import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
+import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
+import { volumes, volumesUsage } from './volumes.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
 
@@ -22,7 +24,11 @@ ${machinesUsage}
 
 ${checkpointsUsage}
 
+${volumesUsage}
+
 ${consoleUsage}
+
+${sessionsUsage}
 
 ${filesUsage}
 
@@ -53,8 +59,15 @@ async function main(argv: string[]): Promise<number> {
     case 'checkpoints':
     case 'checkpoint':
       return checkpoints(rest);
+    case 'volumes':
+    case 'volume':
+    case 'vol':
+      return volumes(rest);
     case 'console':
       return consoleCommand(rest);
+    case 'sessions':
+    case 'session':
+      return sessions(rest);
     case 'files':
       return files(rest);
     case 'images':

@@ -86,6 +86,9 @@ export async function serve(argv: string[]): Promise<void> {
         ? `  reconciled: ${r.adopted.length} running adopted, ${r.exited.length} exited while down, ${r.finished.length} finished, ${r.cleaned.length} cleaned up\n`
         : '') +
       r.storage.map((line) => `  storage: ${line}\n`).join('') +
+      (r.sessions && r.sessions.running.length + r.sessions.ended.length > 0
+        ? `  sessions: ${r.sessions.running.length} still running, ${r.sessions.ended.length} ended while down\n`
+        : '') +
       `Try:\n  ./hangar machines run hangar/busybox -- sh -c 'echo hello from a machine; sleep 3600'\n  ./hangar machines list\n`,
   );
   await new Promise<void>((resolve) => {

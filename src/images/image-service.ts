@@ -1,3 +1,5 @@
+import type { CommitProgress } from '../protocol/commit.ts';
+
 // The contract between images/ and the rest of Hangar. machines/ asks for an image by reference
 // and gets back the unpacked layer directories to stack under a machine's overlay.
 
@@ -53,6 +55,35 @@ export type PullOptions = {
   onProgress?: (progress: PullProgress) => void;
   signal?: AbortSignal;
 };
+
+/** A new image to store: a stored image plus one layer on top, with its own run config. */
+export type CommitInput = {
+  /** Manifest digest of the stored image it builds on. */
+  baseDigest: string;
+  /** The new layer as an uncompressed tar stream; compressed and hashed as it is read. */
+  layer: AsyncIterable<Buffer> | NodeJS.ReadableStream;
+  /** The new image's run config, from the base image's. */
+  runConfig: (base: ImageRunConfig) => ImageRunConfig;
+  /** The history entry's created_by. */
+  createdBy: string;
+};
+
+export type CommittedImage = ResolvedImage & {
+  layer: { digest: string; size: number; diffId: string };
+};
+
+export type PushOptions = {
+  onProgress?: (progress: Extract<CommitProgress, { phase: 'push' | 'manifest' }>) => void;
+  signal?: AbortSignal;
+};
+
+/** Making images here and sending them out; an ability a store may have beside ImageService. */
+export interface ImageWriter {
+  /** Stores `input` under `ref` (a registry name with a tag); replaces what `ref` named before. */
+  commit(ref: string, input: CommitInput, options?: { signal?: AbortSignal }): Promise<CommittedImage>;
+  /** Sends the stored image `ref` to its registry, with the credentials configured for it. */
+  push(ref: string, options?: PushOptions): Promise<void>;
+}
 
 export interface ImageService {
   /** Local lookup only; undefined when the image is not in the store. */

@@ -16,6 +16,8 @@ export const TRANSITIONS = {
   ps: { from: ['started'], hint: 'start the machine first (POST …/start)' },
   /** Capture of the disk, running or not; the machine stays in its state. */
   checkpoint: { from: ['created', 'started', 'stopped', 'failed'], hint: 'wait for the current action to finish (GET …/wait)' },
+  /** An image of the disk (a frozen capture of it), running or not; the machine stays in its state. */
+  commit: { from: ['created', 'started', 'stopped', 'failed'], hint: 'wait for the current action to finish (GET …/wait)' },
   /** A started machine restarts on the restored disk; the others stay as they are. */
   restore: { from: ['created', 'started', 'stopped', 'failed'], via: 'updating', hint: 'wait for the current action to finish (GET …/wait)' },
   /** The files API: the root filesystem is there in every persistent state, running or not. */

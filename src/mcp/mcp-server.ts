@@ -7,7 +7,9 @@ import { fileTools } from './file-tools.ts';
 import { checkpointTools } from './checkpoint-tools.ts';
 import { machineTools } from './machine-tools.ts';
 import { processTools } from './process-tools.ts';
+import { volumeTools } from './volume-tools.ts';
 import { registerResources } from './resources.ts';
+import { sessionTools } from './session-tools.ts';
 import { withHeartbeat } from './progress.ts';
 import { describe, type ToolContext, type ToolDef, type ToolOutput } from './tool-def.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
@@ -15,7 +17,7 @@ import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 // The MCP server: every tool is a call through a HangarClient, so stdio (`hangar mcp`) and
 // Streamable HTTP (/mcp) behave alike and the REST API's auth applies to both.
 
-const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...processTools, ...fileTools];
+const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...sessionTools, ...fileTools];
 
 /** Names and descriptions, for /llms.txt. */
 export function toolSummaries(addresses: DaemonAddresses): Array<{ name: string; description: string }> {

@@ -30,7 +30,8 @@ test('fields of neither schema are refused with the nearest known one; Fly-only 
 
 test("machine requests: Hangar's own fields pass, Fly's unimplemented ones warn, typos are refused", () => {
   assert.deepEqual(checkMachineRequestFields({ name: 'a', config: { image: 'x', rootfs: { size_gb: 2 }, files: [{ guest_path: '/a', mode: 0o600 }], guest: { cpus: 1 } } }), []);
-  assert.deepEqual(checkMachineRequestFields({ config: { image: 'x', mounts: [{ volume: 'v', path: '/data' }], guest: { gpus: 1 } } }).length, 2);
+  const warned = checkMachineRequestFields({ config: { image: 'x', dns: { nameservers: ['1.1.1.1'] }, guest: { gpus: 1 }, mounts: [{ volume: 'vol_1', path: '/data', encrypted: true }] } });
+  assert.deepEqual(warned.map((w) => w.split(' ')[0]), ['config.dns', 'config.guest.gpus', 'config.mounts[0].encrypted']);
   assert.throws(() => checkMachineRequestFields({ config: { image: 'x', cmd: ['sleep', '1'] } }), (err) =>
     isHangarError(err, 'validation_failed') && /config\.cmd \(did you mean config\.init\.cmd\?\)/.test(err.message));
 });

@@ -4,6 +4,7 @@ import type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protoc
 import type { CallOptions, HangarClient, RawOptions } from './client.ts';
 import type { ExecHandle } from './exec-handle.ts';
 import type { ExecSession, ExecSessionStart } from './exec-session.ts';
+import { MachineSessions } from './sessions.ts';
 
 // A machine as a robot holds it: the last known record plus the verbs that act on it.
 
@@ -23,6 +24,8 @@ export class Machine {
   /** The record as of the last call that returned it; `refresh()` fetches it again. */
   record: WireMachine;
   readonly files: MachineFiles;
+  /** Commands that outlive the connection (and the daemon); see SessionsClient. */
+  readonly sessions: MachineSessions;
   readonly #client: HangarClient;
 
   constructor(client: HangarClient, app: string, record: WireMachine) {
@@ -31,6 +34,7 @@ export class Machine {
     this.id = record.id;
     this.record = record;
     this.files = new MachineFiles(client, app, record.id);
+    this.sessions = new MachineSessions(client.sessions, app, record.id);
   }
 
   get state(): WireMachine['state'] {
