@@ -20,9 +20,10 @@ async function outputAsProgress(chunks: AsyncIterable<ExecChunk>, ctx: ToolConte
   let bytes = 0;
   let countedAt = 0;
   for await (const chunk of chunks) {
-    const size = Buffer.byteLength(chunk.data);
-    bytes += size;
-    if (bytes - size < PROGRESS_OUTPUT_BYTES) await ctx.progress(chunk.data);
+    const room = PROGRESS_OUTPUT_BYTES - bytes;
+    const data = Buffer.from(chunk.data);
+    bytes += data.length;
+    if (room > 0) await ctx.progress(data.length > room ? data.subarray(0, room).toString() : chunk.data);
     else if (Date.now() - countedAt >= PROGRESS_COUNT_EVERY_MS) {
       countedAt = Date.now();
       await ctx.progress(`[${bytes} bytes of output so far]`);
