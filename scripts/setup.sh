@@ -45,7 +45,8 @@ else
 fi
 
 # Nor at boot, where systemd runs it: the benchmark runs its own nginx from a temp config.
-if [ -d /run/systemd/system ]; then
+if [ -d /run/systemd/system ] && systemctl is-enabled --quiet nginx.service 2>/dev/null; then
+  step "disabling the system nginx service (Debian's package enables it on :80; the proxy benchmark runs its own nginx)"
   systemctl disable --now nginx.service >/dev/null 2>&1 || true
 fi
 
@@ -75,4 +76,12 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 else
   step "npm dependencies present"
+fi
+
+# The SDK as JavaScript with type declarations (dist/), which `hangar/sdk` exports; `npm pack` builds it too.
+if [ ! -f dist/sdk/index.js ] || [ -n "$(find src/sdk src/protocol tsconfig.sdk.json -newer dist/sdk/index.js -print -quit)" ]; then
+  step "building the SDK into dist/"
+  .tools/node/bin/node node_modules/typescript/bin/tsc -p tsconfig.sdk.json
+else
+  step "SDK built"
 fi

@@ -10,6 +10,8 @@ import type { DaemonAddresses } from './protocol/daemon-addresses.ts';
 import { createImageService } from './images/index.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
+import { MachineMetrics } from './machines/machine-metrics.ts';
+import { FileWatches } from './machines/file-watches.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
 import { ImageTemplates } from './storage/disk-image.ts';
@@ -171,6 +173,9 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
+  const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
+  machineMetrics.register(metrics);
+  const fileWatches = new FileWatches({ machines, runner, onStateChange: (listener) => waiters.onChange(listener) });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   // Each asks the other: volumes whether an app exists, apps to delete an app's volumes with it.
   const volumes: VolumeService = new VolumeService({ store, disks: volumeDisks, assertApp: (app) => void apps.get(app) });
@@ -179,7 +184,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const commits = new CommitService({ machines, checkpoints, runner, images });
   const sessions = new SessionService({ store, machines, driver, paths });
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls, addresses };
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
   // After the machines: a session's end is told apart from its machine's by the machine's state.

@@ -4,6 +4,8 @@ import type { AppService } from '../machines/app-service.ts';
 import type { CheckpointService } from '../machines/checkpoint-service.ts';
 import type { CommitService } from '../machines/commit-service.ts';
 import type { MachineAdmin } from '../machines/machine-admin.ts';
+import type { MachineMetrics } from '../machines/machine-metrics.ts';
+import type { FileWatches } from '../machines/file-watches.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
 import type { MachineService } from '../machines/machine-service.ts';
@@ -27,8 +29,12 @@ export type ApiServices = {
   paths: MachinePaths;
   /** The edge proxy's CA and the certificates apps upload. */
   tls: ProxyTls;
-  /** Prometheus series of the daemon and the edge proxy, served at GET /metrics. */
+  /** Prometheus series of the daemon, the edge proxy and the machines, served at GET /metrics. */
   metrics: Registry;
+  /** Each machine's resource use (GET …/metrics). */
+  machineMetrics: MachineMetrics;
+  /** Open watches of machines' files (GET …/files/watch). */
+  fileWatches: FileWatches;
   /** Where this daemon serves; filled in as each listener binds (the API's first, the proxy's right after). */
   addresses: DaemonAddresses;
 };

@@ -3,6 +3,10 @@ import type { CommitProgress } from '../protocol/commit.ts';
 // The contract between images/ and the rest of Hangar. machines/ asks for an image by reference
 // and gets back the unpacked layer directories to stack under a machine's overlay.
 
+import type { PullProgress } from '../protocol/pull-progress.ts';
+
+export type { PullProgress };
+
 /** Fly's ImageRef, as carried on a Machine object. */
 export type ImageRef = {
   registry: string;
@@ -42,14 +46,6 @@ export type ImageSummary = {
   layers: number;
   createdAt: string;
 };
-
-export type PullProgress =
-  | { phase: 'resolve'; ref: string }
-  /** totalBytes is this layer's size; layers and pullBytes are the whole pull's. */
-  | { phase: 'download'; digest: string; doneBytes: number; totalBytes: number; layers: number; pullBytes: number }
-  | { phase: 'unpack'; digest: string }
-  | { phase: 'build'; message: string }
-  | { phase: 'done'; name: string; manifestDigest: string };
 
 export type PullOptions = {
   onProgress?: (progress: PullProgress) => void;

@@ -40,6 +40,7 @@ export class AppService {
       throw new HangarError('app_not_found', `no app named ${name}`, {
         hint: `create it first: POST /v1/apps {"app_name": "${name}"}`,
         details: { app: name },
+        next: [{ action: 'app_create', app: name }],
       });
     }
     return app;

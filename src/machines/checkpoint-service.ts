@@ -65,6 +65,7 @@ export class CheckpointService {
       throw new HangarError('checkpoint_not_found', `machine ${m.id} has no checkpoint ${idOrName}`, {
         hint: `list its checkpoints: GET /v1/apps/${app}/machines/${m.id}/checkpoints`,
         details: { checkpoint: idOrName, machine_id: m.id },
+        next: [{ action: 'checkpoint_list', app, id: m.id }],
       });
     }
     return c;

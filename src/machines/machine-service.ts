@@ -46,10 +46,20 @@ export class MachineService {
 
   get(app: string, idOrName: string, opts: { includeDestroyed?: boolean } = {}): MachineRecord {
     const m = this.#store.getMachine(idOrName) ?? this.#store.findMachineByName(app, idOrName);
-    if (!m || m.app !== app || (m.state === 'destroyed' && !opts.includeDestroyed)) {
+    const gone = !m || (m.state === 'destroyed' && !opts.includeDestroyed);
+    if (!gone && m.app !== app) {
+      // A robot juggling apps sends an id to the wrong one; say where it is.
+      throw new HangarError('machine_not_found', `no machine ${idOrName} in app ${app}; it is in app ${m.app}`, {
+        hint: `it is at /v1/apps/${m.app}/machines/${m.id}`,
+        details: { machine_id: idOrName, app, machine_app: m.app },
+        next: [{ action: 'machine_get', app: m.app, id: m.id }],
+      });
+    }
+    if (gone || !m) {
       throw new HangarError('machine_not_found', `no machine ${idOrName} in app ${app}`, {
         hint: `list the app's machines: GET /v1/apps/${app}/machines`,
         details: { machine_id: idOrName, app },
+        next: [{ action: 'machine_list', app }],
       });
     }
     return m;
@@ -179,6 +189,7 @@ export class MachineService {
       throw new HangarError('invalid_state', `machine ${m.id} is started; destroying it needs force`, {
         hint: 'stop it first (POST …/stop), or pass ?force=true to kill it',
         details: { state: m.state },
+        next: [{ action: 'machine_stop', app, id: m.id }, { action: 'machine_destroy', app, id: m.id, force: true }],
       });
     }
     await this.#transition(m, 'destroy', 'user', opts.leaseNonce, async (from) => {
@@ -227,6 +238,7 @@ export class MachineService {
     throw new HangarError('wait_timeout', `machine ${m.id} did not reach ${q.state} within ${q.timeoutMs / 1000}s; it is ${now.state}`, {
       hint: now.state === 'stopped' && q.state === 'started' ? 'start it: POST …/start' : 'wait again, or check …/events for why',
       details: { state: now.state, wanted: q.state },
+      ...(now.state === 'stopped' && q.state === 'started' ? { next: [{ action: 'machine_start' as const, app, id: m.id }] } : {}),
     });
   }
 

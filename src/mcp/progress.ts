@@ -1,4 +1,4 @@
-import type { PullProgress } from '../images/image-service.ts';
+import type { PullProgress } from '../protocol/pull-progress.ts';
 import { HangarApiError } from '../sdk/index.ts';
 import type { ToolContext } from './tool-def.ts';
 

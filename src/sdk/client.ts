@@ -6,12 +6,14 @@ import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../
 import type { CommitProgress, CommitRequest, CommitResult } from '../protocol/commit.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, VolumeSnapshot } from '../protocol/volumes.ts';
-import type { PullProgress } from '../images/image-service.ts';
+import type { PullProgress } from '../protocol/pull-progress.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
 import { SessionsClient } from './sessions.ts';
+import type { MachineMetrics } from '../protocol/machine-metrics.ts';
+import { FileWatch } from './file-watch.ts';
 
 // A typed client for the Hangar REST API. Uses only fetch, so it runs in browsers and edge
 // runtimes as well as Node. Every call takes `timeoutMs` and an AbortSignal.
@@ -149,6 +151,18 @@ export class HangarClient {
     ps: (app: string, id: string, opts?: CallOptions & { sortBy?: string; order?: 'asc' | 'desc' }) =>
       this.call<ProcessStat[]>('GET', `${this.#m(app, id)}/ps?sort_by=${opts?.sortBy ?? 'pid'}&order=${opts?.order ?? 'asc'}`, undefined, opts),
     events: (app: string, id: string, opts?: CallOptions) => this.call<MachineEvent[]>('GET', `${this.#m(app, id)}/events`, undefined, opts),
+    /**
+     * Watches a directory of a started machine; resolves once every directory is watched, so
+     * whatever happens after is seen. Iterate the result for changes; `close()` ends it.
+     */
+    watchFiles: (app: string, id: string, path: string, opts: CallOptions & { recursive?: boolean } = {}) => {
+      const abort = new AbortController();
+      const signal = opts.signal ? AbortSignal.any([opts.signal, abort.signal]) : abort.signal;
+      const q = new URLSearchParams({ path, recursive: String(opts.recursive ?? false) });
+      return FileWatch.open(this.raw('GET', `${this.#m(app, id)}/files/watch?${q}`, undefined, { leaseNonce: opts.leaseNonce, signal, accept: 'text/event-stream' }), abort);
+    },
+    /** Resource use now: CPU seconds, memory and processes (null unless it runs), disk and network bytes. */
+    metrics: (app: string, id: string, opts?: CallOptions) => this.call<MachineMetrics>('GET', `${this.#m(app, id)}/metrics`, undefined, opts),
     logs: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
       this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),
     /** Yields log lines as they are written, until the signal aborts. */

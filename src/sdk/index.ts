@@ -5,10 +5,15 @@ export { Machine, MachineFiles, type ExecOptions, type FileEntry } from './machi
 export { ExecHandle, type ExecChunk, type ExecResult } from './exec-handle.ts';
 export { ExecSession, type ExecSessionStart } from './exec-session.ts';
 export { MachineSessions, SessionAttachment, SessionsClient, type OutputOptions, type ReadOptions, type SessionRead, type SessionStartOptions } from './sessions.ts';
+export { FileWatch, type FileWatchEvent } from './file-watch.ts';
 export { HangarClient, type CallOptions, type ClientOptions, type DiffOptions, type ImageInfo, type ImageSummary } from './client.ts';
 export { HangarApiError } from './errors.ts';
+export type { ErrorCode, NextAction } from '../protocol/errors.ts';
 export type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 export type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
 export type { CommitProgress, CommitRequest, CommitResult } from '../protocol/commit.ts';
 export type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, VolumeSnapshot } from '../protocol/volumes.ts';
 export type { Session, SessionOutputEvent, StartSessionRequest } from '../protocol/sessions.ts';
+export type { PullProgress } from '../protocol/pull-progress.ts';
+export type { MachineMetrics } from '../protocol/machine-metrics.ts';
+export type { FileWatchMessage } from '../protocol/file-watch.ts';
