@@ -6,6 +6,7 @@ import { createApiServer } from './api/server.ts';
 import { HangarError } from './protocol/errors.ts';
 import { DEFAULT_APP_SETTINGS } from './protocol/app-settings.ts';
 import type { ApiServices } from './api/services.ts';
+import type { DaemonAddresses } from './protocol/daemon-addresses.ts';
 import { createImageService } from './images/index.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
@@ -182,7 +183,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const checkpoints = new CheckpointService({ store, machines, runner, volumes });
   const commits = new CommitService({ machines, checkpoints, runner, images });
   const sessions = new SessionService({ store, machines, driver, paths });
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls };
+  const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
   // After the machines: a session's end is told apart from its machine's by the machine's state.
@@ -194,6 +196,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : opts.apiPort;
   const url = `http://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${port}`;
+  addresses.api_url = url;
   await writeFile(join(opts.dataDir, 'api-url'), url + '\n');
 
   const edge = opts.proxyPort === undefined ? undefined : createEdge({
@@ -211,12 +214,14 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     await new Promise<void>((resolve, reject) => proxy.server.once('error', reject).listen(opts.proxyPort, opts.proxyHost, () => resolve()));
     const proxyAddress = proxy.server.address();
     proxyUrl = `http://${opts.proxyHost}:${typeof proxyAddress === 'object' && proxyAddress ? proxyAddress.port : opts.proxyPort}`;
+    addresses.proxy_url = proxyUrl;
     if (opts.proxyTlsPort !== undefined) {
       const tlsServer = tls.createServer({ connectionsCheckingInterval: CHECK_INTERVAL_MS });
       proxy.attach(tlsServer);
       await new Promise<void>((resolve, reject) => tlsServer.once('error', reject).listen(opts.proxyTlsPort, opts.proxyTlsHost, () => resolve()));
       const tlsAddress = tlsServer.address();
       proxyTlsUrl = `https://${opts.proxyTlsHost}:${typeof tlsAddress === 'object' && tlsAddress ? tlsAddress.port : opts.proxyTlsPort}`;
+      addresses.proxy_tls_url = proxyTlsUrl;
       await writeFile(join(opts.dataDir, 'proxy-tls-url'), proxyTlsUrl + '\n');
     }
     // Written last: tests and scripts take it to mean everything serves.

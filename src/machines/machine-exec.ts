@@ -7,8 +7,10 @@ import { assertLegal } from './transitions.ts';
 
 // Commands in a started machine: buffered (Fly's POST …/exec), streaming, and the process list.
 
-export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string };
-export type ExecOutput = { exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean };
+export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string; maxOutputBytes?: number };
+export type ExecOutput = {
+  exitCode: number; exitSignal?: number; stdout: string; stderr: string; stdoutDroppedBytes: number; stderrDroppedBytes: number; timedOut: boolean;
+};
 
 const DEFAULT_TIMEOUT_S = 30;
 
@@ -29,14 +31,17 @@ export async function execInMachine(
   const result = await runner.exec(m, {
     command,
     stdin: input.stdin,
+    ...(input.maxOutputBytes !== undefined ? { maxOutputBytes: input.maxOutputBytes } : {}),
     timeoutMs: (input.timeoutS ?? DEFAULT_TIMEOUT_S) * 1000,
     signal,
   });
   return {
     exitCode: result.exitCode,
     ...(result.exitSignal !== undefined ? { exitSignal: result.exitSignal } : {}),
-    stdout: result.stdout.toString('utf8'),
-    stderr: result.stderr.toString('utf8'),
+    stdout: result.stdout,
+    stderr: result.stderr,
+    stdoutDroppedBytes: result.stdoutDroppedBytes,
+    stderrDroppedBytes: result.stderrDroppedBytes,
     timedOut: result.timedOut,
   };
 }
