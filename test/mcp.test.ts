@@ -165,7 +165,7 @@ describe('MCP server', () => {
       });
       await assert.rejects(running, via);
       let ps = '';
-      for (let i = 0; i < 50; i++) {
+      for (let i = 0; i < 150; i++) {
         ps = (await ok(overHttp, 'machine_exec', { app: APP, id, command: ['ps'] })).stdout;
         if (!ps.includes('sleep 77')) break;
         await new Promise((r) => setTimeout(r, 100));
