@@ -116,12 +116,20 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
   let timedOut = false;
   let cancelled = false;
   const execPid = async () => Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+  let crunEnded = false;
+  void child.ended.then(() => (crunEnded = true));
   const killExec = async () => {
     // crun puts the exec'd process in a new session (led by a helper that has exited), so the
     // group to kill is read from /proc: it takes the process's children too. The launcher's
     // child leads a group of its own, which covers a process crun has not forked yet (or an
-    // exec the launcher has not even started).
-    const pid = await execPid();
+    // exec the launcher has not even started). crun writes the pid file just after the process
+    // starts, which may already have written output: wait for the file while crun runs, else a
+    // process started a moment before the kill would outlive it.
+    let pid = await execPid();
+    for (let i = 0; !(pid > 0) && !crunEnded && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      pid = await execPid();
+    }
     if (pid > 0) {
       const pgrp = processGroupOf(pid);
       if (pgrp !== undefined && pgrp > 1 && pgrp !== process.pid) tryKill(-pgrp);
