@@ -7,6 +7,7 @@ import { HangarError } from './protocol/errors.ts';
 import { DEFAULT_APP_SETTINGS } from './protocol/app-settings.ts';
 import type { ApiServices } from './api/services.ts';
 import { createImageService } from './images/index.ts';
+import { Activity } from './machines/activity.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
@@ -15,6 +16,7 @@ import { CheckpointService } from './machines/checkpoint-service.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
+import { Lifetimes } from './machines/lifetimes.ts';
 import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
@@ -165,9 +167,15 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   const checkpoints = new CheckpointService({ store, machines, runner });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls };
+  const activity = new Activity();
+  waiters.onChange((change) => {
+    if (change.state === 'destroyed') activity.forget(change.id);
+  });
+  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls, activity };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
+  const lifetimes = new Lifetimes({ store, machines, activity, waiters });
+  lifetimes.start();
 
   const server = createApiServer({ services, token, logger: opts.logger });
   apiServer = server;
@@ -178,7 +186,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   await writeFile(join(opts.dataDir, 'api-url'), url + '\n');
 
   const edge = opts.proxyPort === undefined ? undefined : createEdge({
-    store, waiters, apps: services.apps, machines, registry: metrics, domain: DEFAULT_PROXY_DOMAIN,
+    store, waiters, apps: services.apps, machines, activity, registry: metrics, domain: DEFAULT_PROXY_DOMAIN,
     headerTimeoutMs: opts.proxyHeaderTimeoutMs, idleTimeoutMs: opts.proxyIdleTimeoutMs,
     maxConnections: opts.proxyMaxConnections ?? Math.min(DEFAULT_MAX_CONNECTIONS, descriptorShare),
     maxConnectionsPerClient: opts.proxyMaxConnectionsPerClient, replayBufferBytes: opts.proxyReplayBufferBytes,
@@ -213,6 +221,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     reconciled,
     server,
     close: async () => {
+      lifetimes.close();
       machines.close();
       dns.close();
       gatewayApi.close();

@@ -144,6 +144,7 @@ export async function machines(argv: string[]): Promise<number> {
         return 0;
       }
       if (res.timedOut) process.stderr.write('hangar: the command was killed at its timeout\n');
+      if (res.stopped) process.stderr.write(`hangar: ${res.stopped.message}\nhint: ${res.stopped.hint}\n`);
       return res.exitCode;
     }
     case 'ps': {

@@ -61,6 +61,7 @@ function success(out: ToolOutput): CallToolResult {
   return {
     content: [{ type: 'text', text: out.summary }, { type: 'text', text: JSON.stringify(out.data) }],
     structuredContent: out.data,
+    ...(out.failed ? { isError: true } : {}),
   };
 }
 

@@ -21,6 +21,8 @@ export const processTools = [
     name: 'machine_exec',
     description:
       'Run a command in a started machine and return its stdout, stderr and exit_code. Output also streams as progress notifications while it runs. ' +
+      'A stopped machine is started first (started: true) unless its services turn autostart off; a running command keeps the machine from being stopped as idle, ' +
+      'and one cut short by a stop is an error whose stopped field says who stopped it and why. ' +
       'checkpoint: true captures the machine first (milliseconds), so a command that breaks things can be undone with checkpoint_restore. ' +
       'For a shell line use ["sh", "-c", "..."]. For the output of the machine\'s own main process use machine_logs.',
     input: {
@@ -49,10 +51,14 @@ export const processTools = [
         stderr: r.stderr,
         timed_out: r.timedOut,
         ...(r.checkpointId ? { checkpoint_id: r.checkpointId } : {}),
+        ...(r.started ? { started: true } : {}),
+        ...(r.stopped ? { stopped: r.stopped } : {}),
       };
-      const how = r.timedOut ? `timed out after ${timeout_s ?? EXEC_STREAM_DEFAULT_TIMEOUT_S}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
+      const how = r.stopped ? `did not finish: ${r.stopped.message}\nhint: ${r.stopped.hint}`
+        : r.timedOut ? `timed out after ${timeout_s ?? EXEC_STREAM_DEFAULT_TIMEOUT_S}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
       const undo = r.checkpointId ? ` (checkpoint ${r.checkpointId} before it: checkpoint_restore rolls it back)` : '';
-      return { summary: `${command.join(' ')}: ${how}${undo}`, data };
+      const woke = r.started ? ' (the machine was stopped; it was started for this command)' : '';
+      return { summary: `${command.join(' ')}: ${how}${undo}${woke}`, data, ...(r.stopped ? { failed: true } : {}) };
     },
   }),
   tool({

@@ -13,8 +13,11 @@ export type ToolContext = {
   progress: (message: string) => Promise<void>;
 };
 
-/** What a tool hands back: a one-line summary for people and the JSON for programs. */
-export type ToolOutput = { summary: string; data: Record<string, unknown> };
+/**
+ * What a tool hands back: a one-line summary for people and the JSON for programs. `failed` marks
+ * a result that is an error yet carries data worth having (a command its machine's stop cut short).
+ */
+export type ToolOutput = { summary: string; data: Record<string, unknown>; failed?: boolean };
 
 type Shape = Record<string, z.ZodType>;
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DurationSchema } from './duration.ts';
+import { LifetimeSchema } from './lifetime.ts';
 
 // Fly's MachineConfig. Fields Hangar acts on are validated strictly; the rest of Fly's fields
 // (services, checks, mounts, dns...) are kept as given so a Fly client's config round-trips.
@@ -98,6 +99,7 @@ export const MachineConfigSchema = z.looseObject({
   rootfs: RootfsConfigSchema.optional(),
   auto_destroy: z.boolean().optional(),
   services: z.array(MachineServiceSchema).optional(),
+  lifetime: LifetimeSchema.optional(),
 });
 
 export type MachineConfig = z.infer<typeof MachineConfigSchema>;

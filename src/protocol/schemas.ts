@@ -3,6 +3,7 @@ import { MACHINE_STATES, WAITABLE_STATES } from './states.ts';
 import { DurationSchema } from './duration.ts';
 import { MachineConfigSchema, SignalSchema } from './machine-config.ts';
 import { ERROR_CODES } from './errors.ts';
+import { EVENT_SOURCES } from './event-sources.ts';
 import { AppSettingsRequestSchema, AppSettingsWireSchema } from './app-settings.ts';
 
 // Wire types of the Machines API, shaped like Fly's. TypeScript types are inferred from these.
@@ -62,7 +63,7 @@ export const MachineEventSchema = z.object({
   id: z.string(),
   type: z.string(),
   status: z.string(),
-  source: z.enum(['user', 'flyd']),
+  source: z.enum(EVENT_SOURCES).meta({ description: 'user (an API call), flyd (the machine itself), autostop (the edge proxy found it idle) or lifetime (a config.lifetime rule, named in request.rule)' }),
   timestamp: z.int(),
   request: z.record(z.string(), z.unknown()).optional(),
 });
@@ -106,6 +107,17 @@ export const ExecRequestSchema = z.looseObject({
   checkpoint: z.boolean().optional().meta({ description: 'Take a checkpoint of the machine first, and report its id (checkpoint_id) with the result, so the command can be rolled back' }),
 });
 
+/** Hangar: why a command ended early, when its machine was stopped under it. */
+export const ExecStoppedSchema = z.object({
+  by: z.enum(EVENT_SOURCES).meta({ description: 'Who stopped the machine: user, autostop, lifetime, or flyd (its main process exited)' }),
+  action: z.string().meta({ description: 'stop, restart, update, destroy, restore, or exit' }),
+  rule: z.string().optional().meta({ description: 'The lifetime rule, when one stopped it' }),
+  message: z.string(),
+  hint: z.string(),
+}).meta({ description: 'Hangar: present when the machine was stopped while the command ran, which ended it; the command did not finish' });
+
+const ExecStartedSchema = z.boolean().optional().meta({ description: 'Hangar: true when the machine was stopped and this call started it (autostart)' });
+
 export const ExecResponseSchema = z.object({
   exit_code: z.int(),
   exit_signal: z.int().optional(),
@@ -113,6 +125,8 @@ export const ExecResponseSchema = z.object({
   stderr: z.string(),
   timed_out: z.boolean(),
   checkpoint_id: z.string().optional().meta({ description: 'The checkpoint taken before the command, when asked for' }),
+  started: ExecStartedSchema,
+  stopped: ExecStoppedSchema.optional(),
 });
 
 export const EXEC_STREAM_DEFAULT_TIMEOUT_S = 300;
@@ -133,6 +147,8 @@ export const ExecEventSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('exit'), exit_code: z.int(), exit_signal: z.int().optional(), timed_out: z.boolean(), cancelled: z.boolean(),
     checkpoint_id: z.string().optional(),
+    started: ExecStartedSchema,
+    stopped: ExecStoppedSchema.optional(),
   }),
 ]);
 

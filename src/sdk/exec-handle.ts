@@ -9,13 +9,22 @@ export type ExecResult = {
   exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean; cancelled: boolean;
   /** The checkpoint taken before the command, when `checkpoint: true` asked for one. */
   checkpointId?: string;
+  /** The machine was stopped and this call started it. */
+  started?: boolean;
+  /** The machine was stopped while the command ran, which ended it: who stopped it, why, and what to do. */
+  stopped?: ExitEvent['stopped'];
 };
 
 type ExitEvent = Extract<ExecEvent, { type: 'exit' }>;
 
 /** The result of a command from its exit event and the output gathered before it. */
 export function toExecResult(exit: ExitEvent, out: { stdout: string; stderr: string }): ExecResult {
-  return { exitCode: exit.exit_code, ...(exit.exit_signal !== undefined ? { exitSignal: exit.exit_signal } : {}), ...out, timedOut: exit.timed_out, cancelled: exit.cancelled, ...(exit.checkpoint_id ? { checkpointId: exit.checkpoint_id } : {}) };
+  return {
+    exitCode: exit.exit_code, ...(exit.exit_signal !== undefined ? { exitSignal: exit.exit_signal } : {}), ...out, timedOut: exit.timed_out, cancelled: exit.cancelled,
+    ...(exit.checkpoint_id ? { checkpointId: exit.checkpoint_id } : {}),
+    ...(exit.started ? { started: true } : {}),
+    ...(exit.stopped ? { stopped: exit.stopped } : {}),
+  };
 }
 
 export class ExecHandle implements AsyncIterable<ExecChunk> {

@@ -60,7 +60,7 @@ export const machineActionRoutes = [
   route({
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/wait', tag: 'Machines',
     summary: 'Wait for a machine to reach a state (timeout in seconds, default 60; 408 on timeout)',
-    params: MachineParams, query: WaitQuerySchema, response: OkSchema,
+    params: MachineParams, query: WaitQuerySchema, response: OkSchema, passive: true,
     handler: async ({ services, params, query, signal }) => {
       await services.machines.wait(params.app_name, params.machine_id,
         { state: query.state, timeoutMs: query.timeout * 1000, instanceId: query.instance_id }, signal);
@@ -82,6 +82,8 @@ export const machineActionRoutes = [
         stderr: out.stderr,
         timed_out: out.timedOut,
         ...(checkpoint ? { checkpoint_id: checkpoint } : {}),
+        ...(out.started ? { started: true } : {}),
+        ...(out.stopped ? { stopped: out.stopped } : {}),
       };
     },
   }),
