@@ -9,7 +9,6 @@ import type { MachineEvent } from '../src/protocol/schemas.ts';
 // Activity as a robot sees it: a command in flight keeps its machine from being stopped as idle,
 // a command a stop cuts short says who stopped the machine and why, an exec wakes a stopped
 // machine, and config.lifetime stops and destroys machines on time, across daemon restarts.
-// State is polled through the machine list: a call on the machine itself would count as activity.
 
 const APP = 'busy';
 let dataDir: string;

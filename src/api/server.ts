@@ -183,16 +183,12 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
  */
 function useMachine(def: RouteDef, req: FastifyRequest, services: ApiServices): (() => void) | undefined {
   const { app_name: app, machine_id: idOrName } = req.params as { app_name?: string; machine_id?: string };
-  if (!app || !idOrName) return undefined;
+  if (!app || !idOrName || def.observes) return undefined;
   let id: string;
   try {
     id = services.machines.get(app, idOrName).id;
   } catch {
     return undefined; // the handler says what is wrong with it
-  }
-  if (def.passive) {
-    services.activity.touch(id);
-    return undefined;
   }
   return services.activity.hold(id);
 }

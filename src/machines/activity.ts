@@ -9,15 +9,10 @@ export class Activity {
   /** When each machine was last used; absent until it is. */
   readonly #last = new Map<string, number>();
 
-  /** A use of the machine that is over as soon as it is made (e.g. GET of the machine). */
-  touch(id: string, now = Date.now()): void {
-    this.#last.set(id, now);
-  }
-
   /** A use that lasts: the machine is busy until the returned release is called (once is enough). */
   hold(id: string): () => void {
     this.#open.set(id, (this.#open.get(id) ?? 0) + 1);
-    this.touch(id);
+    this.#last.set(id, Date.now());
     let released = false;
     return () => {
       if (released) return;
@@ -25,7 +20,7 @@ export class Activity {
       const left = (this.#open.get(id) ?? 1) - 1;
       if (left > 0) this.#open.set(id, left);
       else this.#open.delete(id);
-      this.touch(id);
+      this.#last.set(id, Date.now());
     };
   }
 

@@ -7,7 +7,8 @@ import type { MachineRecord } from './store.ts';
 // command, as the edge proxy wakes one for a request, and a command cut short by a stop says who
 // stopped the machine and why, instead of a bare exit 137.
 
-const WAKEABLE = new Set(['stopped', 'created', 'suspended']);
+// Not `created`: a machine made with skip_launch waits for an explicit start.
+const WAKEABLE = new Set(['stopped', 'suspended']);
 const SETTLING_DOWN = new Set(['stopping', 'suspending']);
 const WAKE_TIMEOUT_MS = 30_000;
 const VERBS: Partial<Record<Halt['action'], string>> = {

@@ -122,7 +122,8 @@ export const execStreamRoutes = [
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec/stream', tag: 'Machines',
     summary:
       'Run a command and stream its output as NDJSON, one ExecEvent per line ({"type":"stdout"|"stderr","data"}), ended by ' +
-      `{"type":"exit",...}. Closing the connection kills the command. Timeout in seconds, default ${EXEC_STREAM_DEFAULT_TIMEOUT_S}`,
+      `{"type":"exit",...}. Closing the connection kills the command. Timeout in seconds, default ${EXEC_STREAM_DEFAULT_TIMEOUT_S}. ` +
+      'A stopped machine is started first (header x-hangar-machine-started: true) unless autostart is off',
     params: MachineParams, body: ExecStreamRequestSchema, response: ExecEventSchema, produces: 'application/x-ndjson',
     handler: async ({ services, params, body, reply, signal }) => {
       const checkpoint = body.checkpoint ? await checkpointBefore(services, params, body.command) : undefined;
