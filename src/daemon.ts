@@ -10,13 +10,20 @@ import { createImageService } from './images/index.ts';
 import { Activity } from './machines/activity.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
+import { MachineMetrics } from './machines/machine-metrics.ts';
+import { FileWatches } from './machines/file-watches.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
+import { ImageTemplates } from './storage/disk-image.ts';
+import { VolumeDisks } from './storage/volume-disk.ts';
+import { VolumeService } from './machines/volume-service.ts';
 import { CheckpointService } from './machines/checkpoint-service.ts';
+import { CommitService } from './machines/commit-service.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
 import { Lifetimes } from './machines/lifetimes.ts';
+import { SessionService } from './machines/session-service.ts';
 import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
@@ -159,21 +166,33 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   await network.setUp();
   const paths = new MachinePaths(opts.dataDir);
   const pool = await openStoragePool(opts.dataDir);
-  const disks = new MachineDisks(pool, (id) => paths.disk(id));
-  const runner = new MachineRunner(driver, paths, resolveUser, network, disks, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
+  const templates = new ImageTemplates(pool.root);
+  const disks = new MachineDisks(pool, templates, (id) => paths.disk(id));
+  const volumeDisks = new VolumeDisks(pool, templates, join(opts.dataDir, 'volumes'));
+  const runner = new MachineRunner(driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
   const waiters = new StateWaiters();
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
+  const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
+  machineMetrics.register(metrics);
+  const fileWatches = new FileWatches({ machines, runner, onStateChange: (listener) => waiters.onChange(listener) });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
-  const checkpoints = new CheckpointService({ store, machines, runner });
-  const activity = new Activity();
+  // Each asks the other: volumes whether an app exists, apps to delete an app's volumes with it.
+  const volumes: VolumeService = new VolumeService({ store, disks: volumeDisks, assertApp: (app) => void apps.get(app) });
+  const apps = new AppService(store, machines, network, volumes);
+  const checkpoints = new CheckpointService({ store, machines, runner, volumes });
+  const commits = new CommitService({ machines, checkpoints, runner, images });
+  const activity = new Activity({ busyElsewhere: (id) => sessions.runningOn(id) });
+  const sessions = new SessionService({ store, machines, driver, paths, onActivity: (id) => activity.touch(id) });
   waiters.onChange((change) => {
     if (change.state === 'destroyed') activity.forget(change.id);
   });
-  const services: ApiServices = { apps: new AppService(store, machines, network), machines, checkpoints, admin: new MachineAdmin(machines), runner, images, paths, metrics, tls, activity };
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, activity };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
+  // After the machines: a session's end is told apart from its machine's by the machine's state.
+  reconciled.sessions = sessions.reconcile();
   const lifetimes = new Lifetimes({ store, machines, activity, waiters });
   lifetimes.start();
 
@@ -223,6 +242,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     close: async () => {
       lifetimes.close();
       machines.close();
+      sessions.close();
       dns.close();
       gatewayApi.close();
       await edge?.close();

@@ -115,6 +115,20 @@ describe('activity', () => {
     assert.deepEqual(stop?.request, { rule: 'idle_stop', limit: '2s' });
   });
 
+  it('a running session holds off idle_stop; a session on a stopped machine starts it', async () => {
+    const m = await d.client.machines.create(APP, { config: { ...SLEEPER, lifetime: { idle_stop: '2s' } } as never });
+    const s = await d.client.sessions.start(APP, m.id, ['sleep', '4']);
+    await new Promise((r) => setTimeout(r, 3_000));
+    assert.equal(await stateOf(m.id), 'started', 'kept while the session runs');
+    await until(m.id, 'stopped', 8_000);
+    const ended = (await d.client.sessions.list(APP, m.id)).find((x) => x.id === s.id);
+    assert.equal(ended?.state, 'exited', JSON.stringify(ended));
+
+    const res = await d.client.raw('POST', `/v1/apps/${APP}/machines/${m.id}/sessions`, { command: ['true'] });
+    assert.equal(res.status, 201, await res.clone().text());
+    assert.equal(res.headers.get('x-hangar-machine-started'), 'true');
+  });
+
   it('max_run stops a busy machine; its MCP exec is an error saying why', async () => {
     const m = await d.client.machines.create(APP, { config: { ...SLEEPER, lifetime: { max_run: '3s' } } as never });
     const mcp = new Client({ name: 'activity-test', version: '1' });
@@ -128,6 +142,7 @@ describe('activity', () => {
     } finally {
       await mcp.close();
     }
+    await until(m.id, 'stopped', 5_000);
     const stop = eventBy(await d.client.machines.events(APP, m.id), 'stop', 'lifetime');
     assert.deepEqual(stop?.request, { rule: 'max_run', limit: '3s' });
   });

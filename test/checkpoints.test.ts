@@ -144,6 +144,12 @@ describe('checkpoints', () => {
     const back = hangar('checkpoints', 'restore', m.id, 'mcp-two');
     assert.equal(back.code, 0, back.stderr);
     assert.equal((await sh(m.id, 'cat /f')).stdout, 'two\n');
+    const undoable = hangar('machines', 'exec', m.id, '--checkpoint-first', '--', 'sh', '-c', 'echo three > /f');
+    assert.equal(undoable.code, 0, undoable.stderr);
+    const undo = /undo with: (hangar checkpoints restore \S+ (ck[0-9a-f]{12}) --app \S+)/.exec(undoable.stderr);
+    assert.ok(undo, `the CLI says how to undo the command: ${undoable.stderr}`);
+    assert.equal(hangar(...undo[1]!.split(' ').slice(1)).code, 0);
+    assert.equal((await sh(m.id, 'cat /f')).stdout, 'two\n');
     const usage = hangar('checkpoints', 'restore', m.id);
     assert.equal(usage.code, 1);
     assert.match(usage.stderr, /needs a machine ID and a checkpoint/);

@@ -1,8 +1,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { get } from 'node:http';
-import { withDaemon, HANGAR, type TestDaemon } from './helpers/daemon.ts';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { withDaemon, HANGAR, REPO, type TestDaemon } from './helpers/daemon.ts';
 
 // The `hangar` CLI as a person or a robot runs it; it finds the daemon through the data dir.
 
@@ -50,7 +53,7 @@ describe('hangar CLI', () => {
     assert.match(hangar('apps', 'list').stdout, /cli\s+1/);
     const destroy = hangar('machines', 'destroy', id);
     assert.equal(destroy.code, 1);
-    assert.match(destroy.stderr, /hint: .*force=true/);
+    assert.match(destroy.stderr, new RegExp(`hint: run hangar machines stop ${id} --app cli, or hangar machines destroy ${id} --app cli --force`));
     assert.equal(hangar('machines', 'destroy', id, '--force').code, 0);
     assert.match(hangar('machines', 'list').stdout, /\(none\)/);
   });
@@ -106,5 +109,92 @@ describe('hangar CLI', () => {
     assert.match(hangar('images', 'list').stdout, /hangar\/busybox:latest/);
     const inspect = JSON.parse(hangar('images', 'inspect', 'hangar/busybox').stdout) as { config: { Cmd: string[] } };
     assert.ok(Array.isArray(inspect.config.Cmd));
+  });
+
+  it('answers --help for every command, and --version, with no daemon running', () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, HANGAR_DATA_DIR: join(tmpdir(), 'hangar-no-daemon-here') };
+    delete env.HANGAR_TOKEN;
+    delete env.HANGAR_API_URL;
+    const bare = (...args: string[]) => spawnSync(HANGAR, args, { encoding: 'utf8', env, timeout: 30_000 });
+    for (const [args, usage] of [
+      [['serve', '--help'], /^hangar serve \[--data-dir DIR\]/],
+      [['mcp', '--help'], /^hangar mcp/],
+      [['console', '--help'], /^hangar console ID/],
+      [['machines', '--help'], /^hangar machines <command>/],
+      [['machines', 'run', '--help'], /^hangar machines <command>/],
+      [['m', '-h'], /^hangar machines <command>/],
+      [['help', 'checkpoints'], /^hangar checkpoints <command>/],
+    ] as const) {
+      const r = bare(...args);
+      assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stdout, usage, args.join(' '));
+    }
+    const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(bare('--version').stdout, `hangar ${pkg.version}\n`);
+  });
+
+  it('suggests the nearest option or command for a typo', () => {
+    const flag = hangar('machines', 'list', '--ap', 'x');
+    assert.equal(flag.code, 1);
+    assert.match(flag.stderr, /^error: unknown option --ap$/m);
+    assert.match(flag.stderr, /^hint: did you mean --app\? `hangar machines --help` lists the options$/m);
+    assert.match(hangar('serve', '--data-dri', '/x').stderr, /did you mean --data-dir\?/);
+    assert.match(hangar('machnes', 'list').stderr, /did you mean hangar machines\?/);
+    assert.match(hangar('machines', 'lsit').stderr, /did you mean hangar machines list\?/);
+    assert.match(hangar('apps', 'creat', 'x').stderr, /did you mean hangar apps create\?/);
+    assert.match(hangar('serve', '--hlep').stderr, /did you mean --help\?/);
+  });
+
+  it('prints where the token is, not the token, and Try lines that find this daemon', () => {
+    assert.ok(!d.output().includes(d.token), 'the token is not printed');
+    assert.match(d.output(), new RegExp(`token: +in ${d.dataDir}/token \\(mode 600\\)`));
+    assert.match(d.output(), new RegExp(`HANGAR_DATA_DIR=${d.dataDir} \\./hangar machines list`));
+  });
+
+  it('lists no machines, not an error, for an app that does not exist yet', () => {
+    const table = hangar('machines', 'list', '--app', 'not-made-yet');
+    assert.equal(table.code, 0, table.stderr);
+    assert.equal(table.stdout, '(none)\n');
+    assert.deepEqual(JSON.parse(hangar('machines', 'list', '--app', 'not-made-yet', '--json').stdout), []);
+  });
+
+  it('updates a machine, keeping the config it does not change', () => {
+    const run = hangar('machines', 'run', 'hangar/busybox', '--app', 'upd', '--env', 'KEEP=1', '--memory', '128', '--', 'sleep', '3600');
+    assert.equal(run.code, 0, run.stderr);
+    const id = run.stdout.split(/\s+/)[0]!;
+    const r = hangar('machines', 'update', id, '--app', 'upd', '--env', 'ADDED=2', '--cpus', '2', '--disk', '9', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const m = JSON.parse(r.stdout) as { state: string; config: { image: string; env: Record<string, string>; init: { cmd: string[] }; guest: { cpus: number; memory_mb: number }; rootfs: { size_gb: number } } };
+    assert.equal(m.config.image, 'hangar/busybox');
+    assert.deepEqual(m.config.env, { KEEP: '1', ADDED: '2' });
+    assert.deepEqual(m.config.init.cmd, ['sleep', '3600']);
+    assert.equal(m.config.guest.cpus, 2);
+    assert.equal(m.config.guest.memory_mb, 128);
+    assert.equal(m.config.rootfs.size_gb, 9);
+    const exec = hangar('machines', 'exec', id, '--app', 'upd', '--', 'sh', '-c', 'echo $KEEP$ADDED');
+    assert.equal(exec.stdout, '12\n', 'a started machine restarts on the new config');
+    const nothing = hangar('machines', 'update', id, '--app', 'upd');
+    assert.equal(nothing.code, 1);
+    assert.match(nothing.stderr, /needs something to change/);
+    assert.equal(hangar('machines', 'destroy', id, '--app', 'upd', '--force').code, 0);
+  });
+
+  it('says which app a machine is in, and hints with hangar commands, not REST routes', () => {
+    const run = hangar('machines', 'run', 'hangar/busybox', '--app', 'home', '--', 'sleep', '3600');
+    assert.equal(run.code, 0, run.stderr);
+    const id = run.stdout.split(/\s+/)[0]!;
+    assert.equal(hangar('apps', 'create', 'away').code, 0);
+    const elsewhere = hangar('machines', 'status', id, '--app', 'away');
+    assert.equal(elsewhere.code, 1);
+    assert.match(elsewhere.stderr, new RegExp(`^error: no machine ${id} in app away; it is in app home$`, 'm'));
+    assert.match(elsewhere.stderr, new RegExp(`^hint: it is in app home: add --app home, e.g. hangar machines status ${id} --app home$`, 'm'));
+    assert.equal(hangar('machines', 'stop', id, '--app', 'home').code, 0);
+    const stopped = hangar('machines', 'exec', id, '--app', 'home', '--', 'true');
+    assert.equal(stopped.code, 1);
+    assert.match(stopped.stderr, new RegExp(`^hint: run hangar machines start ${id} --app home$`, 'm'));
+    const missing = hangar('machines', 'start', '0123456789abcd', '--app', 'home');
+    assert.match(missing.stderr, /^hint: run hangar machines list --app home$/m);
+    for (const r of [elsewhere, stopped, missing]) assert.doesNotMatch(r.stderr, /POST|GET|\/v1\//);
+    assert.equal(hangar('machines', 'destroy', id, '--app', 'home').code, 0);
   });
 });

@@ -73,7 +73,7 @@ describe('a machine runs as an unprivileged host id', () => {
     assert.match(inside.out, /^0\n/, 'root inside');
     assert.match(inside.out, /\s0\s+0\s.*\/made-inside/, 'its own file shows as root inside');
     assert.match(inside.out, /\s0\s+0\s.*\/bin\/busybox/, "the image's files show as root inside");
-    const upper = statSync(join(d.dataDir, 'machines', a.id, 'upper', 'made-inside'));
+    const upper = statSync(join(d.dataDir, 'machines', a.id, 'disk', 'upper', 'made-inside'));
     assert.equal(upper.uid, uidA, 'on the host, the file belongs to the machine range');
     assert.equal(statSync(join(d.dataDir, 'images')).uid, 0, 'shared image layers stay root-owned on disk');
   });

@@ -91,4 +91,36 @@ describe("Fly Machines API contract", () => {
     await call('DELETE', `${base}?force=true`, undefined, undefined, undefined);
     await call('DELETE', '/v1/apps/flyapp', undefined, undefined, undefined, 202);
   });
+
+  it("volumes: create, list, get, update, extend, snapshots, fork, restore and mount match Fly's schemas", async () => {
+    await call('POST', '/v1/apps', { app_name: 'flyvols', org_slug: 'personal' }, 'CreateAppRequest', schema('App'), 201);
+    const base = '/v1/apps/flyvols/volumes';
+    const v = await call('POST', base, { name: 'data', size_gb: 1, region: 'local', encrypted: false, require_unique_zone: false }, 'CreateVolumeRequest', schema('Volume'));
+    await call('GET', base, undefined, undefined, arrayOf('Volume'));
+    await call('GET', `${base}/${v.id}`, undefined, undefined, schema('Volume'));
+    await call('PUT', `${base}/${v.id}`, { snapshot_retention: 7 }, 'UpdateVolumeRequest', schema('Volume'));
+    await call('POST', `${base}/${v.id}`, { auto_backup_enabled: false }, 'UpdateVolumeRequest', schema('Volume'));
+
+    const machine = {
+      config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] }, mounts: [{ volume: v.id, path: '/data', name: 'data' }] },
+    };
+    const m = await call('POST', '/v1/apps/flyvols/machines', machine, 'CreateMachineRequest', schema('Machine'));
+    assert.deepEqual(m.config.mounts, machine.config.mounts, 'mounts round-trip');
+    const attached = await call('GET', `${base}/${v.id}`, undefined, undefined, schema('Volume'));
+    assert.equal(attached.attached_machine_id, m.id);
+    const extended = await call('PUT', `${base}/${v.id}/extend`, { size_gb: 2 }, 'ExtendVolumeRequest', schema('ExtendVolumeResponse'));
+    assert.equal(extended.volume.size_gb, 2);
+    await call('POST', `${base}/${v.id}/snapshots`, undefined, undefined, schema('VolumeSnapshot'));
+    const [snapshot] = await call('GET', `${base}/${v.id}/snapshots`, undefined, undefined, arrayOf('VolumeSnapshot'));
+    const restored = await call('POST', base, { name: 'restored', snapshot_id: snapshot.id }, 'CreateVolumeRequest', schema('Volume'));
+    const forked = await call('POST', base, { name: 'forked', source_volume_id: v.id }, 'CreateVolumeRequest', schema('Volume'));
+
+    const errors = schema('ErrorResponse');
+    conforms(errors, (await http(d, 'GET', `${base}/vol_0000000000000000`)).body, 'error response');
+    await call('DELETE', `/v1/apps/flyvols/machines/${m.id}?force=true`, undefined, undefined, undefined);
+    for (const id of [v.id, restored.id]) await call('DELETE', `${base}/${id}`, undefined, undefined, schema('Volume'));
+    // Like Fly, deleting the app deletes the volumes it still has.
+    await call('DELETE', '/v1/apps/flyvols', undefined, undefined, undefined, 202);
+    assert.equal((await http(d, 'GET', `${base}/${forked.id}`)).status, 404);
+  });
 });

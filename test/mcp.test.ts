@@ -17,8 +17,10 @@ const APP = 'mcp';
 const TOOLS = [
   'app_list', 'app_create', 'app_update', 'app_destroy',
   'machine_create', 'machine_list', 'machine_get', 'machine_start', 'machine_stop', 'machine_restart', 'machine_destroy',
-  'machine_wait', 'machine_update', 'machine_exec', 'machine_ps', 'machine_logs', 'machine_fork',
+  'machine_wait', 'machine_update', 'machine_exec', 'machine_ps', 'machine_logs', 'machine_fork', 'machine_diff', 'machine_commit', 'machine_metrics', 'file_watch',
   'checkpoint_create', 'checkpoint_list', 'checkpoint_restore', 'checkpoint_delete',
+  'volume_create', 'volume_list', 'volume_extend', 'volume_snapshot', 'volume_delete',
+  'session_start', 'session_output', 'session_list', 'session_write', 'session_kill',
   'file_read', 'file_write', 'file_list', 'file_remove',
 ];
 const INSPECTOR = join(REPO, 'node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js');
@@ -96,6 +98,18 @@ describe('MCP server', () => {
     assert.equal((await ok(overStdio, 'app_update', { app: APP, nested_namespaces: false })).app.nested_namespaces, false);
   });
 
+  it('creates, lists, extends, snapshots and deletes a volume over both transports', async () => {
+    const { volume } = await ok(overHttp, 'volume_create', { app: APP, name: 'mcpdata', size_gb: 1 });
+    assert.match(volume.id, /^vol_/);
+    const { volumes } = await ok(overStdio, 'volume_list', { app: APP });
+    assert.ok(volumes.some((v: { id: string }) => v.id === volume.id));
+    assert.equal((await ok(overStdio, 'volume_extend', { app: APP, id: volume.id, size_gb: 2 })).volume.size_gb, 2);
+    assert.match((await ok(overHttp, 'volume_snapshot', { app: APP, id: volume.id })).snapshot.id, /^vs_/);
+    const shrink = await call(overHttp, 'volume_extend', { app: APP, id: volume.id, size_gb: 1 });
+    assert.match(text(shrink), /^volume_cannot_shrink: .+\nhint: .+/);
+    assert.equal((await ok(overStdio, 'volume_delete', { app: APP, id: volume.id })).volume.state, 'destroyed');
+  });
+
   it('returns a failed call as isError with the code and the hint', async () => {
     for (const [via, client] of clients()) {
       const r = await call(client, 'machine_start', { app: APP, id: '0123456789abcd' });
@@ -105,6 +119,23 @@ describe('MCP server', () => {
     }
     const bad = await call(overHttp, 'machine_wait', { app: APP, id: 'x', state: 'sideways' });
     assert.equal(bad.isError, true, 'input validation failures are tool errors too');
+  });
+
+  it('says what to do next as tool calls, never as REST routes, and which app a machine is in', async () => {
+    const id = await newMachine(overHttp);
+    await ok(overHttp, 'machine_stop', { app: APP, id });
+    await ok(overHttp, 'machine_wait', { app: APP, id, state: 'stopped' });
+    const stopped = await call(overHttp, 'machine_exec', { app: APP, id, command: ['true'] });
+    assert.equal(stopped.isError, true);
+    assert.match(text(stopped), new RegExp(`\nhint: call machine_start \{"app":"${APP}","id":"${id}"\}$`));
+    await ok(overHttp, 'app_create', { app: 'mcp-other' });
+    const elsewhere = await call(overHttp, 'machine_get', { app: 'mcp-other', id });
+    assert.match(text(elsewhere), new RegExp(`it is in app ${APP}: call again with app "${APP}"`));
+    const missing = await call(overHttp, 'machine_start', { app: APP, id: '0123456789abcd' });
+    assert.match(text(missing), new RegExp(`hint: call machine_list \{"app":"${APP}"\}`));
+    for (const r of [stopped, elsewhere, missing]) assert.doesNotMatch(text(r), /POST|GET|\/v1\//);
+    await ok(overHttp, 'machine_destroy', { app: APP, id, force: true });
+    await ok(overHttp, 'app_destroy', { app: 'mcp-other' });
   });
 
   it('streams exec output as progress notifications before the result', async () => {

@@ -6,9 +6,9 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cleanupDataDir, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 
-// kill -9 of the daemon in the middle of a checkpoint or a fork loses nothing and leaves nothing
-// half-made: no disk stays frozen, every checkpoint listed has its image and no image lacks its
-// record, and a fork is either whole (the source's files) or gone.
+// kill -9 of the daemon in the middle of a checkpoint, a fork or a commit loses nothing and leaves
+// nothing half-made: no disk stays frozen, every checkpoint listed has its image and no image lacks
+// its record, a fork is either whole (the source's files) or gone, and so is a committed image.
 
 const APP = 'storage-crash';
 const busybox = { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] }, rootfs: { size_gb: 2 } };
@@ -61,7 +61,7 @@ describe('a daemon killed in the middle of storage work', () => {
     await d.client.machines.destroy(APP, m.id, { force: true });
   });
 
-  it('loses nothing when killed at any point of a checkpoint or a fork', async () => {
+  it('loses nothing when killed at any point of a checkpoint, a fork or a commit', async () => {
     const src = await d.client.machines.create(APP, {
       config: { ...busybox, init: { cmd: ['sh', '-c', 'echo source > /marker; while true; do head -c 4194304 /dev/urandom > /churn; done'] } },
     });
@@ -86,6 +86,21 @@ describe('a daemon killed in the middle of storage work', () => {
         await d.client.machines.destroy(APP, m.id, { force: true });
       }
       assert.deepEqual(await readdir(join(pool(), 'forks')).catch(() => []), [], 'no fork snapshot is left');
+    }
+    for (const [i, delayMs] of [0, 20, 80, 250].entries()) {
+      const image = `hangar-crash/commit:${i}`;
+      const pending = d.client.machines.commit(APP, src.id, { image }).catch(() => undefined);
+      await sleep(delayMs);
+      await crashAndRestart();
+      await pending;
+      assert.deepEqual(await readdir(join(dataDir, 'machines', src.id, 'views')).catch(() => []), [], `no capture is left mounted after a crash ${delayMs} ms into a commit`);
+      assert.equal((await sh(src.id, 'echo x > /probe && echo ok')).stdout, 'ok\n');
+      const made = await d.client.images.inspect(image).catch(() => undefined);
+      if (made) {
+        const m = await d.client.machines.create(APP, { config: { ...busybox, image } });
+        assert.equal((await sh(m.id, 'cat /marker')).stdout, 'source\n', `an image committed before a crash ${delayMs} ms in is whole`);
+        await d.client.machines.destroy(APP, m.id, { force: true });
+      }
     }
     const disks = (await readdir(join(pool(), 'disks'))).filter((f) => !f.startsWith(src.id));
     assert.deepEqual(disks, [], 'no disk outlives its machine');

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { HangarError, type ErrorBody } from '../protocol/errors.ts';
+import { HangarError, type ErrorBody, type NextAction } from '../protocol/errors.ts';
 import { STATUS_OF } from './error-status.ts';
 
 // Turns anything thrown while serving a request into the wire error shape. Never a stack trace.
@@ -42,7 +42,9 @@ function fromZod(err: z.ZodError): HangarError {
   });
 }
 
-export function errorBody(err: HangarError, requestId: string): { status: number; body: ErrorBody } {
+/** `params`: the request's route parameters, which complete next actions that left out app or id. */
+export function errorBody(err: HangarError, requestId: string, params: RouteParams = {}): { status: number; body: ErrorBody } {
+  const details = err.details?.next ? { ...err.details, next: completeNext(err.details.next as NextAction[], params) } : err.details;
   return {
     status: STATUS_OF[err.code],
     body: {
@@ -50,7 +52,17 @@ export function errorBody(err: HangarError, requestId: string): { status: number
       code: err.code,
       ...(err.hint ? { hint: err.hint } : {}),
       request_id: requestId,
-      ...(err.details ? { details: err.details } : {}),
+      ...(details ? { details } : {}),
     },
   };
+}
+
+type RouteParams = { app_name?: string; machine_id?: string };
+
+function completeNext(next: NextAction[], params: RouteParams): NextAction[] {
+  return next.map((n) => ({
+    ...n,
+    ...(n.app === undefined && params.app_name !== undefined ? { app: params.app_name } : {}),
+    ...(n.id === undefined && params.machine_id !== undefined && n.action !== 'machine_list' && n.action !== 'app_create' ? { id: params.machine_id } : {}),
+  }));
 }

@@ -20,6 +20,11 @@ import { fileRoutes } from './routes/files.ts';
 import { execStreamRoutes } from './routes/exec-stream.ts';
 import { certificateRoutes } from './routes/certificates.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
+import { commitRoutes } from './routes/commit.ts';
+import { volumeRoutes } from './routes/volumes.ts';
+import { sessionRoutes } from './routes/sessions.ts';
+import { machineMetricsRoutes } from './routes/machine-metrics.ts';
+import { fileWatchRoutes } from './routes/files-watch.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -43,7 +48,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
     handler: ({ headers }) => buildOpenApi(all(), `http://${headers.host ?? '127.0.0.1:4280'}`),
   }),
   route({
-    method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops) and the daemon',
+    method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops), each started machine\'s resource use (hangar_machine_*: CPU, memory, processes, disk, network) and the daemon',
     produces: 'text/plain',
     handler: async ({ reply, services }) => {
       void reply.type(services.metrics.contentType).send(await services.metrics.metrics());
@@ -61,7 +66,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 
@@ -98,7 +103,7 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
   app.setErrorHandler((err, req, reply) => {
     const hangarError = toHangarError(err);
     if (hangarError.code === 'internal') req.log.error({ err }, 'unhandled error');
-    const { status, body } = errorBody(hangarError, req.id);
+    const { status, body } = errorBody(hangarError, req.id, req.params as { app_name?: string; machine_id?: string });
     void reply.status(status).send(body);
   });
 
@@ -168,7 +173,7 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
     } catch (err) {
       const hangarError = toHangarError(err);
       if (hangarError.code === 'internal') req.log.error({ err }, 'unhandled websocket error');
-      const { body } = errorBody(hangarError, req.id);
+      const { body } = errorBody(hangarError, req.id, req.params as { app_name?: string; machine_id?: string });
       if (socket.readyState === socket.OPEN) {
         socket.send(JSON.stringify({ type: 'error', ...body }));
         socket.close(1008, hangarError.code);

@@ -3,10 +3,15 @@ import type { ImageService } from '../images/image-service.ts';
 import type { Activity } from '../machines/activity.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { CheckpointService } from '../machines/checkpoint-service.ts';
+import type { CommitService } from '../machines/commit-service.ts';
 import type { MachineAdmin } from '../machines/machine-admin.ts';
+import type { MachineMetrics } from '../machines/machine-metrics.ts';
+import type { FileWatches } from '../machines/file-watches.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
 import type { MachineService } from '../machines/machine-service.ts';
+import type { VolumeService } from '../machines/volume-service.ts';
+import type { SessionService } from '../machines/session-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
@@ -14,6 +19,10 @@ export type ApiServices = {
   apps: AppService;
   machines: MachineService;
   checkpoints: CheckpointService;
+  commits: CommitService;
+  volumes: VolumeService;
+  /** Commands that outlive the connection. */
+  sessions: SessionService;
   admin: MachineAdmin;
   runner: MachineRunner;
   images: ImageService;
@@ -22,6 +31,10 @@ export type ApiServices = {
   tls: ProxyTls;
   /** What counts as each machine being in use (autostop and lifetimes read it). */
   activity: Activity;
-  /** Prometheus series of the daemon and the edge proxy, served at GET /metrics. */
+  /** Prometheus series of the daemon, the edge proxy and the machines, served at GET /metrics. */
   metrics: Registry;
+  /** Each machine's resource use (GET …/metrics). */
+  machineMetrics: MachineMetrics;
+  /** Open watches of machines' files (GET …/files/watch). */
+  fileWatches: FileWatches;
 };

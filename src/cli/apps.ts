@@ -1,8 +1,8 @@
-import { parseArgs } from 'node:util';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { App } from '../protocol/schemas.ts';
 import { CliError, connect } from './connect.ts';
 import { printJson, printTable } from './output.ts';
+import { nearest, parseFlags } from './args.ts';
 
 export const appsUsage = `hangar apps <command> [--json]
   list | create NAME | show NAME | update NAME | destroy NAME   (destroy also destroys the app's machines)
@@ -15,7 +15,7 @@ export const appsUsage = `hangar apps <command> [--json]
 
 export async function apps(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags('apps', {
     args: rest,
     allowPositionals: true,
     allowNegative: true,
@@ -27,6 +27,11 @@ export async function apps(argv: string[]): Promise<number> {
       'nested-namespaces': { type: 'boolean' },
     },
   });
+  const verbs = ['list', 'create', 'show', 'update', 'destroy'];
+  if (!verbs.includes(verb ?? '')) {
+    const guess = nearest(verb ?? '', verbs);
+    fail(`unknown command: apps ${verb ?? ''}`.trim(), guess ? `did you mean hangar apps ${guess}?` : appsUsage);
+  }
   const client = connect(values['data-dir']);
   const name = () => positionals[0] ?? fail(`apps ${verb} needs an app NAME`);
   const settings: AppSettingsRequest = {

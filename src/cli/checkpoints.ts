@@ -1,7 +1,7 @@
-import { parseArgs } from 'node:util';
 import type { Checkpoint } from '../sdk/index.ts';
 import { CliError, connect } from './connect.ts';
 import { ago, printJson, printTable } from './output.ts';
+import { parseFlags } from './args.ts';
 
 export const checkpointsUsage = `hangar checkpoints <command> MACHINE [--app APP] [--json]
   create MACHINE [--name N] [--comment C]  capture the machine's disk, stopped or started
@@ -15,7 +15,7 @@ CHECKPOINT is an id or a name.`;
 
 export async function checkpoints(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags('checkpoints', {
     args: rest,
     allowPositionals: true,
     options: {

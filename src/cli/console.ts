@@ -1,5 +1,5 @@
-import { parseArgs } from 'node:util';
 import { CliError, connect } from './connect.ts';
+import { parseFlags } from './args.ts';
 
 // `hangar console ID`: an interactive shell in a started machine, like `fly ssh console`. The
 // local terminal goes raw so keys (Ctrl-C included) reach the machine; resizes follow the window.
@@ -12,7 +12,7 @@ const DEFAULT_SHELL = ['/bin/sh', '-c', 'if command -v bash >/dev/null 2>&1; the
 
 export async function consoleCommand(argv: string[]): Promise<number> {
   const dashes = argv.indexOf('--');
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags('console', {
     args: dashes >= 0 ? argv.slice(0, dashes) : argv,
     allowPositionals: true,
     options: { app: { type: 'string', default: process.env.HANGAR_APP ?? 'default' }, 'data-dir': { type: 'string' } },

@@ -2,10 +2,10 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { parseArgs } from 'node:util';
 import { MachineFiles } from '../sdk/index.ts';
 import { CliError, connect } from './connect.ts';
 import { printJson, printTable } from './output.ts';
+import { parseFlags } from './args.ts';
 
 // `hangar files …`: files inside a machine, started or stopped, through the files API.
 
@@ -27,7 +27,7 @@ export async function files(argv: string[]): Promise<number> {
     process.stdout.write(filesUsage + '\n');
     return verb === undefined ? 2 : 0;
   }
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags('files', {
     args: rest,
     allowPositionals: true,
     options: {

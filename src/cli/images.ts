@@ -1,7 +1,7 @@
-import { parseArgs } from 'node:util';
 import { CliError, connect } from './connect.ts';
 import { ago, printJson, printTable } from './output.ts';
 import { PullProgressView } from './pull-progress.ts';
+import { parseFlags } from './args.ts';
 
 export const imagesUsage = `hangar images <command> [--json]
   pull REF | list | inspect REF | remove REF
@@ -9,7 +9,7 @@ export const imagesUsage = `hangar images <command> [--json]
 
 export async function images(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags('images', {
     args: rest,
     allowPositionals: true,
     options: { json: { type: 'boolean', default: false }, 'data-dir': { type: 'string' } },

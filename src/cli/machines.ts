@@ -1,25 +1,40 @@
-import { parseArgs } from 'node:util';
 import type { Machine } from '../protocol/schemas.ts';
 import { HangarApiError, type HangarClient } from '../sdk/index.ts';
 import { CliError, connect, proxyUrls } from './connect.ts';
 import { ago, printJson, printTable } from './output.ts';
 import { servicesFromFlags } from './service-flags.ts';
+import { CommitProgressView } from './commit-progress.ts';
+import { nearest, parseFlags } from './args.ts';
+import { top } from './machines-top.ts';
+import { parseDurationMs } from '../protocol/duration.ts';
 
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   run IMAGE [--name N] [--env K=V]... [--memory MB] [--cpus N] [--disk GB] [--restart no|always|on-failure]
             [--port PORT[:INTERNAL][/tcp[:HANDLER...]]]... [--autostop off|stop|suspend] [--no-autostart]
-            [--skip-launch] [-- CMD...]     create (and start) a machine; the app is created if needed.
+            [--volume VOLUME:/PATH]... [--skip-launch] [-- CMD...]
+                                           create (and start) a machine; the app is created if needed.
+                                           --volume mounts a volume (hangar volumes create) at PATH.
                                            --port gives it a service the edge proxy routes
                                            http://<app>.localhost to, as flyctl's does:
                                            --port 80:8080/tcp:http --port 443:8080/tcp:http:tls
   list [--all]                             machines of the app (--all includes destroyed)
   status ID                                one machine with its recent events
+  update ID [--image IMAGE] [--env K=V]... [--memory MB] [--cpus N] [--disk GB] [--restart POLICY] [-- CMD...]
+                                           change those and keep the rest of its config; a started
+                                           machine restarts on the new config
   start ID | stop ID [--signal S] [--timeout 10s] | restart ID
-  exec ID [--timeout S] -- CMD...          run a command, its output live; exits with its code (Ctrl-C kills it)
+  exec ID [--timeout S] [--checkpoint-first] -- CMD...
+                                           run a command, its output live; exits with its code (Ctrl-C kills it);
+                                           --checkpoint-first captures the machine before, to roll the command back
   ps ID                                    the machine's processes and the ports they listen on
+  top [ID...] [--once] [--interval 2s]     started machines' CPU, memory, processes, disk and network, redrawn
+                                           every interval until Ctrl-C (--once: one table; --json: the figures)
   logs ID [-f] [--tail N]                  the machine's stdout and stderr
   fork ID [--count N] [--checkpoint C] [--name N] [--skip-launch]
                                            new machines on copies of its filesystem (now, or a checkpoint's)
+  commit ID IMAGE [--push] [--checkpoint C]
+                                           an image of its filesystem (now, or a checkpoint's), its command
+                                           and env; stored as IMAGE (REGISTRY/REPO:TAG), pushed with --push
   destroy ID [--force]
 The app is --app, else $HANGAR_APP, else "default".`;
 
@@ -33,7 +48,7 @@ export async function machines(argv: string[]): Promise<number> {
   const dashes = argv.indexOf('--');
   const [verb, ...rest] = dashes >= 0 ? argv.slice(0, dashes) : argv;
   const command = dashes >= 0 ? argv.slice(dashes + 1) : [];
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags('machines', {
     args: rest,
     allowPositionals: true,
     allowNegative: true,
@@ -44,21 +59,31 @@ export async function machines(argv: string[]): Promise<number> {
       autostop: { type: 'string' },
       autostart: { type: 'boolean' },
       env: { type: 'string', multiple: true, default: [] },
+      volume: { type: 'string', short: 'v', multiple: true, default: [] },
+      image: { type: 'string' },
       memory: { type: 'string' },
       disk: { type: 'string' },
       cpus: { type: 'string' },
       restart: { type: 'string' },
       count: { type: 'string' },
       checkpoint: { type: 'string' },
+      'checkpoint-first': { type: 'boolean', default: false },
       'skip-launch': { type: 'boolean', default: false },
       all: { type: 'boolean', default: false },
       signal: { type: 'string' },
       timeout: { type: 'string' },
       force: { type: 'boolean', default: false },
+      push: { type: 'boolean', default: false },
       follow: { type: 'boolean', short: 'f', default: false },
       tail: { type: 'string', default: '100' },
+      once: { type: 'boolean', default: false },
+      interval: { type: 'string', default: '2s' },
     },
   });
+  if (!VERBS.includes(verb ?? '')) {
+    const guess = nearest(verb ?? '', VERBS);
+    fail(`unknown command: machines ${verb ?? ''}`.trim(), guess ? `did you mean hangar machines ${guess}?` : machinesUsage);
+  }
   const client = connect(values['data-dir']);
   const app = values.app;
   const id = () => positionals[0] ?? fail(`machines ${verb} needs a machine ID`, `hangar machines ${verb} ID`);
@@ -68,11 +93,12 @@ export async function machines(argv: string[]): Promise<number> {
     case 'run': {
       const image = positionals[0] ?? fail('machines run needs an IMAGE', 'hangar machines run hangar/busybox -- sleep 3600');
       await ensureApp(client, app);
-      const env = Object.fromEntries(values.env.map((kv) => {
-        const eq = kv.indexOf('=');
-        return eq > 0 ? [kv.slice(0, eq), kv.slice(eq + 1)] : fail(`--env ${kv} is not K=V`, '--env KEY=value');
-      }));
+      const env = envFlags(values.env);
       const services = servicesFromFlags({ ports: values.port, autostop: values.autostop, autostart: values.autostart });
+      const mounts = values.volume.map((spec) => {
+        const colon = spec.indexOf(':');
+        return colon > 0 ? { volume: spec.slice(0, colon), path: spec.slice(colon + 1) } : fail(`--volume ${spec} is not VOLUME:/PATH`, '--volume vol_abc123:/data');
+      });
       const m = await client.machines.create(app, {
         ...(values.name ? { name: values.name } : {}),
         skip_launch: values['skip-launch'],
@@ -84,6 +110,7 @@ export async function machines(argv: string[]): Promise<number> {
           ...(values.memory || values.cpus ? { guest: { ...(values.memory ? { memory_mb: Number(values.memory) } : {}), ...(values.cpus ? { cpus: Number(values.cpus) } : {}) } } : {}),
           ...(values.restart ? { restart: { policy: values.restart as 'no' | 'always' | 'on-failure' } } : {}),
           ...(services ? { services } : {}),
+          ...(mounts.length ? { mounts } : {}),
         },
       });
       if (values.json) printJson(m);
@@ -95,7 +122,11 @@ export async function machines(argv: string[]): Promise<number> {
       return 0;
     }
     case 'list': {
-      const list = await client.machines.list(app, { includeDeleted: values.all });
+      // An app that does not exist yet (the default one on a fresh daemon) has no machines.
+      const list = await client.machines.list(app, { includeDeleted: values.all }).catch((err: unknown) => {
+        if (err instanceof HangarApiError && err.code === 'app_not_found') return [];
+        throw err;
+      });
       if (values.json) printJson(list);
       else printTable(list.map((m) => ({ id: m.id, name: m.name, state: m.state, image: m.config.image, created: ago(m.created_at) })), ['id', 'name', 'state', 'image', 'created']);
       return 0;
@@ -103,6 +134,23 @@ export async function machines(argv: string[]): Promise<number> {
     case 'status':
       show(await client.machines.get(app, id()));
       return 0;
+    case 'update': {
+      const { config } = await client.machines.get(app, id());
+      const env = envFlags(values.env);
+      const changed = {
+        ...(values.image ? { image: values.image } : {}),
+        ...(Object.keys(env).length ? { env: { ...config.env, ...env } } : {}),
+        ...(command.length ? { init: { ...config.init, cmd: command } } : {}),
+        ...(values.disk ? { rootfs: { ...config.rootfs, size_gb: Number(values.disk) } } : {}),
+        ...(values.memory || values.cpus
+          ? { guest: { ...config.guest, ...(values.memory ? { memory_mb: Number(values.memory) } : {}), ...(values.cpus ? { cpus: Number(values.cpus) } : {}) } }
+          : {}),
+        ...(values.restart ? { restart: { ...config.restart, policy: values.restart as 'no' | 'always' | 'on-failure' } } : {}),
+      };
+      if (Object.keys(changed).length === 0) fail('machines update needs something to change', 'e.g. hangar machines update ID --memory 512 --env KEY=value');
+      show(await client.machines.update(app, id(), { config: { ...config, ...changed } }));
+      return 0;
+    }
     case 'start':
       await client.machines.start(app, id());
       show(await client.machines.get(app, id()));
@@ -126,13 +174,28 @@ export async function machines(argv: string[]): Promise<number> {
       else for (const m of made) process.stdout.write(`${m.id} ${m.name} ${m.state} ${m.private_ip}\n`);
       return 0;
     }
+    case 'commit': {
+      const image = positionals[1] ?? fail('machines commit needs an IMAGE to store it as', 'hangar machines commit ID 127.0.0.1:5000/team/app:v2 [--push]');
+      const view = new CommitProgressView(process.stderr);
+      const made = await client.machines
+        .commit(app, id(), { image, ...(values.push ? { push: true } : {}), ...(values.checkpoint ? { checkpoint: values.checkpoint } : {}) }, { onProgress: (p) => view.update(p) })
+        .finally(() => view.finish());
+      if (values.json) printJson(made);
+      else {
+        process.stdout.write(`${made.image}  ${made.digest}${made.pushed ? '  (pushed)' : ''}\n`);
+        for (const s of made.skipped) process.stderr.write(`left out ${s.path} (${s.type}: an image cannot carry it)\n`);
+      }
+      return 0;
+    }
     case 'destroy':
       await client.machines.destroy(app, id(), { force: values.force });
       if (!values.json) process.stdout.write(`destroyed ${id()}\n`);
       return 0;
     case 'exec': {
       if (command.length === 0) fail('machines exec needs a command after --', 'hangar machines exec ID -- ls -l /');
-      const run = client.machines.execStream(app, id(), { command, ...(values.timeout ? { timeout: Number.parseInt(values.timeout, 10) } : {}) });
+      const run = client.machines.execStream(app, id(), {
+        command, ...(values.timeout ? { timeout: Number.parseInt(values.timeout, 10) } : {}), ...(values['checkpoint-first'] ? { checkpoint: true } : {}),
+      });
       process.once('SIGINT', () => run.kill());
       if (!values.json) for await (const chunk of run) (chunk.stream === 'stdout' ? process.stdout : process.stderr).write(chunk.data);
       const res = await run.wait().catch((err: unknown) => {
@@ -144,6 +207,7 @@ export async function machines(argv: string[]): Promise<number> {
         return 0;
       }
       if (res.timedOut) process.stderr.write('hangar: the command was killed at its timeout\n');
+      if (res.checkpointId) process.stderr.write(`hangar: checkpoint ${res.checkpointId} was taken before it; undo with: hangar checkpoints restore ${id()} ${res.checkpointId} --app ${app}\n`);
       if (res.stopped) process.stderr.write(`hangar: ${res.stopped.message}\nhint: ${res.stopped.hint}\n`);
       return res.exitCode;
     }
@@ -158,6 +222,8 @@ export async function machines(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'top':
+      return top(client, { app, ids: positionals, once: values.once, intervalMs: parseDurationMs(values.interval) ?? fail(`--interval ${values.interval} is not a duration`, '--interval 2s'), json: values.json });
     case 'logs': {
       if (!values.follow) {
         const { lines } = await client.machines.logs(app, id(), { tail: Number(values.tail) });
@@ -205,6 +271,16 @@ function exitNote(request: Record<string, unknown> | undefined): string {
   const exit = request?.exit_event as { exit_code?: number; oom_killed?: boolean } | undefined;
   if (!exit) return request?.error ? `  (${String(request.error)})` : '';
   return `  exit_code=${exit.exit_code}${exit.oom_killed ? ' oom_killed' : ''}`;
+}
+
+const VERBS = ['run', 'list', 'status', 'update', 'start', 'stop', 'restart', 'exec', 'ps', 'logs', 'fork', 'destroy'];
+
+/** `--env K=V` flags as an env object. */
+function envFlags(flags: string[]): Record<string, string> {
+  return Object.fromEntries(flags.map((kv) => {
+    const eq = kv.indexOf('=');
+    return eq > 0 ? [kv.slice(0, eq), kv.slice(eq + 1)] : fail(`--env ${kv} is not K=V`, '--env KEY=value');
+  }));
 }
 
 function fail(message: string, hint?: string): never {

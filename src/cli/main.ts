@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { HangarApiError } from '../sdk/index.ts';
+import { nearest } from './args.ts';
+import { cliHint } from './next-action.ts';
 import { apps, appsUsage } from './apps.ts';
 import { CliError } from './connect.ts';
 import { HangarError } from '../protocol/errors.ts';
@@ -10,7 +13,9 @@ import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
 import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
+import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
+import { volumes, volumesUsage } from './volumes.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
 
@@ -22,7 +27,11 @@ ${machinesUsage}
 
 ${checkpointsUsage}
 
+${volumesUsage}
+
 ${consoleUsage}
+
+${sessionsUsage}
 
 ${filesUsage}
 
@@ -34,12 +43,35 @@ ${networkUsage}
 
 ${mcpUsage}
 
+\`hangar COMMAND --help\` shows one command's usage; \`hangar --version\` the version.
 The CLI finds the API through HANGAR_API_URL and HANGAR_TOKEN, else through the files
 \`hangar serve\` writes into its data dir (--data-dir, $HANGAR_DATA_DIR, default /var/lib/hangar).
 `;
 
+const USAGE_OF: Record<string, string> = {
+  serve: serveUsage,
+  apps: appsUsage,
+  machines: machinesUsage,
+  checkpoints: checkpointsUsage,
+  console: consoleUsage,
+  files: filesUsage,
+  images: imagesUsage,
+  tls: tlsUsage,
+  network: networkUsage,
+  mcp: mcpUsage,
+};
+const ALIASES: Record<string, string> = { machine: 'machines', m: 'machines', checkpoint: 'checkpoints' };
+/** Groups that take a subcommand; alone, they print their usage. */
+const WITH_SUBCOMMANDS = new Set(['apps', 'machines', 'checkpoints', 'files', 'images', 'tls', 'network']);
+
 async function main(argv: string[]): Promise<number> {
-  const [group, ...rest] = argv;
+  const [first, ...rest] = argv;
+  const group = first === undefined ? undefined : (ALIASES[first] ?? first);
+  const flags = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (group !== undefined && USAGE_OF[group] && (flags.includes('--help') || flags.includes('-h') || flags[0] === 'help' || (WITH_SUBCOMMANDS.has(group) && rest.length === 0))) {
+    process.stdout.write(USAGE_OF[group] + '\n');
+    return rest.length === 0 ? 2 : 0;
+  }
   switch (group) {
     case 'serve':
       await serve(rest);
@@ -47,14 +79,18 @@ async function main(argv: string[]): Promise<number> {
     case 'apps':
       return apps(rest);
     case 'machines':
-    case 'machine':
-    case 'm':
       return machines(rest);
     case 'checkpoints':
-    case 'checkpoint':
       return checkpoints(rest);
+    case 'volumes':
+    case 'volume':
+    case 'vol':
+      return volumes(rest);
     case 'console':
       return consoleCommand(rest);
+    case 'sessions':
+    case 'session':
+      return sessions(rest);
     case 'files':
       return files(rest);
     case 'images':
@@ -65,15 +101,31 @@ async function main(argv: string[]): Promise<number> {
       return tls(rest);
     case 'network':
       return network(rest);
-    case undefined:
+    case '--version':
+    case 'version':
+      process.stdout.write(`hangar ${version()}\n`);
+      return 0;
     case 'help':
+      if (rest[0] && USAGE_OF[ALIASES[rest[0]] ?? rest[0]]) {
+        process.stdout.write(USAGE_OF[ALIASES[rest[0]] ?? rest[0]]! + '\n');
+        return 0;
+      }
+      process.stdout.write(usage);
+      return 0;
+    case undefined:
     case '--help':
     case '-h':
       process.stdout.write(usage);
       return group === undefined ? 2 : 0;
-    default:
-      throw new CliError(`unknown command ${group}`, 'run `hangar help` for the commands');
+    default: {
+      const guess = nearest(group, [...Object.keys(USAGE_OF), 'help', 'version']);
+      throw new CliError(`unknown command ${group}`, `${guess ? `did you mean hangar ${guess}? ` : ''}run \`hangar help\` for the commands`);
+    }
   }
+}
+
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
 main(process.argv.slice(2)).then(
@@ -81,10 +133,9 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof HangarApiError || err instanceof CliError || err instanceof HangarError) {
       process.stderr.write(`error: ${err.message}\n`);
-      if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
+      const hint = err instanceof HangarApiError ? cliHint(err) : err.hint;
+      if (hint) process.stderr.write(`hint: ${hint}\n`);
       if ((err instanceof HangarApiError || err instanceof HangarError) && err.code !== 'internal') process.stderr.write(`code: ${err.code}\n`);
-    } else if ((err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-      process.stderr.write(`error: ${(err as Error).message}\nhint: run \`hangar help\`\n`);
     } else {
       process.stderr.write(`error: ${(err as Error).stack ?? String(err)}\n`);
     }

@@ -1,14 +1,14 @@
-import { parseArgs } from 'node:util';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { createMcpServer } from '../mcp/mcp-server.ts';
 import { connect } from './connect.ts';
+import { parseFlags } from './args.ts';
 
 export const mcpUsage = `hangar mcp [--data-dir DIR]
   Serves Hangar's MCP tools over stdio, for an MCP host to run. It calls the daemon's API, found
   as the other commands find it. stdout carries the protocol; diagnostics go to stderr.`;
 
 export async function mcp(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { 'data-dir': { type: 'string' } } });
+  const { values } = parseFlags('mcp', { args: argv, options: { 'data-dir': { type: 'string' } } });
   const server = createMcpServer(connect(values['data-dir']));
   const transport = new StdioServerTransport();
   // The host ends the session by closing our stdin; the transport itself does not watch for that.

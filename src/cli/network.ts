@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { tryLockDataDir } from '../data-dir-lock.ts';
 import { findLeftovers, namespacesInUse, removeLeftovers } from '../network/leftovers.ts';
 import { canonicalDataDir, networkTag } from '../network/names.ts';
 import { CliError, DEFAULT_DATA_DIR } from './connect.ts';
 import { printJson } from './output.ts';
+import { parseFlags } from './args.ts';
 
 export const networkUsage = `hangar network prune [--data-dir DIR] [--force] [--json]
   Removes what a Hangar daemon made on the host for DIR's machines (their network namespaces,
@@ -16,7 +16,7 @@ export const networkUsage = `hangar network prune [--data-dir DIR] [--force] [--
 
 export async function network(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
-  const { values } = parseArgs({
+  const { values } = parseFlags('network', {
     args: rest,
     options: {
       'data-dir': { type: 'string', default: process.env.HANGAR_DATA_DIR || DEFAULT_DATA_DIR },

@@ -1,4 +1,4 @@
-import { parseArgs } from 'node:util';
+import { join } from 'node:path';
 import { startDaemon } from '../daemon.ts';
 import { guardProcess } from '../process-guard.ts';
 import { DEFAULT_MACHINE_CIDR } from '../network/addresses.ts';
@@ -7,6 +7,7 @@ import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT } from '../
 import { DEFAULT_REPLAY_BUFFER_BYTES } from '../proxy/replay.ts';
 import { parseDurationMs } from '../protocol/duration.ts';
 import { CliError, DEFAULT_API_LISTEN, DEFAULT_DATA_DIR, DEFAULT_PROXY_LISTEN, DEFAULT_PROXY_TLS_LISTEN } from './connect.ts';
+import { parseFlags } from './args.ts';
 
 export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT] [--insecure-registry HOST:PORT]...
              [--machine-cidr CIDR] [--proxy-listen HOST:PORT] [--proxy-tls-listen HOST:PORT]
@@ -30,7 +31,7 @@ export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT
   (default ${GATEWAY_MAX_CONNECTIONS_PER_MACHINE}), all machines together --gateway-max-connections (default ${GATEWAY_MAX_CONNECTIONS}).`;
 
 export async function serve(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('serve', {
     args: argv,
     options: {
       'data-dir': { type: 'string', default: process.env.HANGAR_DATA_DIR ?? DEFAULT_DATA_DIR },
@@ -75,18 +76,25 @@ export async function serve(argv: string[]): Promise<void> {
     logger: values.quiet ? false : { level: 'warn' },
   });
   const r = daemon.reconciled;
+  // The token itself stays off the terminal (and out of scrollback and logs): say where it is.
+  const token = process.env.HANGAR_TOKEN ? 'from $HANGAR_TOKEN' : `in ${join(values['data-dir'], 'token')} (mode 600)`;
+  // The CLI finds this daemon by its data dir; off the default, the commands to try must say which.
+  const cli = values['data-dir'] === DEFAULT_DATA_DIR ? './hangar' : `HANGAR_DATA_DIR=${values['data-dir']} ./hangar`;
   process.stdout.write(
     `Hangar is running.\n` +
       `  API:      ${daemon.url}   (OpenAPI at ${daemon.url}/openapi.json)\n` +
       `  proxy:    ${daemon.proxyUrl}   (http://<app>.localhost:<port>/ reaches the app's machines)\n` +
       `  https:    ${daemon.proxyTlsUrl}   (https://<app>.localhost:<port>/; trust the CA ${daemon.services.tls.ca.certPath})\n` +
-      `  token:    ${daemon.token}\n` +
+      `  token:    ${token}\n` +
       `  data dir: ${values['data-dir']}\n` +
       (r.adopted.length + r.exited.length + r.finished.length + r.cleaned.length
         ? `  reconciled: ${r.adopted.length} running adopted, ${r.exited.length} exited while down, ${r.finished.length} finished, ${r.cleaned.length} cleaned up\n`
         : '') +
       r.storage.map((line) => `  storage: ${line}\n`).join('') +
-      `Try:\n  ./hangar machines run hangar/busybox -- sh -c 'echo hello from a machine; sleep 3600'\n  ./hangar machines list\n`,
+      (r.sessions && r.sessions.running.length + r.sessions.ended.length > 0
+        ? `  sessions: ${r.sessions.running.length} still running, ${r.sessions.ended.length} ended while down\n`
+        : '') +
+      `Try:\n  ${cli} machines run hangar/busybox -- sh -c 'echo hello from a machine; sleep 3600'\n  ${cli} machines list\n`,
   );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

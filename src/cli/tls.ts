@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import type { Certificate } from '../protocol/certificates.ts';
 import { CliError, connect } from './connect.ts';
 import { printJson, printTable } from './output.ts';
+import { parseFlags } from './args.ts';
 
 export const tlsUsage = `hangar tls <command> [--json]
   ca                                          print Hangar's CA certificate (PEM) for clients to trust, e.g.
@@ -15,7 +15,7 @@ export const tlsUsage = `hangar tls <command> [--json]
 
 export async function tls(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags('tls', {
     args: rest,
     allowPositionals: true,
     options: {

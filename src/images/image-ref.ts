@@ -70,3 +70,15 @@ export function parseImageRef(input: string): ParsedRef {
   const name = digest && !tag ? `${base}@${digest}` : `${base}:${tag}`;
   return { domain, apiHost, repository, tag, digest, name, isBase };
 }
+
+/**
+ * A name to store a new image under (a commit): a registry name with a tag, never a digest (the
+ * digest is what the commit makes) and never a `hangar/` base name (those are built here).
+ */
+export function parseTargetRef(input: string): ParsedRef {
+  const parsed = parseImageRef(input);
+  const bad = (why: string, hint: string) => new HangarError('invalid_image_ref', `cannot commit to "${input}": ${why}`, { hint, details: { ref: input } });
+  if (parsed.isBase) throw bad('hangar/ names the built-in base images', 'name it after the registry it belongs to, e.g. 127.0.0.1:5000/team/app:v2');
+  if (parsed.digest) throw bad('a digest cannot be chosen, it is what the commit makes', 'give a tag instead: REGISTRY/REPO:TAG');
+  return parsed;
+}

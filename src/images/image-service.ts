@@ -1,5 +1,11 @@
+import type { CommitProgress } from '../protocol/commit.ts';
+
 // The contract between images/ and the rest of Hangar. machines/ asks for an image by reference
 // and gets back the unpacked layer directories to stack under a machine's overlay.
+
+import type { PullProgress } from '../protocol/pull-progress.ts';
+
+export type { PullProgress };
 
 /** Fly's ImageRef, as carried on a Machine object. */
 export type ImageRef = {
@@ -41,18 +47,39 @@ export type ImageSummary = {
   createdAt: string;
 };
 
-export type PullProgress =
-  | { phase: 'resolve'; ref: string }
-  /** totalBytes is this layer's size; layers and pullBytes are the whole pull's. */
-  | { phase: 'download'; digest: string; doneBytes: number; totalBytes: number; layers: number; pullBytes: number }
-  | { phase: 'unpack'; digest: string }
-  | { phase: 'build'; message: string }
-  | { phase: 'done'; name: string; manifestDigest: string };
-
 export type PullOptions = {
   onProgress?: (progress: PullProgress) => void;
   signal?: AbortSignal;
 };
+
+/** A new image to store: a stored image plus one layer on top, with its own run config. */
+export type CommitInput = {
+  /** Manifest digest of the stored image it builds on. */
+  baseDigest: string;
+  /** The new layer as an uncompressed tar stream; compressed and hashed as it is read. */
+  layer: AsyncIterable<Buffer> | NodeJS.ReadableStream;
+  /** The new image's run config, from the base image's. */
+  runConfig: (base: ImageRunConfig) => ImageRunConfig;
+  /** The history entry's created_by. */
+  createdBy: string;
+};
+
+export type CommittedImage = ResolvedImage & {
+  layer: { digest: string; size: number; diffId: string };
+};
+
+export type PushOptions = {
+  onProgress?: (progress: Extract<CommitProgress, { phase: 'push' | 'manifest' }>) => void;
+  signal?: AbortSignal;
+};
+
+/** Making images here and sending them out; an ability a store may have beside ImageService. */
+export interface ImageWriter {
+  /** Stores `input` under `ref` (a registry name with a tag); replaces what `ref` named before. */
+  commit(ref: string, input: CommitInput, options?: { signal?: AbortSignal }): Promise<CommittedImage>;
+  /** Sends the stored image `ref` to its registry, with the credentials configured for it. */
+  push(ref: string, options?: PushOptions): Promise<void>;
+}
 
 export interface ImageService {
   /** Local lookup only; undefined when the image is not in the store. */

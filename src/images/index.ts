@@ -1,11 +1,11 @@
 // The public entry of images/: the factory and the contract types. Adding an export is an API decision.
-import type { ImageService, PullOptions, ResolvedImage } from './image-service.ts';
+import type { ImageService, ImageWriter, PullOptions, ResolvedImage } from './image-service.ts';
 import type { Credentials } from './registry-auth.ts';
 import { StoreImageService } from './store-service.ts';
 
-export type { ImageRef, ImageRunConfig, ImageService, ImageSummary, PullOptions, PullProgress, ResolvedImage } from './image-service.ts';
+export type { CommitInput, CommittedImage, ImageRef, ImageRunConfig, ImageService, ImageSummary, ImageWriter, PullOptions, PullProgress, PushOptions, ResolvedImage } from './image-service.ts';
 export type { Credentials } from './registry-auth.ts';
-export { parseImageRef, type ParsedRef } from './image-ref.ts';
+export { parseImageRef, parseTargetRef, type ParsedRef } from './image-ref.ts';
 
 export type ImageServiceOptions = {
   /** `<dataDir>/images`. */
@@ -16,7 +16,7 @@ export type ImageServiceOptions = {
   credentials?: Record<string, Credentials>;
 };
 
-export type LocalImageService = ImageService & {
+export type LocalImageService = ImageService & ImageWriter & {
   /** Builds (or rebuilds) `hangar/busybox` or `hangar/debian:<suite>` on this host. */
   buildBase(ref: string, options?: PullOptions): Promise<ResolvedImage>;
 };

@@ -10,15 +10,13 @@ import { hostPlatform, MEDIA } from './manifest.ts';
 // Turns a tar stream made on this host into a one-layer OCI image in the content store, exactly as
 // a pulled image would be stored, so the rest of Hangar cannot tell built from pulled.
 
-export async function storeOneLayerImage(
-  deps: { content: ContentStore; layers: LayerStore },
-  tar: AsyncIterable<Buffer>,
-  runConfig: ImageRunConfig,
-  created: Date,
-  createdBy: string,
-  pin: (digest: string) => void,
-  signal?: AbortSignal,
-): Promise<string> {
+export type StoredLayer = { digest: string; size: number; diffId: string };
+
+/**
+ * Compresses a layer tar into the content store as it streams, never holding it whole: the
+ * sha256 of the compressed bytes is the blob's digest, that of the tar itself its diff_id.
+ */
+export async function storeLayerBlob(content: ContentStore, tar: AsyncIterable<Buffer> | NodeJS.ReadableStream, pin: (digest: string) => void, signal?: AbortSignal): Promise<StoredLayer> {
   const diff = createHash('sha256');
   const tap = new Transform({
     transform(chunk: Buffer, _enc, done) {
@@ -29,17 +27,30 @@ export async function storeOneLayerImage(
   const gzip = createGzip({ level: 6 });
   const [, layer] = await Promise.all([
     pipeline(tar, tap, gzip, { signal }),
-    deps.content.writeStream(gzip).then((written) => {
+    content.writeStream(gzip).then((written) => {
       pin(written.digest);
       return written;
     }),
   ]);
+  return { ...layer, diffId: `sha256:${diff.digest('hex')}` };
+}
+
+export async function storeOneLayerImage(
+  deps: { content: ContentStore; layers: LayerStore },
+  tar: AsyncIterable<Buffer>,
+  runConfig: ImageRunConfig,
+  created: Date,
+  createdBy: string,
+  pin: (digest: string) => void,
+  signal?: AbortSignal,
+): Promise<string> {
+  const layer = await storeLayerBlob(deps.content, tar, pin, signal);
 
   const config = {
     created: created.toISOString(),
     ...hostPlatform(),
     config: runConfig,
-    rootfs: { type: 'layers', diff_ids: [`sha256:${diff.digest('hex')}`] },
+    rootfs: { type: 'layers', diff_ids: [layer.diffId] },
     history: [{ created: created.toISOString(), created_by: createdBy }],
   };
   const configBytes = Buffer.from(JSON.stringify(config));

@@ -1,3 +1,5 @@
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import { Agent, fetch, type RequestInit } from 'undici';
 import { HangarError } from '../protocol/errors.ts';
 import { sha256Digest, digestMismatch, type Ingest } from './content-store.ts';
@@ -26,6 +28,9 @@ const MAX_REDIRECTS = 10;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 type Purpose = 'registry' | 'realm';
+
+/** How to send a request: a body is made anew for each attempt (a 401 or a redirect resends it). */
+type Send = { method: 'GET' | 'HEAD' | 'POST' | 'PUT'; scope: 'pull' | 'pull,push'; body?: () => NonNullable<RequestInit['body']> };
 
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
 
@@ -121,6 +126,63 @@ export class RegistryClient {
     }
   }
 
+  /** Whether the repository already has the blob (a push then skips it). */
+  async hasBlob(ref: ParsedRef, digest: string, signal?: AbortSignal): Promise<boolean> {
+    const res = await this.#request(ref, `blobs/${digest}`, {}, signal, { method: 'HEAD', scope: 'pull,push' });
+    await res.body?.cancel();
+    if (res.status === 404) return false;
+    await this.#expectPushOk(res, ref, `blob ${digest}`);
+    return true;
+  }
+
+  /**
+   * Uploads a blob in one request (the distribution spec's monolithic upload: POST for a
+   * location, then PUT the bytes to it with the digest). The file streams from disk.
+   */
+  async uploadBlob(ref: ParsedRef, digest: string, file: { path: string; size: number }, onBytes: (done: number) => void, signal?: AbortSignal): Promise<void> {
+    const push = { scope: 'pull,push' } as const;
+    const started = await this.#request(ref, 'blobs/uploads/', {}, signal, { ...push, method: 'POST' });
+    await started.body?.cancel();
+    await this.#expectPushOk(started, ref, `upload of ${digest}`);
+    const location = this.#uploadLocation(ref, started.headers.get('location'));
+    location.searchParams.set('digest', digest);
+    const headers = { 'content-type': 'application/octet-stream', 'content-length': String(file.size) };
+    const body = () => countingStream(file.path, onBytes) as unknown as NonNullable<RequestInit['body']>;
+    const res = await this.#request(ref, location.toString(), headers, signal, { ...push, method: 'PUT', body });
+    await this.#expectPushOk(res, ref, `blob ${digest}`);
+    await res.body?.cancel();
+  }
+
+  async putManifest(ref: ParsedRef, tag: string, bytes: Buffer, mediaType: string, signal?: AbortSignal): Promise<void> {
+    const headers = { 'content-type': mediaType };
+    const res = await this.#request(ref, `manifests/${tag}`, headers, signal, { method: 'PUT', scope: 'pull,push', body: () => bytes });
+    await this.#expectPushOk(res, ref, `manifest ${tag}`);
+    await res.body?.cancel();
+  }
+
+  /** Where the registry said to PUT an upload: resolved against its API and held to the redirect rules. */
+  #uploadLocation(ref: ParsedRef, location: string | null): URL {
+    let url: URL;
+    try {
+      url = new URL(location ?? '', this.#baseUrl(ref));
+    } catch {
+      throw refused('registry_redirect_refused', ref, `it gave the upload location "${sanitize(location ?? '', [], 100)}", which is not a URL`, MISCONFIGURED);
+    }
+    if (!location) throw new HangarError('registry_error', `registry ${ref.apiHost} started an upload without a Location`, { hint: MISCONFIGURED });
+    const why = redirectRefusal(url, this.#origins(ref));
+    if (why) throw refused('registry_redirect_refused', ref, why, 'the registry must take uploads over HTTPS (a plain-HTTP registry only on itself)');
+    return url;
+  }
+
+  /** As #expectOk, but a refusal to write is an auth failure: the robot's fix is the credentials. */
+  async #expectPushOk(res: Response, ref: ParsedRef, what: string): Promise<void> {
+    if (res.status === 401 || res.status === 403) {
+      const text = await errorSnippet(res, this.#secrets(ref));
+      throw authFailed(ref.domain, `it refused to accept ${what} for ${ref.repository} (${res.status}${text ? `: ${text}` : ''})`, this.#creds(ref) !== undefined);
+    }
+    await this.#expectOk(res, ref, what);
+  }
+
   #insecure(ref: ParsedRef): boolean {
     return this.#opts.insecureRegistries.includes(ref.domain) || this.#opts.insecureRegistries.includes(ref.apiHost);
   }
@@ -147,12 +209,13 @@ export class RegistryClient {
     ];
   }
 
-  async #request(ref: ParsedRef, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
-    const url = this.#baseUrl(ref) + path;
+  async #request(ref: ParsedRef, path: string, headers: Record<string, string>, signal?: AbortSignal, send: Send = { method: 'GET', scope: 'pull' }): Promise<Response> {
+    // `path` is relative to the repository's API root, or an absolute upload location it gave us.
+    const url = /^https?:\/\//.test(path) ? path : this.#baseUrl(ref) + path;
     const key = `${ref.apiHost}/${ref.repository}`;
-    const send = (auth: string | undefined) => this.#follow(url, auth ? { ...headers, authorization: auth } : headers, ref, 'registry', signal);
+    const attempt = (auth: string | undefined) => this.#follow(url, auth ? { ...headers, authorization: auth } : headers, ref, 'registry', signal, send);
     const cached = this.#auth.get(key);
-    let res = await send(cached);
+    let res = await attempt(cached);
     if (res.status !== 401) return res;
 
     const creds = this.#creds(ref);
@@ -164,7 +227,7 @@ export class RegistryClient {
       const token = await fetchBearerToken({
         challenge,
         registry: ref.domain,
-        defaultScope: `repository:${ref.repository}:pull`,
+        defaultScope: `repository:${ref.repository}:${send.scope}`,
         creds,
         signal,
         fetchOrThrow: (u, init) => this.#follow(u, init.headers as Record<string, string>, ref, 'realm', signal),
@@ -175,7 +238,7 @@ export class RegistryClient {
     } else {
       throw authFailed(ref.domain, `it requires ${challenge?.scheme ?? 'unknown'} authentication`, creds !== undefined);
     }
-    res = await send(auth);
+    res = await attempt(auth);
     if (res.status === 401) {
       await res.body?.cancel();
       throw authFailed(ref.domain, 'the credentials or token were rejected', creds !== undefined);
@@ -185,10 +248,10 @@ export class RegistryClient {
   }
 
   /**
-   * A GET that follows redirects itself, so each hop is checked before anything is sent to it.
+   * A request that follows redirects itself, so each hop is checked before anything is sent to it.
    * The Authorization header goes only to the origin it was meant for.
    */
-  async #follow(url: string, headers: Record<string, string>, ref: ParsedRef, purpose: Purpose, signal?: AbortSignal): Promise<Response> {
+  async #follow(url: string, headers: Record<string, string>, ref: ParsedRef, purpose: Purpose, signal?: AbortSignal, send: Send = { method: 'GET', scope: 'pull' }): Promise<Response> {
     const origins = this.#origins(ref);
     let target = new URL(url);
     if (purpose === 'realm') {
@@ -197,7 +260,7 @@ export class RegistryClient {
     }
     let sent = headers;
     for (let hops = 0; ; hops++) {
-      const res = await this.#fetch(target, sent, origins, ref, purpose, signal);
+      const res = await this.#fetch(target, sent, origins, ref, purpose, signal, send);
       if (!REDIRECT_STATUSES.has(res.status)) return res;
       await res.body?.cancel();
       const location = res.headers.get('location') ?? '';
@@ -218,9 +281,12 @@ export class RegistryClient {
     }
   }
 
-  async #fetch(target: URL, headers: Record<string, string>, origins: PullOrigins, ref: ParsedRef, purpose: Purpose, signal?: AbortSignal): Promise<Response> {
+  async #fetch(target: URL, headers: Record<string, string>, origins: PullOrigins, ref: ParsedRef, purpose: Purpose, signal: AbortSignal | undefined, send: Send): Promise<Response> {
+    const body = send.body?.();
     const init: RequestInit = {
+      method: send.method,
       headers,
+      ...(body ? { body, duplex: 'half' } : {}),
       redirect: 'manual',
       dispatcher: isListed(target, origins) ? this.#listedAgent : this.#publicAgent,
       ...(signal ? { signal } : {}),
@@ -279,6 +345,17 @@ export class RegistryClient {
       details: { registry: ref.domain, status: res.status },
     });
   }
+}
+
+/** A file's bytes as a web stream, reporting how many have been read. */
+function countingStream(path: string, onBytes: (done: number) => void): ReadableStream<Uint8Array> {
+  let done = 0;
+  const counted = createReadStream(path).map((chunk: Buffer) => {
+    done += chunk.length;
+    onBytes(done);
+    return chunk;
+  });
+  return Readable.toWeb(counted as Readable) as ReadableStream<Uint8Array>;
 }
 
 const MISCONFIGURED = 'the registry is misconfigured or hostile; retry later or pull from another registry';

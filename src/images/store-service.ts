@@ -2,9 +2,11 @@ import { HangarError } from '../protocol/errors.ts';
 import { busyboxTar, BUSYBOX_CONFIG } from './base-busybox.ts';
 import { DEBIAN_CONFIG, debianSuite, debianTar } from './base-debian.ts';
 import { ContentStore } from './content-store.ts';
-import { parseImageRef, type ParsedRef } from './image-ref.ts';
+import { parseImageRef, parseTargetRef, type ParsedRef } from './image-ref.ts';
 import { ImageRefs } from './image-refs.ts';
-import type { ImageService, ImageSummary, PullOptions, ResolvedImage } from './image-service.ts';
+import type { CommitInput, CommittedImage, ImageService, ImageSummary, ImageWriter, PullOptions, PushOptions, ResolvedImage } from './image-service.ts';
+import { storeLayeredImage } from './layered-image.ts';
+import { pushImage } from './pusher.ts';
 import { LayerStore } from './layer-store.ts';
 import { storeOneLayerImage } from './local-image.ts';
 import { parseImageConfig, parseManifest, type ImageManifest } from './manifest.ts';
@@ -17,7 +19,7 @@ import { RegistryClient, type RegistryOptions } from './registry-client.ts';
 
 export type BuildBaseOptions = PullOptions;
 
-export class StoreImageService implements ImageService {
+export class StoreImageService implements ImageService, ImageWriter {
   readonly #content: ContentStore;
   readonly #layers: LayerStore;
   readonly #refs: ImageRefs;
@@ -98,6 +100,40 @@ export class StoreImageService implements ImageService {
         return this.#record(parsed, digest, options);
       }),
     );
+  }
+
+  async commit(ref: string, input: CommitInput, options: { signal?: AbortSignal } = {}): Promise<CommittedImage> {
+    await this.#ready;
+    const parsed = parseTargetRef(ref);
+    let layer: CommittedImage['layer'] | undefined;
+    const image = await this.#once(parsed.name, () =>
+      this.#pinned(async (pin) => {
+        const made = await storeLayeredImage({ content: this.#content, layers: this.#layers }, { ...input, name: parsed.name }, pin, options.signal);
+        layer = made.layer;
+        return this.#record(parsed, made.manifestDigest, {});
+      }),
+    );
+    // A commit that joined another one under the same name has no layer of its own to report.
+    if (!layer) {
+      throw new HangarError('image_in_use', `${parsed.name} is being written by another commit or pull`, {
+        hint: 'wait for it to finish, or commit under another tag',
+        details: { ref: parsed.name },
+      });
+    }
+    return { ...image, layer };
+  }
+
+  async push(ref: string, options: PushOptions = {}): Promise<void> {
+    await this.#ready;
+    const parsed = parseTargetRef(ref);
+    const record = await this.#refs.get(parsed.name);
+    if (!record) throw notLocal(parsed);
+    await this.#pinned(async (pin) => {
+      pin(record.manifestDigest);
+      const manifest = await this.#manifest(parsed.name, record.manifestDigest);
+      for (const d of [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]) pin(d);
+      await pushImage({ registry: this.#registry, content: this.#content }, parsed, record.manifestDigest, options);
+    });
   }
 
   async list(): Promise<ImageSummary[]> {

@@ -3,17 +3,20 @@ import { HangarError } from '../protocol/errors.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import type { MachineNetwork } from '../network/machine-network.ts';
 import type { MachineService } from './machine-service.ts';
+import type { VolumeService } from './volume-service.ts';
 import type { AppRecord, Store } from './store.ts';
 
 export class AppService {
   readonly #store: Store;
   readonly #machines: MachineService;
   readonly #network: MachineNetwork;
+  readonly #volumes: VolumeService;
 
-  constructor(store: Store, machines: MachineService, network: MachineNetwork) {
+  constructor(store: Store, machines: MachineService, network: MachineNetwork, volumes: VolumeService) {
     this.#store = store;
     this.#machines = machines;
     this.#network = network;
+    this.#volumes = volumes;
   }
 
   create(name: string, network?: string, settings: Partial<AppSettings> = {}): AppRecord {
@@ -37,6 +40,7 @@ export class AppService {
       throw new HangarError('app_not_found', `no app named ${name}`, {
         hint: `create it first: POST /v1/apps {"app_name": "${name}"}`,
         details: { app: name },
+        next: [{ action: 'app_create', app: name }],
       });
     }
     return app;
@@ -67,10 +71,11 @@ export class AppService {
     return this.#store.countLiveMachines(name);
   }
 
-  /** Like Fly, deleting an app destroys its machines. */
+  /** Like Fly, deleting an app destroys its machines and volumes. */
   async delete(name: string): Promise<void> {
     this.get(name);
     for (const m of this.#machines.list(name)) await this.#machines.destroy(name, m.id, { force: true, leaseNonce: m.lease?.nonce });
+    await this.#volumes.deleteAll(name);
     const subnet = this.#store.transaction(() => {
       this.#store.deleteApp(name);
       return this.#store.freeAppSubnet(name);

@@ -6,11 +6,14 @@ import type { CheckpointRecord, MachineRecord, Store } from './store.ts';
 import type { ForkRequest } from '../protocol/checkpoints.ts';
 import type { DiffOptions, DiffResult } from '../storage/filesystem-diff.ts';
 import { assertLegal } from './transitions.ts';
+import { KeyedQueue } from './keyed-queue.ts';
+import type { VolumeService } from './volume-service.ts';
+import type { MachineMount } from '../protocol/machine-config.ts';
 
-// Captures of a machine's disk. Checkpoints: named, immutable copies it can be rolled back to.
-// Forks: new machines, each with its own copy. Every copy is a reflink of the disk image, so it
-// costs the same whatever the disk holds and however many exist. Captures of one machine run one
-// at a time.
+// Captures of a machine's disk and volumes. Checkpoints: named, immutable copies it can be rolled
+// back to. Forks: new machines, each with its own copy (of the volumes too: new volumes, attached
+// to the fork). Every copy is a reflink of an image, so it costs the same whatever the disk holds
+// and however many exist. Captures of one machine run one at a time.
 
 export type CheckpointRequest = { name?: string; comment?: string };
 
@@ -18,12 +21,14 @@ export class CheckpointService {
   readonly #store: Store;
   readonly #machines: MachineService;
   readonly #runner: MachineRunner;
-  readonly #queues = new Map<string, Promise<unknown>>();
+  readonly #volumes: VolumeService;
+  readonly #queue = new KeyedQueue();
 
-  constructor(deps: { store: Store; machines: MachineService; runner: MachineRunner }) {
+  constructor(deps: { store: Store; machines: MachineService; runner: MachineRunner; volumes: VolumeService }) {
     this.#store = deps.store;
     this.#machines = deps.machines;
     this.#runner = deps.runner;
+    this.#volumes = deps.volumes;
   }
 
   async create(app: string, machineId: string, req: CheckpointRequest): Promise<CheckpointRecord> {
@@ -39,10 +44,10 @@ export class CheckpointService {
           details: { name },
         });
       }
-      await this.#runner.captureDisk(m, id);
+      const volumes = await this.#runner.captureDisk(m, id);
       const record: CheckpointRecord = {
         id, machineId: m.id, name, comment: req.comment ?? '', createdAt: new Date().toISOString(),
-        sizeBytes: this.#runner.diskUsage(m)?.usedBytes ?? 0, parentId: this.#store.checkpointHead(m.id),
+        sizeBytes: this.#runner.diskUsage(m)?.usedBytes ?? 0, parentId: this.#store.checkpointHead(m.id), volumes,
       };
       this.#store.insertCheckpoint(record);
       return record;
@@ -60,6 +65,7 @@ export class CheckpointService {
       throw new HangarError('checkpoint_not_found', `machine ${m.id} has no checkpoint ${idOrName}`, {
         hint: `list its checkpoints: GET /v1/apps/${app}/machines/${m.id}/checkpoints`,
         details: { checkpoint: idOrName, machine_id: m.id },
+        next: [{ action: 'checkpoint_list', app, id: m.id }],
       });
     }
     return c;
@@ -73,15 +79,15 @@ export class CheckpointService {
         this.#store.deleteCheckpoint(c);
         if (this.#store.checkpointHead(m.id) === c.id) this.#store.setCheckpointHead(m.id, c.parentId);
       });
-      await this.#runner.removeCheckpoint(m, c.id);
+      await this.#runner.removeCheckpoint(m, c.id, c.volumes);
     });
   }
 
-  /** Rolls the machine back; the checkpoint and the ones after it stay. */
+  /** Rolls the machine back, with the volumes the checkpoint captured that it still has; the checkpoint and the ones after it stay. */
   async restore(app: string, machineId: string, idOrName: string, opts: CallOptions = {}): Promise<MachineRecord> {
     const c = this.get(app, machineId, idOrName);
     const m = this.#machineWithDisk(app, machineId);
-    await this.#serialized(m.id, () => this.#machines.restoreCheckpoint(m, c.id, opts));
+    await this.#serialized(m.id, () => this.#machines.restoreCheckpoint(m, c, opts));
     return this.#machines.get(app, m.id);
   }
 
@@ -97,7 +103,10 @@ export class CheckpointService {
     return { from, to: to ?? 'live', ...result };
   }
 
-  /** New machines, each on a copy of the machine's disk as it is now (or as a checkpoint holds it). */
+  /**
+   * New machines, each on a copy of the machine's disk as it is now (or as a checkpoint holds it).
+   * Each mount of one of the source's volumes becomes a mount of a new volume copied from it.
+   */
   async fork(app: string, machineId: string, req: ForkRequest, opts: CallOptions = {}): Promise<MachineRecord[]> {
     const src = this.#machineWithDisk(app, machineId);
     const checkpoint = req.checkpoint === undefined ? undefined : this.get(app, src.id, req.checkpoint);
@@ -106,19 +115,59 @@ export class CheckpointService {
     // The copy holds the source's whole disk: it cannot be smaller.
     const config = { ...base, rootfs: { ...base.rootfs, size_gb: Math.max(base.rootfs?.size_gb ?? src.diskGb, src.diskGb) } };
     const snapshot = await this.#serialized(src.id, async () => {
-      if (checkpoint) return { path: this.#runner.checkpointDisk(src, checkpoint.id), discard: async () => undefined };
+      if (checkpoint) {
+        const volumes = new Map(checkpoint.volumes.map((v) => [v, this.#runner.checkpointVolume(src, checkpoint.id, v)]));
+        return { path: this.#runner.checkpointDisk(src, checkpoint.id), volumes, discard: async () => undefined };
+      }
       assertLegal('checkpoint', this.#machines.get(app, src.id).state, src.id);
       return this.#runner.snapshotDisk(src);
     });
     try {
       const names = Array.from({ length: count }, (_, i) => (req.name ? (count === 1 ? req.name : `${req.name}-${i + 1}`) : undefined));
       return await Promise.all(
-        names.map((name) =>
-          this.#machines.create(app, { config, ...(name ? { name } : {}), ...(req.skip_launch ? { skip_launch: true } : {}) }, { ...opts, disk: { from: snapshot.path, uidBase: src.uidBase } }),
-        ),
+        names.map(async (name) => {
+          const copies = await this.#copyVolumes(app, config.mounts, snapshot.volumes);
+          try {
+            return await this.#machines.create(
+              app,
+              { config: { ...config, ...(config.mounts ? { mounts: copies.mounts } : {}) }, ...(name ? { name } : {}), ...(req.skip_launch ? { skip_launch: true } : {}) },
+              { ...opts, disk: { from: snapshot.path, uidBase: src.uidBase } },
+            );
+          } catch (err) {
+            for (const v of copies.made) await this.#volumes.delete(app, v).catch(() => undefined);
+            throw err;
+          }
+        }),
       );
     } finally {
       await snapshot.discard();
+    }
+  }
+
+  /** Runs `fn` between the machine's captures, restores and deletes, never during one. */
+  exclusive<T>(machineId: string, fn: () => Promise<T>): Promise<T> {
+    return this.#serialized(machineId, fn);
+  }
+
+  /** The mounts with each volume of which `images` holds a copy replaced by a new volume made from it. */
+  async #copyVolumes(app: string, mounts: MachineMount[] | undefined, images: Map<string, string>): Promise<{ mounts: MachineMount[]; made: string[] }> {
+    const made: string[] = [];
+    try {
+      const copied: MachineMount[] = [];
+      for (const mount of mounts ?? []) {
+        const image = images.get(mount.volume);
+        if (!image) {
+          copied.push(mount);
+          continue;
+        }
+        const v = await this.#volumes.createFromImage(app, this.#store.volumes.get(mount.volume)?.name ?? mount.name ?? 'fork', image);
+        made.push(v.id);
+        copied.push({ ...mount, volume: v.id });
+      }
+      return { mounts: copied, made };
+    } catch (err) {
+      for (const v of made) await this.#volumes.delete(app, v).catch(() => undefined);
+      throw err;
     }
   }
 
@@ -133,13 +182,6 @@ export class CheckpointService {
   }
 
   #serialized<T>(machineId: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.#queues.get(machineId) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(fn);
-    const settled = next.catch(() => undefined);
-    this.#queues.set(machineId, settled);
-    void settled.then(() => {
-      if (this.#queues.get(machineId) === settled) this.#queues.delete(machineId);
-    });
-    return next;
+    return this.#queue.run(machineId, fn);
   }
 }

@@ -13,6 +13,9 @@ import { diffViews, type DiffOptions, type DiffResult, type DiffView } from '../
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { IdShift } from '../storage/id-shift.ts';
 import type { DiskUsage, MachineDisks } from '../storage/machine-disk.ts';
+import { captureImages } from '../storage/disk-image.ts';
+import { thaw } from '../storage/loop-device.ts';
+import type { VolumeDisks } from '../storage/volume-disk.ts';
 import { removeHostTree } from '../storage/tree-remove.ts';
 import { sweepStaleWrites } from '../storage/write-journal.ts';
 import { assertLegal } from './transitions.ts';
@@ -40,6 +43,7 @@ export class MachineRunner {
   readonly #resolveUser: UserResolver;
   readonly #network: MachineNetwork;
   readonly #disks: MachineDisks;
+  readonly #volumes: VolumeDisks;
   readonly #appSettings: AppSettingsLookup;
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
@@ -47,33 +51,41 @@ export class MachineRunner {
   /** Mounts under way, so two callers (a start and a files request) never mount one rootfs twice. */
   readonly #mounting = new Map<string, Promise<void>>();
 
-  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork, disks: MachineDisks, appSettings: AppSettingsLookup) {
+  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork, storage: { disks: MachineDisks; volumes: VolumeDisks }, appSettings: AppSettingsLookup) {
     this.#driver = driver;
-    this.#disks = disks;
+    this.#disks = storage.disks;
+    this.#volumes = storage.volumes;
     this.#appSettings = appSettings;
     this.#network = network;
     this.#paths = paths;
     this.#resolveUser = resolveUser;
   }
 
-  /** Slow path (create, update): mount the rootfs, write config.files, write the bundle. */
+  /**
+   * Slow path (create, update): mount the rootfs and write config.files, and meanwhile make the
+   * network (neither needs the other, and each spends its time waiting on helper processes); then
+   * write the bundle.
+   */
   async layOut(m: MachineRecord, image: ImageRunConfig): Promise<void> {
-    await mkdir(dirname(this.#paths.log(m.id)), { recursive: true });
-    await mkdir(this.#paths.bundle(m.id), { recursive: true });
-    const layout = this.#paths.overlay(m);
-    if (m.diskGb > 0) {
-      if (await this.#disks.isSmallerThan(m.id, m.diskGb)) {
-        await unmountOverlay(layout);
-        await this.#disks.grow(m.id, m.diskGb);
+    await Promise.all([mkdir(dirname(this.#paths.log(m.id)), { recursive: true }), mkdir(this.#paths.bundle(m.id), { recursive: true })]);
+    const rootfs = async () => {
+      const layout = this.#paths.overlay(m);
+      if (m.diskGb > 0) {
+        if (await this.#disks.isSmallerThan(m.id, m.diskGb)) {
+          await unmountOverlay(layout);
+          await this.#disks.grow(m.id, m.diskGb);
+        }
+        await this.#disks.prepare(m.id, m.diskGb);
       }
-      await this.#disks.prepare(m.id, m.diskGb);
-    }
-    if (!(await isMounted(layout.target))) await mountOverlay(layout);
-    await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
-    if (m.privateIp) {
-      await this.#network.attach(m.id, m.privateIp);
-      await writeFile(this.#resolvConf(m.id), resolvConf(m.app, this.#network.subnetOf(m.privateIp).gateway));
-    }
+      if (!(await isMounted(layout.target))) await mountOverlay(layout);
+      await this.#mountVolumes(m);
+      await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
+    };
+    const network = async (ip: string) => {
+      await this.#network.attach(m.id, ip);
+      await writeFile(this.#resolvConf(m.id), resolvConf(m.app, this.#network.subnetOf(ip).gateway));
+    };
+    await allSettled([rootfs(), ...(m.privateIp ? [network(m.privateIp)] : [])]);
     await this.#driver.prepare(await this.#spec(m, image));
   }
 
@@ -91,7 +103,8 @@ export class MachineRunner {
     await this.#ensureMounted(m);
     // Temp files of uploads an earlier daemon died in the middle of (one readdir when there are none).
     await sweepStaleWrites(this.#paths.rootfs(m.id));
-    // Kept across stop/start; only a host reboot takes it away.
+    // Kept across stop/start; only a host reboot takes these away.
+    await this.#mountVolumes(m);
     if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
     const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id), nestedNamespaces: this.#nestedNamespaces(m) };
     const started = await this.#driver.start(m.id, where);
@@ -108,6 +121,16 @@ export class MachineRunner {
     await this.#ensureMounted(m);
     await sweepStaleWrites(this.#paths.rootfs(m.id));
     return this.#paths.rootfs(m.id);
+  }
+
+  /** The machine's volumes, mounted on the host for crun to bind into it. */
+  async #mountVolumes(m: MachineRecord): Promise<void> {
+    for (const id of volumesOf(m)) await this.#volumes.ensureMounted(id);
+  }
+
+  /** Unmounts volumes the machine no longer has (destroyed, or updated without them). */
+  async unmountVolumes(ids: string[]): Promise<void> {
+    for (const id of ids) await this.#volumes.unmount(id);
   }
 
   /** Whether the app lets its machines make namespaces; only a machine with a user namespace of its own may. */
@@ -213,6 +236,7 @@ export class MachineRunner {
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
     await unmountOverlay(this.#paths.overlay(m));
     if (m.diskGb > 0) await this.#disks.remove(m.id);
+    await this.unmountVolumes(volumesOf(m));
     await this.#network.detach(m.id);
     // Not rm -r: the machine may have made a tree deeper than PATH_MAX or than our descriptors.
     await removeHostTree(this.#paths.dir(m.id));
@@ -222,31 +246,86 @@ export class MachineRunner {
     await unmountOverlay(this.#paths.overlay(m));
   }
 
-  /** Captures the machine's disk, running or not, as checkpoint `checkpointId`. */
-  async captureDisk(m: MachineRecord, checkpointId: string): Promise<void> {
+  /**
+   * Captures the machine's disk and volumes, running or not, as checkpoint `checkpointId`, all at
+   * one instant; answers the volumes captured.
+   */
+  async captureDisk(m: MachineRecord, checkpointId: string): Promise<string[]> {
     await this.#ensureMounted(m);
-    await this.#disks.capture(m.id, this.#disks.checkpointImage(m.id, checkpointId));
+    const volumes = volumesOf(m);
+    await captureImages([
+      this.#disks.capture(m.id, this.#disks.checkpointImage(m.id, checkpointId)),
+      ...volumes.map((v) => this.#volumes.capture(v, this.checkpointVolume(m, checkpointId, v))),
+    ]);
+    return volumes;
   }
 
-  /** Puts checkpoint `checkpointId` in place of the machine's disk; the machine must not be running. */
-  async restoreDisk(m: MachineRecord, checkpointId: string): Promise<void> {
+  /**
+   * Puts checkpoint `checkpointId` in place of the machine's disk, and of those of `volumes` (ids
+   * the checkpoint captured) the machine still has; the machine must not be running.
+   */
+  async restoreDisk(m: MachineRecord, checkpointId: string, volumes: string[], volumeSizeGb: (id: string) => number): Promise<void> {
     await unmountOverlay(this.#paths.overlay(m));
     await this.#disks.unmount(m.id);
     await this.#disks.cloneFrom(m.id, this.#disks.checkpointImage(m.id, checkpointId));
     // A checkpoint taken before the disk grew is smaller than the machine's size now.
     if (await this.#disks.isSmallerThan(m.id, m.diskGb)) await this.#disks.grow(m.id, m.diskGb);
+    for (const v of volumes.filter((id) => volumesOf(m).includes(id))) {
+      await this.#volumes.unmount(v);
+      await this.#volumes.createFrom(v, this.checkpointVolume(m, checkpointId, v), volumeSizeGb(v));
+    }
     await this.#ensureMounted(m);
+    await this.#mountVolumes(m);
   }
 
-  /** A consistent copy of the machine's disk, running or not, for forks to clone; discard it after. */
-  async snapshotDisk(m: MachineRecord): Promise<{ path: string; discard(): Promise<void> }> {
+  /**
+   * A consistent copy of the machine's disk and volumes, running or not, for forks to clone:
+   * `volumes` maps each volume id to its copy. Discard them after.
+   */
+  async snapshotDisk(m: MachineRecord): Promise<{ path: string; volumes: Map<string, string>; discard(): Promise<void> }> {
     await this.#ensureMounted(m);
-    const path = await this.#disks.snapshot(m.id);
-    return { path, discard: () => rm(path, { force: true }) };
+    const path = this.#disks.forkImage(m.id);
+    const volumes = new Map(volumesOf(m).map((v) => [v, path.replace(/\.ext4$/, `.${v}`)]));
+    const all = [path, ...volumes.values()];
+    try {
+      await captureImages([this.#disks.capture(m.id, path), ...[...volumes].map(([v, dest]) => this.#volumes.capture(v, dest))]);
+    } catch (err) {
+      await Promise.all(all.map((p) => rm(p, { force: true })));
+      throw err;
+    }
+    return { path, volumes, discard: async () => void (await Promise.all(all.map((p) => rm(p, { force: true })))) };
+  }
+
+  /**
+   * The machine's writable layer as checkpoint `checkpointId` holds it, or (absent) as it is now,
+   * captured frozen: mounted read-only until `release`. A capture of now is unlinked at once, so
+   * nothing of it outlives the mount.
+   */
+  async mountCapture(m: MachineRecord, checkpointId: string | undefined): Promise<{ upperDir: string; release(): Promise<void> }> {
+    const snapshot = checkpointId === undefined ? await this.snapshotDisk(m) : undefined;
+    const target = join(this.#paths.dir(m.id), 'views', randomBytes(4).toString('hex'));
+    const release = async () => {
+      await unmount(target);
+      await rm(target, { recursive: true, force: true });
+    };
+    try {
+      await this.#disks.mountCapture(snapshot?.path ?? this.#disks.checkpointImage(m.id, checkpointId!), target);
+    } catch (err) {
+      await release();
+      throw err;
+    } finally {
+      await snapshot?.discard();
+    }
+    return { upperDir: join(target, 'upper'), release };
   }
 
   checkpointDisk(m: MachineRecord, checkpointId: string): string {
     return this.#disks.checkpointImage(m.id, checkpointId);
+  }
+
+  /** Where checkpoint `checkpointId` of the machine keeps its copy of volume `volumeId`. */
+  checkpointVolume(m: MachineRecord, checkpointId: string, volumeId: string): string {
+    return join(this.#disks.checkpointDir(m.id), `${checkpointId}.${volumeId}`);
   }
 
   /** Gives a machine being created a clone of `image` as its disk (a fork). */
@@ -292,11 +371,16 @@ export class MachineRunner {
     const live = new Map(machines.filter(({ m }) => m.diskGb > 0).map(({ m, checkpoints }) => [m.id, new Set(checkpoints)]));
     const done = await this.#disks.recover(live);
     for (const { m } of machines) {
+      for (const v of volumesOf(m)) {
+        if ((await this.#volumes.isMounted(v)) && thaw(this.#volumes.mountPoint(v))) done.push(`thawed volume ${v}`);
+      }
       const views = join(this.#paths.dir(m.id), 'views');
       const left = await readdir(views).catch(() => [] as string[]);
       for (const name of left) {
+        // A diff's view (root over disk), or a commit's capture mounted at the view itself.
         await unmount(join(views, name, 'root'));
         await unmount(join(views, name, 'disk'));
+        await unmount(join(views, name));
       }
       if (left.length > 0) {
         await rm(views, { recursive: true, force: true });
@@ -306,8 +390,9 @@ export class MachineRunner {
     return done;
   }
 
-  async removeCheckpoint(m: MachineRecord, checkpointId: string): Promise<void> {
+  async removeCheckpoint(m: MachineRecord, checkpointId: string, volumes: string[]): Promise<void> {
     await rm(this.#disks.checkpointImage(m.id, checkpointId), { force: true });
+    for (const v of volumes) await rm(this.checkpointVolume(m, checkpointId, v), { force: true });
   }
 
   /** What the machine's disk holds and can hold; undefined for a machine without one, or before its first mount. */
@@ -338,10 +423,24 @@ export class MachineRunner {
         ...user,
       },
       limits: { cpus: m.config.guest?.cpus, memoryMb: m.config.guest?.memory_mb },
+      volumes: (m.config.mounts ?? []).map((v) => ({ source: this.#volumes.mountPoint(v.volume), destination: v.path })),
       ...(m.uidBase ? { idRange: idRangeOf(m.uidBase) } : {}),
       nestedNamespaces: this.#nestedNamespaces(m),
     };
   }
+}
+
+/**
+ * Waits for every step, then throws the first failure: a caller that cleans up after a failure
+ * must not race a step that is still making what it would remove.
+ */
+async function allSettled(steps: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(steps)).find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+function volumesOf(m: MachineRecord): string[] {
+  return (m.config.mounts ?? []).map((v) => v.volume);
 }
 
 function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {

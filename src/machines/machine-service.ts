@@ -17,7 +17,8 @@ import { event, exitEvent } from './machine-events.ts';
 import type { MachineRunner } from './machine-runner.ts';
 import { commandFor } from './process-spec.ts';
 import type { StateWaiters } from './state-waiters.ts';
-import type { EventRecord, MachineRecord, Store } from './store.ts';
+import type { CheckpointRecord, EventRecord, MachineRecord, Store } from './store.ts';
+import { assertClaimable, claimVolumes, releaseVolumes } from './volume-claims.ts';
 import { assertLegal, transientStateOf, type Action } from './transitions.ts';
 
 // Machine lifecycle: every transition is checked against the one table, recorded as an intent
@@ -60,10 +61,20 @@ export class MachineService {
 
   get(app: string, idOrName: string, opts: { includeDestroyed?: boolean } = {}): MachineRecord {
     const m = this.#store.getMachine(idOrName) ?? this.#store.findMachineByName(app, idOrName);
-    if (!m || m.app !== app || (m.state === 'destroyed' && !opts.includeDestroyed)) {
+    const gone = !m || (m.state === 'destroyed' && !opts.includeDestroyed);
+    if (!gone && m.app !== app) {
+      // A robot juggling apps sends an id to the wrong one; say where it is.
+      throw new HangarError('machine_not_found', `no machine ${idOrName} in app ${app}; it is in app ${m.app}`, {
+        hint: `it is at /v1/apps/${m.app}/machines/${m.id}`,
+        details: { machine_id: idOrName, app, machine_app: m.app },
+        next: [{ action: 'machine_get', app: m.app, id: m.id }],
+      });
+    }
+    if (gone || !m) {
       throw new HangarError('machine_not_found', `no machine ${idOrName} in app ${app}`, {
         hint: `list the app's machines: GET /v1/apps/${app}/machines`,
         details: { machine_id: idOrName, app },
+        next: [{ action: 'machine_list', app }],
       });
     }
     return m;
@@ -87,6 +98,7 @@ export class MachineService {
     req = { ...req, config: withRootfsSize(withDefaultGuest(req.config), DEFAULT_ROOTFS_SIZE_GB) };
     validateConfig(req.config);
     this.#assertNameFree(app, req.name);
+    assertClaimable(this.#store, app, undefined, req.config.mounts);
     const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
     commandFor(req.config, image.config);
     const id = newMachineId();
@@ -106,6 +118,7 @@ export class MachineService {
       m.privateIp = allocateAddress(this.#store, this.#machineRange, app);
       m.uidBase = opts.disk?.uidBase || allocateUidBase(this.#store);
       this.#store.insertMachine(m);
+      claimVolumes(this.#store, app, id, req.config.mounts);
       // A fork cut off by a crash is undone, not finished (reconcile.ts): its disk may be half-made.
       return this.#store.openIntent(id, opts.disk ? 'fork' : 'create', 'creating');
     });
@@ -114,6 +127,7 @@ export class MachineService {
       await this.#runner.layOut(m, image.config);
     } catch (err) {
       await this.#runner.remove(m).catch(() => undefined);
+      this.#store.transaction(() => releaseVolumes(this.#store, m.id));
       this.#setState(m, 'destroyed', event('launch', 'failed', 'user', { error: String((err as Error).message) }));
       this.#store.closeIntent(intent, `failed: ${(err as Error).message}`);
       throw err;
@@ -160,6 +174,7 @@ export class MachineService {
     if (m.diskGb > 0) req.config = withRootfsSize(req.config, m.diskGb);
     validateConfig(req.config);
     assertDiskFits(m, req.config);
+    assertClaimable(this.#store, app, m.id, req.config.mounts);
     assertLegal('update', m.state, m.id);
     assertLeaseHolder(m, opts.leaseNonce);
     const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
@@ -170,6 +185,7 @@ export class MachineService {
         this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: true }));
       }
       if (image.layerDirs.join('\n') !== m.layerDirs.join('\n')) await this.#runner.unmount(m);
+      await this.#runner.unmountVolumes(this.#store.transaction(() => claimVolumes(this.#store, app, m.id, req.config.mounts)));
       Object.assign(m, { config: req.config, instanceId: newInstanceId(), imageRef: image.ref, layerDirs: image.layerDirs });
       if (m.diskGb > 0) m.diskGb = req.config.rootfs!.size_gb!;
       if (req.name) m.name = req.name;
@@ -188,26 +204,31 @@ export class MachineService {
       throw new HangarError('invalid_state', `machine ${m.id} is started; destroying it needs force`, {
         hint: 'stop it first (POST …/stop), or pass ?force=true to kill it',
         details: { state: m.state },
+        next: [{ action: 'machine_stop', app, id: m.id }, { action: 'machine_destroy', app, id: m.id, force: true }],
       });
     }
     await this.#transition(m, 'destroy', opts.cause?.source ?? 'user', opts.leaseNonce, async (from) => {
       if (from === 'started') await this.#runner.halt(m, { signal: 'SIGKILL', timeoutMs: 0 });
       await this.#runner.remove(m);
-      this.#store.deleteCheckpointsOf(m.id);
+      // The machine's volumes stay, free for another machine to mount.
+      this.#store.transaction(() => {
+        releaseVolumes(this.#store, m.id);
+        this.#store.deleteCheckpointsOf(m.id);
+      });
       return 'destroyed';
     }, opts.cause?.reason);
     this.#halts.delete(m.id);
   }
 
-  /** Rolls the machine's disk back to a checkpoint; a started machine is restarted on it. */
-  async restoreCheckpoint(m: MachineRecord, checkpointId: string, opts: CallOptions = {}): Promise<void> {
+  /** Rolls the machine's disk and volumes back to a checkpoint; a started machine is restarted on it. */
+  async restoreCheckpoint(m: MachineRecord, checkpoint: CheckpointRecord, opts: CallOptions = {}): Promise<void> {
     await this.#transition(m, 'restore', 'user', opts.leaseNonce, async (from) => {
       if (from === 'started') {
         const exit = await this.#runner.halt(m, {});
         this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: true }));
       }
-      await this.#runner.restoreDisk(m, checkpointId);
-      this.#store.setCheckpointHead(m.id, checkpointId);
+      await this.#runner.restoreDisk(m, checkpoint.id, checkpoint.volumes, (id) => this.#store.volumes.get(id)?.sizeGb ?? 0);
+      this.#store.setCheckpointHead(m.id, checkpoint.id);
       if (from !== 'started') return from;
       await this.#runner.run(m, (exit) => this.#onExit(m.id, exit));
       return 'started';
@@ -233,6 +254,7 @@ export class MachineService {
     throw new HangarError('wait_timeout', `machine ${m.id} did not reach ${q.state} within ${q.timeoutMs / 1000}s; it is ${now.state}`, {
       hint: now.state === 'stopped' && q.state === 'started' ? 'start it: POST …/start' : 'wait again, or check …/events for why',
       details: { state: now.state, wanted: q.state },
+      ...(now.state === 'stopped' && q.state === 'started' ? { next: [{ action: 'machine_start' as const, app, id: m.id }] } : {}),
     });
   }
 

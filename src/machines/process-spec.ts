@@ -40,3 +40,31 @@ export function envFor(config: MachineConfig, image: ImageRunConfig, who: Machin
   env.set('FLY_REGION', 'local');
   return [...env].map(([k, v]) => `${k}=${v}`);
 }
+
+/**
+ * The run config of an image made from the machine (a commit): what it runs, its env, as the
+ * machine's config made them from `image`, so a machine created from the new image with no
+ * init or env of its own runs the same command with the same env. Hangar's per-machine FLY_*
+ * variables are left out; a new machine gets its own.
+ */
+export function committedRunConfig(config: MachineConfig, image: ImageRunConfig): ImageRunConfig {
+  const init = config.init ?? {};
+  const run: ImageRunConfig = { ...image };
+  if (init.exec?.length) {
+    run.Entrypoint = init.exec;
+    run.Cmd = null;
+  } else if (init.entrypoint) {
+    run.Entrypoint = init.entrypoint;
+    run.Cmd = init.cmd ?? null;
+  } else if (init.cmd) {
+    run.Cmd = init.cmd;
+  }
+  const env = new Map<string, string>();
+  for (const entry of image.Env ?? []) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) env.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  for (const [k, v] of Object.entries(config.env ?? {})) env.set(k, v);
+  if (env.size > 0) run.Env = [...env].map(([k, v]) => `${k}=${v}`);
+  return run;
+}

@@ -6,11 +6,16 @@ import type { MachineService } from './machine-service.ts';
 import { event, exitEvent } from './machine-events.ts';
 import type { MachineRecord, Store } from './store.ts';
 import { isTransient } from '../protocol/states.ts';
+import { releaseVolumes } from './volume-claims.ts';
 
 // After a restart (or kill -9) of the daemon: finish or undo what was under way, and bring every
 // record in line with what the runtime actually runs. Machines still running stay `started`.
 
-export type ReconcileReport = { adopted: string[]; exited: string[]; finished: string[]; cleaned: string[]; storage: string[] };
+export type ReconcileReport = {
+  adopted: string[]; exited: string[]; finished: string[]; cleaned: string[]; storage: string[];
+  /** Sessions still running, and those found ended (filled in by the session service). */
+  sessions?: { running: string[]; ended: string[] };
+};
 
 export async function reconcile(deps: {
   store: Store;
@@ -27,6 +32,8 @@ export async function reconcile(deps: {
     m.updatedAt = new Date().toISOString();
     store.transaction(() => {
       store.updateMachine(m);
+      // A destroyed machine's volumes stay, free for another machine.
+      if (state === 'destroyed') releaseVolumes(store, m.id);
       if (ev) store.addEvent(m.id, ev);
     });
   };

@@ -4,6 +4,8 @@ import type { MachineState } from '../protocol/states.ts';
 import type { EventSource } from '../protocol/event-sources.ts';
 import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
+import { VolumeStore } from './volume-store.ts';
+import { SessionStore } from './session-store.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
 // writes its intent before acting and its result after, so a restarted daemon knows what was
@@ -53,6 +55,8 @@ export type CheckpointRecord = {
   createdAt: string;
   sizeBytes: number;
   parentId: string | null;
+  /** The volumes captured with the disk (those the machine had then). */
+  volumes: string[];
 };
 
 export type IntentRecord = { seq: number; machineId: string; action: string; fromState: string; startedAt: string };
@@ -97,12 +101,17 @@ const ADDED_COLUMNS: Array<{ table: string; column: string; type: string }> = [
   { table: 'machines', column: 'disk_gb', type: 'INTEGER NOT NULL DEFAULT 0' },
   // The checkpoint the machine's disk last came from or was captured as: the parent of its next one.
   { table: 'machines', column: 'checkpoint_head', type: 'TEXT' },
+  // JSON array of volume ids captured with the disk; NULL (from before volumes) means none.
+  { table: 'checkpoints', column: 'volumes', type: 'TEXT' },
 ];
 
 type Row = Record<string, string | number | null>;
 
 export class Store {
   readonly #db: DatabaseSync;
+  readonly volumes: VolumeStore;
+  /** Sessions, in their own table of the same database. */
+  readonly sessions: SessionStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -110,6 +119,8 @@ export class Store {
     this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
     this.#db.exec(SCHEMA);
     this.#addMissingColumns();
+    this.volumes = new VolumeStore(this.#db);
+    this.sessions = new SessionStore(this.#db);
   }
 
   #addMissingColumns(): void {
@@ -279,8 +290,8 @@ export class Store {
   insertCheckpoint(c: CheckpointRecord): void {
     this.transaction(() => {
       this.#db
-        .prepare('INSERT INTO checkpoints (id, machine_id, name, comment, created_at, size_bytes, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?)')
-        .run(c.id, c.machineId, c.name, c.comment, c.createdAt, c.sizeBytes, c.parentId);
+        .prepare('INSERT INTO checkpoints (id, machine_id, name, comment, created_at, size_bytes, parent_id, volumes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(c.id, c.machineId, c.name, c.comment, c.createdAt, c.sizeBytes, c.parentId, JSON.stringify(c.volumes));
       this.setCheckpointHead(c.machineId, c.id);
     });
   }
@@ -374,6 +385,7 @@ function toCheckpoint(r: Row): CheckpointRecord {
     createdAt: String(r.created_at),
     sizeBytes: Number(r.size_bytes),
     parentId: r.parent_id === null ? null : String(r.parent_id),
+    volumes: r.volumes ? (JSON.parse(String(r.volumes)) as string[]) : [],
   };
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CreateCheckpointRequestSchema, ForkRequestSchema, type Checkpoint } from '../protocol/checkpoints.ts';
+import { CommitRequestSchema } from '../protocol/commit.ts';
 import { appArg, CHANGES, DESTROYS, machineArg, READ_ONLY, tool } from './tool-def.ts';
 
 // Checkpoints: a robot captures a machine before a risky step and rolls back when it goes wrong.
@@ -66,6 +67,29 @@ export const checkpointTools = [
     run: async ({ app, id, checkpoint, count, name, skip_launch }, { client, signal }) => {
       const { machines } = await client.machines.fork(app, id, { ...(checkpoint ? { checkpoint } : {}), ...(count ? { count } : {}), ...(name ? { name } : {}), ...(skip_launch ? { skip_launch } : {}) }, { signal });
       return { summary: `forked ${id} into ${machines.map((m) => `${m.id} (${m.state})`).join(', ')}`, data: { machines } };
+    },
+  }),
+
+  tool({
+    name: 'machine_commit',
+    description:
+      "Make an OCI image of a machine: its image plus everything it wrote (now, captured while it keeps running, or as a checkpoint holds it), " +
+      "with its command and env. Stored on this host as `image` (REGISTRY/REPO:TAG); push: true also pushes it to that registry. " +
+      'Create machines from it (here or on another host) to start from the state this one reached.',
+    input: { app: appArg, id: machineArg, image: CommitRequestSchema.shape.image, push: CommitRequestSchema.shape.push, checkpoint: CommitRequestSchema.shape.checkpoint },
+    annotations: { ...CHANGES, openWorldHint: true },
+    run: async ({ app, id, image, push, checkpoint }, { client, signal, progress }) => {
+      let phase = '';
+      const made = await client.machines.commit(app, id, { image, ...(push ? { push } : {}), ...(checkpoint ? { checkpoint } : {}) }, {
+        signal,
+        onProgress: (p) => {
+          if (p.phase === phase) return;
+          phase = p.phase;
+          void progress(`commit: ${p.phase}`);
+        },
+      });
+      const skipped = made.skipped.length ? `; left out ${made.skipped.map((s) => `${s.path} (${s.type})`).join(', ')}` : '';
+      return { summary: `${id} committed as ${made.image} ${made.digest} (${made.layers} layers${made.pushed ? ', pushed' : ''})${skipped}`, data: made };
     },
   }),
 

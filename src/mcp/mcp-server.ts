@@ -1,19 +1,22 @@
 import { z } from 'zod';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { HangarApiError, type HangarClient } from '../sdk/index.ts';
+import { HangarApiError, type HangarClient, type NextAction } from '../sdk/index.ts';
 import { appTools } from './app-tools.ts';
 import { fileTools } from './file-tools.ts';
 import { checkpointTools } from './checkpoint-tools.ts';
 import { machineTools } from './machine-tools.ts';
 import { processTools } from './process-tools.ts';
+import { volumeTools } from './volume-tools.ts';
+import { observeTools } from './observe-tools.ts';
 import { registerResources } from './resources.ts';
+import { sessionTools } from './session-tools.ts';
 import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
 
 // The MCP server: every tool is a call through a HangarClient, so stdio (`hangar mcp`) and
 // Streamable HTTP (/mcp) behave alike and the REST API's auth applies to both.
 
-const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...processTools, ...fileTools];
+const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...sessionTools, ...fileTools, ...observeTools];
 
 /** Names and descriptions, for /llms.txt. */
 export function toolSummaries(): Array<{ name: string; description: string }> {
@@ -69,7 +72,7 @@ function success(out: ToolOutput): CallToolResult {
 function failure(err: unknown): CallToolResult {
   const e =
     err instanceof HangarApiError
-      ? { code: err.code, error: err.message, hint: err.hint }
+      ? { code: err.code, error: err.message, hint: toolHint(err) }
       : (err as Error)?.name === 'AbortError' || (err as Error)?.name === 'TimeoutError'
         ? { code: 'cancelled', error: 'the call was cancelled', hint: undefined }
         : { code: 'internal', error: (err as Error)?.message ?? String(err), hint: 'retry; if it persists, check the daemon log' };
@@ -78,4 +81,13 @@ function failure(err: unknown): CallToolResult {
     content: [{ type: 'text', text: `${e.code}: ${e.error}${e.hint ? `\nhint: ${e.hint}` : ''}` }],
     structuredContent: { code: e.code, error: e.error, ...(e.hint ? { hint: e.hint } : {}) },
   };
+}
+
+/** The API's next actions as tool calls, so a model is never told to POST to a route it cannot reach. */
+function toolHint(err: HangarApiError): string | undefined {
+  if (err.next.length === 0) return err.hint;
+  const call = (n: NextAction) => `${n.action} ${JSON.stringify({ app: n.app, ...(n.id === undefined ? {} : { id: n.id }), ...(n.force ? { force: true } : {}) })}`;
+  const elsewhere = err.code === 'machine_not_found' ? (err.details?.machine_app as string | undefined) : undefined;
+  if (elsewhere) return `it is in app ${elsewhere}: call again with app "${elsewhere}" (${call(err.next[0]!)} shows it)`;
+  return `call ${err.next.map(call).join(', or ')}`;
 }

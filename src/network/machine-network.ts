@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import type { Egress } from '../protocol/app-settings.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { appSubnet, parseMachineCidr, rangeCidr, subnetIndexOf, type AppSubnet, type MachineRange } from './addresses.ts';
@@ -17,6 +17,9 @@ import { assertRangeFree } from './range-conflicts.ts';
 // app's egress policy to what leaves through NAT (firewall.ts), and hold every machine to its own
 // address and MAC (port-guard.ts). Inside the namespace the gateway's MAC is pinned and IPv6 is
 // off; on the host the bridges have strict reverse-path filtering and no IPv6.
+
+/** A machine's network counters, from its side. */
+export type InterfaceTraffic = { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number };
 
 export type MachineNetworkOptions = {
   dataDir: string;
@@ -86,6 +89,19 @@ export class MachineNetwork {
   /** Where the runtime finds the machine's namespace. */
   netnsPath(machineId: string): string {
     return `/run/netns/${netnsName(this.#tag, machineId)}`;
+  }
+
+  /**
+   * Bytes and packets through the machine's eth0 since its network was made (it is kept across
+   * stop/start), as the machine sees them: what its host end sent, the machine received.
+   * Undefined when it has no link (no address, or a reboot took it away).
+   */
+  async traffic(machineId: string): Promise<InterfaceTraffic | undefined> {
+    const dir = `/sys/class/net/${vethName(this.#tag, machineId)}/statistics`;
+    const read = (name: string) => readFile(`${dir}/${name}`, 'utf8').then(Number, () => undefined);
+    const [rxBytes, txBytes, rxPackets, txPackets] = await Promise.all([read('tx_bytes'), read('rx_bytes'), read('tx_packets'), read('rx_packets')]);
+    if (rxBytes === undefined || txBytes === undefined || rxPackets === undefined || txPackets === undefined) return undefined;
+    return { rxBytes, txBytes, rxPackets, txPackets };
   }
 
   subnetOf(ip: string): AppSubnet {

@@ -20,6 +20,7 @@ export const CheckpointSchema = z.object({
   created_at: z.string(),
   size_bytes: z.number().meta({ description: 'What the machine had written on top of its image when captured' }),
   parent_id: z.string().nullable().meta({ description: 'The checkpoint the disk last came from or was captured as' }),
+  volumes: z.array(z.string()).meta({ description: 'The volumes captured with the disk (those the machine had mounted); a restore rolls back those it still has' }),
 });
 
 export const CheckpointParams = z.object({ app_name: z.string().min(1), machine_id: z.string().min(1), checkpoint_id: z.string().min(1) });

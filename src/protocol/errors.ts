@@ -51,8 +51,15 @@ export const ERROR_CODES = [
   'replay_loop',
   'rootfs_cannot_shrink',
   'checkpoint_not_found',
+  'session_not_found',
+  'session_name_taken',
+  'session_ended',
   'checkpoint_name_taken',
   'checkpoints_unsupported',
+  'volume_not_found',
+  'volume_attached',
+  'volume_cannot_shrink',
+  'volume_snapshot_not_found',
   'storage_error',
   'runtime_error',
   'host_unsupported',
@@ -61,11 +68,25 @@ export const ERROR_CODES = [
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
+/**
+ * What to do next, in no surface's words: `hint` says it for REST, and the CLI and MCP render
+ * these as a command line or a tool call of their own. Sent on the wire as `details.next`.
+ * Actions are named as the MCP tools that do them; `app` and `id` left out mean the request's
+ * own (the API fills them in before answering).
+ */
+export type NextAction = {
+  action: 'app_create' | 'machine_list' | 'machine_get' | 'machine_start' | 'machine_stop' | 'machine_destroy' | 'checkpoint_list';
+  app?: string;
+  id?: string;
+  force?: boolean;
+};
+
 export type HangarErrorOptions = {
   hint?: string;
   cause?: unknown;
   /** Extra machine-readable facts (current state, path, digest...), sent on the wire. */
   details?: Record<string, unknown>;
+  next?: NextAction[];
 };
 
 export class HangarError extends Error {
@@ -78,7 +99,7 @@ export class HangarError extends Error {
     this.name = 'HangarError';
     this.code = code;
     this.hint = options.hint;
-    this.details = options.details;
+    this.details = options.next ? { ...options.details, next: options.next } : options.details;
   }
 }
 

@@ -3,7 +3,7 @@ import { DurationSchema } from './duration.ts';
 import { LifetimeSchema } from './lifetime.ts';
 
 // Fly's MachineConfig. Fields Hangar acts on are validated strictly; the rest of Fly's fields
-// (services, checks, mounts, dns...) are kept as given so a Fly client's config round-trips.
+// (services, checks, dns...) are kept as given so a Fly client's config round-trips.
 
 const SIGNALS = [
   'SIGABRT', 'SIGALRM', 'SIGFPE', 'SIGHUP', 'SIGILL', 'SIGINT', 'SIGKILL', 'SIGPIPE',
@@ -87,6 +87,21 @@ export const MachineServiceSchema = z.looseObject({
   concurrency: ServiceConcurrencySchema.optional(),
 });
 
+/** Where a machine may not mount a volume: its root, and what the runtime mounts itself. */
+const RESERVED_MOUNT_PATHS = /^\/(?:proc|sys|dev|\.hangar)?(?:\/|$)/;
+
+export const MachineMountSchema = z.looseObject({
+  volume: z.string().min(1).meta({ description: 'Id of a volume of the app (vol_…); a volume is attached to one machine at a time' }),
+  path: z
+    .string()
+    .regex(/^\/[^\0]*$/, 'an absolute path')
+    .refine((p) => !p.split('/').includes('..') && !RESERVED_MOUNT_PATHS.test(p.replace(/\/+$/, '/')), 'not /, nor under /proc, /sys, /dev or /.hangar, nor with ..')
+    .meta({ description: 'Where the volume appears in the machine' }),
+  name: z.string().optional(),
+});
+
+export type MachineMount = z.infer<typeof MachineMountSchema>;
+
 export const MachineConfigSchema = z.looseObject({
   image: z.string().min(1).meta({ description: 'OCI image reference, or hangar/busybox, hangar/debian:bookworm' }),
   env: z.record(z.string(), z.string()).optional(),
@@ -99,6 +114,11 @@ export const MachineConfigSchema = z.looseObject({
   rootfs: RootfsConfigSchema.optional(),
   auto_destroy: z.boolean().optional(),
   services: z.array(MachineServiceSchema).optional(),
+  mounts: z
+    .array(MachineMountSchema)
+    .optional()
+    .refine((ms) => !ms || (new Set(ms.map((m) => m.volume)).size === ms.length && new Set(ms.map((m) => m.path.replace(/\/+$/, ''))).size === ms.length), 'each volume and each path at most once')
+    .meta({ description: 'Volumes to mount; each stays the machine\'s (attached) until the machine is destroyed or updated without it' }),
   lifetime: LifetimeSchema.optional(),
 });
 

@@ -3,16 +3,17 @@
 // crun and records the exit in the bundle, so machines outlive the daemon and the launcher, and a
 // restarted daemon reads what happened from the bundle (see run-files.ts).
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
-import { access, constants as fsConstants, mkdir, rename, writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { access, constants as fsConstants, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { constants, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import { watchBundle } from './bundle-watch.ts';
+import { cgroup2MountOf, cgroupMoveWarmer } from './cgroup-warmup.ts';
 import { type CrunCommand, detectCrunCommand, removeCgroup2Group } from './crun-command.ts';
-import { crunExec, spawnExec } from './crun-exec.ts';
+import { crunExec, spawnExec, writeExecProcess } from './crun-exec.ts';
 import { applySeccompVariant, seccompVariantFor } from './bundle-seccomp.ts';
-import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec, RunState, StartTarget } from './driver.ts';
+import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec, RunState, SessionDriver, SessionSpawnRequest, StartTarget } from './driver.ts';
 import { machineNofileLimit } from './host-limits.ts';
 import { Launcher } from './launcher-client.ts';
 import { KmsgOomLog } from './kmsg-oom.ts';
@@ -28,6 +29,7 @@ import {
   toExitInfo,
 } from './run-files.ts';
 import { compiledSeccomp } from './seccomp-bpf.ts';
+import { isSessionShimOf, readSessionExit, readSessionPid, readSessionShim, SESSION_PROCESS_FILE } from './session-files.ts';
 import { hardenSeccomp, type SeccompVariant } from './seccomp-harden.ts';
 import { DEFAULT_SECCOMP_PATH, loadSeccomp } from './seccomp-profile.ts';
 
@@ -53,7 +55,7 @@ export function createCrunDriver(opts: CrunDriverOptions): Driver {
   return new CrunDriver(opts);
 }
 
-class CrunDriver implements Driver {
+class CrunDriver implements Driver, SessionDriver {
   readonly name = 'crun';
   readonly #cmd: CrunCommand;
   readonly #launcher: Launcher;
@@ -66,6 +68,7 @@ class CrunDriver implements Driver {
   readonly #bundles = new Map<string, string>();
   /** Each variant's compiled filter, base64. */
   readonly #seccomp = new Map<SeccompVariant, Promise<string>>();
+  readonly #warmCgroupMoves = cgroupMoveWarmer(cgroup2MountOf(readFileSync('/proc/self/mountinfo', 'utf8')));
 
   constructor(opts: CrunDriverOptions) {
     this.#cmd = detectCrunCommand(opts.stateRoot);
@@ -130,6 +133,7 @@ class CrunDriver implements Driver {
   }
 
   async start(id: string, where: StartTarget): Promise<{ pid: number }> {
+    this.#warmCgroupMoves();
     const { bundleDir, logPath } = where;
     this.#bundles.set(id, bundleDir);
     await applySeccompVariant(bundleDir, where.nestedNamespaces ?? false, (variant) => this.#seccompBpf(variant));
@@ -225,11 +229,56 @@ class CrunDriver implements Driver {
   }
 
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {
+    this.#warmCgroupMoves();
     return crunExec(this.#launcher, id, await this.#runningBundle(id), request);
   }
 
   async execStream(id: string, request: ExecStreamRequest): Promise<ExecProcess> {
+    this.#warmCgroupMoves();
     return spawnExec(this.#launcher, id, await this.#runningBundle(id), request);
+  }
+
+  async startSession(id: string, req: SessionSpawnRequest): Promise<{ pid: number } | { exited: true }> {
+    if (req.command.length === 0) throw new HangarError('validation_failed', 'a session needs a command', { hint: 'pass command: ["sh", "-c", "..."]' });
+    const bundleDir = await this.#runningBundle(id);
+    const processFile = join(req.dir, SESSION_PROCESS_FILE);
+    writeExecProcess(bundleDir, processFile, req);
+    let shimPid: number | undefined;
+    const outcome = await new Promise<{ pid: number } | { exited: true } | { error: Error }>((resolve) => {
+      const timer = setTimeout(() => {
+        stop();
+        resolve({ error: new Error(`the command did not start within ${this.#startTimeoutMs} ms`) });
+      }, this.#startTimeoutMs);
+      const stop = watchBundle(
+        req.dir,
+        () => {
+          const pid = readSessionPid(req.dir);
+          if (pid !== undefined) return { pid };
+          return readSessionExit(req.dir) ? ({ exited: true } as const) : undefined;
+        },
+        (result) => {
+          clearTimeout(timer);
+          resolve(result);
+        },
+        START_POLL_MS,
+      );
+      this.#launcher.start({ op: 'session', id, dir: req.dir, cgroupPath: cgroupsPathFor(id), stdin: req.stdin, ...(req.tty ? { tty: req.tty } : {}) }).then(
+        (pid) => (shimPid = pid),
+        (error: Error) => {
+          stop();
+          clearTimeout(timer);
+          resolve({ error });
+        },
+      );
+    });
+    // crun has read it once the command runs (or has failed); env values must not linger on disk.
+    await rm(processFile, { force: true });
+    if (!('error' in outcome)) return outcome;
+    const shim = shimPid ?? readSessionShim(req.dir);
+    if (shim && isSessionShimOf(shim, req.dir)) tryKill(-shim);
+    throw new HangarError('runtime_error', `the session did not start in machine ${id}: ${outcome.error.message}`, {
+      hint: 'check the machine is running (its state, its logs) and start the session again',
+    });
   }
 
   async processes(id: string): Promise<number[]> {

@@ -53,6 +53,27 @@ function readMachineProcess(bundleDir: string): MachineProcess {
   }
 }
 
+/**
+ * Writes the process.json `crun exec --process` reads: what `crun exec --tty --cwd --user -e…
+ * --no-new-privs` builds from its flags, plus the machine's capabilities: crun 1.8 falls back to
+ * them when the file names none, and saying so keeps that true whatever a later crun does. No
+ * rlimits, as with the flags: the exec keeps crun's. Mode 600, never replacing a file.
+ */
+export function writeExecProcess(bundleDir: string, processFile: string, req: Pick<ExecStreamRequest, 'command' | 'env' | 'cwd' | 'uid' | 'gid' | 'tty'>): void {
+  const machine = readMachineProcess(bundleDir);
+  const env = mergeEnv(machine.env, [...(req.tty ? ['TERM=xterm-256color'] : []), ...(req.env ?? [])]);
+  const processJson = {
+    terminal: Boolean(req.tty),
+    user: { uid: req.uid ?? machine.user.uid, gid: req.gid ?? machine.user.gid },
+    args: req.command,
+    env,
+    cwd: req.cwd ?? machine.cwd,
+    ...(machine.capabilities ? { capabilities: machine.capabilities } : {}),
+    noNewPrivileges: true,
+  };
+  writeFileSync(processFile, JSON.stringify(processJson), { mode: 0o600, flag: 'wx' });
+}
+
 /** Buffered exec: output is collected (up to the cap) and returned with the exit code. */
 export async function crunExec(launcher: Launcher, id: string, bundleDir: string, req: ExecRequest): Promise<ExecResult> {
   const { stdin, ...rest } = req;
@@ -82,24 +103,10 @@ export async function crunExec(launcher: Launcher, id: string, bundleDir: string
 export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req: ExecStreamRequest, opts: { stdin?: boolean } = {}): ExecProcess {
   if (req.command.length === 0) throw new HangarError('validation_failed', 'exec needs a command', { hint: 'pass command: ["sh", "-c", "..."]' });
   req.signal?.throwIfAborted();
-  const machine = readMachineProcess(bundleDir);
   const execName = `exec-${randomUUID()}`;
   const pidFile = join(bundleDir, `${execName}.pid`);
   const processFile = join(bundleDir, `${execName}.process.json`);
-  const env = mergeEnv(machine.env, [...(req.tty ? ['TERM=xterm-256color'] : []), ...(req.env ?? [])]);
-  // What `crun exec --tty --cwd --user -e… --no-new-privs` builds from its flags, plus the machine's
-  // capabilities: crun 1.8 falls back to them when the file names none, and saying so keeps that
-  // true whatever a later crun does. No rlimits, as with the flags: the exec keeps crun's.
-  const processJson = {
-    terminal: Boolean(req.tty),
-    user: { uid: req.uid ?? machine.user.uid, gid: req.gid ?? machine.user.gid },
-    args: req.command,
-    env,
-    cwd: req.cwd ?? machine.cwd,
-    ...(machine.capabilities ? { capabilities: machine.capabilities } : {}),
-    noNewPrivileges: true,
-  };
-  writeFileSync(processFile, JSON.stringify(processJson), { mode: 0o600, flag: 'wx' });
+  writeExecProcess(bundleDir, processFile, req);
   const child = launcher.exec({
     op: 'exec',
     id,
@@ -179,7 +186,7 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
 }
 
 /** The exec'd process's terminal is a pty of the machine's own devpts, reachable through /proc. */
-async function resizeMachinePty(pid: number, rows: number, cols: number): Promise<void> {
+export async function resizeMachinePty(pid: number, rows: number, cols: number): Promise<void> {
   const tty = await readlink(`/proc/${pid}/fd/0`).catch(() => '');
   if (!/^\/dev\/pts\/\d+$/.test(tty)) return; // gone, or its stdin was redirected
   await run('stty', ['-F', `/proc/${pid}/root${tty}`, 'rows', String(rows), 'cols', String(cols)]).catch(() => {});
@@ -203,7 +210,7 @@ function discardingStdin(): Writable {
   return new Writable({ write: (_chunk, _encoding, done) => done() });
 }
 
-function processGroupOf(pid: number): number | undefined {
+export function processGroupOf(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name, which may itself hold spaces and parentheses: state ppid pgrp.

@@ -45,6 +45,9 @@ export type MachineSpec = {
   logPath: string;
   process: ProcessSpec;
   limits: MachineLimits;
+  /** Host directories (mounted volumes) bound into the machine, nodev and nosuid. Their files keep
+   * unshifted ids: with idRange, the bind is idmapped into the machine's range, so 0 is its root. */
+  volumes?: Array<{ source: string; destination: string }>;
   /** The machine's own user namespace maps ids 0..size-1 inside to base.. on the host; absent for
    * machines made before machines had one. The rootfs must already show its files in this range. */
   idRange?: { base: number; size: number };
@@ -110,6 +113,28 @@ export type ExecResult = {
   /** True when stdout or stderr outgrew the driver's cap and was cut there. */
   truncated: boolean;
 };
+
+/** A session: a command in a running machine that outlives the daemon (session-files.ts). Its
+ * output, pid and exit go to files in `dir`, which must exist and be empty. */
+export type SessionSpawnRequest = {
+  dir: string;
+  command: string[];
+  env?: string[];
+  cwd?: string;
+  tty?: { rows: number; cols: number };
+  /** Give it a stdin FIFO to write to (always so with a tty); else its stdin is /dev/null. */
+  stdin: boolean;
+};
+
+/** An optional ability of a driver: running sessions. Callers check with `canRunSessions`. */
+export interface SessionDriver {
+  /** Starts the command under a detached shim; resolves once it runs, or once it has already ended. */
+  startSession(id: string, request: SessionSpawnRequest): Promise<{ pid: number } | { exited: true }>;
+}
+
+export function canRunSessions(driver: Driver): driver is Driver & SessionDriver {
+  return typeof (driver as Partial<SessionDriver>).startSession === 'function';
+}
 
 export interface Driver {
   readonly name: string;

@@ -66,13 +66,13 @@ export class Launcher {
   }
 
   /** A short crun call (kill, delete, state, ps, create) to completion. */
-  async run(req: Exclude<LauncherRequest, { op: 'start' | 'exec' }>): Promise<RunReply> {
+  async run(req: Exclude<LauncherRequest, { op: 'start' | 'session' | 'exec' }>): Promise<RunReply> {
     const sock = await this.#connect(req);
     return (await readReply(sock, req)) as RunReply;
   }
 
-  /** Starts a machine's shim; resolves with its pid. */
-  async start(req: Extract<LauncherRequest, { op: 'start' }>): Promise<number> {
+  /** Starts a machine's or a session's shim; resolves with its pid. */
+  async start(req: Extract<LauncherRequest, { op: 'start' | 'session' }>): Promise<number> {
     const sock = await this.#connect(req);
     return ((await readReply(sock, req)) as SpawnReply).pid;
   }

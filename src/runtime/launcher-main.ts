@@ -29,6 +29,7 @@ import {
   type SpawnReply,
 } from './launcher-protocol.ts';
 import { SHIM_ARGV0, SHIM_SCRIPT } from './run-files.ts';
+import { SESSION_PID_FILE, SESSION_PROCESS_FILE, SESSION_SHIM_ARGV0, SESSION_SHIM_SCRIPT } from './session-files.ts';
 
 const [stateRoot, socketPath, ...hidden] = process.argv.slice(2);
 if (!stateRoot || !socketPath) {
@@ -130,6 +131,28 @@ async function start(req: Extract<LauncherRequest, { op: 'start' }>): Promise<Sp
   }
 }
 
+/** A session's shim: like a machine's, own session and no pipes to us, so the command outlives this process. */
+async function startSession(req: Extract<LauncherRequest, { op: 'session' }>): Promise<SpawnReply> {
+  checkId(req.id);
+  // Only a directory under the data dir's machines (the state root's sibling), named plainly.
+  const machines = join(dirname(stateRoot!), 'machines') + '/';
+  if (!req.dir.startsWith(machines) || req.dir.split('/').includes('..')) throw new Error(`bad session dir ${req.dir}`);
+  let argv = crunArgv(['exec', '--pid-file', join(req.dir, SESSION_PID_FILE), '--process', join(req.dir, SESSION_PROCESS_FILE), req.id]);
+  if (req.tty) argv = inTerminal(argv, req.tty);
+  const groupFd = openGroup(req.cgroupPath);
+  try {
+    const shim = spawn('sh', ['-c', SESSION_SHIM_SCRIPT, SESSION_SHIM_ARGV0, req.dir, req.stdin || req.tty ? 'fifo' : 'null', ...argv], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'ignore', groupFd ?? 'ignore'],
+      env: req.tty ? { ...process.env, SHELL: '/bin/sh' } : process.env,
+    });
+    shim.unref();
+    return { pid: await spawned(shim) };
+  } finally {
+    if (groupFd !== undefined) closeSync(groupFd);
+  }
+}
+
 /** argv on a fresh host pty of the given size, raw so bytes pass through untouched (crun's `exec -t` wants a terminal). */
 function inTerminal(argv: string[], size: { rows: number; cols: number }): string[] {
   const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -213,6 +236,8 @@ async function handle(sock: Socket, req: LauncherRequest, rest: Buffer): Promise
       return reply(sock, await start(req));
     case 'exec':
       return exec(sock, req, rest);
+    case 'session':
+      return reply(sock, await startSession(req));
     case 'kill':
       checkId(req.id);
       return reply(sock, await runCrun(['kill', req.id, req.signal]));

@@ -13,11 +13,14 @@ export type LauncherRequest =
   /** Creates (never starts) a container: how crun is made to compile a seccomp profile. */
   | { op: 'create'; id: string; bundleDir: string }
   /** `crun exec --process processFile`; with `tty`, on a host pty of that size. */
-  | { op: 'exec'; id: string; processFile: string; pidFile: string; cgroupPath: string; stdin: boolean; tty?: { rows: number; cols: number } };
+  | { op: 'exec'; id: string; processFile: string; pidFile: string; cgroupPath: string; stdin: boolean; tty?: { rows: number; cols: number } }
+  /** Starts a session's shim (session-files.ts), detached: `crun exec` of dir/process.json, stdin from
+   * a FIFO when `stdin` (always with `tty`), its output into dir. */
+  | { op: 'session'; id: string; dir: string; cgroupPath: string; stdin: boolean; tty?: { rows: number; cols: number } };
 
 /** The reply to kill, delete, state, ps and create: how crun ended and what it said. */
 export type RunReply = { code: number; stdout: string; stderr: string };
-/** The reply to start and exec: the pid of the process the launcher spawned. */
+/** The reply to start, session and exec: the pid of the process the launcher spawned. */
 export type SpawnReply = { pid: number };
 export type ErrorReply = { error: string };
 

@@ -36,6 +36,15 @@ describe('buildOciSpec', () => {
     assert.deepEqual(Object.keys(root.process.capabilities).sort(), ['bounding', 'effective', 'permitted']);
   });
 
+  it('binds volumes nodev and nosuid, idmapped into the machine\'s range when it has one', () => {
+    const volumes = [{ source: '/data/volumes/vol_a', destination: '/data' }];
+    const find = (spec: ReturnType<typeof buildOciSpec>) => spec.mounts.find((m) => m.destination === '/data');
+    assert.deepEqual(find(buildOciSpec({ ...machine, volumes, idRange: { base: 2 ** 28, size: 65536 } }, opts)), {
+      destination: '/data', type: 'bind', source: '/data/volumes/vol_a', options: ['bind', 'rw', 'nodev', 'nosuid', 'idmap'],
+    });
+    assert.deepEqual(find(buildOciSpec({ ...machine, volumes }, opts))?.options, ['bind', 'rw', 'nodev', 'nosuid']);
+  });
+
   it('refuses more memory than the host has, naming the maximum', () => {
     assert.throws(
       () => buildOciSpec({ ...machine, limits: { memoryMb: 2048 } }, opts),

@@ -47,6 +47,7 @@ export function buildOciSpec(spec: MachineSpec, opts: OciSpecOptions) {
     mounts: [
       ...defaultMounts(opts.initHostPath),
       ...(spec.resolvConfPath ? [{ destination: '/etc/resolv.conf', type: 'bind', source: spec.resolvConfPath, options: ['rbind', 'rw'] }] : []),
+      ...(spec.volumes ?? []).map((v) => volumeMount(v, spec.idRange !== undefined)),
     ],
     linux: {
       cgroupsPath: cgroupsPathFor(spec.id),
@@ -62,6 +63,15 @@ export function buildOciSpec(spec: MachineSpec, opts: OciSpecOptions) {
       readonlyPaths: READONLY_PATHS,
     },
   };
+}
+
+/**
+ * A volume bound into the machine. `idmap` (crun ≥ 1.8) maps the bind through the machine's own
+ * user namespace: a file owned by N on the volume is N inside, whatever the machine's host range,
+ * so a volume moves between machines as it is.
+ */
+function volumeMount(v: { source: string; destination: string }, idmapped: boolean) {
+  return { destination: v.destination, type: 'bind', source: v.source, options: ['bind', 'rw', 'nodev', 'nosuid', ...(idmapped ? ['idmap'] : [])] };
 }
 
 /** Root inside is range.base on the host; nothing inside maps to a host id outside the range. */

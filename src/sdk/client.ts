@@ -3,11 +3,16 @@ import type {
 } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
 import type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';
+import type { CommitProgress, CommitRequest, CommitResult } from '../protocol/commit.ts';
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
-import type { PullProgress } from '../images/image-service.ts';
+import type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, VolumeSnapshot } from '../protocol/volumes.ts';
+import type { PullProgress } from '../protocol/pull-progress.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
+import { SessionsClient } from './sessions.ts';
+import type { MachineMetrics } from '../protocol/machine-metrics.ts';
+import { FileWatch } from './file-watch.ts';
 
 // A typed client for the Hangar REST API. Uses only fetch, so it runs in browsers and edge
 // runtimes as well as Node. Every call takes `timeoutMs` and an AbortSignal.
@@ -136,12 +141,30 @@ export class HangarClient {
     ps: (app: string, id: string, opts?: CallOptions & { sortBy?: string; order?: 'asc' | 'desc' }) =>
       this.call<ProcessStat[]>('GET', `${this.#m(app, id)}/ps?sort_by=${opts?.sortBy ?? 'pid'}&order=${opts?.order ?? 'asc'}`, undefined, opts),
     events: (app: string, id: string, opts?: CallOptions) => this.call<MachineEvent[]>('GET', `${this.#m(app, id)}/events`, undefined, opts),
+    /**
+     * Watches a directory of a started machine; resolves once every directory is watched, so
+     * whatever happens after is seen. Iterate the result for changes; `close()` ends it.
+     */
+    watchFiles: (app: string, id: string, path: string, opts: CallOptions & { recursive?: boolean } = {}) => {
+      const abort = new AbortController();
+      const signal = opts.signal ? AbortSignal.any([opts.signal, abort.signal]) : abort.signal;
+      const q = new URLSearchParams({ path, recursive: String(opts.recursive ?? false) });
+      return FileWatch.open(this.raw('GET', `${this.#m(app, id)}/files/watch?${q}`, undefined, { leaseNonce: opts.leaseNonce, signal, accept: 'text/event-stream' }), abort);
+    },
+    /** Resource use now: CPU seconds, memory and processes (null unless it runs), disk and network bytes. */
+    metrics: (app: string, id: string, opts?: CallOptions) => this.call<MachineMetrics>('GET', `${this.#m(app, id)}/metrics`, undefined, opts),
     logs: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
       this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),
     /** Yields log lines as they are written, until the signal aborts. */
     followLogs: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followLogs(app, id, opts),
     /** New machines on copies of this one's filesystem (now, or a checkpoint's); started unless skip_launch. */
     fork: (app: string, id: string, req: ForkRequest = {}, opts?: CallOptions) => this.call<{ machines: Machine[] }>('POST', `${this.#m(app, id)}/fork`, req, opts),
+    /**
+     * An OCI image of the machine (its image plus what it wrote, now or as a checkpoint holds it),
+     * stored under `req.image` and pushed with `push: true`; progress arrives through onProgress.
+     */
+    commit: (app: string, id: string, req: CommitRequest, opts: CallOptions & { onProgress?: (p: CommitProgress) => void } = {}) =>
+      opts.onProgress ? this.#commitStreamed(app, id, req, opts) : this.call<CommitResult>('POST', `${this.#m(app, id)}/commit`, req, opts),
     lease: (app: string, id: string, ttlS: number, opts?: CallOptions) => this.call<Lease>('POST', `${this.#m(app, id)}/lease`, { ttl: ttlS }, opts),
   };
 
@@ -163,6 +186,26 @@ export class HangarClient {
       this.call<Machine>('POST', `${this.#m(app, id)}/checkpoints/${enc(checkpoint)}/restore`, undefined, opts),
   };
 
+  /** Fly's volumes: mount one with `config.mounts: [{ volume: id, path }]`; one machine has it at a time. */
+  readonly volumes = {
+    list: (app: string, opts?: CallOptions) => this.call<Volume[]>('GET', `/v1/apps/${enc(app)}/volumes`, undefined, opts),
+    /** Empty, or a copy of another volume (`source_volume_id`) or of a snapshot (`snapshot_id`). */
+    create: (app: string, req: CreateVolumeRequest, opts?: CallOptions) => this.call<Volume>('POST', `/v1/apps/${enc(app)}/volumes`, req, opts),
+    get: (app: string, id: string, opts?: CallOptions) => this.call<Volume>('GET', this.#v(app, id), undefined, opts),
+    update: (app: string, id: string, req: UpdateVolumeRequest, opts?: CallOptions) => this.call<Volume>('PUT', this.#v(app, id), req, opts),
+    /** Grows it, also while a machine uses it (which sees the new size at once). */
+    extend: (app: string, id: string, sizeGb: number, opts?: CallOptions) => this.call<ExtendVolumeResponse>('PUT', `${this.#v(app, id)}/extend`, { size_gb: sizeGb }, opts),
+    /** Refused while a machine has it. */
+    delete: (app: string, id: string, opts?: CallOptions) => this.call<Volume>('DELETE', this.#v(app, id), undefined, opts),
+    snapshots: {
+      list: (app: string, id: string, opts?: CallOptions) => this.call<VolumeSnapshot[]>('GET', `${this.#v(app, id)}/snapshots`, undefined, opts),
+      create: (app: string, id: string, opts?: CallOptions) => this.call<VolumeSnapshot>('POST', `${this.#v(app, id)}/snapshots`, undefined, opts),
+    },
+  };
+
+  /** Commands that outlive the connection: start, read by offset, follow, attach, write, kill (sessions.ts). */
+  readonly sessions = new SessionsClient(this, () => this.#token);
+
   readonly images = {
     list: (opts?: CallOptions) => this.call<ImageSummary[]>('GET', '/v1/images', undefined, opts),
     inspect: (image: string, opts?: CallOptions) => this.call<ImageInfo>('GET', `/v1/images/inspect?image=${enc(image)}`, undefined, opts),
@@ -170,6 +213,10 @@ export class HangarClient {
     /** Pulls (or builds a hangar/* base); progress arrives through onProgress as it happens. */
     pull: (image: string, opts: CallOptions & { onProgress?: (p: PullProgress) => void } = {}) => this.#pull(image, opts),
   };
+
+  #v(app: string, id: string): string {
+    return `/v1/apps/${enc(app)}/volumes/${enc(id)}`;
+  }
 
   #m(app: string, id: string): string {
     return `/v1/apps/${enc(app)}/machines/${enc(id)}`;
@@ -181,6 +228,17 @@ export class HangarClient {
       const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
       if (data.length) yield data.join('\n');
     }
+  }
+
+  async #commitStreamed(app: string, id: string, req: CommitRequest, opts: CallOptions & { onProgress?: (p: CommitProgress) => void }): Promise<CommitResult> {
+    const res = await this.raw('POST', `${this.#m(app, id)}/commit`, req, { ...opts, accept: 'application/x-ndjson' });
+    for await (const line of splitStream(res, '\n')) {
+      const msg = JSON.parse(line) as { progress?: CommitProgress; result?: CommitResult; code?: string };
+      if (msg.progress) opts.onProgress?.(msg.progress);
+      else if (msg.result) return msg.result;
+      else if (msg.code) throw new HangarApiError(500, msg as Record<string, string>, 'commit failed');
+    }
+    throw new HangarApiError(500, { hint: 'retry the commit' }, 'the commit stream ended without a result');
   }
 
   async #pull(image: string, opts: CallOptions & { onProgress?: (p: PullProgress) => void }): Promise<ImageInfo> {

@@ -1,9 +1,12 @@
 import type { FileEntry as WireFileEntry, FileStat, Machine as WireMachine, MachineEvent, ProcessStat, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
+import type { MachineMetrics } from '../protocol/machine-metrics.ts';
 import type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protocol/checkpoints.ts';
 import type { CallOptions, HangarClient, RawOptions } from './client.ts';
 import type { ExecHandle } from './exec-handle.ts';
 import type { ExecSession, ExecSessionStart } from './exec-session.ts';
+import { MachineSessions } from './sessions.ts';
+import type { FileWatch } from './file-watch.ts';
 
 // A machine as a robot holds it: the last known record plus the verbs that act on it.
 
@@ -19,6 +22,8 @@ export class Machine {
   /** The record as of the last call that returned it; `refresh()` fetches it again. */
   record: WireMachine;
   readonly files: MachineFiles;
+  /** Commands that outlive the connection (and the daemon); see SessionsClient. */
+  readonly sessions: MachineSessions;
   readonly #client: HangarClient;
 
   constructor(client: HangarClient, app: string, record: WireMachine) {
@@ -27,6 +32,7 @@ export class Machine {
     this.id = record.id;
     this.record = record;
     this.files = new MachineFiles(client, app, record.id);
+    this.sessions = new MachineSessions(client.sessions, app, record.id);
   }
 
   get state(): WireMachine['state'] {
@@ -109,6 +115,11 @@ export class Machine {
     return this.#client.machines.ps(this.app, this.id, opts);
   }
 
+  /** Resource use now: CPU seconds, memory and processes (null unless it runs), disk and network bytes. */
+  async metrics(opts?: CallOptions): Promise<MachineMetrics> {
+    return this.#client.machines.metrics(this.app, this.id, opts);
+  }
+
   async events(opts?: CallOptions): Promise<MachineEvent[]> {
     return this.#client.machines.events(this.app, this.id, opts);
   }
@@ -131,9 +142,13 @@ export class Machine {
 export class MachineFiles {
   readonly #client: HangarClient;
   readonly #base: string;
+  readonly #app: string;
+  readonly #id: string;
 
   constructor(client: HangarClient, app: string, id: string) {
     this.#client = client;
+    this.#app = app;
+    this.#id = id;
     this.#base = `${machinePath(app, id)}/files`;
   }
 
@@ -197,6 +212,15 @@ export class MachineFiles {
       contentType: 'application/x-tar',
     });
     return (await res.json()) as { path: string; members: number };
+  }
+
+  /**
+   * Watches a directory of the (started) machine for files created, modified, deleted and renamed;
+   * `recursive` takes in every directory below it. Resolves once watching, so what happens after
+   * is seen; iterate it for changes, `close()` when done. It ends by itself when the machine stops.
+   */
+  async watch(path: string, opts?: CallOptions & { recursive?: boolean }): Promise<FileWatch> {
+    return this.#client.machines.watchFiles(this.#app, this.#id, path, opts);
   }
 
   #get(path: string, opts?: CallOptions & { range?: ByteRange }): Promise<Response> {

@@ -17,6 +17,7 @@ const FIFREEZE = 0xc0045877;
 const FITHAW = 0xc0045878;
 const EBUSY = 16;
 const EINVAL = 22;
+const FREEZE_RETRIES = 500;
 
 export const MS_RDONLY = 1;
 export const MS_NOSUID = 2;
@@ -140,7 +141,12 @@ export async function withFrozen<T>(mountPoint: string, fn: () => Promise<T>): P
   const sys = load();
   const fd = openSync(mountPoint, 'r');
   try {
-    if (sys.ioctl(fd, FIFREEZE, 'long', 0) < 0) throw failed('freezing', mountPoint, 'another freeze may be under way; retry');
+    // A filesystem is frozen by one caller at a time (a volume's snapshot and its machine's
+    // checkpoint may meet): wait for the other's thaw, which comes within milliseconds.
+    for (let attempt = 0; sys.ioctl(fd, FIFREEZE, 'long', 0) < 0; attempt++) {
+      if (koffi.errno() !== EBUSY || attempt >= FREEZE_RETRIES) throw failed('freezing', mountPoint, 'another freeze may be under way; retry');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     try {
       return await fn();
     } finally {

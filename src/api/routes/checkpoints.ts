@@ -9,13 +9,13 @@ import { route } from '../route.ts';
 import { MachineParams, leaseNonceOf, OkSchema } from './params.ts';
 
 function toWire(c: CheckpointRecord): z.infer<typeof CheckpointSchema> {
-  return { id: c.id, machine_id: c.machineId, name: c.name, comment: c.comment, created_at: c.createdAt, size_bytes: c.sizeBytes, parent_id: c.parentId };
+  return { id: c.id, machine_id: c.machineId, name: c.name, comment: c.comment, created_at: c.createdAt, size_bytes: c.sizeBytes, parent_id: c.parentId, volumes: c.volumes };
 }
 
 export const checkpointRoutes = [
   route({
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/checkpoints', tag: 'Checkpoints',
-    summary: "Capture the machine's disk, stopped or started (its processes keep running; writes wait for the instant of capture)",
+    summary: "Capture the machine's disk and volumes, stopped or started, at one instant (its processes keep running; writes wait for the instant of capture)",
     params: MachineParams, body: CreateCheckpointRequestSchema, bodyOptional: true, response: CheckpointSchema,
     handler: async ({ services, params, body }) => toWire(await services.checkpoints.create(params.app_name, params.machine_id, body ?? {})),
   }),
@@ -39,7 +39,7 @@ export const checkpointRoutes = [
   }),
   route({
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/checkpoints/{checkpoint_id}/restore', tag: 'Checkpoints',
-    summary: "Roll the machine's disk back to the checkpoint; a started machine restarts on it, a stopped one stays stopped. Later checkpoints are kept",
+    summary: "Roll the machine's disk back to the checkpoint, with the volumes it captured that the machine still has; a started machine restarts on it, a stopped one stays stopped. Later checkpoints are kept",
     params: CheckpointParams, response: MachineSchema,
     handler: async ({ services, params, headers }) => {
       const m = await services.checkpoints.restore(params.app_name, params.machine_id, params.checkpoint_id, { leaseNonce: leaseNonceOf(headers) });
@@ -49,7 +49,7 @@ export const checkpointRoutes = [
 
   route({
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/fork', tag: 'Checkpoints',
-    summary: "New machines (count, 1-16), each with its own copy-on-write copy of this machine's filesystem as it is now or as a checkpoint holds it; started unless skip_launch",
+    summary: "New machines (count, 1-16), each with its own copy-on-write copy of this machine's filesystem and volumes (new volumes, attached to it) as they are now or as a checkpoint holds them; started unless skip_launch",
     params: MachineParams, body: ForkRequestSchema, bodyOptional: true, response: ForkResponseSchema,
     handler: async ({ services, params, body, signal }) => {
       const made = await services.checkpoints.fork(params.app_name, params.machine_id, body ?? {}, { signal });

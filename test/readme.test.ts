@@ -1,0 +1,130 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { withDaemon, HANGAR, REPO, type TestDaemon } from './helpers/daemon.ts';
+import { dependencyClosure } from './helpers/node-image.ts';
+
+// Every shell and TypeScript example in README.md, run in order against one test daemon, as a
+// reader would paste them: so the README cannot drift from what Hangar does. The TypeScript runs
+// in a fresh project that installed the tarball `npm pack` makes, so `hangar/sdk` is what a
+// user's node_modules gets (built JavaScript and .d.ts), not the sources.
+//
+// Examples are written for the defaults; the test daemon's data dir and addresses stand in for
+// them. `<!-- test: skip (reason) -->` just before a fence skips it; `<!-- test: before ... -->`
+// holds setup a reader would do by hand (files the example names).
+
+type Block = { lang: 'sh' | 'ts'; line: number; code: string; skip?: string; before?: string };
+
+function readmeBlocks(): Block[] {
+  const lines = readFileSync(join(REPO, 'README.md'), 'utf8').split('\n');
+  const blocks: Block[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^```(\w*)$/.exec(lines[i]!);
+    if (!open) continue;
+    const end = lines.indexOf('```', i + 1);
+    const lang = open[1];
+    if (lang === 'sh' || lang === 'ts') {
+      const block: Block = { lang, line: i + 1, code: lines.slice(i + 1, end).join('\n') };
+      const skip = /^<!-- test: skip \((.+)\) -->$/.exec(lines[i - 1] ?? '');
+      if (skip) block.skip = skip[1]!;
+      if (lines[i - 1] === '-->') {
+        const start = lines.lastIndexOf('<!-- test: before', i - 1);
+        if (start >= 0) block.before = lines.slice(start + 1, i - 1).join('\n');
+      }
+      blocks.push(block);
+    }
+    i = end;
+  }
+  return blocks;
+}
+
+let d: TestDaemon & { close(): Promise<void> };
+let work: string;
+let project: string;
+
+/** The example with the defaults swapped for the test daemon's data dir and listeners. */
+function localize(code: string): string {
+  const port = (url: string) => new URL(url).port;
+  return code
+    .replaceAll('/var/lib/hangar', d.dataDir)
+    .replaceAll('127.0.0.1:4280', new URL(d.url).host)
+    .replaceAll(':4380', `:${port(d.proxyUrl)}`)
+    .replaceAll(':4443', `:${port(d.proxyTlsUrl)}`);
+}
+
+before(async () => {
+  d = await withDaemon();
+  work = mkdtempSync(join(tmpdir(), 'hangar-readme-'));
+  symlinkSync(HANGAR, join(work, 'hangar'));
+  project = join(work, 'project');
+});
+
+after(async () => {
+  await d?.close();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('README examples', () => {
+  it('has examples to run, and skips few', () => {
+    const blocks = readmeBlocks();
+    assert.ok(blocks.filter((b) => b.lang === 'sh' && !b.skip).length >= 4);
+    assert.ok(blocks.some((b) => b.lang === 'ts' && !b.skip));
+    assert.ok(blocks.filter((b) => b.skip).length <= 2, 'keep skipped examples few');
+  });
+
+  for (const block of readmeBlocks()) {
+    const title = `README.md:${block.line} (${block.lang}) ${block.code.split('\n')[0]}`;
+    it(title, { skip: block.skip ?? false }, async () => {
+      if (block.lang === 'ts') return runTypeScript(block);
+      const env: NodeJS.ProcessEnv = { ...process.env, HANGAR_DATA_DIR: d.dataDir };
+      delete env.HANGAR_TOKEN;
+      delete env.HANGAR_API_URL;
+      delete env.HANGAR_APP;
+      const script = `set -euo pipefail\n${block.before ? localize(block.before) + '\n' : ''}${localize(block.code)}\n`;
+      const r = spawnSync('bash', ['-c', script], { cwd: work, env, encoding: 'utf8', timeout: 240_000 });
+      assert.equal(r.status, 0, `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+    });
+  }
+});
+
+async function runTypeScript(block: Block): Promise<void> {
+  await installPackage();
+  const file = join(project, `readme-${block.line}.ts`);
+  writeFileSync(file, localize(block.code) + '\n');
+  // Types as a user's editor sees them: from the package's .d.ts, strictly.
+  const tsc = spawnSync(join(REPO, '.tools/node/bin/node'), [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', project], { encoding: 'utf8' });
+  assert.equal(tsc.status, 0, `tsc:\n${tsc.stdout}${tsc.stderr}`);
+  const r = spawnSync(join(REPO, '.tools/node/bin/node'), ['--disable-warning=ExperimentalWarning', file], { cwd: project, encoding: 'utf8', timeout: 240_000 });
+  assert.equal(r.status, 0, `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+}
+
+let installed: Promise<void> | undefined;
+
+function installPackage(): Promise<void> {
+  installed ??= (async () => {
+    const npm = (args: string[], cwd: string) =>
+      execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const tarball = join(work, npm(['pack', REPO, '--pack-destination', work], work).trim().split('\n').at(-1)!);
+    // The registry is stood in for by what this checkout installed: the package's dependencies
+    // (and Node's types, for tsc) go into node_modules first, so the install needs no network.
+    const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const roots = [...Object.keys(pkg.dependencies), '@types/node'].map((name) => `node_modules/${name}`);
+    for (const path of await dependencyClosure(roots)) {
+      if (!existsSync(join(REPO, path))) continue; // an optional dependency for another platform
+      cpSync(join(REPO, path), join(project, path), { recursive: true, filter: (src) => !src.slice(join(REPO, path).length).includes('/node_modules') });
+    }
+    const nodeTypes = JSON.parse(readFileSync(join(REPO, 'node_modules/@types/node/package.json'), 'utf8')) as { version: string };
+    writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'readme-example', private: true, type: 'module', devDependencies: { '@types/node': nodeTypes.version } }));
+    writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: { target: 'es2024', module: 'nodenext', strict: true, noEmit: true, types: ['node'] },
+      include: ['*.ts'],
+    }));
+    npm(['install', '--offline', '--ignore-scripts', tarball], project);
+    const installedPkg = JSON.parse(readFileSync(join(project, 'node_modules/hangar/package.json'), 'utf8')) as { exports: Record<string, unknown> };
+    assert.deepEqual(installedPkg.exports['./sdk'], { types: './dist/sdk/index.d.ts', default: './dist/sdk/index.js' });
+  })();
+  return installed;
+}
