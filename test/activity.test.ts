@@ -71,7 +71,7 @@ describe('activity', () => {
     assert.equal(r.stopped?.by, 'user');
     assert.equal(r.stopped?.action, 'stop');
     assert.match(r.stopped?.message ?? '', /stopped .* while the command ran/);
-    assert.match(r.stopped?.hint ?? '', /hangar machines start/);
+    assert.match(r.stopped?.hint ?? '', /run the command again/);
   });
 
   it('an exec on a stopped machine starts it first and says so; autostart off refuses', async () => {
@@ -99,7 +99,7 @@ describe('activity', () => {
     await d.client.machines.stop(APP, locked.id);
     await assert.rejects(d.client.machines.exec(APP, locked.id, ['true']), (err: Error & { code?: string; hint?: string }) => {
       assert.equal(err.code, 'invalid_state');
-      assert.match(err.hint ?? '', /machines start/);
+      assert.match(err.hint ?? '', /start/);
       return true;
     });
   });

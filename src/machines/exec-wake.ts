@@ -30,8 +30,9 @@ export async function wakeForExec(machines: MachineService, app: string, id: str
   if (m.state === 'started' || !(WAKEABLE.has(m.state) || SETTLING_DOWN.has(m.state) || m.state === 'starting')) return false;
   if (!autostarts(m)) {
     throw new HangarError('invalid_state', `machine ${m.id} is ${m.state}, and its services turn autostart off`, {
-      hint: `start it first: hangar machines start ${m.id} --app ${app} (POST …/start, MCP machine_start)`,
+      hint: 'start the machine first (POST …/start)',
       details: { state: m.state },
+      next: [{ action: 'machine_start', id: m.id }],
     });
   }
   if (SETTLING_DOWN.has(m.state)) {
@@ -72,12 +73,13 @@ function noticeOf(halt: Halt, m: MachineRecord): StoppedNotice {
   const rule = typeof halt.reason?.rule === 'string' ? halt.reason.rule : undefined;
   const limit = typeof halt.reason?.limit === 'string' ? halt.reason.limit : undefined;
   const base = { by: halt.source, action: halt.action, ...(rule ? { rule } : {}) };
-  const again = `start it and run the command again: hangar machines start ${m.id} --app ${m.app} (an exec on a stopped machine starts it unless autostart is off)`;
+  // In no surface's words: the same notice reaches REST, the SDK, the CLI and MCP.
+  const again = 'run the command again: an exec on a stopped machine starts it (unless its services turn autostart off)';
   if (halt.source === 'autostop') {
     return {
       ...base,
       message: `the machine was stopped by autostop (no activity for the app's autostop_idle${limit ? `, ${limit}` : ''}) while the command ran`,
-      hint: `${again}; to keep it up longer raise the app's autostop_idle (hangar apps update ${m.app} --autostop-idle 30m)`,
+      hint: `${again}; to keep idle machines up longer, raise app ${m.app}'s autostop_idle`,
     };
   }
   if (halt.source === 'lifetime') {
@@ -85,14 +87,14 @@ function noticeOf(halt: Halt, m: MachineRecord): StoppedNotice {
     return {
       ...base,
       message: `the machine was stopped by its lifetime rule ${rule ?? 'idle_stop'} (${what}) while the command ran`,
-      hint: `${again}; or raise config.lifetime.${rule ?? 'max_run'} with a machine update`,
+      hint: `${again}; or raise its config.lifetime.${rule ?? 'max_run'} with a machine update`,
     };
   }
   if (halt.action === 'exit') {
     return {
       ...base,
       message: `the machine's main process exited (exit code ${String(halt.reason?.exit_code ?? '?')}) while the command ran, which stopped the machine`,
-      hint: `see why in its logs: hangar machines logs ${m.id} --app ${m.app}; ${again}`,
+      hint: `its logs say why the main process ended; ${again}`,
     };
   }
   const verb = VERBS[halt.action] ?? 'stopped';
