@@ -6,6 +6,7 @@ import { createApiServer } from './api/server.ts';
 import { HangarError } from './protocol/errors.ts';
 import { DEFAULT_APP_SETTINGS } from './protocol/app-settings.ts';
 import type { ApiServices } from './api/services.ts';
+import type { DaemonAddresses } from './protocol/daemon-addresses.ts';
 import { createImageService } from './images/index.ts';
 import { Activity } from './machines/activity.ts';
 import { AppService } from './machines/app-service.ts';
@@ -188,7 +189,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   waiters.onChange((change) => {
     if (change.state === 'destroyed') activity.forget(change.id);
   });
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, activity };
+  const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses, activity };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
   // After the machines: a session's end is told apart from its machine's by the machine's state.
@@ -202,6 +204,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : opts.apiPort;
   const url = `http://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${port}`;
+  addresses.api_url = url;
   await writeFile(join(opts.dataDir, 'api-url'), url + '\n');
 
   const edge = opts.proxyPort === undefined ? undefined : createEdge({
@@ -219,12 +222,14 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     await new Promise<void>((resolve, reject) => proxy.server.once('error', reject).listen(opts.proxyPort, opts.proxyHost, () => resolve()));
     const proxyAddress = proxy.server.address();
     proxyUrl = `http://${opts.proxyHost}:${typeof proxyAddress === 'object' && proxyAddress ? proxyAddress.port : opts.proxyPort}`;
+    addresses.proxy_url = proxyUrl;
     if (opts.proxyTlsPort !== undefined) {
       const tlsServer = tls.createServer({ connectionsCheckingInterval: CHECK_INTERVAL_MS });
       proxy.attach(tlsServer);
       await new Promise<void>((resolve, reject) => tlsServer.once('error', reject).listen(opts.proxyTlsPort, opts.proxyTlsHost, () => resolve()));
       const tlsAddress = tlsServer.address();
       proxyTlsUrl = `https://${opts.proxyTlsHost}:${typeof tlsAddress === 'object' && tlsAddress ? tlsAddress.port : opts.proxyTlsPort}`;
+      addresses.proxy_tls_url = proxyTlsUrl;
       await writeFile(join(opts.dataDir, 'proxy-tls-url'), proxyTlsUrl + '\n');
     }
     // Written last: tests and scripts take it to mean everything serves.

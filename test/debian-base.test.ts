@@ -60,9 +60,17 @@ describe('hangar/debian:bookworm', () => {
     assert.match(apt!, /^apt 2\./);
     assert.equal(user, 'root');
 
-    // Root in the machine installs packages with apt (offline here: networking is its own issue).
-    const install = await d.client.machines.exec('deb', m.id, ['sh', '-c', 'apt-get install -y /tmp/hangar-hello.deb >/dev/null 2>&1; echo apt=$?; hangar-hello'], { timeoutS: 120 });
+    // Root in the machine installs packages with apt (offline here: networking is its own issue),
+    // without apt's warnings about its sandbox user and download dirs.
+    const install = await d.client.machines.exec('deb', m.id, ['sh', '-c', 'apt-get install -y /tmp/hangar-hello.deb >/dev/null; echo apt=$?; hangar-hello'], { timeoutS: 120 });
     assert.equal(install.stdout, 'apt=0\nhello from a package\n', install.stderr);
+    assert.doesNotMatch(install.stderr, /_apt|partial|unsandboxed/, install.stderr);
     await d.client.machines.destroy('deb', m.id, { force: true });
+
+    // No tag is the same image, not a second build.
+    const untagged = await d.client.machines.create('deb', { config: { image: 'hangar/debian', init: { cmd: ['sleep', 'infinity'] } } });
+    assert.equal(untagged.image_ref.tag, 'bookworm');
+    assert.deepEqual((await d.client.images.list()).map((i) => i.name).filter((n) => n.startsWith('hangar/debian')), ['hangar/debian:bookworm']);
+    await d.client.machines.destroy('deb', untagged.id, { force: true });
   });
 });

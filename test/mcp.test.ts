@@ -149,7 +149,7 @@ describe('MCP server', () => {
       )) as CallToolResult;
       events.push('result');
       assert.ok(!r.isError, text(r));
-      assert.deepEqual(r.structuredContent, { exit_code: 0, stdout: 'one\ntwo\nthree\n', stderr: '', timed_out: false });
+      assert.deepEqual(r.structuredContent, { exit_code: 0, stdout: 'one\ntwo\nthree\n', stderr: '', stdout_truncated_bytes: 0, stderr_truncated_bytes: 0, timed_out: false });
       assert.ok(events.indexOf('result') >= 2, `${via}: ${events.join(' ')}`);
       assert.ok(events.includes('progress:one\n'), `${via}: ${events.join(' ')}`);
     }
@@ -165,7 +165,7 @@ describe('MCP server', () => {
       });
       await assert.rejects(running, via);
       let ps = '';
-      for (let i = 0; i < 50; i++) {
+      for (let i = 0; i < 150; i++) {
         ps = (await ok(overHttp, 'machine_exec', { app: APP, id, command: ['ps'] })).stdout;
         if (!ps.includes('sleep 77')) break;
         await new Promise((r) => setTimeout(r, 100));
@@ -178,7 +178,7 @@ describe('MCP server', () => {
     const id = await newMachine(overStdio);
     await ok(overStdio, 'machine_stop', { app: APP, id, timeout: '2s' });
     const written = await ok(overStdio, 'file_write', { app: APP, id, path: '/srv/hello.txt', content: 'hello from mcp\n', mode: '0640' });
-    assert.deepEqual([written.size, written.mode], [15, 0o640]);
+    assert.deepEqual([written.size, written.mode], [15, '640']);
     await ok(overHttp, 'file_write', { app: APP, id, path: '/srv/blob', content: Buffer.from([0, 1, 2, 255]).toString('base64'), encoding: 'base64' });
     await ok(overStdio, 'machine_start', { app: APP, id });
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { RouteDef } from './route.ts';
+import { appUrlsText, type DaemonAddresses } from '../protocol/daemon-addresses.ts';
 
 // GET /llms.txt: a concise description of the API for a model to read, generated from the same
 // route table and schemas that serve requests, so it cannot drift from them.
@@ -16,7 +17,7 @@ function fieldsOf(schema: z.ZodType | undefined): string {
     .join(', ');
 }
 
-export function buildLlmsTxt(routes: RouteDef[], tools: ToolSummary[]): string {
+export function buildLlmsTxt(routes: RouteDef[], tools: ToolSummary[], addresses: DaemonAddresses): string {
   const byTag = new Map<string, RouteDef[]>();
   for (const r of routes) byTag.set(r.tag, [...(byTag.get(r.tag) ?? []), r]);
   const lines = [
@@ -28,7 +29,8 @@ export function buildLlmsTxt(routes: RouteDef[], tools: ToolSummary[]): string {
     'Auth: every call but /health, /openapi.json and /llms.txt needs `Authorization: Bearer <token>`.',
     'Errors: `{"error": "...", "code": "<machine_code>", "hint": "<what to do next>", "request_id": "..."}`; act on `code` and `hint`.',
     'Machine states: created, started, stopped, suspended, failed; transient: creating, starting, stopping, restarting, updating, destroying; destroyed.',
-    'Serving: a machine whose config has services [{"internal_port": 8080}] is reachable through the edge proxy at http://<app>.localhost:4380 and https://<app>.localhost:4443 (the default proxy ports; trust GET /v1/tls/ca.pem);',
+    `API: ${addresses.api_url}.`,
+    `Serving: a machine whose config has services [{"internal_port": 8080}] is reachable through the edge proxy at ${appUrlsText(addresses)}${addresses.proxy_tls_url ? ' (for HTTPS, trust GET /v1/tls/ca.pem)' : ''};`,
     'a stopped machine wakes on the first request; `autostop: "stop"` stops idle ones after the app\'s autostop_idle; fly-force-instance-id pins a request to one machine.',
     'Full schemas: GET /openapi.json.',
     '',

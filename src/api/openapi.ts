@@ -22,14 +22,34 @@ function parameters(def: RouteDef): object[] {
   return out;
 }
 
+/**
+ * A route's operationId, from its method and path, so generated clients get stable names and a new
+ * route needs nothing more: `POST /v1/apps/{app_name}/machines/{machine_id}/start` is
+ * postAppMachineStart (a collection named before one of its ids is singular).
+ */
+export function operationIdOf(def: RouteDef): string {
+  const segments = def.path.split('/').filter((s) => s && s !== 'v1');
+  const words = segments.flatMap((s, i) => {
+    if (s.startsWith('{')) return [];
+    const beforeId = segments[i + 1]?.startsWith('{') ?? false;
+    return s.split(/[^a-zA-Z0-9]+/).filter(Boolean).map((w, j, all) => (beforeId && j === all.length - 1 ? w.replace(/s$/, '') : w));
+  });
+  return def.method.toLowerCase() + words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join('');
+}
+
 export function buildOpenApi(routes: RouteDef[], serverUrl: string): object {
   const paths: Record<string, Record<string, object>> = {};
+  const operationIds = new Set<string>();
   for (const def of routes) {
+    const operationId = operationIdOf(def);
+    if (operationIds.has(operationId)) throw new Error(`two routes have the operationId ${operationId}; rename one's path`);
+    operationIds.add(operationId);
     const status = String(def.status ?? 200);
     const success = def.response
       ? { description: 'OK', content: { [def.produces?.split(',')[0]?.trim() ?? 'application/json']: { schema: jsonSchema(def.response, 'output') } } }
       : { description: 'OK' };
     (paths[def.path] ??= {})[def.method.toLowerCase()] = {
+      operationId,
       summary: def.summary,
       tags: [def.tag],
       parameters: parameters(def),

@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import { HangarError } from '../protocol/errors.ts';
+import { DaemonAddressesSchema } from '../protocol/daemon-addresses.ts';
 import { checkBearer } from './auth.ts';
 import { errorBody, toHangarError } from './errors.ts';
 import { buildOpenApi } from './openapi.ts';
@@ -48,6 +49,11 @@ const systemRoutes = (all: () => RouteDef[]) => [
     handler: ({ headers }) => buildOpenApi(all(), `http://${headers.host ?? '127.0.0.1:4280'}`),
   }),
   route({
+    method: 'GET', path: '/v1/addresses', tag: 'System', summary: "Where this daemon serves: the API, the edge proxy (HTTP, HTTPS) and apps' domain",
+    response: DaemonAddressesSchema,
+    handler: ({ services }) => services.addresses,
+  }),
+  route({
     method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops), each started machine\'s resource use (hangar_machine_*: CPU, memory, processes, disk, network) and the daemon',
     produces: 'text/plain',
     handler: async ({ reply, services }) => {
@@ -58,8 +64,8 @@ const systemRoutes = (all: () => RouteDef[]) => [
   route({
     method: 'GET', path: '/llms.txt', tag: 'System', summary: 'This API and the MCP tools, described for a model to read (no auth)', public: true,
     produces: 'text/plain',
-    handler: ({ reply }) => {
-      void reply.type('text/plain; charset=utf-8').send(buildLlmsTxt(all(), toolSummaries()));
+    handler: ({ reply, services }) => {
+      void reply.type('text/plain; charset=utf-8').send(buildLlmsTxt(all(), toolSummaries(services.addresses), services.addresses));
       return HANDLED;
     },
   }),
@@ -91,7 +97,7 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
   app.addContentTypeParser(['application/octet-stream', 'application/x-tar'], (_req, payload, done) => done(null, payload));
 
   void app.register(websocket);
-  registerMcpEndpoint(app);
+  registerMcpEndpoint(app, opts.services.addresses);
 
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);

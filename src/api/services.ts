@@ -13,6 +13,7 @@ import type { MachineService } from '../machines/machine-service.ts';
 import type { VolumeService } from '../machines/volume-service.ts';
 import type { SessionService } from '../machines/session-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
+import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
 export type ApiServices = {
@@ -37,4 +38,6 @@ export type ApiServices = {
   machineMetrics: MachineMetrics;
   /** Open watches of machines' files (GET …/files/watch). */
   fileWatches: FileWatches;
+  /** Where this daemon serves; filled in as each listener binds (the API's first, the proxy's right after). */
+  addresses: DaemonAddresses;
 };

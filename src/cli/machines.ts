@@ -273,7 +273,7 @@ function exitNote(request: Record<string, unknown> | undefined): string {
   return `  exit_code=${exit.exit_code}${exit.oom_killed ? ' oom_killed' : ''}`;
 }
 
-const VERBS = ['run', 'list', 'status', 'update', 'start', 'stop', 'restart', 'exec', 'ps', 'logs', 'fork', 'destroy'];
+const VERBS = ['run', 'list', 'status', 'update', 'start', 'stop', 'restart', 'exec', 'ps', 'top', 'logs', 'fork', 'commit', 'destroy'];
 
 /** `--env K=V` flags as an env object. */
 function envFlags(flags: string[]): Record<string, string> {

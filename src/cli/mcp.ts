@@ -9,7 +9,10 @@ export const mcpUsage = `hangar mcp [--data-dir DIR]
 
 export async function mcp(argv: string[]): Promise<number> {
   const { values } = parseFlags('mcp', { args: argv, options: { 'data-dir': { type: 'string' } } });
-  const server = createMcpServer(connect(values['data-dir']));
+  const client = connect(values['data-dir']);
+  // Tool descriptions name the daemon's addresses; without a daemon yet, they say where to look.
+  const addresses = await client.addresses({ timeoutMs: 5000 }).catch(() => undefined);
+  const server = createMcpServer(client, addresses);
   const transport = new StdioServerTransport();
   // The host ends the session by closing our stdin; the transport itself does not watch for that.
   const ended = new Promise<void>((resolve) => {

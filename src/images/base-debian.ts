@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
@@ -11,21 +12,31 @@ import type { ImageRunConfig } from './image-service.ts';
 // are stale at once and a third of the size). Needs the network to reach the Debian mirror.
 
 export const DEBIAN_MIRROR = 'http://deb.debian.org/debian';
-const SUITES = new Set(['bookworm', 'trixie']);
+const SUITES = ['bookworm', 'trixie'];
+const DEBOOTSTRAP_SCRIPTS = '/usr/share/debootstrap/scripts';
 
 export const DEBIAN_CONFIG: ImageRunConfig = {
   Cmd: ['/bin/bash'],
   Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
 };
 
+/** The Debian suites this host's debootstrap can build. */
+function buildableSuites(): string[] {
+  return SUITES.filter((s) => existsSync(join(DEBOOTSTRAP_SCRIPTS, s)));
+}
+
+/** Every base image this host can build, for hints. */
+export function baseImageNames(): string[] {
+  return ['hangar/busybox', ...buildableSuites().map((s) => `hangar/debian:${s}${s === 'bookworm' ? ' (or hangar/debian)' : ''}`)];
+}
+
 export function debianSuite(tag: string): string {
-  const suite = tag === 'latest' ? 'bookworm' : tag;
-  if (!SUITES.has(suite)) {
+  if (!buildableSuites().includes(tag)) {
     throw new HangarError('image_not_found', `hangar/debian:${tag} is not a base image Hangar can build`, {
-      hint: `use one of: ${[...SUITES].map((s) => `hangar/debian:${s}`).join(', ')}`,
+      hint: `use one of: ${baseImageNames().join(', ')}`,
     });
   }
-  return suite;
+  return tag;
 }
 
 async function runLogged(cmd: string, args: string[], onLine: (line: string) => void, signal?: AbortSignal): Promise<void> {
@@ -46,6 +57,13 @@ async function runLogged(cmd: string, args: string[], onLine: (line: string) => 
   }
 }
 
+/** A user's uid in the tree's /etc/passwd. */
+async function uidOf(root: string, user: string): Promise<number | undefined> {
+  const passwd = await readFile(join(root, 'etc/passwd'), 'utf8').catch(() => '');
+  const uid = passwd.split('\n').find((l) => l.startsWith(`${user}:`))?.split(':')[2];
+  return uid === undefined ? undefined : Number.parseInt(uid, 10);
+}
+
 /** Runs debootstrap into a temp dir under `workDir` and returns a tar stream of the tree. */
 export async function debianTar(
   suite: string,
@@ -62,9 +80,14 @@ export async function debianTar(
   };
   try {
     await runLogged('debootstrap', ['--variant=minbase', suite, dir, DEBIAN_MIRROR], onLine, signal);
+    // Emptied, and made again as the Debian package makes them: apt downloads into `partial` as
+    // _apt, and warns at every run (then downloads as root) when _apt cannot write there.
+    const aptUid = await uidOf(dir, '_apt');
     for (const sub of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
       await rm(join(dir, sub), { recursive: true, force: true });
-      await mkdir(join(dir, sub, 'partial'), { recursive: true, mode: 0o700 });
+      await mkdir(join(dir, sub), { recursive: true, mode: 0o755 });
+      await mkdir(join(dir, sub, 'partial'), { mode: 0o700 });
+      if (aptUid !== undefined) await chown(join(dir, sub, 'partial'), aptUid, 0);
     }
     await rm(join(dir, 'var/cache/apt/pkgcache.bin'), { force: true });
     // mkdtemp made the tree's root 0700; it becomes the machine's `/`.

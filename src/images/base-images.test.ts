@@ -46,6 +46,7 @@ describe('base images', () => {
   test('an unknown hangar/* name is image_not_found', async () => {
     const svc = createImageService({ root: join(work, 'store') });
     await assert.rejects(svc.ensure('hangar/nothing'), (err) => isHangarError(err, 'image_not_found'));
-    await assert.rejects(svc.ensure('hangar/debian:potato'), (err) => isHangarError(err, 'image_not_found'));
+    await assert.rejects(svc.ensure('hangar/debian:potato'), (err) => isHangarError(err, 'image_not_found') && /hangar\/debian:trixie/.test(err.hint ?? ''));
+    await assert.rejects(svc.ensure('hangar/nothing'), (err) => isHangarError(err, 'image_not_found') && /hangar\/debian:bookworm \(or hangar\/debian\), hangar\/debian:trixie/.test(err.hint ?? ''));
   });
 });

@@ -27,6 +27,11 @@ test('hangar/ names are base images, not Docker Hub', () => {
   assert.deepEqual([r.isBase, r.name, r.domain], [true, 'hangar/busybox:latest', 'hangar']);
 });
 
+test('hangar/debian with no tag (or latest) is hangar/debian:bookworm, one image under both names', () => {
+  for (const ref of ['hangar/debian', 'hangar/debian:latest', 'hangar/debian:bookworm']) assert.equal(parseImageRef(ref).name, 'hangar/debian:bookworm', ref);
+  assert.equal(parseImageRef('hangar/debian:trixie').name, 'hangar/debian:trixie');
+});
+
 test('malformed references are invalid_image_ref', () => {
   for (const bad of ['', 'Alpine', 'a//b', 'a:b:c', 'x@sha256:abc', 'x@md5:' + 'a'.repeat(32), 'repo:-bad', 'a/../b', `${'a'.repeat(256)}`]) {
     assert.throws(() => parseImageRef(bad), (err) => isHangarError(err, 'invalid_image_ref') && !!err.hint, bad);

@@ -17,6 +17,9 @@ export type ParsedRef = {
   isBase: boolean;
 };
 
+/** Base image tags that name another: `hangar/debian` is Debian's stable suite, one image under either name. */
+const BASE_TAG_ALIASES: Record<string, string> = { 'hangar/debian:latest': 'bookworm' };
+
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
@@ -65,6 +68,7 @@ export function parseImageRef(input: string): ParsedRef {
   const isBase = domain === 'docker.io' && parts[0] === 'hangar';
   if (isBase) domain = 'hangar';
   if (!tag && !digest) tag = 'latest';
+  if (isBase) tag = BASE_TAG_ALIASES[`${repository}:${tag}`] ?? tag;
   const apiHost = domain === 'docker.io' ? 'registry-1.docker.io' : domain;
   const base = isBase ? repository : `${domain}/${repository}`;
   const name = digest && !tag ? `${base}@${digest}` : `${base}:${tag}`;

@@ -1,6 +1,6 @@
 import { HangarError } from '../protocol/errors.ts';
 import { busyboxTar, BUSYBOX_CONFIG } from './base-busybox.ts';
-import { DEBIAN_CONFIG, debianSuite, debianTar } from './base-debian.ts';
+import { baseImageNames, DEBIAN_CONFIG, debianSuite, debianTar } from './base-debian.ts';
 import { ContentStore } from './content-store.ts';
 import { parseImageRef, parseTargetRef, type ParsedRef } from './image-ref.ts';
 import { ImageRefs } from './image-refs.ts';
@@ -70,7 +70,7 @@ export class StoreImageService implements ImageService, ImageWriter {
     const parsed = parseImageRef(ref);
     if (!parsed.isBase) {
       throw new HangarError('invalid_image_ref', `${ref} is not a Hangar base image`, {
-        hint: 'base images are hangar/busybox and hangar/debian:bookworm; pull anything else',
+        hint: `base images are ${baseImageNames().join(', ')}; pull anything else`,
       });
     }
     const deps = { content: this.#content, layers: this.#layers };
@@ -94,7 +94,7 @@ export class StoreImageService implements ImageService, ImageWriter {
           }
         } else {
           throw new HangarError('image_not_found', `${parsed.name} is not a base image Hangar can build`, {
-            hint: 'base images are hangar/busybox:latest and hangar/debian:bookworm',
+            hint: `base images are ${baseImageNames().join(', ')}`,
           });
         }
         return this.#record(parsed, digest, options);

@@ -8,9 +8,9 @@ import { stoppedDuring, wakeForExec, type StoppedNotice } from './exec-wake.ts';
 
 // Commands in a started machine: buffered (Fly's POST …/exec), streaming, and the process list.
 
-export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string };
+export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string; maxOutputBytes?: number };
 export type ExecOutput = {
-  exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean;
+  exitCode: number; exitSignal?: number; stdout: string; stderr: string; stdoutDroppedBytes: number; stderrDroppedBytes: number; timedOut: boolean;
   /** The machine was stopped and this call started it. */
   started?: boolean;
   /** The machine was stopped under the command, which ended it. */
@@ -38,14 +38,17 @@ export async function execInMachine(
   const result = await runner.exec(m, {
     command,
     stdin: input.stdin,
+    ...(input.maxOutputBytes !== undefined ? { maxOutputBytes: input.maxOutputBytes } : {}),
     timeoutMs: (input.timeoutS ?? DEFAULT_TIMEOUT_S) * 1000,
     signal,
   });
   return {
     exitCode: result.exitCode,
     ...(result.exitSignal !== undefined ? { exitSignal: result.exitSignal } : {}),
-    stdout: result.stdout.toString('utf8'),
-    stderr: result.stderr.toString('utf8'),
+    stdout: result.stdout,
+    stderr: result.stderr,
+    stdoutDroppedBytes: result.stdoutDroppedBytes,
+    stderrDroppedBytes: result.stderrDroppedBytes,
     timedOut: result.timedOut,
     ...(started ? { started } : {}),
     ...withStopped(machines, m, since, result.exitCode),

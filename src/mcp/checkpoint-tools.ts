@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { CreateCheckpointRequestSchema, ForkRequestSchema, type Checkpoint } from '../protocol/checkpoints.ts';
 import { CommitRequestSchema } from '../protocol/commit.ts';
 import { appArg, CHANGES, DESTROYS, machineArg, READ_ONLY, tool } from './tool-def.ts';
+import { SENDS_PROGRESS } from './progress.ts';
 
 // Checkpoints: a robot captures a machine before a risky step and rolls back when it goes wrong.
 
@@ -16,7 +17,7 @@ export const checkpointTools = [
     name: 'checkpoint_create',
     description:
       "Capture a machine's whole filesystem, stopped or started (its processes keep running), in milliseconds whatever it holds. " +
-      'Take one before a risky step (an upgrade, a migration, a big refactor); checkpoint_restore rolls back to it.',
+      `Take one before a risky step (an upgrade, a migration, a big refactor); checkpoint_restore rolls back to it. ${SENDS_PROGRESS}`,
     input: { app: appArg, id: machineArg, name: CreateCheckpointRequestSchema.shape.name, comment: CreateCheckpointRequestSchema.shape.comment },
     annotations: CHANGES,
     run: async ({ app, id, name, comment }, { client, signal }) => {
@@ -38,7 +39,7 @@ export const checkpointTools = [
     name: 'checkpoint_restore',
     description:
       "Roll a machine's filesystem back to a checkpoint: everything written since is gone. A started machine restarts on it; a stopped one stays stopped. " +
-      'The checkpoint and later ones are kept, so a restore can itself be undone.',
+      `The checkpoint and later ones are kept, so a restore can itself be undone. ${SENDS_PROGRESS}`,
     input: { app: appArg, id: machineArg, checkpoint: checkpointArg },
     annotations: DESTROYS,
     run: async ({ app, id, checkpoint }, { client, signal }) => {
@@ -61,7 +62,7 @@ export const checkpointTools = [
     name: 'machine_fork',
     description:
       "Make new machines (count 1-16), each with its own copy of a machine's filesystem as it is now or as a checkpoint holds it, " +
-      'started unless skip_launch. Try several approaches side by side, then keep the one that worked and destroy the others.',
+      `started unless skip_launch. Try several approaches side by side, then keep the one that worked and destroy the others. ${SENDS_PROGRESS}`,
     input: { app: appArg, id: machineArg, checkpoint: ForkRequestSchema.shape.checkpoint, count: ForkRequestSchema.shape.count, name: ForkRequestSchema.shape.name, skip_launch: ForkRequestSchema.shape.skip_launch },
     annotations: CHANGES,
     run: async ({ app, id, checkpoint, count, name, skip_launch }, { client, signal }) => {

@@ -78,7 +78,9 @@ export const fileTools = [
     run: async ({ app, id, path, content, encoding, mode }, { client, signal }) => {
       const bytes = encoding === 'base64' ? new Uint8Array(Buffer.from(content, 'base64')) : new TextEncoder().encode(content);
       const r = await new MachineFiles(client, app, id).write(path, bytes, { signal, ...(mode ? { mode: parseInt(mode, 8) } : {}) });
-      return { summary: `wrote ${r.size} byte(s) to ${r.path} (mode ${r.mode.toString(8)})`, data: r };
+      // Modes read as they are written: octal, the same in the text and the data.
+      const octal = r.mode.toString(8);
+      return { summary: `wrote ${r.size} byte(s) to ${r.path} (mode ${octal})`, data: { ...r, mode: octal } };
     },
   }),
   tool({

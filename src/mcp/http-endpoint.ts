@@ -5,6 +5,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { HangarClient } from '../sdk/index.ts';
 import { createMcpServer } from './mcp-server.ts';
+import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 
 // MCP over Streamable HTTP at /mcp on the API port. The API's onRequest hook has already checked
 // the bearer token. Each session gets its own MCP server whose HangarClient calls this daemon's
@@ -38,7 +39,7 @@ function rpcError(reply: FastifyReply, status: number, code: number, message: st
   return reply.status(status).send({ jsonrpc: '2.0', error: { code, message }, id: null });
 }
 
-export function registerMcpEndpoint(app: FastifyInstance): void {
+export function registerMcpEndpoint(app: FastifyInstance, addresses: DaemonAddresses): void {
   const sessions = new Map<string, Session>();
 
   async function open(token: string): Promise<Session> {
@@ -51,7 +52,7 @@ export function registerMcpEndpoint(app: FastifyInstance): void {
     transport.onclose = () => {
       if (transport.sessionId) sessions.delete(transport.sessionId);
     };
-    await createMcpServer(new HangarClient({ baseUrl: loopbackUrl(app), token })).connect(transport);
+    await createMcpServer(new HangarClient({ baseUrl: loopbackUrl(app), token }), addresses).connect(transport);
     return session;
   }
 

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { CreateMachineRequestSchema, StopRequestSchema, WaitQuerySchema, type Machine } from '../protocol/schemas.ts';
 import { MachineConfigSchema } from '../protocol/machine-config.ts';
+import { appUrlsText } from '../protocol/daemon-addresses.ts';
 import { appArg, CHANGES, DESTROYS, machineArg, READ_ONLY, tool } from './tool-def.ts';
+import { pullWithProgress, SENDS_PROGRESS } from './progress.ts';
 
 // Machine lifecycle tools: one per Machines API verb, arguments named as the REST API names them.
 
@@ -9,14 +11,27 @@ function line(m: Machine): string {
   return `${m.id}${m.name ? ` (${m.name})` : ''} ${m.state}, image ${m.config.image}`;
 }
 
+/** A machine as create and update answer it: with its URLs when it serves, and warnings about fields with no effect. */
+type MachineAnswer = Machine & { urls?: string[]; warnings?: string[] };
+
+function answerLine(m: MachineAnswer): string {
+  return [line(m), ...(m.urls?.length ? [`serving at ${m.urls.join(' and ')}`] : []), ...(m.warnings ?? []).map((w) => `warning: ${w}`)].join('\n');
+}
+
+function answerData({ urls, warnings, ...machine }: MachineAnswer): Record<string, unknown> {
+  return { machine, ...(urls ? { urls } : {}), ...(warnings ? { warnings } : {}) };
+}
+
 export const machineTools = [
   tool({
     name: 'machine_create',
-    description:
+    description: (addresses) =>
       'Create a machine from an OCI image (hangar/busybox, hangar/debian:bookworm, or a registry image) and start it unless skip_launch. ' +
       'Give it a long-running init.cmd (e.g. ["sleep", "infinity"]) to exec into it. Its files survive stop and start. ' +
-      'To serve HTTP, give config.services [{"internal_port": 8080, "autostop": "stop"}]: the app is then at http://<app>.localhost:4380 ' +
-      '(https on 4443, the default ports), a stopped machine wakes on the first request, and an idle one stops after the app\'s autostop_idle.',
+      `To serve HTTP, give config.services [{"internal_port": 8080, "autostop": "stop"}]: the app is then at ${appUrlsText(addresses)} ` +
+      '(the answer lists its urls), a stopped machine wakes on the first request, and an idle one stops after the app\'s autostop_idle. ' +
+      "Config fields Hangar does not know are refused (naming the nearest known one); Fly's fields it does not implement yet are listed in warnings. " +
+      `The first use of an image pulls or builds it (a base image can take a minute), reported as progress. ${SENDS_PROGRESS}`,
     input: {
       app: appArg,
       config: MachineConfigSchema,
@@ -24,9 +39,10 @@ export const machineTools = [
       skip_launch: CreateMachineRequestSchema.shape.skip_launch.meta({ description: 'Create it stopped (state created); write files, then machine_start' }),
     },
     annotations: CHANGES,
-    run: async ({ app, config, name, skip_launch }, { client, signal }) => {
-      const m = await client.machines.create(app, { config, ...(name ? { name } : {}), ...(skip_launch ? { skip_launch } : {}) }, { signal });
-      return { summary: `created ${line(m)}`, data: { machine: m } };
+    run: async ({ app, config, name, skip_launch }, ctx) => {
+      await pullWithProgress(config.image, ctx);
+      const m: MachineAnswer = await ctx.client.machines.create(app, { config, ...(name ? { name } : {}), ...(skip_launch ? { skip_launch } : {}) }, { signal: ctx.signal });
+      return { summary: `created ${answerLine(m)}`, data: answerData(m) };
     },
   }),
   tool({
@@ -92,7 +108,7 @@ export const machineTools = [
   }),
   tool({
     name: 'machine_wait',
-    description: 'Wait until a machine reaches a state (e.g. stopped after its process exits). Fails with wait_timeout after timeout_s.',
+    description: `Wait until a machine reaches a state (e.g. stopped after its process exits). Fails with wait_timeout after timeout_s. ${SENDS_PROGRESS}`,
     input: {
       app: appArg,
       id: machineArg,
@@ -109,12 +125,13 @@ export const machineTools = [
     name: 'machine_update',
     description:
       'Replace a machine\'s whole config (read it with machine_get or the config resource, change what you need, send it all). ' +
-      'A started machine restarts on the new config; files are kept.',
+      `A started machine restarts on the new config; files are kept. A new image is pulled first, reported as progress. ${SENDS_PROGRESS}`,
     input: { app: appArg, id: machineArg, config: MachineConfigSchema },
     annotations: CHANGES,
-    run: async ({ app, id, config }, { client, signal }) => {
-      const m = await client.machines.update(app, id, { config }, { signal });
-      return { summary: `updated ${line(m)}`, data: { machine: m } };
+    run: async ({ app, id, config }, ctx) => {
+      await pullWithProgress(config.image, ctx);
+      const m: MachineAnswer = await ctx.client.machines.update(app, id, { config }, { signal: ctx.signal });
+      return { summary: `updated ${answerLine(m)}`, data: answerData(m) };
     },
   }),
 ];

@@ -11,7 +11,9 @@ import { volumeTools } from './volume-tools.ts';
 import { observeTools } from './observe-tools.ts';
 import { registerResources } from './resources.ts';
 import { sessionTools } from './session-tools.ts';
-import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
+import { withHeartbeat } from './progress.ts';
+import { describe, type ToolContext, type ToolDef, type ToolOutput } from './tool-def.ts';
+import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 
 // The MCP server: every tool is a call through a HangarClient, so stdio (`hangar mcp`) and
 // Streamable HTTP (/mcp) behave alike and the REST API's auth applies to both.
@@ -19,8 +21,8 @@ import type { ToolContext, ToolDef, ToolOutput } from './tool-def.ts';
 const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...sessionTools, ...fileTools, ...observeTools];
 
 /** Names and descriptions, for /llms.txt. */
-export function toolSummaries(): Array<{ name: string; description: string }> {
-  return TOOLS.map((t) => ({ name: t.name, description: t.description }));
+export function toolSummaries(addresses: DaemonAddresses): Array<{ name: string; description: string }> {
+  return TOOLS.map((t) => ({ name: t.name, description: describe(t, addresses) }));
 }
 
 const SERVER_INFO = { name: 'hangar', version: '0.1.0' };
@@ -30,12 +32,13 @@ const INSTRUCTIONS =
   'build it up in place with machine_exec and file_write, stop it when idle (files are kept) and start it again in milliseconds. ' +
   'Errors come as "<code>: <message>" with a hint line saying what to do next.';
 
-export function createMcpServer(client: HangarClient): McpServer {
+/** `addresses`: where the daemon serves, for text that names them; undefined when it could not be asked. */
+export function createMcpServer(client: HangarClient, addresses: DaemonAddresses | undefined): McpServer {
   const server = new McpServer(SERVER_INFO, { instructions: INSTRUCTIONS });
   for (const def of TOOLS) {
     server.registerTool(
       def.name,
-      { description: def.description, inputSchema: z.object(def.input), annotations: def.annotations },
+      { description: describe(def, addresses), inputSchema: z.object(def.input), annotations: def.annotations },
       async (args, extra) => {
         const token = extra._meta?.progressToken;
         let progress = 0;
@@ -48,7 +51,7 @@ export function createMcpServer(client: HangarClient): McpServer {
           },
         };
         try {
-          return success(await def.run(args as never, ctx));
+          return success(await withHeartbeat(def.name, ctx, () => def.run(args as never, ctx)));
         } catch (err) {
           return failure(err);
         }
@@ -62,7 +65,7 @@ export function createMcpServer(client: HangarClient): McpServer {
 function success(out: ToolOutput): CallToolResult {
   // Hosts that ignore structuredContent still get the data, as the MCP spec asks of servers.
   return {
-    content: [{ type: 'text', text: out.summary }, { type: 'text', text: JSON.stringify(out.data) }],
+    content: [{ type: 'text', text: out.summary }, { type: 'text', text: out.text ?? JSON.stringify(out.data) }],
     structuredContent: out.data,
     ...(out.failed ? { isError: true } : {}),
   };

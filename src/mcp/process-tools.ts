@@ -1,12 +1,35 @@
 import { z } from 'zod';
-import { EXEC_STREAM_DEFAULT_TIMEOUT_S, ExecStreamRequestSchema } from '../protocol/schemas.ts';
-import { appArg, CHANGES, machineArg, READ_ONLY, tool } from './tool-def.ts';
+import { EXEC_STREAM_DEFAULT_TIMEOUT_S, ExecStreamRequestSchema, MaxOutputBytesSchema } from '../protocol/schemas.ts';
+import type { ExecChunk } from '../sdk/index.ts';
+import { appArg, CHANGES, machineArg, READ_ONLY, tool, type ToolContext } from './tool-def.ts';
+import { SENDS_PROGRESS } from './progress.ts';
 
 // What runs inside a machine: commands (machine_exec) and the main process's output (machine_logs).
 
 const MAX_FOLLOW_S = 60;
 /** The most log text one machine_logs answer carries; a model's context is the scarce thing. */
 const MAX_ANSWER_BYTES = 256 * 1024;
+/** What one machine_exec answer keeps of the output by default: enough to read, small enough for a context. */
+const EXEC_ANSWER_BYTES = 32 * 1024;
+/** Output streamed as progress notifications before they only count bytes, once a second. */
+const PROGRESS_OUTPUT_BYTES = 64 * 1024;
+const PROGRESS_COUNT_EVERY_MS = 1000;
+
+/** Sends a command's output as progress: all of it up to a limit, then how much has come. */
+async function outputAsProgress(chunks: AsyncIterable<ExecChunk>, ctx: ToolContext): Promise<void> {
+  let bytes = 0;
+  let countedAt = 0;
+  for await (const chunk of chunks) {
+    const room = PROGRESS_OUTPUT_BYTES - bytes;
+    const data = Buffer.from(chunk.data);
+    bytes += data.length;
+    if (room > 0) await ctx.progress(data.length > room ? data.subarray(0, room).toString() : chunk.data);
+    else if (Date.now() - countedAt >= PROGRESS_COUNT_EVERY_MS) {
+      countedAt = Date.now();
+      await ctx.progress(`[${bytes} bytes of output so far]`);
+    }
+  }
+}
 
 /** The last of `lines` that fit in `maxBytes`. */
 function latestWithin(lines: string[], maxBytes: number): { lines: string[]; truncated: boolean } {
@@ -20,7 +43,10 @@ export const processTools = [
   tool({
     name: 'machine_exec',
     description:
-      'Run a command in a started machine and return its stdout, stderr and exit_code. Output also streams as progress notifications while it runs. ' +
+      'Run a command in a started machine and return its stdout, stderr and exit_code. ' +
+      `Its output streams as progress notifications (the first ${PROGRESS_OUTPUT_BYTES / 1024} KiB, then a byte count each second). ${SENDS_PROGRESS} ` +
+      `The answer keeps at most max_output_bytes of output (default ${EXEC_ANSWER_BYTES / 1024} KiB): the head and tail of each stream, ` +
+      'with a marked line and stdout_truncated_bytes/stderr_truncated_bytes saying how much was left out of the middle. For big output, write it to a file and file_read it. ' +
       'A stopped machine is started first (started: true) unless its services turn autostart off; a running command keeps the machine from being stopped as idle, ' +
       'and one cut short by a stop is an error whose stopped field says who stopped it and why. ' +
       'checkpoint: true captures the machine first (milliseconds), so a command that breaks things can be undone with checkpoint_restore. ' +
@@ -34,21 +60,24 @@ export const processTools = [
       cwd: ExecStreamRequestSchema.shape.cwd,
       env: ExecStreamRequestSchema.shape.env,
       checkpoint: ExecStreamRequestSchema.shape.checkpoint,
+      max_output_bytes: MaxOutputBytesSchema(EXEC_ANSWER_BYTES),
     },
     annotations: CHANGES,
-    run: async ({ app, id, command, timeout_s, stdin, cwd, env, checkpoint }, ctx) => {
+    run: async ({ app, id, command, timeout_s, stdin, cwd, env, checkpoint, max_output_bytes }, ctx) => {
       const body = {
         command, ...(timeout_s ? { timeout: timeout_s } : {}), ...(stdin !== undefined ? { stdin } : {}), ...(cwd ? { cwd } : {}), ...(env ? { env } : {}),
         ...(checkpoint ? { checkpoint: true } : {}),
       };
-      const run = ctx.client.machines.execStream(app, id, body, { signal: ctx.signal });
-      for await (const chunk of run) await ctx.progress(chunk.data);
+      const run = ctx.client.machines.execStream(app, id, body, { signal: ctx.signal, maxOutputBytes: max_output_bytes ?? EXEC_ANSWER_BYTES });
+      await outputAsProgress(run, ctx);
       const r = await run.wait();
       const data = {
         exit_code: r.exitCode,
         ...(r.exitSignal !== undefined ? { exit_signal: r.exitSignal } : {}),
         stdout: r.stdout,
         stderr: r.stderr,
+        stdout_truncated_bytes: r.stdoutTruncatedBytes,
+        stderr_truncated_bytes: r.stderrTruncatedBytes,
         timed_out: r.timedOut,
         ...(r.checkpointId ? { checkpoint_id: r.checkpointId } : {}),
         ...(r.started ? { started: true } : {}),
@@ -57,8 +86,10 @@ export const processTools = [
       const how = r.stopped ? `did not finish: ${r.stopped.message}\nhint: ${r.stopped.hint}`
         : r.timedOut ? `timed out after ${timeout_s ?? EXEC_STREAM_DEFAULT_TIMEOUT_S}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
       const undo = r.checkpointId ? ` (checkpoint ${r.checkpointId} before it: checkpoint_restore rolls it back)` : '';
+      // The text block is the output as a person reads it, not the JSON again: it is the big part.
+      const text = [r.stdout && `stdout:\n${r.stdout}`, r.stderr && `stderr:\n${r.stderr}`].filter(Boolean).join('\n') || '(no output)';
       const woke = r.started ? ' (the machine was stopped; it was started for this command)' : '';
-      return { summary: `${command.join(' ')}: ${how}${undo}${woke}`, data, ...(r.stopped ? { failed: true } : {}) };
+      return { summary: `${command.join(' ')}: ${how}${undo}${woke}`, data, text, ...(r.stopped ? { failed: true } : {}) };
     },
   }),
   tool({

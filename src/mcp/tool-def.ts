@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import type { HangarClient } from '../sdk/index.ts';
+import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 
 // One table of tools feeds the MCP server (both transports) and /llms.txt, like the route table
 // does for REST. A tool is a thin shape over one or two SDK client calls; it never touches services.
@@ -13,17 +14,17 @@ export type ToolContext = {
   progress: (message: string) => Promise<void>;
 };
 
-/**
- * What a tool hands back: a one-line summary for people and the JSON for programs. `failed` marks
- * a result that is an error yet carries data worth having (a command its machine's stop cut short).
- */
-export type ToolOutput = { summary: string; data: Record<string, unknown>; failed?: boolean };
+/** What a tool hands back: a one-line summary for people and the JSON for programs; `text`, when
+ * the data is big, is how it reads for a person in place of the JSON repeated. `failed` marks a
+ * result that is an error yet carries data worth having (a command its machine's stop cut short). */
+export type ToolOutput = { summary: string; data: Record<string, unknown>; text?: string; failed?: boolean };
 
 type Shape = Record<string, z.ZodType>;
 
 export type ToolDef<S extends Shape = Shape> = {
   name: string;
-  description: string;
+  /** Text that names an address is made from the daemon's (undefined when it could not be asked). */
+  description: string | ((addresses: DaemonAddresses | undefined) => string);
   input: S;
   annotations?: ToolAnnotations;
   run: (args: z.output<z.ZodObject<S>>, ctx: ToolContext) => Promise<ToolOutput>;
@@ -31,6 +32,10 @@ export type ToolDef<S extends Shape = Shape> = {
 
 export function tool<S extends Shape>(def: ToolDef<S>): ToolDef {
   return def as unknown as ToolDef;
+}
+
+export function describe(def: ToolDef, addresses: DaemonAddresses | undefined): string {
+  return typeof def.description === 'string' ? def.description : def.description(addresses);
 }
 
 // Arguments most tools share, described once so every tool says the same thing.

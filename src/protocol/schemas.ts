@@ -4,6 +4,7 @@ import { DurationSchema } from './duration.ts';
 import { MachineConfigSchema, SignalSchema } from './machine-config.ts';
 import { ERROR_CODES } from './errors.ts';
 import { EVENT_SOURCES } from './event-sources.ts';
+import { DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES } from './output-cap.ts';
 import { AppSettingsRequestSchema, AppSettingsWireSchema } from './app-settings.ts';
 
 // Wire types of the Machines API, shaped like Fly's. TypeScript types are inferred from these.
@@ -99,12 +100,20 @@ export const StopRequestSchema = z.looseObject({
 
 export const SignalRequestSchema = z.looseObject({ signal: SignalSchema });
 
+/** How much output a buffered exec answer keeps, stdout and stderr together. */
+export function MaxOutputBytesSchema(defaultBytes: number) {
+  return z.int().min(1024).max(MAX_MAX_OUTPUT_BYTES).optional().meta({
+    description: `Most output bytes to answer with, stdout and stderr together; past it each keeps its head and tail and says how much it left out. Default ${defaultBytes}`,
+  });
+}
+
 export const ExecRequestSchema = z.looseObject({
   command: z.array(z.string()).min(1).optional(),
   cmd: z.string().min(1).optional().meta({ description: 'Deprecated by Fly: a shell-split command string' }),
   timeout: z.int().min(1).max(3600).optional().meta({ description: 'Seconds; default 30' }),
   stdin: z.string().optional(),
   checkpoint: z.boolean().optional().meta({ description: 'Take a checkpoint of the machine first, and report its id (checkpoint_id) with the result, so the command can be rolled back' }),
+  max_output_bytes: MaxOutputBytesSchema(DEFAULT_MAX_OUTPUT_BYTES),
 });
 
 /** Hangar: why a command ended early, when its machine was stopped under it. */
@@ -123,6 +132,8 @@ export const ExecResponseSchema = z.object({
   exit_signal: z.int().optional(),
   stdout: z.string(),
   stderr: z.string(),
+  stdout_truncated_bytes: z.int().meta({ description: 'Bytes left out of the middle of stdout (over max_output_bytes); a marked line stands in for them' }),
+  stderr_truncated_bytes: z.int().meta({ description: 'Bytes left out of the middle of stderr' }),
   timed_out: z.boolean(),
   checkpoint_id: z.string().optional().meta({ description: 'The checkpoint taken before the command, when asked for' }),
   started: ExecStartedSchema,

@@ -5,18 +5,18 @@
 // process's argv.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, readlink, unlink } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Writable } from 'node:stream';
+import { PassThrough, Transform, Writable, type Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
+import { DEFAULT_MAX_OUTPUT_BYTES, keepOutputs, OutputKeeper } from '../protocol/output-cap.ts';
 import { cgroupsPathFor } from './oci-spec.ts';
 import type { ExecExit, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest } from './driver.ts';
 import type { Launcher } from './launcher-client.ts';
 
-export const EXEC_OUTPUT_CAP_BYTES = 4 * 1024 * 1024;
 const run = promisify(execFile);
 
 type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number }; capabilities?: Record<string, string[]> };
@@ -26,20 +26,6 @@ export function mergeEnv(base: string[], overrides: string[]): string[] {
   const key = (entry: string) => entry.split('=', 1)[0];
   const overridden = new Set(overrides.map(key));
   return [...base.filter((e) => !overridden.has(key(e))), ...overrides];
-}
-
-class CappedBuffer {
-  chunks: Buffer[] = [];
-  size = 0;
-  truncated = false;
-  push(chunk: Buffer) {
-    const room = EXEC_OUTPUT_CAP_BYTES - this.size;
-    if (chunk.length > room) this.truncated = true;
-    if (room <= 0) return;
-    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
-    this.chunks.push(kept);
-    this.size += kept.length;
-  }
 }
 
 function readMachineProcess(bundleDir: string): MachineProcess {
@@ -74,24 +60,26 @@ export function writeExecProcess(bundleDir: string, processFile: string, req: Pi
   writeFileSync(processFile, JSON.stringify(processJson), { mode: 0o600, flag: 'wx' });
 }
 
-/** Buffered exec: output is collected (up to the cap) and returned with the exit code. */
+/** Buffered exec: output is collected (its head and tail, within the budget) and returned with the exit code. */
 export async function crunExec(launcher: Launcher, id: string, bundleDir: string, req: ExecRequest): Promise<ExecResult> {
-  const { stdin, ...rest } = req;
+  const { stdin, maxOutputBytes = DEFAULT_MAX_OUTPUT_BYTES, ...rest } = req;
   const proc = spawnExec(launcher, id, bundleDir, rest, { stdin: stdin !== undefined });
-  const stdout = new CappedBuffer();
-  const stderr = new CappedBuffer();
+  const stdout = new OutputKeeper(maxOutputBytes);
+  const stderr = new OutputKeeper(maxOutputBytes);
   proc.stdout.on('data', (c: Buffer) => stdout.push(c));
   proc.stderr.on('data', (c: Buffer) => stderr.push(c));
   if (stdin !== undefined) proc.stdin.end(stdin);
   const exit = await proc.exit;
   if (exit.cancelled) throw req.signal?.reason ?? new Error('exec cancelled');
+  const kept = keepOutputs(stdout, stderr, maxOutputBytes);
   return {
     exitCode: exit.exitCode,
     ...(exit.exitSignal !== undefined ? { exitSignal: exit.exitSignal } : {}),
-    stdout: Buffer.concat(stdout.chunks),
-    stderr: Buffer.concat(stderr.chunks),
+    stdout: kept.stdout.text,
+    stderr: kept.stderr.text,
+    stdoutDroppedBytes: kept.stdout.droppedBytes,
+    stderrDroppedBytes: kept.stderr.droppedBytes,
     timedOut: exit.timedOut,
-    truncated: stdout.truncated || stderr.truncated,
   };
 }
 
@@ -124,6 +112,7 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
     }
   };
 
+  const stderr = keepingHead(child.stderr);
   let timedOut = false;
   let cancelled = false;
   const execPid = async () => Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
@@ -151,7 +140,8 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
   req.signal?.addEventListener('abort', onAbort, { once: true });
 
   const exit = new Promise<ExecExit>((resolve) => {
-    const finish = (exitCode: number, exitSignal?: number) => {
+    const finish = (code: number, exitSignal?: number) => {
+      const exitCode = code === CRUN_FAILED && !existsSync(pidFile) ? (couldNotStart(stderr.head()) ?? code) : code;
       clearTimeout(timer);
       req.signal?.removeEventListener('abort', onAbort);
       void unlink(pidFile).catch(() => {});
@@ -173,7 +163,7 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
 
   return {
     stdout: child.stdout,
-    stderr: child.stderr,
+    stderr: stderr.stream,
     stdin: req.tty ? heldUntil(child.stdin!, started) : (child.stdin ?? discardingStdin()),
     exit,
     resize: async (rows, cols) => {
@@ -183,6 +173,29 @@ export function spawnExec(launcher: Launcher, id: string, bundleDir: string, req
       await resizeMachinePty(pid, rows, cols);
     },
   };
+}
+
+/** crun's exit code when it fails itself, e.g. when the command cannot be started. */
+const CRUN_FAILED = 255;
+
+/** A shell's exit code for a command crun could not start (its message says why): 127 not found, 126 not executable. */
+function couldNotStart(message: string): number | undefined {
+  if (/^executable file `.*` not found/m.test(message)) return 127;
+  if (/^open executable: Permission denied/m.test(message)) return 126;
+  return undefined;
+}
+
+/** `stream` as it is, and its first bytes as text: enough to read crun's own error. */
+function keepingHead(stream: Readable): { stream: Readable; head: () => string } {
+  let head = '';
+  const through = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (head.length < 1024) head += chunk.toString('utf8', 0, 1024);
+      done(null, chunk);
+    },
+  });
+  stream.pipe(through);
+  return { stream: through, head: () => head };
 }
 
 /** The exec'd process's terminal is a pty of the machine's own devpts, reachable through /proc. */

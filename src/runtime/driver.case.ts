@@ -191,12 +191,16 @@ function runExecCases(s: Suite): void {
     assert.equal(echo.stdout.toString(), 'line1\nline2\n');
   });
 
-  s.test('exec output is capped and says so', async (t) => {
+  s.test('exec output keeps its head and tail within the budget and counts what it left out', async (t) => {
     const m = await s.start(t, { args: ['sleep', '1000'] });
-    const res = await s.driver().exec(m.id, { command: ['head', '-c', String(6 * 1024 * 1024), '/dev/zero'], timeoutMs: 20_000 });
+    const res = await s.driver().exec(m.id, { command: ['sh', '-c', 'echo first; head -c 6291456 /dev/zero | tr "\\0" x; echo; echo last'], timeoutMs: 20_000 });
     assert.equal(res.exitCode, 0);
-    assert.equal(res.truncated, true);
-    assert.equal(res.stdout.length, 4 * 1024 * 1024);
+    const total = 6 + 6 * 1024 * 1024 + 1 + 5;
+    assert.equal(res.stdoutDroppedBytes, total - 1024 * 1024);
+    assert.match(res.stdout, /^first\nx+\n\[hangar: \d+ bytes of output left out here; .+\]\nx+\nlast\n$/);
+    const small = await s.driver().exec(m.id, { command: ['sh', '-c', 'seq 1 1000; seq 1 1000 >&2'], maxOutputBytes: 1000, timeoutMs: 20_000 });
+    assert.equal(small.stdoutDroppedBytes + small.stderrDroppedBytes, 2 * 3893 - 1000);
+    assert.ok(small.stdout.startsWith('1\n2\n') && small.stdout.endsWith('999\n1000\n'));
   });
 
   s.test('exec timeout kills the exec-ed process tree, not just the client', async (t) => {

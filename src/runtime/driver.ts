@@ -77,13 +77,15 @@ export type ExecRequest = {
   uid?: number;
   gid?: number;
   stdin?: string | Buffer;
+  /** Buffered exec only: the most output kept, stdout and stderr together (their heads and tails). */
+  maxOutputBytes?: number;
   timeoutMs: number;
   signal?: AbortSignal;
 };
 
 /** An exec whose output is read as it comes. `tty` gives the command a terminal of that size;
  * its output (stdout and stderr alike) then arrives on `stdout`. */
-export type ExecStreamRequest = Omit<ExecRequest, 'stdin'> & { tty?: { rows: number; cols: number } };
+export type ExecStreamRequest = Omit<ExecRequest, 'stdin' | 'maxOutputBytes'> & { tty?: { rows: number; cols: number } };
 
 export type ExecExit = {
   exitCode: number;
@@ -107,11 +109,13 @@ export interface ExecProcess {
 export type ExecResult = {
   exitCode: number;
   exitSignal?: number;
-  stdout: Buffer;
-  stderr: Buffer;
+  /** As UTF-8 text; when it outgrew the budget, its head and tail with the gap marked. */
+  stdout: string;
+  stderr: string;
+  /** Bytes left out of the middle of each stream. */
+  stdoutDroppedBytes: number;
+  stderrDroppedBytes: number;
   timedOut: boolean;
-  /** True when stdout or stderr outgrew the driver's cap and was cut there. */
-  truncated: boolean;
 };
 
 /** A session: a command in a running machine that outlives the daemon (session-files.ts). Its

@@ -7,6 +7,7 @@ import type { CommitProgress, CommitRequest, CommitResult } from '../protocol/co
 import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, VolumeSnapshot } from '../protocol/volumes.ts';
 import type { PullProgress } from '../protocol/pull-progress.ts';
+import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
@@ -93,6 +94,11 @@ export class HangarClient {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
+  /** Where the daemon serves: its API, its edge proxy, and the domain apps are reached under. */
+  addresses(opts?: CallOptions): Promise<DaemonAddresses> {
+    return this.call<DaemonAddresses>('GET', '/v1/addresses', undefined, opts);
+  }
+
   readonly apps = {
     list: (opts?: CallOptions) =>
       this.call<{ total_apps: number; apps: Array<{ id: string; name: string; machine_count: number; egress: Egress; autostop_idle: string; nested_namespaces: boolean }> }>('GET', '/v1/apps', undefined, opts),
@@ -124,16 +130,20 @@ export class HangarClient {
       return this.call<{ ok: boolean }>('GET', `${this.#m(app, id)}/wait?${q}`, undefined, opts);
     },
     /** `checkpoint: true` takes a checkpoint first and answers its id as checkpoint_id. */
-    exec: (app: string, id: string, command: string[], opts?: CallOptions & { timeoutS?: number; stdin?: string; checkpoint?: boolean }) =>
+    /** `maxOutputBytes` bounds the output answered (default 1 MiB, stdout and stderr together; head and tail kept). */
+    exec: (app: string, id: string, command: string[], opts?: CallOptions & { timeoutS?: number; stdin?: string; checkpoint?: boolean; maxOutputBytes?: number }) =>
       this.call<ExecResponse>('POST', `${this.#m(app, id)}/exec`, {
         command, ...(opts?.timeoutS ? { timeout: opts.timeoutS } : {}), ...(opts?.stdin !== undefined ? { stdin: opts.stdin } : {}), ...(opts?.checkpoint ? { checkpoint: true } : {}),
+        ...(opts?.maxOutputBytes ? { max_output_bytes: opts.maxOutputBytes } : {}),
       }, opts),
-    /** Streams a command's output as it runs (POST …/exec/stream); `kill()` on the handle stops it. */
-    execStream: (app: string, id: string, req: ExecStreamRequest, opts: CallOptions = {}) => {
+    /** Streams a command's output as it runs (POST …/exec/stream); `kill()` on the handle stops it. `wait()` keeps
+     * at most `maxOutputBytes` of it (default 1 MiB; head and tail). */
+    execStream: (app: string, id: string, req: ExecStreamRequest, opts: CallOptions & { maxOutputBytes?: number } = {}) => {
+      const { maxOutputBytes, ...call } = opts;
       const abort = new AbortController();
-      const signal = opts.signal ? AbortSignal.any([opts.signal, abort.signal]) : abort.signal;
-      const response = this.raw('POST', `${this.#m(app, id)}/exec/stream`, req, { ...opts, signal, accept: 'application/x-ndjson' });
-      return new ExecHandle(response, abort);
+      const signal = call.signal ? AbortSignal.any([call.signal, abort.signal]) : abort.signal;
+      const response = this.raw('POST', `${this.#m(app, id)}/exec/stream`, req, { ...call, signal, accept: 'application/x-ndjson' });
+      return new ExecHandle(response, abort, maxOutputBytes);
     },
     /** An interactive command over a WebSocket (stdin, tty resize, kill); see ExecSession. */
     execSession: (app: string, id: string, start: ExecSessionStart) =>

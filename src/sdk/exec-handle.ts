@@ -1,12 +1,17 @@
 import type { ExecEvent } from '../protocol/schemas.ts';
+import { DEFAULT_MAX_OUTPUT_BYTES, keepOutputs, OutputKeeper } from '../protocol/output-cap.ts';
 import { HangarApiError } from './errors.ts';
 
 // A command running in a machine: output as it is produced, `wait()` for the result, `kill()`
-// to stop it (the server kills the command when the stream is abandoned).
+// to stop it (the server kills the command when the stream is abandoned). The result keeps at
+// most `maxOutputBytes` of output (head and tail); the chunks iterated are all of it.
 
 export type ExecChunk = { stream: 'stdout' | 'stderr'; data: string };
 export type ExecResult = {
   exitCode: number; exitSignal?: number; stdout: string; stderr: string; timedOut: boolean; cancelled: boolean;
+  /** Bytes left out of the middle of each stream (over maxOutputBytes); a marked line stands in for them. */
+  stdoutTruncatedBytes: number;
+  stderrTruncatedBytes: number;
   /** The checkpoint taken before the command, when `checkpoint: true` asked for one. */
   checkpointId?: string;
   /** The machine was stopped and this call started it. */
@@ -17,14 +22,32 @@ export type ExecResult = {
 
 type ExitEvent = Extract<ExecEvent, { type: 'exit' }>;
 
-/** The result of a command from its exit event and the output gathered before it. */
-export function toExecResult(exit: ExitEvent, out: { stdout: string; stderr: string }): ExecResult {
-  return {
-    exitCode: exit.exit_code, ...(exit.exit_signal !== undefined ? { exitSignal: exit.exit_signal } : {}), ...out, timedOut: exit.timed_out, cancelled: exit.cancelled,
-    ...(exit.checkpoint_id ? { checkpointId: exit.checkpoint_id } : {}),
-    ...(exit.started ? { started: true } : {}),
-    ...(exit.stopped ? { stopped: exit.stopped } : {}),
-  };
+/** Output gathered for a command's result: the head and tail of each stream, within one budget. */
+export class ResultOutput {
+  readonly #max: number;
+  readonly #encoder = new TextEncoder();
+  readonly #kept: Record<'stdout' | 'stderr', OutputKeeper>;
+
+  constructor(maxOutputBytes = DEFAULT_MAX_OUTPUT_BYTES) {
+    this.#max = maxOutputBytes;
+    this.#kept = { stdout: new OutputKeeper(maxOutputBytes), stderr: new OutputKeeper(maxOutputBytes) };
+  }
+
+  add(stream: 'stdout' | 'stderr', data: string): void {
+    this.#kept[stream].push(this.#encoder.encode(data));
+  }
+
+  /** The result of the command from its exit event and the output gathered before it. */
+  result(exit: ExitEvent): ExecResult {
+    const { stdout, stderr } = keepOutputs(this.#kept.stdout, this.#kept.stderr, this.#max);
+    return {
+      exitCode: exit.exit_code, ...(exit.exit_signal !== undefined ? { exitSignal: exit.exit_signal } : {}),
+      stdout: stdout.text, stderr: stderr.text, stdoutTruncatedBytes: stdout.droppedBytes, stderrTruncatedBytes: stderr.droppedBytes,
+      timedOut: exit.timed_out, cancelled: exit.cancelled, ...(exit.checkpoint_id ? { checkpointId: exit.checkpoint_id } : {}),
+      ...(exit.started ? { started: true } : {}),
+      ...(exit.stopped ? { stopped: exit.stopped } : {}),
+    };
+  }
 }
 
 export class ExecHandle implements AsyncIterable<ExecChunk> {
@@ -32,10 +55,12 @@ export class ExecHandle implements AsyncIterable<ExecChunk> {
   readonly #chunks: ExecChunk[] = [];
   readonly #waiters: Array<() => void> = [];
   readonly #result: Promise<ExecResult>;
+  readonly #maxOutputBytes: number;
   #ended = false;
 
-  constructor(response: Promise<Response>, abort: AbortController) {
+  constructor(response: Promise<Response>, abort: AbortController, maxOutputBytes = DEFAULT_MAX_OUTPUT_BYTES) {
     this.#abort = abort;
+    this.#maxOutputBytes = maxOutputBytes;
     this.#result = this.#consume(response);
     this.#result.catch(() => undefined).finally(() => {
       this.#ended = true;
@@ -53,7 +78,7 @@ export class ExecHandle implements AsyncIterable<ExecChunk> {
     }
   }
 
-  /** Resolves with the whole output and exit code once the command ends. */
+  /** Resolves with the output (within maxOutputBytes) and exit code once the command ends. */
   wait(): Promise<ExecResult> {
     return this.#result;
   }
@@ -65,7 +90,7 @@ export class ExecHandle implements AsyncIterable<ExecChunk> {
 
   async #consume(response: Promise<Response>): Promise<ExecResult> {
     const res = await response;
-    const out = { stdout: '', stderr: '' };
+    const out = new ResultOutput(this.#maxOutputBytes);
     const decoder = new TextDecoder();
     let buffer = '';
     for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
@@ -74,10 +99,8 @@ export class ExecHandle implements AsyncIterable<ExecChunk> {
       while ((nl = buffer.indexOf('\n')) >= 0) {
         const msg = JSON.parse(buffer.slice(0, nl)) as ExecEvent;
         buffer = buffer.slice(nl + 1);
-        if (msg.type === 'exit') {
-          return toExecResult(msg, out);
-        }
-        out[msg.type] += msg.data;
+        if (msg.type === 'exit') return out.result(msg);
+        out.add(msg.type, msg.data);
         this.#chunks.push({ stream: msg.type, data: msg.data });
         this.#wake();
       }

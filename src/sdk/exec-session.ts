@@ -1,5 +1,5 @@
 import type { ExecEvent } from '../protocol/schemas.ts';
-import { toExecResult, type ExecResult } from './exec-handle.ts';
+import { ResultOutput, type ExecResult } from './exec-handle.ts';
 import type { ErrorBody } from '../protocol/errors.ts';
 import { HangarApiError } from './errors.ts';
 
@@ -15,6 +15,8 @@ export type ExecSessionStart = {
   env?: Record<string, string>;
   cwd?: string;
   stdin?: string;
+  /** The most output `result` keeps, stdout and stderr together (head and tail); default 1 MiB. */
+  maxOutputBytes?: number;
 };
 
 type ServerMessage = ExecEvent | ({ type: 'error' } & Partial<ErrorBody>);
@@ -23,26 +25,27 @@ export class ExecSession {
   readonly #socket: WebSocket;
   /** What was sent before the socket opened; it goes right after the start message. */
   readonly #pending: string[] = [];
-  /** Resolves when the command ends, with all it wrote; rejects on a protocol or connection error. */
+  /** Resolves when the command ends, with what it wrote (within maxOutputBytes); rejects on a protocol or connection error. */
   readonly result: Promise<ExecResult>;
   #onOutput: (stream: 'stdout' | 'stderr', data: string) => void = () => {};
 
   private constructor(socket: WebSocket, start: ExecSessionStart) {
     this.#socket = socket;
     this.result = new Promise((resolve, reject) => {
-      const out = { stdout: '', stderr: '' };
+      const { maxOutputBytes, ...startMessage } = start;
+      const out = new ResultOutput(maxOutputBytes);
       socket.addEventListener('open', () => {
-        socket.send(JSON.stringify({ type: 'start', ...start }));
+        socket.send(JSON.stringify({ type: 'start', ...startMessage }));
         for (const msg of this.#pending.splice(0)) socket.send(msg);
       });
       socket.addEventListener('message', (event) => {
         const msg = JSON.parse(String(event.data)) as ServerMessage;
         if (msg.type === 'exit') {
-          resolve(toExecResult(msg, out));
+          resolve(out.result(msg));
         } else if (msg.type === 'error') {
           reject(new HangarApiError(400, msg, 'exec session failed'));
         } else {
-          out[msg.type] += msg.data;
+          out.add(msg.type, msg.data);
           this.#onOutput(msg.type, msg.data);
         }
       });

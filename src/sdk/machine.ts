@@ -11,7 +11,11 @@ import type { FileWatch } from './file-watch.ts';
 // A machine as a robot holds it: the last known record plus the verbs that act on it.
 
 /** `checkpoint: true` captures the machine before the command; the result's checkpointId names it. */
-export type ExecOptions = CallOptions & { timeoutS?: number; stdin?: string; env?: Record<string, string>; cwd?: string; checkpoint?: boolean };
+export type ExecOptions = CallOptions & {
+  timeoutS?: number; stdin?: string; env?: Record<string, string>; cwd?: string; checkpoint?: boolean;
+  /** The most output `wait()` keeps, stdout and stderr together (head and tail); default 1 MiB. */
+  maxOutputBytes?: number;
+};
 export type FileEntry = WireFileEntry;
 /** Bytes start..end of a file, both inclusive as in HTTP; without end, to the end of the file. */
 export type ByteRange = { start: number; end?: number };

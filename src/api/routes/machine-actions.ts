@@ -74,12 +74,14 @@ export const machineActionRoutes = [
     handler: async ({ services, params, body, signal }) => {
       const checkpoint = body.checkpoint ? await checkpointBefore(services, params, body.command ?? [body.cmd ?? '']) : undefined;
       const out = await execInMachine(services.machines, services.runner, params.app_name, params.machine_id,
-        { command: body.command, cmd: body.cmd, timeoutS: body.timeout, stdin: body.stdin }, signal);
+        { command: body.command, cmd: body.cmd, timeoutS: body.timeout, stdin: body.stdin, maxOutputBytes: body.max_output_bytes }, signal);
       return {
         exit_code: out.exitCode,
         ...(out.exitSignal !== undefined ? { exit_signal: out.exitSignal } : {}),
         stdout: out.stdout,
         stderr: out.stderr,
+        stdout_truncated_bytes: out.stdoutDroppedBytes,
+        stderr_truncated_bytes: out.stderrDroppedBytes,
         timed_out: out.timedOut,
         ...(checkpoint ? { checkpoint_id: checkpoint } : {}),
         ...(out.started ? { started: true } : {}),

@@ -1,9 +1,12 @@
 import { z } from 'zod';
 import {
-  CreateMachineRequestSchema, ListMachinesQuerySchema, MachineEventSchema, MachineSchema, UpdateMachineRequestSchema,
+  CreateMachineRequestSchema, ListMachinesQuerySchema, MachineEventSchema, MachineSchema, UpdateMachineRequestSchema, type Machine,
 } from '../../protocol/schemas.ts';
+import { appUrls } from '../../protocol/daemon-addresses.ts';
+import { checkMachineRequestFields } from '../../protocol/machine-request-fields.ts';
 import { toWireEvent, toWireMachine } from '../../machines/machine-view.ts';
 import { route, type RouteContext } from '../route.ts';
+import type { ApiServices } from '../services.ts';
 import { AppParams, MachineParams, leaseNonceOf, OkSchema } from './params.ts';
 
 /** `metadata.role=web` query parameters, as Fly's list accepts them. */
@@ -17,7 +20,19 @@ function metadataFilter(query: Record<string, unknown>): Record<string, string> 
 
 function wire(ctx: RouteContext<unknown, unknown, unknown>, app: string, id: string) {
   const m = ctx.services.machines.get(app, id, { includeDestroyed: true });
-  return toWireMachine(m, ctx.services.machines.events(app, m.id), ctx.services.runner.diskUsage(m));
+  return answer(ctx.services, app, toWireMachine(m, ctx.services.machines.events(app, m.id), ctx.services.runner.diskUsage(m)));
+}
+
+/** A machine as create, update and get answer it: with its app's URLs when it serves, and the request's fields that have no effect. */
+const MachineAnswerSchema = MachineSchema.extend({
+  urls: z.array(z.string()).optional().meta({ description: "Hangar: where the machine's services are reached through the edge proxy" }),
+  warnings: z.array(z.string()).optional().meta({ description: "Hangar: fields of Fly's config that were kept but are not implemented yet" }),
+});
+
+function answer(services: ApiServices, app: string, m: Machine, warnings: string[] = []): z.infer<typeof MachineAnswerSchema> {
+  const serves = m.config.services?.some((s) => s.internal_port !== undefined);
+  const urls = serves ? appUrls(services.addresses, app) : [];
+  return { ...m, ...(urls.length ? { urls } : {}), ...(warnings.length ? { warnings } : {}) };
 }
 
 export const machineRoutes = [
@@ -34,27 +49,29 @@ export const machineRoutes = [
   }),
   route({
     method: 'POST', path: '/v1/apps/{app_name}/machines', tag: 'Machines', summary: 'Create a machine (and start it unless skip_launch)',
-    params: AppParams, body: CreateMachineRequestSchema, response: MachineSchema,
+    params: AppParams, body: CreateMachineRequestSchema, response: MachineAnswerSchema,
     handler: async (ctx) => {
       const { services, params, body, signal } = ctx;
+      const warnings = checkMachineRequestFields(body);
       services.apps.get(params.app_name);
       const m = await services.machines.create(params.app_name, body, { signal });
-      return toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m));
+      return answer(services, params.app_name, toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m)), warnings);
     },
   }),
   route({
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}', tag: 'Machines', summary: 'Get a machine',
-    params: MachineParams, response: MachineSchema, observes: true,
+    params: MachineParams, response: MachineAnswerSchema, observes: true,
     handler: (ctx) => wire(ctx, ctx.params.app_name, ctx.params.machine_id),
   }),
   route({
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}', tag: 'Machines',
     summary: 'Update a machine: full config, new instance_id; a started machine restarts on it',
-    params: MachineParams, body: UpdateMachineRequestSchema, response: MachineSchema,
+    params: MachineParams, body: UpdateMachineRequestSchema, response: MachineAnswerSchema,
     handler: async (ctx) => {
       const { services, params, body, headers, signal } = ctx;
+      const warnings = checkMachineRequestFields(body);
       const m = await services.machines.update(params.app_name, params.machine_id, body, { leaseNonce: leaseNonceOf(headers), signal });
-      return toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m));
+      return answer(services, params.app_name, toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m)), warnings);
     },
   }),
   route({
