@@ -8,6 +8,7 @@ import { DEFAULT_APP_SETTINGS } from './protocol/app-settings.ts';
 import type { ApiServices } from './api/services.ts';
 import type { DaemonAddresses } from './protocol/daemon-addresses.ts';
 import { createImageService } from './images/index.ts';
+import { Activity } from './machines/activity.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
 import { MachineMetrics } from './machines/machine-metrics.ts';
@@ -22,6 +23,7 @@ import { CommitService } from './machines/commit-service.ts';
 import { MachinePaths } from './machines/machine-paths.ts';
 import { MachineRunner } from './machines/machine-runner.ts';
 import { MachineService } from './machines/machine-service.ts';
+import { Lifetimes } from './machines/lifetimes.ts';
 import { SessionService } from './machines/session-service.ts';
 import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
@@ -182,13 +184,19 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const apps = new AppService(store, machines, network, volumes);
   const checkpoints = new CheckpointService({ store, machines, runner, volumes });
   const commits = new CommitService({ machines, checkpoints, runner, images });
-  const sessions = new SessionService({ store, machines, driver, paths });
+  const activity = new Activity({ busyElsewhere: (id) => sessions.runningOn(id) });
+  const sessions = new SessionService({ store, machines, driver, paths, onActivity: (id) => activity.touch(id) });
+  waiters.onChange((change) => {
+    if (change.state === 'destroyed') activity.forget(change.id);
+  });
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses };
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses, activity };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
   // After the machines: a session's end is told apart from its machine's by the machine's state.
   reconciled.sessions = sessions.reconcile();
+  const lifetimes = new Lifetimes({ store, machines, activity, waiters });
+  lifetimes.start();
 
   const server = createApiServer({ services, token, logger: opts.logger });
   apiServer = server;
@@ -200,7 +208,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   await writeFile(join(opts.dataDir, 'api-url'), url + '\n');
 
   const edge = opts.proxyPort === undefined ? undefined : createEdge({
-    store, waiters, apps: services.apps, machines, registry: metrics, domain: DEFAULT_PROXY_DOMAIN,
+    store, waiters, apps: services.apps, machines, activity, registry: metrics, domain: DEFAULT_PROXY_DOMAIN,
     headerTimeoutMs: opts.proxyHeaderTimeoutMs, idleTimeoutMs: opts.proxyIdleTimeoutMs,
     maxConnections: opts.proxyMaxConnections ?? Math.min(DEFAULT_MAX_CONNECTIONS, descriptorShare),
     maxConnectionsPerClient: opts.proxyMaxConnectionsPerClient, replayBufferBytes: opts.proxyReplayBufferBytes,
@@ -237,6 +245,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     reconciled,
     server,
     close: async () => {
+      lifetimes.close();
       machines.close();
       sessions.close();
       dns.close();

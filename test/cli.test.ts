@@ -189,7 +189,8 @@ describe('hangar CLI', () => {
     assert.match(elsewhere.stderr, new RegExp(`^error: no machine ${id} in app away; it is in app home$`, 'm'));
     assert.match(elsewhere.stderr, new RegExp(`^hint: it is in app home: add --app home, e.g. hangar machines status ${id} --app home$`, 'm'));
     assert.equal(hangar('machines', 'stop', id, '--app', 'home').code, 0);
-    const stopped = hangar('machines', 'exec', id, '--app', 'home', '--', 'true');
+    // ps, not exec: an exec would start the stopped machine (autostart).
+    const stopped = hangar('machines', 'ps', id, '--app', 'home');
     assert.equal(stopped.code, 1);
     assert.match(stopped.stderr, new RegExp(`^hint: run hangar machines start ${id} --app home$`, 'm'));
     const missing = hangar('machines', 'start', '0123456789abcd', '--app', 'home');

@@ -125,7 +125,7 @@ describe('MCP server', () => {
     const id = await newMachine(overHttp);
     await ok(overHttp, 'machine_stop', { app: APP, id });
     await ok(overHttp, 'machine_wait', { app: APP, id, state: 'stopped' });
-    const stopped = await call(overHttp, 'machine_exec', { app: APP, id, command: ['true'] });
+    const stopped = await call(overHttp, 'machine_ps', { app: APP, id });
     assert.equal(stopped.isError, true);
     assert.match(text(stopped), new RegExp(`\nhint: call machine_start \{"app":"${APP}","id":"${id}"\}$`));
     await ok(overHttp, 'app_create', { app: 'mcp-other' });

@@ -224,9 +224,10 @@ describe('a stopped machine', () => {
       const done = await ended(id, 10_000, m.id);
       assert.equal(done.end_reason, 'machine_stopped');
     }
-    const refused = await http(d, 'POST', `/v1/apps/${APP}/machines/${m.id}/sessions`, { command: ['true'] });
-    assert.equal(refused.status, 409);
-    assert.equal(refused.body.code, 'invalid_state');
+    // A new session starts the machine again (autostart), and says so.
+    const woke = await http(d, 'POST', `/v1/apps/${APP}/machines/${m.id}/sessions`, { command: ['true'] });
+    assert.equal(woke.status, 201);
+    assert.equal(woke.headers.get('x-hangar-machine-started'), 'true');
   });
 });
 

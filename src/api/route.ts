@@ -46,6 +46,12 @@ export type RouteDef<P extends Schema | undefined = Schema | undefined, Q extend
   /** Answer with text/plain or an event stream rather than JSON (documentation only). */
   produces?: string;
   public?: boolean;
+  /**
+   * A call naming a machine is its activity, holding it busy (no autostop, no idle_stop) until
+   * it ends, unless it only reads the machine's record (state, events, lease, …/wait): a robot
+   * polling for a state must not keep the machine from reaching it.
+   */
+  observes?: boolean;
   /** Serves a WebSocket on this GET path; `handler` answers requests that do not upgrade.
    * Whatever it throws is sent as an error message and closes the socket. */
   websocket?: (socket: WebSocket, ctx: RouteContext<Infer<P>, Infer<Q>, undefined>) => Promise<void> | void;

@@ -137,6 +137,8 @@ function addRoute(app: FastifyInstance, def: RouteDef, services: ApiServices): v
     handler: async (req, reply) => {
       const abort = new AbortController();
       reply.raw.on('close', () => abort.abort());
+      const release = useMachine(def, req, services);
+      if (release) reply.raw.once('close', release);
       const result = await def.handler({
         params: def.params ? def.params.parse(req.params) : undefined,
         query: def.query ? def.query.parse(req.query) : undefined,
@@ -160,6 +162,8 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
   return async (socket: WebSocket, req: FastifyRequest) => {
     const abort = new AbortController();
     socket.on('close', () => abort.abort());
+    const release = useMachine(def, req, services);
+    if (release) socket.once('close', release);
     try {
       await def.websocket!(socket, {
         params: def.params ? def.params.parse(req.params) : undefined,
@@ -182,6 +186,22 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
       }
     }
   };
+}
+
+/**
+ * Counts a call on a machine as its activity: held until the response (or socket) closes, so a
+ * long exec, console, transfer or log follow keeps the machine from being stopped as idle.
+ */
+function useMachine(def: RouteDef, req: FastifyRequest, services: ApiServices): (() => void) | undefined {
+  const { app_name: app, machine_id: idOrName } = req.params as { app_name?: string; machine_id?: string };
+  if (!app || !idOrName || def.observes) return undefined;
+  let id: string;
+  try {
+    id = services.machines.get(app, idOrName).id;
+  } catch {
+    return undefined; // the handler says what is wrong with it
+  }
+  return services.activity.hold(id);
 }
 
 function parseBody(def: RouteDef, req: FastifyRequest): unknown {

@@ -1,5 +1,6 @@
 import type { Registry } from 'prom-client';
 import type { ImageService } from '../images/image-service.ts';
+import type { Activity } from '../machines/activity.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { CheckpointService } from '../machines/checkpoint-service.ts';
 import type { CommitService } from '../machines/commit-service.ts';
@@ -29,6 +30,8 @@ export type ApiServices = {
   paths: MachinePaths;
   /** The edge proxy's CA and the certificates apps upload. */
   tls: ProxyTls;
+  /** What counts as each machine being in use (autostop and lifetimes read it). */
+  activity: Activity;
   /** Prometheus series of the daemon, the edge proxy and the machines, served at GET /metrics. */
   metrics: Registry;
   /** Each machine's resource use (GET …/metrics). */

@@ -38,6 +38,7 @@ export async function consoleCommand(argv: string[]): Promise<number> {
   stdin.on('end', () => session.closeStdin());
   try {
     const result = await session.result;
+    if (result.stopped) process.stderr.write(`\r\nhangar: ${result.stopped.message}\r\nhint: ${result.stopped.hint}\r\n`);
     return result.exitCode;
   } finally {
     if (stdin.isTTY) stdin.setRawMode(false);

@@ -208,6 +208,7 @@ export async function machines(argv: string[]): Promise<number> {
       }
       if (res.timedOut) process.stderr.write('hangar: the command was killed at its timeout\n');
       if (res.checkpointId) process.stderr.write(`hangar: checkpoint ${res.checkpointId} was taken before it; undo with: hangar checkpoints restore ${id()} ${res.checkpointId} --app ${app}\n`);
+      if (res.stopped) process.stderr.write(`hangar: ${res.stopped.message}\nhint: ${res.stopped.hint}\n`);
       return res.exitCode;
     }
     case 'ps': {

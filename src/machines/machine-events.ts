@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { ExitInfo } from '../runtime/driver.ts';
+import type { EventSource } from '../protocol/event-sources.ts';
 import type { EventRecord } from './store.ts';
 
 // Machine events in Fly's shape (type, status, source, timestamp, request).
 
-export function event(type: string, status: string, source: 'user' | 'flyd', request?: Record<string, unknown>): EventRecord {
+export function event(type: string, status: string, source: EventSource, request?: Record<string, unknown>): EventRecord {
   return { id: randomUUID(), type, status, source, timestamp: Date.now(), ...(request ? { request } : {}) };
 }
 

@@ -1,15 +1,20 @@
 import { HangarError } from '../protocol/errors.ts';
-import type { ExecProcess } from '../runtime/driver.ts';
+import type { ExecExit, ExecProcess } from '../runtime/driver.ts';
 import type { ProcessStat } from '../runtime/proc-stat.ts';
 import type { MachineRunner } from './machine-runner.ts';
 import type { MachineService } from './machine-service.ts';
 import { assertLegal } from './transitions.ts';
+import { stoppedDuring, wakeForExec, type StoppedNotice } from './exec-wake.ts';
 
 // Commands in a started machine: buffered (Fly's POST …/exec), streaming, and the process list.
 
 export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string; maxOutputBytes?: number };
 export type ExecOutput = {
   exitCode: number; exitSignal?: number; stdout: string; stderr: string; stdoutDroppedBytes: number; stderrDroppedBytes: number; timedOut: boolean;
+  /** The machine was stopped and this call started it. */
+  started?: boolean;
+  /** The machine was stopped under the command, which ended it. */
+  stopped?: StoppedNotice;
 };
 
 const DEFAULT_TIMEOUT_S = 30;
@@ -22,12 +27,14 @@ export async function execInMachine(
   input: ExecInput,
   signal?: AbortSignal,
 ): Promise<ExecOutput> {
-  const m = machines.get(app, id);
-  assertLegal('exec', m.state, m.id);
   const command = input.command ?? input.cmd?.trim().split(/\s+/);
   if (!command?.length) {
     throw new HangarError('validation_failed', 'exec needs a command', { hint: 'send {"command": ["ls", "-l", "/"]}' });
   }
+  const started = await wakeForExec(machines, app, id);
+  const m = machines.get(app, id);
+  assertLegal('exec', m.state, m.id);
+  const since = Date.now();
   const result = await runner.exec(m, {
     command,
     stdin: input.stdin,
@@ -43,8 +50,18 @@ export async function execInMachine(
     stdoutDroppedBytes: result.stdoutDroppedBytes,
     stderrDroppedBytes: result.stderrDroppedBytes,
     timedOut: result.timedOut,
+    ...(started ? { started } : {}),
+    ...withStopped(machines, m, since, result.exitCode),
   };
 }
+
+function withStopped(machines: MachineService, m: ReturnType<MachineService['get']>, since: number, exitCode: number): { stopped?: StoppedNotice } {
+  const stopped = stoppedDuring(machines, m, since, exitCode);
+  return stopped ? { stopped } : {};
+}
+
+/** A streaming exec as the API serves it: whether it woke the machine, and why it ended early if it was stopped. */
+export type MachineExec = Omit<ExecProcess, 'exit'> & { started: boolean; exit: Promise<ExecExit & { stopped?: StoppedNotice }> };
 
 export type ExecStreamInput = {
   command: string[];
@@ -56,10 +73,12 @@ export type ExecStreamInput = {
 };
 
 /** Streaming exec: the process is handed back running; aborting `signal` kills it. */
-export async function startExec(machines: MachineService, runner: MachineRunner, app: string, id: string, input: ExecStreamInput): Promise<ExecProcess> {
+export async function startExec(machines: MachineService, runner: MachineRunner, app: string, id: string, input: ExecStreamInput): Promise<MachineExec> {
+  const started = await wakeForExec(machines, app, id);
   const m = machines.get(app, id);
   assertLegal('exec', m.state, m.id);
-  return runner.execStream(m, {
+  const since = Date.now();
+  const proc = await runner.execStream(m, {
     command: input.command,
     timeoutMs: input.timeoutS * 1000,
     signal: input.signal,
@@ -67,6 +86,14 @@ export async function startExec(machines: MachineService, runner: MachineRunner,
     ...(input.cwd ? { cwd: input.cwd } : {}),
     ...(input.tty ? { tty: input.tty } : {}),
   });
+  return {
+    stdout: proc.stdout,
+    stderr: proc.stderr,
+    stdin: proc.stdin,
+    resize: (rows, cols) => proc.resize(rows, cols),
+    started,
+    exit: proc.exit.then((exit) => ({ ...exit, ...withStopped(machines, m, since, exit.exitCode) })),
+  };
 }
 
 export type PsOrder = { sortBy: 'pid' | 'cpu' | 'rss' | 'rtime' | 'stime' | 'command'; order: 'asc' | 'desc' };

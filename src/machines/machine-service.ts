@@ -7,6 +7,7 @@ import { HangarError } from '../protocol/errors.ts';
 import { DEFAULT_ROOTFS_SIZE_GB, withDefaultGuest, withRootfsSize, type MachineConfig } from '../protocol/machine-config.ts';
 import type { CreateMachineRequest, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { MachineState, PersistentState, WaitableState } from '../protocol/states.ts';
+import type { EventSource } from '../protocol/event-sources.ts';
 import { validateFiles } from '../storage/machine-files.ts';
 import { decideAfterExit } from './exit-policy.ts';
 import { assertFitsHost } from './host-limits.ts';
@@ -24,7 +25,19 @@ import { assertLegal, transientStateOf, type Action } from './transitions.ts';
 // in SQLite before it acts and closed after, and published to waiters.
 
 export type CallOptions = { leaseNonce?: string; signal?: AbortSignal };
-type Source = 'user' | 'flyd';
+type Source = EventSource;
+
+/**
+ * Who asks for a stop or destroy when it is not a user's call (autostop, a lifetime rule), and
+ * why; both go into the event. They act regardless of leases, as flyd's restarts do.
+ */
+export type Cause = { source: Exclude<EventSource, 'user'>; reason: Record<string, unknown> };
+
+/** A stop of a started machine (or its main process ending), which ends the commands running in it. */
+export type Halt = { action: Action | 'exit'; source: EventSource; reason?: Record<string, unknown>; at: number };
+
+/** Actions that halt a started machine on their way. */
+const HALTING: ReadonlySet<Action> = new Set(['stop', 'restart', 'update', 'destroy', 'restore']);
 
 export class MachineService {
   readonly #store: Store;
@@ -35,6 +48,8 @@ export class MachineService {
   readonly #restartTimers = new Map<string, NodeJS.Timeout>();
   /** Exits seen while a transition was under way; handled once it settles in `started`. */
   readonly #pendingExits = new Map<string, ExitInfo>();
+  /** The last halt of each machine, so a command it cut short can say why. */
+  readonly #halts = new Map<string, Halt>();
 
   constructor(deps: { store: Store; images: ImageService; runner: MachineRunner; waiters: StateWaiters; machineRange: MachineRange }) {
     this.#store = deps.store;
@@ -131,13 +146,13 @@ export class MachineService {
     return { previousState };
   }
 
-  async stop(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number } = {}): Promise<void> {
+  async stop(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number; cause?: Cause } = {}): Promise<void> {
     const m = this.get(app, id);
-    await this.#transition(m, 'stop', 'user', opts.leaseNonce, async () => {
+    await this.#transition(m, 'stop', opts.cause?.source ?? 'user', opts.leaseNonce, async () => {
       const exit = await this.#runner.halt(m, { signal: opts.signalName, timeoutMs: opts.timeoutMs });
       this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: false }));
       return 'stopped';
-    });
+    }, opts.cause?.reason);
   }
 
   async restart(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number } = {}): Promise<void> {
@@ -183,7 +198,7 @@ export class MachineService {
     return this.#store.getMachine(m.id)!;
   }
 
-  async destroy(app: string, id: string, opts: CallOptions & { force?: boolean } = {}): Promise<void> {
+  async destroy(app: string, id: string, opts: CallOptions & { force?: boolean; cause?: Cause } = {}): Promise<void> {
     const m = this.get(app, id);
     if (m.state === 'started' && !opts.force) {
       throw new HangarError('invalid_state', `machine ${m.id} is started; destroying it needs force`, {
@@ -192,7 +207,7 @@ export class MachineService {
         next: [{ action: 'machine_stop', app, id: m.id }, { action: 'machine_destroy', app, id: m.id, force: true }],
       });
     }
-    await this.#transition(m, 'destroy', 'user', opts.leaseNonce, async (from) => {
+    await this.#transition(m, 'destroy', opts.cause?.source ?? 'user', opts.leaseNonce, async (from) => {
       if (from === 'started') await this.#runner.halt(m, { signal: 'SIGKILL', timeoutMs: 0 });
       await this.#runner.remove(m);
       // The machine's volumes stay, free for another machine to mount.
@@ -201,7 +216,8 @@ export class MachineService {
         this.#store.deleteCheckpointsOf(m.id);
       });
       return 'destroyed';
-    });
+    }, opts.cause?.reason);
+    this.#halts.delete(m.id);
   }
 
   /** Rolls the machine's disk and volumes back to a checkpoint; a started machine is restarted on it. */
@@ -242,6 +258,12 @@ export class MachineService {
     });
   }
 
+  /** The machine's last halt if it came at or after `since` (ms), e.g. while a command ran. */
+  haltSince(id: string, since: number): Halt | undefined {
+    const halt = this.#halts.get(id);
+    return halt && halt.at >= since ? halt : undefined;
+  }
+
   /** Machine records as they are, for reconcile and for the exit path. */
   get store(): Store {
     return this.#store;
@@ -275,6 +297,7 @@ export class MachineService {
     source: Source,
     leaseNonce: string | undefined,
     work: (from: PersistentState) => Promise<PersistentState | 'destroyed'>,
+    reason?: Record<string, unknown>,
   ): Promise<void> {
     // Check and claim in one synchronous step: a concurrent call now sees the transient state.
     assertLegal(action, m.state, m.id);
@@ -287,16 +310,17 @@ export class MachineService {
       this.#setState(m, transientStateOf(action) ?? from);
       return seq;
     });
+    if (from === 'started' && HALTING.has(action)) this.#halts.set(m.id, { action, source, ...(reason ? { reason } : {}), at: Date.now() });
     let end: PersistentState | 'destroyed';
     try {
       end = await work(from);
     } catch (err) {
       const settled = await this.#settleAfterFailure(m, action, from);
-      this.#setState(m, settled, event(action, 'failed', source, { error: (err as Error).message }));
+      this.#setState(m, settled, event(action, 'failed', source, { ...reason, error: (err as Error).message }));
       this.#store.closeIntent(intent, `failed: ${(err as Error).message}`);
       throw err;
     }
-    this.#setState(m, end, event(action, end, source));
+    this.#setState(m, end, event(action, end, source, reason));
     this.#store.closeIntent(intent, end);
     const pending = this.#pendingExits.get(m.id);
     this.#pendingExits.delete(m.id);
@@ -341,6 +365,7 @@ export class MachineService {
   async handleExit(m: MachineRecord, exit: ExitInfo): Promise<void> {
     const decision = decideAfterExit(m.config, exit.exitCode, m.restartCount);
     const intent = this.#store.openIntent(m.id, 'exit', m.state);
+    this.#halts.set(m.id, { action: 'exit', source: 'flyd', reason: { exit_code: exit.exitCode }, at: Date.now() });
     this.#setState(m, 'stopping', exitEvent(exit, { requestedStop: false, restarting: decision.restart }));
     await this.#runner.cleanupExited(m.id).catch(() => undefined);
     this.#setState(m, 'stopped');

@@ -1,6 +1,7 @@
 import { DatabaseSync } from 'node:sqlite';
 import type { MachineConfig } from '../protocol/machine-config.ts';
 import type { MachineState } from '../protocol/states.ts';
+import type { EventSource } from '../protocol/event-sources.ts';
 import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import { VolumeStore } from './volume-store.ts';
@@ -41,7 +42,7 @@ export type EventRecord = {
   id: string;
   type: string;
   status: string;
-  source: 'user' | 'flyd';
+  source: EventSource;
   timestamp: number;
   request?: Record<string, unknown>;
 };
@@ -280,7 +281,7 @@ export class Store {
       id: String(r.id),
       type: String(r.type),
       status: String(r.status),
-      source: r.source as 'user' | 'flyd',
+      source: r.source as EventSource,
       timestamp: Number(r.timestamp),
       ...(r.request ? { request: JSON.parse(String(r.request)) as Record<string, unknown> } : {}),
     }));

@@ -67,6 +67,7 @@ function success(out: ToolOutput): CallToolResult {
   return {
     content: [{ type: 'text', text: out.summary }, { type: 'text', text: out.text ?? JSON.stringify(out.data) }],
     structuredContent: out.data,
+    ...(out.failed ? { isError: true } : {}),
   };
 }
 

@@ -47,6 +47,8 @@ export const processTools = [
       `Its output streams as progress notifications (the first ${PROGRESS_OUTPUT_BYTES / 1024} KiB, then a byte count each second). ${SENDS_PROGRESS} ` +
       `The answer keeps at most max_output_bytes of output (default ${EXEC_ANSWER_BYTES / 1024} KiB): the head and tail of each stream, ` +
       'with a marked line and stdout_truncated_bytes/stderr_truncated_bytes saying how much was left out of the middle. For big output, write it to a file and file_read it. ' +
+      'A stopped machine is started first (started: true) unless its services turn autostart off; a running command keeps the machine from being stopped as idle, ' +
+      'and one cut short by a stop is an error whose stopped field says who stopped it and why. ' +
       'checkpoint: true captures the machine first (milliseconds), so a command that breaks things can be undone with checkpoint_restore. ' +
       'For a shell line use ["sh", "-c", "..."]. For the output of the machine\'s own main process use machine_logs.',
     input: {
@@ -78,12 +80,16 @@ export const processTools = [
         stderr_truncated_bytes: r.stderrTruncatedBytes,
         timed_out: r.timedOut,
         ...(r.checkpointId ? { checkpoint_id: r.checkpointId } : {}),
+        ...(r.started ? { started: true } : {}),
+        ...(r.stopped ? { stopped: r.stopped } : {}),
       };
-      const how = r.timedOut ? `timed out after ${timeout_s ?? EXEC_STREAM_DEFAULT_TIMEOUT_S}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
+      const how = r.stopped ? `did not finish: ${r.stopped.message}\nhint: ${r.stopped.hint}`
+        : r.timedOut ? `timed out after ${timeout_s ?? EXEC_STREAM_DEFAULT_TIMEOUT_S}s` : r.exitSignal !== undefined ? `killed by signal ${r.exitSignal}` : `exit ${r.exitCode}`;
       const undo = r.checkpointId ? ` (checkpoint ${r.checkpointId} before it: checkpoint_restore rolls it back)` : '';
       // The text block is the output as a person reads it, not the JSON again: it is the big part.
       const text = [r.stdout && `stdout:\n${r.stdout}`, r.stderr && `stderr:\n${r.stderr}`].filter(Boolean).join('\n') || '(no output)';
-      return { summary: `${command.join(' ')}: ${how}${undo}`, data, text };
+      const woke = r.started ? ' (the machine was stopped; it was started for this command)' : '';
+      return { summary: `${command.join(' ')}: ${how}${undo}${woke}`, data, text, ...(r.stopped ? { failed: true } : {}) };
     },
   }),
   tool({

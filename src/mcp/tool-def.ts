@@ -15,8 +15,9 @@ export type ToolContext = {
 };
 
 /** What a tool hands back: a one-line summary for people and the JSON for programs; `text`, when
- * the data is big, is how it reads for a person in place of the JSON repeated. */
-export type ToolOutput = { summary: string; data: Record<string, unknown>; text?: string };
+ * the data is big, is how it reads for a person in place of the JSON repeated. `failed` marks a
+ * result that is an error yet carries data worth having (a command its machine's stop cut short). */
+export type ToolOutput = { summary: string; data: Record<string, unknown>; text?: string; failed?: boolean };
 
 type Shape = Record<string, z.ZodType>;
 

@@ -49,7 +49,7 @@ export const AutostopIdleSchema = DurationSchema.refine((value) => {
   const ms = durationToMs(value);
   return ms !== undefined && ms >= MIN_AUTOSTOP_IDLE_MS && ms <= MAX_AUTOSTOP_IDLE_MS;
 }, 'a duration from 1s to 168h, such as "5m"').meta({
-  description: 'How long a machine with no request or stream through the proxy stays up before autostop; default "5m"',
+  description: 'How long a machine with no activity (proxy requests and streams, API calls on it, execs, consoles, file transfers, log follows) stays up before autostop; default "5m"',
 });
 
 export const NestedNamespacesSchema = z.boolean().meta({

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DurationSchema } from './duration.ts';
+import { LifetimeSchema } from './lifetime.ts';
 
 // Fly's MachineConfig. Fields Hangar acts on are validated strictly; the rest of Fly's fields
 // (services, checks, dns...) are kept as given so a Fly client's config round-trips.
@@ -118,6 +119,7 @@ export const MachineConfigSchema = z.looseObject({
     .optional()
     .refine((ms) => !ms || (new Set(ms.map((m) => m.volume)).size === ms.length && new Set(ms.map((m) => m.path.replace(/\/+$/, ''))).size === ms.length), 'each volume and each path at most once')
     .meta({ description: 'Volumes to mount; each stays the machine\'s (attached) until the machine is destroyed or updated without it' }),
+  lifetime: LifetimeSchema.optional(),
 });
 
 export type MachineConfig = z.infer<typeof MachineConfigSchema>;

@@ -3,6 +3,7 @@ import { MACHINE_STATES, WAITABLE_STATES } from './states.ts';
 import { DurationSchema } from './duration.ts';
 import { MachineConfigSchema, SignalSchema } from './machine-config.ts';
 import { ERROR_CODES } from './errors.ts';
+import { EVENT_SOURCES } from './event-sources.ts';
 import { DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES } from './output-cap.ts';
 import { AppSettingsRequestSchema, AppSettingsWireSchema } from './app-settings.ts';
 
@@ -63,7 +64,7 @@ export const MachineEventSchema = z.object({
   id: z.string(),
   type: z.string(),
   status: z.string(),
-  source: z.enum(['user', 'flyd']),
+  source: z.enum(EVENT_SOURCES).meta({ description: 'user (an API call), flyd (the machine itself), autostop (the edge proxy found it idle) or lifetime (a config.lifetime rule, named in request.rule)' }),
   timestamp: z.int(),
   request: z.record(z.string(), z.unknown()).optional(),
 });
@@ -115,6 +116,17 @@ export const ExecRequestSchema = z.looseObject({
   max_output_bytes: MaxOutputBytesSchema(DEFAULT_MAX_OUTPUT_BYTES),
 });
 
+/** Hangar: why a command ended early, when its machine was stopped under it. */
+export const ExecStoppedSchema = z.object({
+  by: z.enum(EVENT_SOURCES).meta({ description: 'Who stopped the machine: user, autostop, lifetime, or flyd (its main process exited)' }),
+  action: z.string().meta({ description: 'stop, restart, update, destroy, restore, or exit' }),
+  rule: z.string().optional().meta({ description: 'The lifetime rule, when one stopped it' }),
+  message: z.string(),
+  hint: z.string(),
+}).meta({ description: 'Hangar: present when the machine was stopped while the command ran, which ended it; the command did not finish' });
+
+const ExecStartedSchema = z.boolean().optional().meta({ description: 'Hangar: true when the machine was stopped and this call started it (autostart)' });
+
 export const ExecResponseSchema = z.object({
   exit_code: z.int(),
   exit_signal: z.int().optional(),
@@ -124,6 +136,8 @@ export const ExecResponseSchema = z.object({
   stderr_truncated_bytes: z.int().meta({ description: 'Bytes left out of the middle of stderr' }),
   timed_out: z.boolean(),
   checkpoint_id: z.string().optional().meta({ description: 'The checkpoint taken before the command, when asked for' }),
+  started: ExecStartedSchema,
+  stopped: ExecStoppedSchema.optional(),
 });
 
 export const EXEC_STREAM_DEFAULT_TIMEOUT_S = 300;
@@ -144,6 +158,8 @@ export const ExecEventSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('exit'), exit_code: z.int(), exit_signal: z.int().optional(), timed_out: z.boolean(), cancelled: z.boolean(),
     checkpoint_id: z.string().optional(),
+    started: ExecStartedSchema,
+    stopped: ExecStoppedSchema.optional(),
   }),
 ]);
 

@@ -13,6 +13,7 @@ import { ConnectionHolds } from './connection-holds.ts';
 import { forward, HOP_BY_HOP } from './forward.ts';
 import { DEFAULT_REPLAY_BUFFER_BYTES, MAX_REPLAYS, ReplayBuffers, replayableBody } from './replay.ts';
 import type { Route, RouteTable } from './route-table.ts';
+import type { Activity } from '../machines/activity.ts';
 import { Targets, type Picked } from './targets.ts';
 import { forwardUpgrade } from './upgrade.ts';
 
@@ -38,6 +39,8 @@ const OWN = new Set([
 
 export type EdgeProxyOptions = {
   apps: AppService;
+  /** Requests and streams count as their machine's activity. */
+  activity: Activity;
   machines: MachineService;
   table: RouteTable;
   metrics: ProxyMetrics;
@@ -64,7 +67,7 @@ export type EdgeProxy = {
 };
 
 export function createEdgeProxy(opts: EdgeProxyOptions): EdgeProxy {
-  const targets = new Targets({ table: opts.table, machines: opts.machines, apps: opts.apps, onWake: (r) => opts.metrics.woke(r.app, r.id) });
+  const targets = new Targets({ table: opts.table, machines: opts.machines, apps: opts.apps, activity: opts.activity, onWake: (r) => opts.metrics.woke(r.app, r.id) });
   const holds = new ConnectionHolds();
   const guard = new ConnectionGuard(
     new ConnectionBudget({ total: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS, perAddress: opts.maxConnectionsPerClient ?? DEFAULT_MAX_CONNECTIONS_PER_CLIENT }),

@@ -1,4 +1,5 @@
 import type { Registry } from 'prom-client';
+import type { Activity } from '../machines/activity.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
 import type { StateWaiters } from '../machines/state-waiters.ts';
@@ -17,6 +18,8 @@ export type EdgeOptions = Pick<EdgeProxyOptions, 'domain' | 'headerTimeoutMs' | 
   apps: AppService;
   machines: MachineService;
   registry: Registry;
+  /** What counts as use of a machine besides the proxy's own traffic (API calls, execs, ...). */
+  activity: Activity;
   /** An app's autostop idle period. */
   idleMsOf: (app: string) => number;
 };
@@ -30,6 +33,7 @@ export function createEdge(opts: EdgeOptions): Edge {
   const autostop = new Autostop({
     table,
     machines: opts.machines,
+    activity: opts.activity,
     idleMsOf: opts.idleMsOf,
     onStop: (route, action) => metrics.autostopped(route.app, route.id, action),
   });

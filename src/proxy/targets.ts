@@ -1,5 +1,6 @@
 import { connect } from 'node:net';
 import { HangarError } from '../protocol/errors.ts';
+import type { Activity } from '../machines/activity.ts';
 import type { AppService } from '../machines/app-service.ts';
 import type { MachineService } from '../machines/machine-service.ts';
 import { BOOT_DEADLINE_MS, type Route, type RouteTable } from './route-table.ts';
@@ -22,6 +23,7 @@ export type TargetsOptions = {
   table: RouteTable;
   machines: MachineService;
   apps: AppService;
+  activity: Activity;
   onWake?: (route: Route) => void;
 };
 
@@ -134,12 +136,14 @@ export class Targets {
   /** Counts load against a route for as long as a request or stream uses it. */
   #acquire(route: Route): Picked {
     route.load++;
+    const done = this.#opts.activity.hold(route.id);
     let released = false;
     return {
       route,
       release: () => {
         if (released) return;
         released = true;
+        done();
         if (--route.load === 0) route.idleSince = Date.now();
         this.#queues.get(route.app)?.shift()?.();
       },

@@ -14,6 +14,10 @@ export type ExecResult = {
   stderrTruncatedBytes: number;
   /** The checkpoint taken before the command, when `checkpoint: true` asked for one. */
   checkpointId?: string;
+  /** The machine was stopped and this call started it. */
+  started?: boolean;
+  /** The machine was stopped while the command ran, which ended it: who stopped it, why, and what to do. */
+  stopped?: ExitEvent['stopped'];
 };
 
 type ExitEvent = Extract<ExecEvent, { type: 'exit' }>;
@@ -40,6 +44,8 @@ export class ResultOutput {
       exitCode: exit.exit_code, ...(exit.exit_signal !== undefined ? { exitSignal: exit.exit_signal } : {}),
       stdout: stdout.text, stderr: stderr.text, stdoutTruncatedBytes: stdout.droppedBytes, stderrTruncatedBytes: stderr.droppedBytes,
       timedOut: exit.timed_out, cancelled: exit.cancelled, ...(exit.checkpoint_id ? { checkpointId: exit.checkpoint_id } : {}),
+      ...(exit.started ? { started: true } : {}),
+      ...(exit.stopped ? { stopped: exit.stopped } : {}),
     };
   }
 }

@@ -5,8 +5,9 @@ import { HangarError } from '../../protocol/errors.ts';
 import {
   EXEC_STREAM_DEFAULT_TIMEOUT_S, ExecEventSchema, ExecStreamRequestSchema, ProcessStatSchema, PsQuerySchema, type ExecEvent,
 } from '../../protocol/schemas.ts';
-import { listProcesses, startExec } from '../../machines/machine-exec.ts';
-import type { ExecExit, ExecProcess } from '../../runtime/driver.ts';
+import { listProcesses, startExec, type MachineExec } from '../../machines/machine-exec.ts';
+import type { StoppedNotice } from '../../machines/exec-wake.ts';
+import type { ExecExit } from '../../runtime/driver.ts';
 import { checkpointBefore } from './machine-actions.ts';
 import { HANDLED, route } from '../route.ts';
 import { MachineParams } from './params.ts';
@@ -31,18 +32,20 @@ const WsClientMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('kill') }),
 ]);
 
-function exitEvent(exit: ExecExit): ExecEvent {
+function exitEvent(exit: ExecExit & { stopped?: StoppedNotice }, started: boolean): ExecEvent {
   return {
     type: 'exit',
     exit_code: exit.exitCode,
     ...(exit.exitSignal !== undefined ? { exit_signal: exit.exitSignal } : {}),
     timed_out: exit.timedOut,
     cancelled: exit.cancelled,
+    ...(started ? { started } : {}),
+    ...(exit.stopped ? { stopped: exit.stopped } : {}),
   };
 }
 
 /** Sends output events as they come; `send` returning false pauses the command's output until `drained`. */
-function forwardOutput(proc: ExecProcess, send: (event: ExecEvent) => boolean, drained: (resume: () => void) => void): void {
+function forwardOutput(proc: MachineExec, send: (event: ExecEvent) => boolean, drained: (resume: () => void) => void): void {
   for (const [stream, name] of [[proc.stdout, 'stdout'], [proc.stderr, 'stderr']] as const) {
     const decoder = new StringDecoder('utf8');
     stream.on('data', (chunk: Buffer) => {
@@ -119,7 +122,8 @@ export const execStreamRoutes = [
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec/stream', tag: 'Machines',
     summary:
       'Run a command and stream its output as NDJSON, one ExecEvent per line ({"type":"stdout"|"stderr","data"}), ended by ' +
-      `{"type":"exit",...}. Closing the connection kills the command. Timeout in seconds, default ${EXEC_STREAM_DEFAULT_TIMEOUT_S}`,
+      `{"type":"exit",...}. Closing the connection kills the command. Timeout in seconds, default ${EXEC_STREAM_DEFAULT_TIMEOUT_S}. ` +
+      'A stopped machine is started first (header x-hangar-machine-started: true) unless autostart is off',
     params: MachineParams, body: ExecStreamRequestSchema, response: ExecEventSchema, produces: 'application/x-ndjson',
     handler: async ({ services, params, body, reply, signal }) => {
       const checkpoint = body.checkpoint ? await checkpointBefore(services, params, body.command) : undefined;
@@ -128,10 +132,13 @@ export const execStreamRoutes = [
       });
       reply.hijack();
       const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache', 'x-request-id': reply.request.id });
+      res.writeHead(200, {
+        'content-type': 'application/x-ndjson', 'cache-control': 'no-cache', 'x-request-id': reply.request.id,
+        ...(proc.started ? { 'x-hangar-machine-started': 'true' } : {}),
+      });
       forwardOutput(proc, (event) => res.write(JSON.stringify(event) + '\n'), (resume) => res.once('drain', resume));
       proc.stdin.end(body.stdin ?? '');
-      res.end(JSON.stringify({ ...exitEvent(await proc.exit), ...(checkpoint ? { checkpoint_id: checkpoint } : {}) }) + '\n');
+      res.end(JSON.stringify({ ...exitEvent(await proc.exit, proc.started), ...(checkpoint ? { checkpoint_id: checkpoint } : {}) }) + '\n');
       return HANDLED;
     },
   }),
@@ -188,7 +195,7 @@ export const execStreamRoutes = [
       });
       const exit = await proc.exit;
       if (socket.readyState === socket.OPEN) {
-        socket.send(JSON.stringify(exitEvent(exit)));
+        socket.send(JSON.stringify(exitEvent(exit, proc.started)));
         socket.close(1000, 'exited');
       }
     },

@@ -60,7 +60,7 @@ export const machineActionRoutes = [
   route({
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/wait', tag: 'Machines',
     summary: 'Wait for a machine to reach a state (timeout in seconds, default 60; 408 on timeout)',
-    params: MachineParams, query: WaitQuerySchema, response: OkSchema,
+    params: MachineParams, query: WaitQuerySchema, response: OkSchema, observes: true,
     handler: async ({ services, params, query, signal }) => {
       await services.machines.wait(params.app_name, params.machine_id,
         { state: query.state, timeoutMs: query.timeout * 1000, instanceId: query.instance_id }, signal);
@@ -69,7 +69,7 @@ export const machineActionRoutes = [
   }),
   route({
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec', tag: 'Machines',
-    summary: 'Run a command in a started machine and return its output (timeout in seconds, default 30)',
+    summary: 'Run a command in a machine and return its output (timeout in seconds, default 30); a stopped machine is started first (started: true) unless autostart is off',
     params: MachineParams, body: ExecRequestSchema, response: ExecResponseSchema,
     handler: async ({ services, params, body, signal }) => {
       const checkpoint = body.checkpoint ? await checkpointBefore(services, params, body.command ?? [body.cmd ?? '']) : undefined;
@@ -84,6 +84,8 @@ export const machineActionRoutes = [
         stderr_truncated_bytes: out.stderrDroppedBytes,
         timed_out: out.timedOut,
         ...(checkpoint ? { checkpoint_id: checkpoint } : {}),
+        ...(out.started ? { started: true } : {}),
+        ...(out.stopped ? { stopped: out.stopped } : {}),
       };
     },
   }),

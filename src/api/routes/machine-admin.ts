@@ -26,7 +26,7 @@ export const machineAdminRoutes = [
   }),
   route({
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/lease', tag: 'Leases', summary: 'Get the active lease',
-    params: MachineParams, response: LeaseResponseSchema,
+    params: MachineParams, response: LeaseResponseSchema, observes: true,
     handler: ({ services, params }) => wireLease(services.admin.getLease(params.app_name, params.machine_id)),
   }),
   route({
@@ -39,7 +39,7 @@ export const machineAdminRoutes = [
   }),
   route({
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/metadata', tag: 'Machines', summary: 'Get metadata',
-    params: MachineParams, response: z.record(z.string(), z.string()),
+    params: MachineParams, response: z.record(z.string(), z.string()), observes: true,
     handler: ({ services, params }) => services.admin.metadata(params.app_name, params.machine_id),
   }),
   route({

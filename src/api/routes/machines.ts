@@ -60,7 +60,7 @@ export const machineRoutes = [
   }),
   route({
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}', tag: 'Machines', summary: 'Get a machine',
-    params: MachineParams, response: MachineAnswerSchema,
+    params: MachineParams, response: MachineAnswerSchema, observes: true,
     handler: (ctx) => wire(ctx, ctx.params.app_name, ctx.params.machine_id),
   }),
   route({
@@ -85,7 +85,7 @@ export const machineRoutes = [
   }),
   route({
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/events', tag: 'Machines', summary: 'List machine events, newest first',
-    params: MachineParams, response: z.array(MachineEventSchema),
+    params: MachineParams, response: z.array(MachineEventSchema), observes: true,
     handler: ({ services, params }) => services.machines.events(params.app_name, params.machine_id).map(toWireEvent),
   }),
 ];

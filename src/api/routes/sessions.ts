@@ -6,6 +6,7 @@ import {
   KillSessionRequestSchema, SessionInputRequestSchema, SessionOutputEventSchema, SessionOutputQuerySchema, SessionParams, SessionSchema,
   StartSessionRequestSchema,
 } from '../../protocol/sessions.ts';
+import { wakeForExec } from '../../machines/exec-wake.ts';
 import { HANDLED, route } from '../route.ts';
 import { MachineParams, OkSchema } from './params.ts';
 
@@ -40,9 +41,13 @@ export const sessionRoutes = [
     summary:
       'Start a session: a command in the started machine that keeps running when the client hangs up or the daemon restarts, ' +
       'until it exits, is killed, or the machine stops. Its output (stdout and stderr together) is kept, the last 6–8 MiB of it, ' +
-      'and read by byte offset from …/output; tty: true gives it a terminal to attach to (…/attach)',
+      'and read by byte offset from …/output; tty: true gives it a terminal to attach to (…/attach). A stopped machine is started first ' +
+      '(header x-hangar-machine-started: true) unless autostart is off; a running session keeps the machine from being stopped as idle',
     params: MachineParams, body: StartSessionRequestSchema, response: SessionSchema,
-    handler: ({ services, params, body }) => services.sessions.start(params.app_name, params.machine_id, body),
+    handler: async ({ services, params, body, reply }) => {
+      if (await wakeForExec(services.machines, params.app_name, params.machine_id)) void reply.header('x-hangar-machine-started', 'true');
+      return services.sessions.start(params.app_name, params.machine_id, body);
+    },
   }),
   route({
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions', tag: 'Sessions',
