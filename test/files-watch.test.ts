@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { ResourceUpdatedNotificationSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { Hangar, HangarApiError, type FileWatch, type FileWatchEvent, type Machine } from '../src/sdk/index.ts';
 import { http, withDaemon, type TestDaemon } from './helpers/daemon.ts';
 
@@ -246,6 +246,32 @@ describe('watching files', () => {
       assert.equal(data.path, '/w');
       assert.ok(has('create', '/w/mcp')(data.events) && has('delete', '/w/mcp')(data.events), JSON.stringify(data.events));
       assert.match((r.content[0] as { text: string }).text, /change\(s\) in \/w over 3s\ncreate \/w\/mcp/);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('tells an MCP client subscribed to a file resource when the file changes, and reads it', async () => {
+    const client = new Client({ name: 'hangar-test', version: '1' });
+    const updated: string[] = [];
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => void updated.push(n.params.uri));
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${d.token}` } } }));
+    try {
+      assert.equal(client.getServerCapabilities()?.resources?.subscribe, true);
+      const uri = `hangar://apps/${APP}/machines/${m.id}/files/w/build.log`;
+      await client.subscribeResource({ uri });
+      await sh('echo compiling >> /w/build.log && echo unrelated > /w/other');
+      for (let i = 0; i < 100 && !updated.includes(uri); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual([...new Set(updated)], [uri], 'one update, for the file subscribed to only');
+      const read = await client.readResource({ uri });
+      assert.equal((read.contents[0] as { text: string }).text, 'compiling\n');
+      await client.unsubscribeResource({ uri });
+      updated.length = 0;
+      await sh('echo linking >> /w/build.log');
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(updated, [], 'no update after unsubscribing');
+      const missing = await client.readResource({ uri: `hangar://apps/${APP}/machines/${m.id}/files/w/nope` }).catch((e: Error) => e);
+      assert.match(String(missing), /file_not_found/);
     } finally {
       await client.close();
     }

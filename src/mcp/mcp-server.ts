@@ -10,6 +10,7 @@ import { processTools } from './process-tools.ts';
 import { volumeTools } from './volume-tools.ts';
 import { observeTools } from './observe-tools.ts';
 import { registerResources } from './resources.ts';
+import { registerFileResources } from './file-resources.ts';
 import { sessionTools } from './session-tools.ts';
 import { withHeartbeat } from './progress.ts';
 import { describe, type ToolContext, type ToolDef, type ToolOutput } from './tool-def.ts';
@@ -59,6 +60,7 @@ export function createMcpServer(client: HangarClient, addresses: DaemonAddresses
     );
   }
   registerResources(server, client);
+  registerFileResources(server, client);
   return server;
 }
 
