@@ -20,17 +20,17 @@ after(async () => {
 });
 
 describe('SDK', () => {
-  it('boots hangar/debian:bookworm and streams a long command\'s output as it runs', async () => {
-    // The robot loop's first step; the base image is built on first use (about a minute).
-    const m = await hangar.machines.create('sdk', { config: { image: 'hangar/debian:bookworm', init: { cmd: ['sleep', 'inf'] } } }, { timeoutMs: 300_000 });
+  it('boots a machine and streams a long command\'s output as it runs', async () => {
+    // The robot loop's first step (debian-base.test.ts boots hangar/debian:bookworm; one build per run is enough).
+    const m = await hangar.machines.create('sdk', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] } } });
     assert.equal(m.state, 'started');
-    const run = m.exec(['bash', '-c', 'for i in 1 2 3; do echo "step $i of $(dpkg -l | grep -c ^ii) packages"; sleep 0.4; done; echo done >&2']);
+    const run = m.exec(['sh', '-c', 'for i in 1 2 3; do echo "step $i of $(ls /bin | wc -l) programs"; sleep 0.4; done; echo done >&2']);
     const arrivals: Array<{ at: number; chunk: ExecChunk }> = [];
     const t0 = Date.now();
     for await (const chunk of run) arrivals.push({ at: Date.now() - t0, chunk });
     const result = await run.wait();
     assert.equal(result.exitCode, 0, result.stderr);
-    assert.match(result.stdout, /^step 1 of \d+ packages\nstep 2 of \d+ packages\nstep 3 of \d+ packages\n$/);
+    assert.match(result.stdout, /^step 1 of \d+ programs\nstep 2 of \d+ programs\nstep 3 of \d+ programs\n$/);
     assert.equal(result.stderr, 'done\n');
     const first = arrivals.find((a) => a.chunk.data.includes('step 1'))!;
     const last = arrivals.find((a) => a.chunk.data.includes('step 3'))!;
