@@ -223,6 +223,7 @@ describe('MCP server', () => {
       const { resourceTemplates } = await client.listResourceTemplates();
       assert.deepEqual(resourceTemplates.map((t) => t.uriTemplate).sort(), [
         'hangar://apps/{app}/machines/{id}/config',
+        'hangar://apps/{app}/machines/{id}/files{+path}',
         'hangar://apps/{app}/machines/{id}/logs',
       ]);
       const { contents } = await client.readResource({ uri: `hangar://apps/${APP}/machines/${id}/config` });
