@@ -37,6 +37,7 @@ async function drained(socket: WebSocket): Promise<void> {
 
 export const sessionRoutes = [
   route({
+    access: { action: 'exec', command: (body: { command: string[] }) => body.command },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions', tag: 'Sessions', status: 201,
     summary:
       'Start a session: a command in the started machine that keeps running when the client hangs up or the daemon restarts, ' +
@@ -50,17 +51,20 @@ export const sessionRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions', tag: 'Sessions',
     summary: "The machine's sessions, running and recently ended (with exit codes), newest first",
     params: MachineParams, response: z.array(SessionSchema),
     handler: ({ services, params }) => services.sessions.list(params.app_name, params.machine_id),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}', tag: 'Sessions',
     summary: 'One session (by id or name)', params: SessionParams, response: SessionSchema,
     handler: ({ services, params }) => services.sessions.get(params.app_name, params.machine_id, params.session_id),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}/output', tag: 'Sessions',
     summary:
       'Output as NDJSON: {"type":"output","offset","size","data"} pieces from `offset` (default: the oldest byte kept; tail_bytes: that many ' +
@@ -89,6 +93,7 @@ export const sessionRoutes = [
     },
   }),
   route({
+    access: { action: 'exec' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}/attach', tag: 'Sessions',
     summary:
       'WebSocket: the output from `offset` (default all that is kept; tail_bytes: that many before the end) as the events of …/output, then live, ' +
@@ -127,6 +132,7 @@ export const sessionRoutes = [
     },
   }),
   route({
+    access: { action: 'exec' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}/input', tag: 'Sessions',
     summary: "Write to the session's stdin (started with stdin or tty); answers once the bytes are in its pipe",
     params: SessionParams, body: SessionInputRequestSchema, response: OkSchema,
@@ -136,6 +142,7 @@ export const sessionRoutes = [
     },
   }),
   route({
+    access: { action: 'exec' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}/kill', tag: 'Sessions',
     summary: 'Signal the session\'s command and its process group (default SIGKILL); answers the session once it ended, or after 5 s',
     params: SessionParams, body: KillSessionRequestSchema, bodyOptional: true, response: SessionSchema,
