@@ -98,6 +98,12 @@ describe('narrowed tokens', () => {
     assertDenied(await http(as(t), 'POST', `/v1/apps/${A}/machines/${x}/exec`, { command: ['lsblk'] }), 'commands');
     assertDenied(await http(as(t), 'POST', `/v1/apps/${A}/machines/${x}/exec/stream`, { command: ['rm', '/x'] }), 'commands');
     assertDenied(await http(as(t), 'POST', `/v1/apps/${A}/machines/${x}/sessions`, { command: ['sh'] }), 'commands');
+    // Typing into a shell someone else started would be running any command.
+    const shell = await http(d, 'POST', `/v1/apps/${A}/machines/${x}/sessions`, { command: ['sh'], stdin: true });
+    assert.equal(shell.status, 201, shell.text);
+    assertDenied(await http(as(t), 'POST', `/v1/apps/${A}/machines/${x}/sessions/${shell.body.id}/input`, { data: 'rm -rf /\n' }), 'commands');
+    assertDenied(await http(as(t), 'POST', `/v1/apps/${A}/machines/${x}/sessions/nonesuch/input`, { data: 'x' }), 'commands');
+    await http(d, 'POST', `/v1/apps/${A}/machines/${x}/sessions/${shell.body.id}/kill`, {});
     const ws = new WebSocket(`${d.url.replace('http', 'ws')}/v1/apps/${A}/machines/${x}/exec/ws`, { headers: { authorization: `Bearer ${t}` } } as never);
     const messages: any[] = [];
     ws.onmessage = (e) => messages.push(JSON.parse(String(e.data)));

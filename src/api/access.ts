@@ -1,6 +1,7 @@
 import { HangarError } from '../protocol/errors.ts';
 import type { Caveat, CommandRule, TokenAction } from '../protocol/token-format.ts';
 import type { Grant } from '../tokens/token-authority.ts';
+import type { ApiServices } from './services.ts';
 
 // The one place a token's caveats meet a request. Each route declares what it does (RouteAccess,
 // in route.ts); the server builds the need from the route's path and body and asks check(),
@@ -11,9 +12,10 @@ export type RouteAccess = {
   action: TokenAction;
   /** The app is named by the body's `app_name` (POST /v1/apps) rather than the path. */
   appInBody?: boolean;
-  /** The argv an exec route runs, from its parsed body. A WebSocket exec checks its start
-   * message itself, with ctx.access.checkCommand. */
-  command?: (body: never) => string[] | undefined;
+  /** The argv an exec route runs (from its body, or the session it writes to). Asked only of
+   * tokens with a commands caveat. A WebSocket exec checks its start message itself, with
+   * ctx.access.checkCommand. */
+  command?: (call: { body: never; params: never; services: ApiServices }) => string[] | undefined | Promise<string[] | undefined>;
   /** Shows every app's things (GET /metrics): needs a token no caveat limits to apps or machines. */
   everyApp?: boolean;
   /** Needs only a valid token (minting a narrower one, revoking one's own): only the validity
@@ -31,7 +33,8 @@ export type MachineLookup = {
   privateIp(id: string): string | undefined;
 };
 
-export type Need = { action: TokenAction; app?: string; machine?: string; command?: string[]; everyApp?: boolean; anyToken?: boolean };
+/** `command` null: the route runs a command that could not be told (a session that is not there). */
+export type Need = { action: TokenAction; app?: string; machine?: string; command?: string[] | null; everyApp?: boolean; anyToken?: boolean };
 
 export class Access {
   readonly grant: Grant;
@@ -58,6 +61,11 @@ export class Access {
   /** For a WebSocket exec, whose command arrives after the route's check. */
   checkCommand(app: string, machine: string, argv: string[]): void {
     this.check({ action: 'exec', app, machine, command: argv });
+  }
+
+  /** Whether a commands caveat applies, so a route's command must be found out. */
+  get limitsCommands(): boolean {
+    return this.grant.kind === 'token' && this.grant.caveats.some((c) => c.type === 'commands');
   }
 
   /** Whether a list may show this app (GET /v1/apps answers with the token's apps only). */
@@ -101,6 +109,7 @@ export class Access {
       }
       case 'commands': {
         if (need.command === undefined) return undefined;
+        if (need.command === null) return 'it limits commands, and the command this runs could not be told';
         return c.commands.some((rule) => matches(rule, need.command!)) ? undefined : `it does not allow the command ${JSON.stringify(need.command)}`;
       }
     }

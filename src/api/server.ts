@@ -164,24 +164,28 @@ function machineLookup(services: ApiServices): MachineLookup {
 }
 
 /** What a call of `def` needs of its token, from its path and parsed body. */
-function needOf(def: RouteDef, params: unknown, body: unknown): Need {
+async function needOf(def: RouteDef, access: Access, services: ApiServices, params: unknown, body: unknown): Promise<Need> {
   const a = def.access!;
+  let command: string[] | null | undefined;
+  if (a.command && access.limitsCommands) {
+    command = await Promise.resolve(a.command({ body: body as never, params: params as never, services })).then((c) => c ?? null, () => null);
+  }
   const p = (params ?? {}) as { app_name?: string; machine_id?: string };
   const app = a.appInBody ? (body as { app_name?: string } | undefined)?.app_name : p.app_name;
   return {
     action: a.action,
     ...(app !== undefined ? { app } : {}),
     ...(p.machine_id !== undefined ? { machine: p.machine_id } : {}),
-    ...(a.command && body !== undefined ? { command: a.command(body as never) } : {}),
+    ...(command !== undefined ? { command } : {}),
     ...(a.everyApp ? { everyApp: true } : {}),
     ...(a.anyToken ? { anyToken: true } : {}),
   };
 }
 
 /** The route's access, checked against the request's token; public routes have none. */
-function checkAccess(def: RouteDef, req: FastifyRequest, params: unknown, body: unknown): Access {
+async function checkAccess(def: RouteDef, req: FastifyRequest, services: ApiServices, params: unknown, body: unknown): Promise<Access> {
   const access = (req as RequestWithAccess).access;
-  if (!def.public) access.check(needOf(def, params, body));
+  if (!def.public) access.check(await needOf(def, access, services, params, body));
   return access;
 }
 
@@ -197,7 +201,7 @@ function addRoute(app: FastifyInstance, def: RouteDef, services: ApiServices): v
       const params = def.params ? def.params.parse(req.params) : undefined;
       const query = def.query ? def.query.parse(req.query) : undefined;
       const body = parseBody(def, req);
-      const access = checkAccess(def, req, params, body);
+      const access = await checkAccess(def, req, services, params, body);
       const release = useMachine(def, req, services);
       if (release) reply.raw.once('close', release);
       const result = await def.handler({
@@ -227,7 +231,7 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
     let release: (() => void) | undefined;
     try {
       const params = def.params ? def.params.parse(req.params) : undefined;
-      const access = checkAccess(def, req, params, undefined);
+      const access = await checkAccess(def, req, services, params, undefined);
       release = useMachine(def, req, services);
       if (release) socket.once('close', release);
       await def.websocket!(socket, {

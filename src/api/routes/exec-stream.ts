@@ -119,7 +119,7 @@ class Inbox {
 
 export const execStreamRoutes = [
   route({
-    access: { action: 'exec', command: (body: { command: string[] }) => body.command },
+    access: { action: 'exec', command: ({ body }: { body: { command: string[] } }) => body.command },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec/stream', tag: 'Machines',
     summary:
       'Run a command and stream its output as NDJSON, one ExecEvent per line ({"type":"stdout"|"stderr","data"}), ended by ' +

@@ -73,7 +73,7 @@ export const machineActionRoutes = [
     },
   }),
   route({
-    access: { action: 'exec', command: execArgv },
+    access: { action: 'exec', command: ({ body }: { body: { command?: string[]; cmd?: string } }) => execArgv(body) },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec', tag: 'Machines',
     summary: 'Run a command in a machine and return its output (timeout in seconds, default 30); a stopped machine is started first (started: true) unless autostart is off',
     params: MachineParams, body: ExecRequestSchema, response: ExecResponseSchema,
