@@ -166,6 +166,23 @@ describe('narrowed tokens', () => {
     assert.match(await get(y), /403 Forbidden[\s\S]*FAILED/, 'another machine of the app is refused');
   });
 
+  it('keep working from inside machine X over MCP at _api.internal, whose tools call the API on loopback', async () => {
+    const t = await mint([{ type: 'apps', apps: { [A]: ['read'] } }, { type: 'from_machine', machine: x }]);
+    const rpc = (body: object) => JSON.stringify(body).replace(/'/g, "'\\''");
+    const post = (body: object, extra = '') =>
+      `wget -q -S -O - --header 'Authorization: Bearer ${t}' --header 'Content-Type: application/json' ` +
+      `--header 'Accept: application/json, text/event-stream' ${extra} --post-data '${rpc(body)}' http://_api.internal:4280/mcp`;
+    const script = [
+      `sid=$(${post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'wget', version: '1' } } })} 2>&1 >/dev/null | sed -n 's/.*[Mm]cp-[Ss]ession-[Ii]d: *//p' | tr -d '\\r')`,
+      `${post({ jsonrpc: '2.0', method: 'notifications/initialized' }, "--header \"Mcp-Session-Id: $sid\"")} >/dev/null 2>&1`,
+      `${post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'machine_get', arguments: { app: A, id: x } } }, "--header \"Mcp-Session-Id: $sid\"")} 2>/dev/null`,
+    ].join('\n');
+    const out = (await d.client.machines.exec(A, x, ['sh', '-c', script], { timeoutS: 30 })).stdout;
+    const result = JSON.parse(out.split('\n').find((l) => l.startsWith('data: '))!.slice(6)).result;
+    assert.notEqual(result.isError, true, out);
+    assert.equal(result.structuredContent.machine?.id ?? result.structuredContent.id, x, out);
+  });
+
   it('are minted for one app by the MCP server, never wider than its own token', async () => {
     const own = await mint([{ type: 'apps', apps: { [A]: ['read', 'write', 'exec', 'control', 'delete'] } }]);
     const client = new Client({ name: 'tokens-test', version: '1' });
