@@ -28,6 +28,7 @@ import { SessionService } from './machines/session-service.ts';
 import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
+import { TokenAuthority } from './tokens/token-authority.ts';
 import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
 import { ConnectionBudget } from './network/connection-budget.ts';
 import { GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS_PER_MACHINE, GatewayApi } from './network/gateway-api.ts';
@@ -190,7 +191,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     if (change.state === 'destroyed') activity.forget(change.id);
   });
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses, activity };
+  const tokens = await TokenAuthority.open(opts.dataDir, token, store.revocations);
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses, activity, tokens };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
   // After the machines: a session's end is told apart from its machine's by the machine's state.
@@ -198,7 +200,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const lifetimes = new Lifetimes({ store, machines, activity, waiters });
   lifetimes.start();
 
-  const server = createApiServer({ services, token, logger: opts.logger });
+  const server = createApiServer({ services, tokens, originOf: (req) => gatewayApi.originOf(req), logger: opts.logger });
   apiServer = server;
   await server.listen({ host: opts.apiHost, port: opts.apiPort });
   const address = server.server.address();

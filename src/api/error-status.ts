@@ -7,6 +7,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   validation_failed: 400,
   body_too_large: 413,
   unauthorized: 401,
+  token_denied: 403,
   route_not_found: 404,
   app_not_found: 404,
   app_exists: 409,

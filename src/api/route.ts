@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import type { z } from 'zod';
 import type { ApiServices } from './services.ts';
+import type { Access, RouteAccess } from './access.ts';
 
 // One table of routes feeds both the HTTP server and /openapi.json, so the two cannot drift.
 
@@ -15,6 +16,8 @@ export type RouteContext<P, Q, B> = {
   /** Aborts when the client goes away. */
   signal: AbortSignal;
   services: ApiServices;
+  /** What the request's token may do; the route's own access was checked before the handler. */
+  access: Access;
   /** For routes that stream their body: with Content-Type application/octet-stream or
    * application/x-tar, `req.body` is the unread request stream (no size limit applies). */
   req: FastifyRequest;
@@ -46,6 +49,8 @@ export type RouteDef<P extends Schema | undefined = Schema | undefined, Q extend
   /** Answer with text/plain or an event stream rather than JSON (documentation only). */
   produces?: string;
   public?: boolean;
+  /** What the route does, for tokens narrowed by caveats (api/access.ts); public routes need none. */
+  access?: RouteAccess;
   /**
    * A call naming a machine is its activity, holding it busy (no autostop, no idle_stop) until
    * it ends, unless it only reads the machine's record (state, events, lease, …/wait): a robot

@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import { HangarError } from '../protocol/errors.ts';
 import { DaemonAddressesSchema } from '../protocol/daemon-addresses.ts';
-import { checkBearer } from './auth.ts';
+import { credentialOf, type TokenAuthority } from '../tokens/token-authority.ts';
+import { Access, type MachineLookup, type Need, type RequestOrigin } from './access.ts';
+import { OriginRelay } from './origin-relay.ts';
 import { errorBody, toHangarError } from './errors.ts';
 import { buildOpenApi } from './openapi.ts';
 import { buildLlmsTxt } from './llms-txt.ts';
@@ -26,6 +29,7 @@ import { volumeRoutes } from './routes/volumes.ts';
 import { sessionRoutes } from './routes/sessions.ts';
 import { machineMetricsRoutes } from './routes/machine-metrics.ts';
 import { fileWatchRoutes } from './routes/files-watch.ts';
+import { tokenRoutes } from './routes/tokens.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -35,7 +39,9 @@ export const BODY_LIMIT_BYTES = 1024 * 1024;
 
 export type ApiServerOptions = {
   services: ApiServices;
-  token: string;
+  tokens: TokenAuthority;
+  /** Where a request came from when the daemon can tell (a machine, through its gateway). */
+  originOf?: (req: IncomingMessage) => RequestOrigin | undefined;
   logger?: boolean | object;
 };
 
@@ -49,11 +55,13 @@ const systemRoutes = (all: () => RouteDef[]) => [
     handler: ({ headers }) => buildOpenApi(all(), `http://${headers.host ?? '127.0.0.1:4280'}`),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/addresses', tag: 'System', summary: "Where this daemon serves: the API, the edge proxy (HTTP, HTTPS) and apps' domain",
     response: DaemonAddressesSchema,
     handler: ({ services }) => services.addresses,
   }),
   route({
+    access: { action: 'read', everyApp: true },
     method: 'GET', path: '/metrics', tag: 'System', summary: 'Prometheus metrics: the edge proxy per app and machine (requests, statuses, latency, wakes, autostops), each started machine\'s resource use (hangar_machine_*: CPU, memory, processes, disk, network) and the daemon',
     produces: 'text/plain',
     handler: async ({ reply, services }) => {
@@ -72,7 +80,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 
@@ -97,13 +105,22 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
   app.addContentTypeParser(['application/octet-stream', 'application/x-tar'], (_req, payload, done) => done(null, payload));
 
   void app.register(websocket);
-  registerMcpEndpoint(app, opts.services.addresses);
+  const relay = new OriginRelay();
+  registerMcpEndpoint(app, opts.services.addresses, relay);
 
+  const lookup = machineLookup(opts.services);
+  // Authenticates here; what the token's caveats allow is checked per route (checkAccess) once the body is parsed.
+  app.decorateRequest('access', null);
   app.addHook('onRequest', async (req, reply) => {
     reply.header('x-request-id', req.id);
     const def = (req.routeOptions.config as { def?: RouteDef } | undefined)?.def;
     if (def?.public) return;
-    checkBearer(req.headers.authorization, opts.token);
+    const grant = await opts.tokens.authenticate(credentialOf(req.headers.authorization));
+    const origin = relay.originOf(req.raw) ?? opts.originOf?.(req.raw) ?? {};
+    const access = new Access(grant, origin, lookup);
+    (req as RequestWithAccess).access = access;
+    // Validity and origin bind every use of the token, /mcp's included.
+    if (!def) access.check({ action: 'read', anyToken: true });
   });
 
   app.setErrorHandler((err, req, reply) => {
@@ -122,10 +139,54 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
   });
 
   // Routes go in a plugin so they are added after @fastify/websocket has loaded (it must see wsHandler).
+  const routes = allRoutes();
+  const undeclared = routes.filter((d) => !d.public && !d.access).map((d) => `${d.method} ${d.path}`);
+  if (undeclared.length) throw new Error(`routes without access declared: ${undeclared.join(', ')}`);
   void app.register(async (scope) => {
-    for (const def of allRoutes()) addRoute(scope, def, opts.services);
+    for (const def of routes) addRoute(scope, def, opts.services);
   });
   return app;
+}
+
+type RequestWithAccess = FastifyRequest & { access: Access };
+
+function machineLookup(services: ApiServices): MachineLookup {
+  return {
+    find: (app, idOrName) => {
+      try {
+        return services.machines.get(app, idOrName);
+      } catch {
+        return undefined;
+      }
+    },
+    privateIp: (id) => services.machines.byId(id)?.privateIp || undefined,
+  };
+}
+
+/** What a call of `def` needs of its token, from its path and parsed body. */
+async function needOf(def: RouteDef, access: Access, services: ApiServices, params: unknown, body: unknown): Promise<Need> {
+  const a = def.access!;
+  let command: string[] | null | undefined;
+  if (a.command && access.limitsCommands) {
+    command = await Promise.resolve(a.command({ body: body as never, params: params as never, services })).then((c) => c ?? null, () => null);
+  }
+  const p = (params ?? {}) as { app_name?: string; machine_id?: string };
+  const app = a.appInBody ? (body as { app_name?: string } | undefined)?.app_name : p.app_name;
+  return {
+    action: a.action,
+    ...(app !== undefined ? { app } : {}),
+    ...(p.machine_id !== undefined ? { machine: p.machine_id } : {}),
+    ...(command !== undefined ? { command } : {}),
+    ...(a.everyApp ? { everyApp: true } : {}),
+    ...(a.anyToken ? { anyToken: true } : {}),
+  };
+}
+
+/** The route's access, checked against the request's token; public routes have none. */
+async function checkAccess(def: RouteDef, req: FastifyRequest, services: ApiServices, params: unknown, body: unknown): Promise<Access> {
+  const access = (req as RequestWithAccess).access;
+  if (!def.public) access.check(await needOf(def, access, services, params, body));
+  return access;
 }
 
 function addRoute(app: FastifyInstance, def: RouteDef, services: ApiServices): void {
@@ -137,12 +198,17 @@ function addRoute(app: FastifyInstance, def: RouteDef, services: ApiServices): v
     handler: async (req, reply) => {
       const abort = new AbortController();
       reply.raw.on('close', () => abort.abort());
+      const params = def.params ? def.params.parse(req.params) : undefined;
+      const query = def.query ? def.query.parse(req.query) : undefined;
+      const body = parseBody(def, req);
+      const access = await checkAccess(def, req, services, params, body);
       const release = useMachine(def, req, services);
       if (release) reply.raw.once('close', release);
       const result = await def.handler({
-        params: def.params ? def.params.parse(req.params) : undefined,
-        query: def.query ? def.query.parse(req.query) : undefined,
-        body: parseBody(def, req),
+        params,
+        query,
+        body,
+        access,
         headers: req.headers,
         requestId: req.id,
         signal: abort.signal,
@@ -162,13 +228,17 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
   return async (socket: WebSocket, req: FastifyRequest) => {
     const abort = new AbortController();
     socket.on('close', () => abort.abort());
-    const release = useMachine(def, req, services);
-    if (release) socket.once('close', release);
+    let release: (() => void) | undefined;
     try {
+      const params = def.params ? def.params.parse(req.params) : undefined;
+      const access = await checkAccess(def, req, services, params, undefined);
+      release = useMachine(def, req, services);
+      if (release) socket.once('close', release);
       await def.websocket!(socket, {
-        params: def.params ? def.params.parse(req.params) : undefined,
+        params,
         query: def.query ? def.query.parse(req.query) : undefined,
         body: undefined,
+        access,
         headers: req.headers,
         requestId: req.id,
         signal: abort.signal,

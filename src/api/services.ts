@@ -14,6 +14,7 @@ import type { VolumeService } from '../machines/volume-service.ts';
 import type { SessionService } from '../machines/session-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
+import type { TokenAuthority } from '../tokens/token-authority.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
 export type ApiServices = {
@@ -40,4 +41,6 @@ export type ApiServices = {
   fileWatches: FileWatches;
   /** Where this daemon serves; filled in as each listener binds (the API's first, the proxy's right after). */
   addresses: DaemonAddresses;
+  /** Mints, verifies and revokes tokens (the admin token and narrowed ones). */
+  tokens: TokenAuthority;
 };

@@ -15,6 +15,7 @@ import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
 import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
+import { tokens, tokensUsage } from './tokens.ts';
 import { volumes, volumesUsage } from './volumes.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
@@ -39,6 +40,8 @@ ${imagesUsage}
 
 ${tlsUsage}
 
+${tokensUsage}
+
 ${networkUsage}
 
 ${mcpUsage}
@@ -57,12 +60,13 @@ const USAGE_OF: Record<string, string> = {
   files: filesUsage,
   images: imagesUsage,
   tls: tlsUsage,
+  tokens: tokensUsage,
   network: networkUsage,
   mcp: mcpUsage,
 };
-const ALIASES: Record<string, string> = { machine: 'machines', m: 'machines', checkpoint: 'checkpoints' };
+const ALIASES: Record<string, string> = { token: 'tokens', machine: 'machines', m: 'machines', checkpoint: 'checkpoints' };
 /** Groups that take a subcommand; alone, they print their usage. */
-const WITH_SUBCOMMANDS = new Set(['apps', 'machines', 'checkpoints', 'files', 'images', 'tls', 'network']);
+const WITH_SUBCOMMANDS = new Set(['apps', 'machines', 'checkpoints', 'files', 'images', 'tls', 'tokens', 'network']);
 
 async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
@@ -99,6 +103,8 @@ async function main(argv: string[]): Promise<number> {
       return mcp(rest);
     case 'tls':
       return tls(rest);
+    case 'tokens':
+      return tokens(rest);
     case 'network':
       return network(rest);
     case '--version':

@@ -8,6 +8,11 @@ import { stoppedDuring, wakeForExec, type StoppedNotice } from './exec-wake.ts';
 
 // Commands in a started machine: buffered (Fly's POST …/exec), streaming, and the process list.
 
+/** The argv an exec runs: `command`, or Fly's `cmd` string split on whitespace. */
+export function execArgv(input: { command?: string[]; cmd?: string }): string[] | undefined {
+  return input.command ?? input.cmd?.trim().split(/\s+/);
+}
+
 export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string; maxOutputBytes?: number };
 export type ExecOutput = {
   exitCode: number; exitSignal?: number; stdout: string; stderr: string; stdoutDroppedBytes: number; stderrDroppedBytes: number; timedOut: boolean;
@@ -27,7 +32,7 @@ export async function execInMachine(
   input: ExecInput,
   signal?: AbortSignal,
 ): Promise<ExecOutput> {
-  const command = input.command ?? input.cmd?.trim().split(/\s+/);
+  const command = execArgv(input);
   if (!command?.length) {
     throw new HangarError('validation_failed', 'exec needs a command', { hint: 'send {"command": ["ls", "-l", "/"]}' });
   }

@@ -59,6 +59,12 @@ export class MachineService {
     this.#waiters = deps.waiters;
   }
 
+  /** A machine by id, whatever its app, unless destroyed. */
+  byId(id: string): MachineRecord | undefined {
+    const m = this.#store.getMachine(id);
+    return m && m.state !== 'destroyed' ? m : undefined;
+  }
+
   get(app: string, idOrName: string, opts: { includeDestroyed?: boolean } = {}): MachineRecord {
     const m = this.#store.getMachine(idOrName) ?? this.#store.findMachineByName(app, idOrName);
     const gone = !m || (m.state === 'destroyed' && !opts.includeDestroyed);

@@ -6,6 +6,7 @@ import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import { VolumeStore } from './volume-store.ts';
 import { SessionStore } from './session-store.ts';
+import { RevocationStore } from '../tokens/revocation-store.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
 // writes its intent before acting and its result after, so a restarted daemon knows what was
@@ -112,6 +113,8 @@ export class Store {
   readonly volumes: VolumeStore;
   /** Sessions, in their own table of the same database. */
   readonly sessions: SessionStore;
+  /** Revoked tokens (tokens/revocation-store.ts). */
+  readonly revocations: RevocationStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -121,6 +124,7 @@ export class Store {
     this.#addMissingColumns();
     this.volumes = new VolumeStore(this.#db);
     this.sessions = new SessionStore(this.#db);
+    this.revocations = new RevocationStore(this.#db);
   }
 
   #addMissingColumns(): void {

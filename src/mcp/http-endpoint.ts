@@ -6,11 +6,14 @@ import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { HangarClient } from '../sdk/index.ts';
 import { createMcpServer } from './mcp-server.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
+import { credentialOf } from '../tokens/token-authority.ts';
+import type { Access, RequestOrigin } from '../api/access.ts';
+import { ORIGIN_RELAY_HEADER, type OriginRelay } from '../api/origin-relay.ts';
 
 // MCP over Streamable HTTP at /mcp on the API port. The API's onRequest hook has already checked
-// the bearer token. Each session gets its own MCP server whose HangarClient calls this daemon's
-// loopback URL with the caller's token, so whatever that token may do over REST it may do here,
-// and nothing more.
+// the token (Bearer or FlyV1). Each session gets its own MCP server whose HangarClient calls this
+// daemon's loopback URL with the caller's token, so whatever that token may do over REST it may do
+// here, and nothing more; a caller inside a machine keeps that origin (api/origin-relay.ts).
 //
 // Sessions (not the SDK's stateless mode) because a cancellation arrives as a separate POST
 // that must reach the handler still running the call, which is what kills a long exec.
@@ -25,7 +28,7 @@ type Session = { transport: StreamableHTTPServerTransport; tokenDigest: Buffer; 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 function bearerOf(req: FastifyRequest): string {
-  return /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1]?.trim() ?? '';
+  return credentialOf(req.headers.authorization);
 }
 
 /** This server's own address as a client reaches it: a wildcard bind is reached on loopback. */
@@ -39,10 +42,12 @@ function rpcError(reply: FastifyReply, status: number, code: number, message: st
   return reply.status(status).send({ jsonrpc: '2.0', error: { code, message }, id: null });
 }
 
-export function registerMcpEndpoint(app: FastifyInstance, addresses: DaemonAddresses): void {
+export function registerMcpEndpoint(app: FastifyInstance, addresses: DaemonAddresses, relay: OriginRelay): void {
   const sessions = new Map<string, Session>();
 
-  async function open(token: string): Promise<Session> {
+  async function open(token: string, origin: RequestOrigin): Promise<Session> {
+    const relayKey = origin.machineIp ? relay.issue(origin) : undefined;
+    const relayFetch: typeof fetch = (input, init) => fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), [ORIGIN_RELAY_HEADER]: relayKey! } });
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => void sessions.set(id, session),
@@ -51,8 +56,10 @@ export function registerMcpEndpoint(app: FastifyInstance, addresses: DaemonAddre
     // Set before connect(): the MCP server chains its own close handling after this one.
     transport.onclose = () => {
       if (transport.sessionId) sessions.delete(transport.sessionId);
+      if (relayKey) relay.release(relayKey);
     };
-    await createMcpServer(new HangarClient({ baseUrl: loopbackUrl(app), token }), addresses).connect(transport);
+    const client = new HangarClient({ baseUrl: loopbackUrl(app), token, ...(relayKey ? { fetch: relayFetch } : {}) });
+    await createMcpServer(client, addresses).connect(transport);
     return session;
   }
 
@@ -81,7 +88,7 @@ export function registerMcpEndpoint(app: FastifyInstance, addresses: DaemonAddre
         if (!found || !timingSafeEqual(found.tokenDigest, digest(token))) return rpcError(reply, 404, -32001, 'Session not found');
         session = found;
       } else if (req.method === 'POST' && isInitializeRequest(req.body)) {
-        session = await open(token);
+        session = await open(token, (req as FastifyRequest & { access: Access }).access.origin);
       } else {
         return rpcError(reply, 400, -32000, 'Bad Request: send an initialize request first, then the Mcp-Session-Id it returns');
       }

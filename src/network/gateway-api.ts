@@ -1,11 +1,14 @@
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { ConnectionGuard, type ConnectionBudget } from './connection-budget.ts';
 import { GATEWAY_API_PORT } from './firewall.ts';
 
 // The Machines API inside each app's network, as on Fly: `_api.internal:4280` is the app's
 // gateway, whose requests go to the API's own HTTP server. So a machine gets exactly what a
-// caller on the host gets for the token it sends (and 401 without one).
+// caller on the host gets for the token it sends (and 401 without one), except that the API
+// knows the request came from the machine's private address (originOf), which a token bound to
+// that machine needs. The address is the connection's source, which machines cannot forge
+// (their network drops spoofed sources), and only connections to a gateway count.
 //
 // Anyone in a machine can connect without a token, so connections are budgeted (per machine
 // address and over all gateways, shared with their DNS) and parsed by an HTTP server of the
@@ -34,6 +37,8 @@ export class GatewayApi {
   readonly #headerTimeoutMs: number;
   /** Per connection, the deadline for the request head it owes. */
   readonly #headDeadlines = new WeakMap<Socket, NodeJS.Timeout>();
+  /** Connections accepted by a gateway, as opposed to the API's own listener. */
+  readonly #accepted = new WeakSet<Socket>();
 
   constructor(opts: GatewayApiOptions) {
     this.#guard = new ConnectionGuard(opts.budget, '_api.internal');
@@ -66,6 +71,7 @@ export class GatewayApi {
   async serve(subnetIndex: number, gateway: string): Promise<void> {
     if (this.#servers.has(subnetIndex)) return;
     const server = createServer((socket) => {
+      this.#accepted.add(socket);
       this.#guard.onConnection(socket);
       if (socket.destroyed) return;
       this.#awaitHead(socket);
@@ -82,6 +88,12 @@ export class GatewayApi {
     });
     // Accept failures (out of descriptors, a connection reset before it was taken) are not fatal.
     server.on('error', () => undefined);
+  }
+
+  /** The machine a request came from, when it came through a gateway. */
+  originOf(req: IncomingMessage): { machineIp: string } | undefined {
+    const ip = req.socket.remoteAddress;
+    return this.#accepted.has(req.socket) && ip ? { machineIp: ip } : undefined;
   }
 
   /** Closes `socket` unless a request head arrives within the header timeout. */

@@ -7,6 +7,7 @@ export const ERROR_CODES = [
   'validation_failed',
   'body_too_large',
   'unauthorized',
+  'token_denied',
   'route_not_found',
   'app_not_found',
   'app_exists',

@@ -14,6 +14,9 @@ import { ExecSession, type ExecSessionStart } from './exec-session.ts';
 import { SessionsClient } from './sessions.ts';
 import type { MachineMetrics } from '../protocol/machine-metrics.ts';
 import { FileWatch } from './file-watch.ts';
+import type { Caveat } from '../protocol/token-format.ts';
+
+export type MintedToken = { token: string; id: string; caveats: Caveat[] };
 
 // A typed client for the Hangar REST API. Uses only fetch, so it runs in browsers and edge
 // runtimes as well as Node. Every call takes `timeoutMs` and an AbortSignal.
@@ -215,6 +218,14 @@ export class HangarClient {
 
   /** Commands that outlive the connection: start, read by offset, follow, attach, write, kill (sessions.ts). */
   readonly sessions = new SessionsClient(this, () => this.#token);
+
+  readonly tokens = {
+    /** With the admin token, a new token family limited by `caveats`; with a narrowed token, that token narrowed further.
+     * attenuate() does the latter without the daemon. */
+    create: (caveats: Caveat[], opts?: CallOptions) => this.call<MintedToken>('POST', '/v1/tokens', { caveats }, opts),
+    /** `{ token }` revokes it and every token narrowed from it; `{ id }` (admin token only) its whole family. */
+    revoke: (which: { token: string } | { id: string }, opts?: CallOptions) => this.call<{ ok: boolean }>('POST', '/v1/tokens/revoke', which, opts),
+  };
 
   readonly images = {
     list: (opts?: CallOptions) => this.call<ImageSummary[]>('GET', '/v1/images', undefined, opts),

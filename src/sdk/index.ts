@@ -8,6 +8,8 @@ export { MachineSessions, SessionAttachment, SessionsClient, type OutputOptions,
 export { FileWatch, type FileWatchEvent } from './file-watch.ts';
 export { HangarClient, type CallOptions, type ClientOptions, type DiffOptions, type ImageInfo, type ImageSummary } from './client.ts';
 export { HangarApiError } from './errors.ts';
+export { attenuate, decodeToken as inspectToken, TOKEN_ACTIONS, type Caveat, type CommandRule, type TokenAction, type TokenBody } from '../protocol/token-format.ts';
+export type { MintedToken } from './client.ts';
 export type { ErrorCode, NextAction } from '../protocol/errors.ts';
 export type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 export type { Checkpoint, CreateCheckpointRequest, Diff, ForkRequest } from '../protocol/checkpoints.ts';

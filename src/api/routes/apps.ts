@@ -19,11 +19,12 @@ function toWireApp(app: AppRecord, machineCount: number) {
 
 export const appRoutes = [
   route({
-    method: 'GET', path: '/v1/apps', tag: 'Apps', summary: 'List apps',
+    access: { action: 'read' },
+    method: 'GET', path: '/v1/apps', tag: 'Apps', summary: "List apps (those the token's apps caveat names, for a narrowed token)",
     query: z.looseObject({ org_slug: z.string().optional() }),
     response: ListAppsResponseSchema,
-    handler: ({ services }) => {
-      const apps = services.apps.list();
+    handler: ({ services, access }) => {
+      const apps = services.apps.list().filter((a) => access.allowsApp(a.name));
       return {
         total_apps: apps.length,
         apps: apps.map((a) => ({ id: a.id, name: a.name, machine_count: a.machineCount, network: { name: a.network }, ...settingsToWire(a.settings) })),
@@ -31,16 +32,19 @@ export const appRoutes = [
     },
   }),
   route({
+    access: { action: 'write', appInBody: true },
     method: 'POST', path: '/v1/apps', tag: 'Apps', summary: 'Create an app (Hangar also takes its settings: egress, autostop_idle, nested_namespaces)', status: 201,
     body: CreateAppRequestSchema, response: AppSchema,
     handler: ({ services, body }) => toWireApp(services.apps.create(body.app_name, body.network, settingsChange(body)), 0),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}', tag: 'Apps', summary: 'Get an app',
     params: AppParams, response: AppSchema,
     handler: ({ services, params }) => toWireApp(services.apps.get(params.app_name), services.apps.machineCount(params.app_name)),
   }),
   route({
+    access: { action: 'write' },
     method: 'PATCH', path: '/v1/apps/{app_name}', tag: 'Apps',
     summary: "Change an app's settings (Hangar's own); a new egress policy applies to running machines at once, nested_namespaces at their next start",
     params: AppParams, body: UpdateAppRequestSchema, response: AppSchema,
@@ -48,6 +52,7 @@ export const appRoutes = [
       toWireApp(await services.apps.updateSettings(params.app_name, settingsChange(body)), services.apps.machineCount(params.app_name)),
   }),
   route({
+    access: { action: 'delete' },
     method: 'DELETE', path: '/v1/apps/{app_name}', tag: 'Apps', summary: 'Delete an app and destroy its machines', status: 202,
     params: AppParams,
     handler: async ({ services, params }) => {

@@ -19,6 +19,7 @@ export const certificateRoutes = [
     },
   }),
   route({
+    access: { action: 'write' },
     method: 'POST', path: '/v1/apps/{app_name}/certificates', tag: TAG, status: 201,
     summary: "Upload a certificate and key for the app: the proxy serves it for the hostnames it names (subjectAltName) and sends their requests to the app",
     params: AppParams, body: UploadCertificateRequestSchema, response: CertificateListSchema,
@@ -29,6 +30,7 @@ export const certificateRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/certificates', tag: TAG, summary: "The app's uploaded certificates, one per hostname (never the keys)",
     params: AppParams, response: CertificateListSchema,
     handler: ({ services, params }) => {
@@ -37,6 +39,7 @@ export const certificateRoutes = [
     },
   }),
   route({
+    access: { action: 'delete' },
     method: 'DELETE', path: '/v1/apps/{app_name}/certificates/{hostname}', tag: TAG,
     summary: 'Stop serving the uploaded certificate for a hostname (and routing it to the app)',
     params: AppParams.extend({ hostname: z.string().min(1) }), response: OkSchema,

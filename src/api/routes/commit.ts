@@ -9,6 +9,7 @@ import { MachineParams } from './params.ts';
 
 export const commitRoutes = [
   route({
+    access: { action: 'write' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/commit', tag: 'Checkpoints',
     summary:
       "Make an OCI image of the machine: its image's layers plus one layer of what it wrote (now, captured frozen while it runs on, or a checkpoint's), " +

@@ -119,6 +119,7 @@ class Inbox {
 
 export const execStreamRoutes = [
   route({
+    access: { action: 'exec', command: ({ body }: { body: { command: string[] } }) => body.command },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec/stream', tag: 'Machines',
     summary:
       'Run a command and stream its output as NDJSON, one ExecEvent per line ({"type":"stdout"|"stderr","data"}), ended by ' +
@@ -143,6 +144,7 @@ export const execStreamRoutes = [
     },
   }),
   route({
+    access: { action: 'exec' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/exec/ws', tag: 'Machines',
     summary:
       'WebSocket exec. Send {"type":"start","command":[...],"tty"?,"rows"?,"cols"?,"timeout"?,"env"?,"cwd"?} first; then ' +
@@ -154,9 +156,10 @@ export const execStreamRoutes = [
         hint: 'connect with a WebSocket client (Upgrade: websocket) and send {"type":"start","command":["sh"]}; or use POST …/exec/stream',
       });
     },
-    websocket: async (socket, { services, params, signal }) => {
+    websocket: async (socket, { services, params, signal, access }) => {
       const inbox = new Inbox(socket);
       const start = parseMessage(WsStartSchema, await inbox.first(START_TIMEOUT_MS));
+      access.checkCommand(params.app_name, params.machine_id, start.command);
       const cancel = new AbortController();
       const proc = await startExec(services.machines, services.runner, params.app_name, params.machine_id, {
         command: start.command,
@@ -201,6 +204,7 @@ export const execStreamRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/ps', tag: 'Machines',
     summary: "The machine's processes, with the sockets each listens on (sort_by pid|cpu|rss|rtime|stime|command, order asc|desc)",
     params: MachineParams, query: PsQuerySchema, response: z.array(ProcessStatSchema),

@@ -12,6 +12,7 @@ const KEEP_ALIVE_MS = 15_000;
 
 export const fileWatchRoutes = [
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/files/watch', tag: 'Files',
     summary: 'Watch a directory (?path=&recursive=) of a started machine: a text/event-stream with one event per change ' +
       '(event: create|modify|delete|rename, data: {"type","path","from"?,"kind"?}, paths as the machine sees them), after an ' +

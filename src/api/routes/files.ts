@@ -60,6 +60,7 @@ export function parseRange(header: string | undefined, size: number): { start: n
 
 export const fileRoutes = [
   route({
+    access: { action: 'read' },
     method: 'GET', path: FILES, tag: TAG,
     summary: 'Read a file (?path=), streamed as application/octet-stream. One `Range: bytes=a-b` (or a-, -n) answers 206 with Content-Range; a range past the end answers 416',
     params: MachineParams, query: FilePathQuerySchema, produces: 'application/octet-stream',
@@ -94,6 +95,7 @@ export const fileRoutes = [
     },
   }),
   route({
+    access: { action: 'write' },
     method: 'PUT', path: FILES, tag: TAG,
     summary: 'Write a file (?path=&mode=0644) from the raw body (Content-Type: application/octet-stream), streamed to disk with no size limit; parent directories are created. 201 when created, 200 when replaced',
     params: MachineParams, query: FileWriteQuerySchema, response: FileWriteResponseSchema, status: 201, consumes: 'application/octet-stream',
@@ -107,6 +109,7 @@ export const fileRoutes = [
     },
   }),
   route({
+    access: { action: 'write' },
     method: 'DELETE', path: FILES, tag: TAG,
     summary: 'Remove a file or symlink (?path=), or a directory: an empty one, or any with recursive=true',
     params: MachineParams, query: FileRemoveQuerySchema, response: OkSchema,
@@ -116,18 +119,21 @@ export const fileRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: `${FILES}/list`, tag: TAG,
     summary: 'List a directory (?path=): name, type, size, mode, mtime and link_target of each entry, sorted by name',
     params: MachineParams, query: FilePathQuerySchema, response: FileListSchema,
     handler: async ({ services, params, query }) => listDir(await rootfsOf(services, params), query.path),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: `${FILES}/stat`, tag: TAG,
     summary: 'One entry (?path=); a symlink is described, not followed (lstat)',
     params: MachineParams, query: FilePathQuerySchema, response: FileStatSchema,
     handler: async ({ services, params, query }) => statPath(await rootfsOf(services, params), query.path),
   }),
   route({
+    access: { action: 'write' },
     method: 'POST', path: `${FILES}/rename`, tag: TAG,
     summary: "Move a file or directory; `to`'s parents are created; an existing `to` is replaced only with overwrite (else 409 file_exists)",
     params: MachineParams, body: FileRenameRequestSchema, response: OkSchema,
@@ -137,6 +143,7 @@ export const fileRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: `${FILES}/tar`, tag: TAG,
     summary: 'Download a directory (?path=) as an application/x-tar stream (symlinks stored as links, numeric owners)',
     params: MachineParams, query: FilePathQuerySchema, produces: 'application/x-tar',
@@ -148,6 +155,7 @@ export const fileRoutes = [
     },
   }),
   route({
+    access: { action: 'write' },
     method: 'PUT', path: `${FILES}/tar`, tag: TAG,
     summary: 'Unpack a tar stream (Content-Type: application/x-tar, uncompressed) into a directory (?path=, created if missing). Members with "..", absolute names, or written through symlinks refuse the whole archive',
     params: MachineParams, query: FilePathQuerySchema, response: TarUploadResponseSchema, consumes: 'application/x-tar',

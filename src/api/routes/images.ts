@@ -29,17 +29,20 @@ const ImageSchema = z.object({
 
 export const imageRoutes = [
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/images', tag: 'Images', summary: 'List images in the local store',
     response: z.array(z.object({ name: z.string(), digest: z.string(), size_bytes: z.int(), layers: z.int(), created_at: z.string() })),
     handler: async ({ services }) =>
       (await services.images.list()).map((i) => ({ name: i.name, digest: i.manifestDigest, size_bytes: i.sizeBytes, layers: i.layers, created_at: i.createdAt })),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/images/inspect', tag: 'Images', summary: 'Inspect a local image (?image=REF)',
     query: ImageQuery, response: ImageSchema,
     handler: async ({ services, query }) => wireImage(await services.images.inspect(query.image)),
   }),
   route({
+    access: { action: 'write' },
     method: 'POST', path: '/v1/images/pull', tag: 'Images',
     summary: 'Pull an image (or build a hangar/* base image). With Accept: application/x-ndjson, progress streams as one JSON object per line',
     body: PullBody, response: ImageSchema, produces: 'application/json, application/x-ndjson',
@@ -62,6 +65,7 @@ export const imageRoutes = [
     },
   }),
   route({
+    access: { action: 'delete' },
     method: 'DELETE', path: '/v1/images', tag: 'Images', summary: 'Remove an image reference (?image=REF); unused layers are deleted',
     query: ImageQuery, response: OkSchema,
     handler: async ({ services, query }) => {

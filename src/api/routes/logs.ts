@@ -7,6 +7,7 @@ import { MachineParams } from './params.ts';
 
 export const logRoutes = [
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/logs', tag: 'Machines',
     summary: "The machine's stdout and stderr: the last `tail` lines as JSON, or with follow=true a server-sent event stream (one `log` event per line)",
     params: MachineParams, query: LogsQuerySchema, response: z.object({ lines: z.array(z.string()) }),

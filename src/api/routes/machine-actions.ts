@@ -3,7 +3,7 @@ import { HangarError } from '../../protocol/errors.ts';
 import { durationToMs, type Duration } from '../../protocol/duration.ts';
 import { ExecRequestSchema, ExecResponseSchema, SignalRequestSchema, StopRequestSchema, WaitQuerySchema } from '../../protocol/schemas.ts';
 import { SignalSchema } from '../../protocol/machine-config.ts';
-import { execInMachine } from '../../machines/machine-exec.ts';
+import { execArgv, execInMachine } from '../../machines/machine-exec.ts';
 import { route } from '../route.ts';
 import type { ApiServices } from '../services.ts';
 import { MachineParams, leaseNonceOf, OkSchema } from './params.ts';
@@ -21,6 +21,7 @@ const StartResponseSchema = z.object({ previous_state: z.string(), migrated: z.b
 
 export const machineActionRoutes = [
   route({
+    access: { action: 'control' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/start', tag: 'Machines', summary: 'Start a created or stopped machine (fast path)',
     params: MachineParams, response: StartResponseSchema,
     handler: async ({ services, params, headers }) => {
@@ -29,6 +30,7 @@ export const machineActionRoutes = [
     },
   }),
   route({
+    access: { action: 'control' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/stop', tag: 'Machines',
     summary: 'Stop a machine: signal (default SIGTERM), then SIGKILL after timeout; files are kept',
     params: MachineParams, body: StopRequestSchema, bodyOptional: true, response: OkSchema,
@@ -40,6 +42,7 @@ export const machineActionRoutes = [
     },
   }),
   route({
+    access: { action: 'control' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/restart', tag: 'Machines', summary: 'Restart a machine',
     params: MachineParams, query: z.looseObject({ signal: SignalSchema.optional(), timeout: z.string().optional() }), response: OkSchema,
     handler: async ({ services, params, query, headers }) => {
@@ -50,6 +53,7 @@ export const machineActionRoutes = [
     },
   }),
   route({
+    access: { action: 'control' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/signal', tag: 'Machines', summary: "Send a signal to the machine's process",
     params: MachineParams, body: SignalRequestSchema, response: OkSchema,
     handler: async ({ services, params, body, headers }) => {
@@ -58,6 +62,7 @@ export const machineActionRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/wait', tag: 'Machines',
     summary: 'Wait for a machine to reach a state (timeout in seconds, default 60; 408 on timeout)',
     params: MachineParams, query: WaitQuerySchema, response: OkSchema, observes: true,
@@ -68,6 +73,7 @@ export const machineActionRoutes = [
     },
   }),
   route({
+    access: { action: 'exec', command: ({ body }: { body: { command?: string[]; cmd?: string } }) => execArgv(body) },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec', tag: 'Machines',
     summary: 'Run a command in a machine and return its output (timeout in seconds, default 30); a stopped machine is started first (started: true) unless autostart is off',
     params: MachineParams, body: ExecRequestSchema, response: ExecResponseSchema,

@@ -16,6 +16,7 @@ const MetadataKeyParams = MachineParams.extend({ key: z.string().min(1).max(256)
 
 export const machineAdminRoutes = [
   route({
+    access: { action: 'control' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/lease', tag: 'Leases',
     summary: 'Acquire (or, with fly-machine-lease-nonce, refresh) an exclusive lease',
     params: MachineParams, body: CreateLeaseRequestSchema, bodyOptional: true, response: LeaseResponseSchema,
@@ -25,11 +26,13 @@ export const machineAdminRoutes = [
       })),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/lease', tag: 'Leases', summary: 'Get the active lease',
     params: MachineParams, response: LeaseResponseSchema, observes: true,
     handler: ({ services, params }) => wireLease(services.admin.getLease(params.app_name, params.machine_id)),
   }),
   route({
+    access: { action: 'control' },
     method: 'DELETE', path: '/v1/apps/{app_name}/machines/{machine_id}/lease', tag: 'Leases', summary: 'Release the lease (needs its nonce)',
     params: MachineParams, response: OkSchema,
     handler: ({ services, params, headers }) => {
@@ -38,11 +41,13 @@ export const machineAdminRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/metadata', tag: 'Machines', summary: 'Get metadata',
     params: MachineParams, response: z.record(z.string(), z.string()), observes: true,
     handler: ({ services, params }) => services.admin.metadata(params.app_name, params.machine_id),
   }),
   route({
+    access: { action: 'write' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/metadata/{key}', tag: 'Machines', summary: 'Set a metadata key',
     params: MetadataKeyParams, body: MetadataValueSchema, status: 204,
     handler: ({ services, params, body, headers }) => {
@@ -51,6 +56,7 @@ export const machineAdminRoutes = [
     },
   }),
   route({
+    access: { action: 'write' },
     method: 'DELETE', path: '/v1/apps/{app_name}/machines/{machine_id}/metadata/{key}', tag: 'Machines', summary: 'Delete a metadata key',
     params: MetadataKeyParams, status: 204,
     handler: ({ services, params, headers }) => {
@@ -60,6 +66,7 @@ export const machineAdminRoutes = [
   }),
   ...(['cordon', 'uncordon'] as const).map((verb) =>
     route({
+      access: { action: 'control' },
       method: 'POST', path: `/v1/apps/{app_name}/machines/{machine_id}/${verb}`, tag: 'Machines',
       summary: verb === 'cordon' ? 'Take the machine out of proxy routing' : 'Put the machine back into proxy routing',
       params: MachineParams, response: OkSchema,

@@ -37,6 +37,7 @@ function answer(services: ApiServices, app: string, m: Machine, warnings: string
 
 export const machineRoutes = [
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines', tag: 'Machines', summary: 'List machines (filter with metadata.KEY=VALUE)',
     params: AppParams, query: ListMachinesQuerySchema, response: z.array(MachineSchema),
     handler: (ctx) => {
@@ -48,6 +49,7 @@ export const machineRoutes = [
     },
   }),
   route({
+    access: { action: 'write' },
     method: 'POST', path: '/v1/apps/{app_name}/machines', tag: 'Machines', summary: 'Create a machine (and start it unless skip_launch)',
     params: AppParams, body: CreateMachineRequestSchema, response: MachineAnswerSchema,
     handler: async (ctx) => {
@@ -59,11 +61,13 @@ export const machineRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}', tag: 'Machines', summary: 'Get a machine',
     params: MachineParams, response: MachineAnswerSchema, observes: true,
     handler: (ctx) => wire(ctx, ctx.params.app_name, ctx.params.machine_id),
   }),
   route({
+    access: { action: 'write' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}', tag: 'Machines',
     summary: 'Update a machine: full config, new instance_id; a started machine restarts on it',
     params: MachineParams, body: UpdateMachineRequestSchema, response: MachineAnswerSchema,
@@ -75,6 +79,7 @@ export const machineRoutes = [
     },
   }),
   route({
+    access: { action: 'delete' },
     method: 'DELETE', path: '/v1/apps/{app_name}/machines/{machine_id}', tag: 'Machines',
     summary: 'Destroy a machine (force=true kills a started one)',
     params: MachineParams, query: z.looseObject({ force: z.stringbool().default(false) }), response: OkSchema,
@@ -84,6 +89,7 @@ export const machineRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/events', tag: 'Machines', summary: 'List machine events, newest first',
     params: MachineParams, response: z.array(MachineEventSchema), observes: true,
     handler: ({ services, params }) => services.machines.events(params.app_name, params.machine_id).map(toWireEvent),

@@ -9,6 +9,7 @@ import {
 import { wakeForExec } from '../../machines/exec-wake.ts';
 import { HANDLED, route } from '../route.ts';
 import { MachineParams, OkSchema } from './params.ts';
+import type { ApiServices } from '../services.ts';
 
 // Sessions: commands that outlive the connection (machines/session-service.ts). Output is read
 // by byte offset as NDJSON, followed as it is written, or attached to over a WebSocket that also
@@ -24,6 +25,10 @@ const AttachMessageSchema = z.discriminatedUnion('type', [
 
 const HIGH_WATER_BYTES = 1024 * 1024;
 
+/** What a session runs, for a token limited to commands: writing to it is running it. */
+const sessionCommand = async ({ params, services }: { params: { app_name: string; machine_id: string; session_id: string }; services: ApiServices }) =>
+  (await services.sessions.get(params.app_name, params.machine_id, params.session_id)).command;
+
 function errorMessage(err: unknown): string {
   const e = err instanceof HangarError ? err : new HangarError('validation_failed', `bad message: ${(err as Error).message}`, {
     hint: 'messages are {"type":"stdin","data"}, {"type":"resize","rows","cols"} or {"type":"kill","signal"?}',
@@ -37,6 +42,7 @@ async function drained(socket: WebSocket): Promise<void> {
 
 export const sessionRoutes = [
   route({
+    access: { action: 'exec', command: ({ body }: { body: { command: string[] } }) => body.command },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions', tag: 'Sessions', status: 201,
     summary:
       'Start a session: a command in the started machine that keeps running when the client hangs up or the daemon restarts, ' +
@@ -50,17 +56,20 @@ export const sessionRoutes = [
     },
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions', tag: 'Sessions',
     summary: "The machine's sessions, running and recently ended (with exit codes), newest first",
     params: MachineParams, response: z.array(SessionSchema),
     handler: ({ services, params }) => services.sessions.list(params.app_name, params.machine_id),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}', tag: 'Sessions',
     summary: 'One session (by id or name)', params: SessionParams, response: SessionSchema,
     handler: ({ services, params }) => services.sessions.get(params.app_name, params.machine_id, params.session_id),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}/output', tag: 'Sessions',
     summary:
       'Output as NDJSON: {"type":"output","offset","size","data"} pieces from `offset` (default: the oldest byte kept; tail_bytes: that many ' +
@@ -89,6 +98,7 @@ export const sessionRoutes = [
     },
   }),
   route({
+    access: { action: 'exec', command: sessionCommand },
     method: 'GET', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}/attach', tag: 'Sessions',
     summary:
       'WebSocket: the output from `offset` (default all that is kept; tail_bytes: that many before the end) as the events of …/output, then live, ' +
@@ -127,6 +137,7 @@ export const sessionRoutes = [
     },
   }),
   route({
+    access: { action: 'exec', command: sessionCommand },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}/input', tag: 'Sessions',
     summary: "Write to the session's stdin (started with stdin or tty); answers once the bytes are in its pipe",
     params: SessionParams, body: SessionInputRequestSchema, response: OkSchema,
@@ -136,6 +147,7 @@ export const sessionRoutes = [
     },
   }),
   route({
+    access: { action: 'exec', command: sessionCommand },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/sessions/{session_id}/kill', tag: 'Sessions',
     summary: 'Signal the session\'s command and its process group (default SIGKILL); answers the session once it ended, or after 5 s',
     params: SessionParams, body: KillSessionRequestSchema, bodyOptional: true, response: SessionSchema,

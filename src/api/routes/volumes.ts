@@ -26,6 +26,7 @@ function snapshotWire(s: VolumeSnapshotRecord, retentionDays: number): VolumeSna
 
 const update = (method: 'PUT' | 'POST') =>
   route({
+    access: { action: 'write' },
     method, path: '/v1/apps/{app_name}/volumes/{volume_id}', tag: 'Volumes', summary: `Update a volume's settings (snapshot_retention, auto_backup_enabled)${method === 'POST' ? "; as PUT, the method Fly's spec names" : ''}`,
     params: VolumeParams, body: UpdateVolumeRequestSchema, response: VolumeSchema,
     handler: ({ services, params, body }) => toWire(services.volumes, services.volumes.update(params.app_name, params.volume_id, body)),
@@ -33,17 +34,20 @@ const update = (method: 'PUT' | 'POST') =>
 
 export const volumeRoutes = [
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/volumes', tag: 'Volumes', summary: "List the app's volumes",
     params: AppParams, response: z.array(VolumeSchema),
     handler: ({ services, params }) => services.volumes.list(params.app_name).map((v) => toWire(services.volumes, v)),
   }),
   route({
+    access: { action: 'write' },
     method: 'POST', path: '/v1/apps/{app_name}/volumes', tag: 'Volumes',
     summary: 'Create a volume: empty, a copy of another (source_volume_id) or of a snapshot (snapshot_id). Mount it with config.mounts [{volume, path}]',
     params: AppParams, body: CreateVolumeRequestSchema, response: VolumeSchema,
     handler: async ({ services, params, body }) => toWire(services.volumes, await services.volumes.create(params.app_name, body)),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/volumes/{volume_id}', tag: 'Volumes', summary: 'Get a volume',
     params: VolumeParams, response: VolumeSchema,
     handler: ({ services, params }) => toWire(services.volumes, services.volumes.get(params.app_name, params.volume_id)),
@@ -51,12 +55,14 @@ export const volumeRoutes = [
   update('PUT'),
   update('POST'),
   route({
+    access: { action: 'delete' },
     method: 'DELETE', path: '/v1/apps/{app_name}/volumes/{volume_id}', tag: 'Volumes',
     summary: 'Destroy a volume and its snapshots; refused while a machine has it',
     params: VolumeParams, response: VolumeSchema,
     handler: async ({ services, params }) => toWire(services.volumes, await services.volumes.delete(params.app_name, params.volume_id), 'destroyed'),
   }),
   route({
+    access: { action: 'write' },
     method: 'PUT', path: '/v1/apps/{app_name}/volumes/{volume_id}/extend', tag: 'Volumes',
     summary: 'Grow a volume, never shrink it; a machine using it keeps running and sees the new size at once (needs_restart is false)',
     params: VolumeParams, body: ExtendVolumeRequestSchema, response: ExtendVolumeResponseSchema,
@@ -66,6 +72,7 @@ export const volumeRoutes = [
     }),
   }),
   route({
+    access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}/volumes/{volume_id}/snapshots', tag: 'Volumes', summary: "List the volume's snapshots, newest first",
     params: VolumeParams, response: z.array(VolumeSnapshotSchema),
     handler: ({ services, params }) => {
@@ -74,6 +81,7 @@ export const volumeRoutes = [
     },
   }),
   route({
+    access: { action: 'write' },
     method: 'POST', path: '/v1/apps/{app_name}/volumes/{volume_id}/snapshots', tag: 'Volumes',
     summary: 'Snapshot the volume, at one instant even while a machine writes to it; restore with POST …/volumes {"snapshot_id": …}',
     params: VolumeParams, response: VolumeSnapshotSchema,
