@@ -14,6 +14,7 @@ import type { VolumeService } from '../machines/volume-service.ts';
 import type { SessionService } from '../machines/session-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
+import type { TokenizerService } from '../secrets/tokenizer-service.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
 export type ApiServices = {
@@ -38,6 +39,8 @@ export type ApiServices = {
   machineMetrics: MachineMetrics;
   /** Open watches of machines' files (GET …/files/watch). */
   fileWatches: FileWatches;
+  /** Seals secrets for the tokenizer proxy (never opens them). */
+  tokenizer: TokenizerService;
   /** Where this daemon serves; filled in as each listener binds (the API's first, the proxy's right after). */
   addresses: DaemonAddresses;
 };

@@ -1,0 +1,268 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { stat, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sodium from 'libsodium-wrappers';
+import { http, withDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { makeTestCa, makeTestCert } from './helpers/test-certs.ts';
+
+// Hangar's tokenizer as a client of Fly's tokenizer uses it, written from that project's README:
+// seal {inject_processor, bearer_auth, allowed_hosts} to the public key with a NaCl sealed box,
+// then send plain http:// requests through the proxy with Proxy-Tokenizer and
+// Proxy-Authorization. The upstream is an HTTPS server on the host's loopback with a test CA
+// (the daemon is told to trust it and to allow 127.0.0.1 as a destination); 127.0.0.2 stays
+// refused, as every private address is.
+
+const REAL = 'ghp_the-real-token-0123456789';
+const PASSWORD = 'trustno1';
+
+type Seen = { method: string; url: string; headers: IncomingHttpHeaders; body: string };
+
+let d: TestDaemon & { close(): Promise<void> };
+let certDir: string;
+let upstream: Server;
+let refusedUpstream: Server;
+let port: number;
+let refusedPort: number;
+const seen: Seen[] = [];
+const seenRefused: Seen[] = [];
+let sealKey: Uint8Array;
+let tokenizerUrl: URL;
+
+function recordingServer(cert: { certPem: string; keyPem: string }, into: Seen[]): Server {
+  return createHttpsServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      into.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': 'yes' });
+      res.end(`hello from upstream ${req.url}`);
+    });
+  });
+}
+
+function listen(server: Server, host: string): Promise<number> {
+  return new Promise((resolve) => server.listen(0, host, () => resolve((server.address() as { port: number }).port)));
+}
+
+before(async () => {
+  certDir = await mkdtemp(join(tmpdir(), 'hangar-tokenizer-'));
+  const ca = await makeTestCa('Tokenizer Test CA');
+  await writeFile(join(certDir, 'ca.pem'), ca.certPem);
+  const cert = await makeTestCert(ca, ['127.0.0.1', '127.0.0.2', 'localhost']);
+  upstream = recordingServer(cert, seen);
+  refusedUpstream = recordingServer(cert, seenRefused);
+  port = await listen(upstream, '127.0.0.1');
+  refusedPort = await listen(refusedUpstream, '127.0.0.2');
+  d = await withDaemon(['--tokenizer-listen', '127.0.0.1:0', '--tokenizer-allow-cidr', '127.0.0.1/32', '--tokenizer-upstream-ca', join(certDir, 'ca.pem')]);
+  tokenizerUrl = new URL(readFileSync(join(d.dataDir, 'tokenizer-url'), 'utf8').trim());
+  const key = await http(d, 'GET', '/v1/tokenizer/public_key');
+  assert.equal(key.status, 200);
+  await sodium.ready;
+  sealKey = sodium.from_hex(key.body.seal_key);
+});
+after(async () => {
+  await d?.close();
+  upstream?.close();
+  refusedUpstream?.close();
+  if (certDir) await rm(certDir, { recursive: true, force: true });
+});
+
+/** As the README's Ruby client does: RbNaCl::Boxes::Sealed.new(seal_key).box(secret.to_json), base64. */
+function seal(secret: object): string {
+  return Buffer.from(sodium.crypto_box_seal(JSON.stringify(secret), sealKey)).toString('base64');
+}
+
+function digestOf(password: string): string {
+  return createHash('sha256').update(password).digest('base64');
+}
+
+type Answer = { status: number; headers: IncomingHttpHeaders; body: string };
+
+/** A plain proxy request: absolute http:// URL in the request line, the proxy's address as the socket. */
+function viaTokenizer(target: string, headers: Record<string, string | string[]>, opts: { method?: string; body?: string } = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: tokenizerUrl.hostname, port: tokenizerUrl.port, method: opts.method ?? 'GET', path: target, headers: { host: new URL(target).host, ...headers } }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+describe('tokenizer keys', () => {
+  it('serves a 32-byte seal key and keeps the private key in a mode-600 file', async () => {
+    assert.equal(sealKey.length, 32);
+    const mode = (await stat(join(d.dataDir, 'tokenizer.key'))).mode & 0o777;
+    assert.equal(mode, 0o600);
+  });
+});
+
+describe('a Fly tokenizer client', () => {
+  it('gets its token injected as Authorization: Bearer, over verified HTTPS upstream', async () => {
+    const sealed = seal({ inject_processor: { token: REAL }, bearer_auth: { digest: digestOf(PASSWORD) }, allowed_hosts: [`127.0.0.1:${port}`] });
+    const before = seen.length;
+    const res = await viaTokenizer(`http://127.0.0.1:${port}/user/repos?page=2`, {
+      'proxy-tokenizer': sealed,
+      'proxy-authorization': `Bearer ${PASSWORD}`,
+      'x-client': 'kept',
+    });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.body, 'hello from upstream /user/repos?page=2');
+    assert.equal(res.headers['x-upstream'], 'yes');
+    assert.equal(seen.length, before + 1);
+    const got = seen.at(-1)!;
+    assert.equal(got.headers.authorization, `Bearer ${REAL}`);
+    assert.equal(got.headers.host, `127.0.0.1:${port}`);
+    assert.equal(got.headers['x-client'], 'kept');
+    assert.equal(got.headers['proxy-tokenizer'], undefined);
+    assert.equal(got.headers['proxy-authorization'], undefined);
+  });
+
+  it('injects into a custom header with a custom format, and lets the client pick among allowed ones', async () => {
+    const sealed = seal({
+      inject_processor: { token: REAL, allowed_dst: ['X-Api-Key', 'Authorization'], allowed_fmt: ['token=%s', 'Bearer %s'] },
+      bearer_auth: { digest: digestOf(PASSWORD) },
+      allowed_hosts: [`127.0.0.1:${port}`],
+    });
+    const auth = { 'proxy-authorization': `Bearer ${PASSWORD}` };
+    let res = await viaTokenizer(`http://127.0.0.1:${port}/a`, { ...auth, 'proxy-tokenizer': sealed });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(seen.at(-1)!.headers['x-api-key'], `token=${REAL}`);
+    res = await viaTokenizer(`http://127.0.0.1:${port}/b`, { ...auth, 'proxy-tokenizer': `${sealed}; {"dst":"Authorization","fmt":"Bearer %s"}` });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(seen.at(-1)!.headers.authorization, `Bearer ${REAL}`);
+    const count = seen.length;
+    res = await viaTokenizer(`http://127.0.0.1:${port}/c`, { ...auth, 'proxy-tokenizer': `${sealed}; {"dst":"X-Other"}` });
+    assert.equal(res.status, 400);
+    assert.equal(JSON.parse(res.body).code, 'secret_invalid');
+    assert.equal(seen.length, count, 'a refused request never reaches the upstream');
+  });
+
+  it('signs the request body with inject_hmac_processor', async () => {
+    const key = Buffer.from('my signing key');
+    const sealed = seal({
+      inject_hmac_processor: { key: key.toString('base64'), hash: 'sha256', dst: 'X-Signature', fmt: 'sha256=%x' },
+      bearer_auth: { digest: digestOf(PASSWORD) },
+      allowed_hosts: [`127.0.0.1:${port}`],
+    });
+    const body = JSON.stringify({ event: 'push' });
+    const res = await viaTokenizer(`http://127.0.0.1:${port}/hook`, { 'proxy-tokenizer': sealed, 'proxy-authorization': `Bearer ${PASSWORD}`, 'content-type': 'application/json' }, { method: 'POST', body });
+    assert.equal(res.status, 200, res.body);
+    const got = seen.at(-1)!;
+    assert.equal(got.body, body);
+    assert.equal(got.headers['x-signature'], `sha256=${createHmac('sha256', key).update(body).digest('hex')}`);
+  });
+
+  it('refuses a host the secret does not allow, and that host never sees the secret', async () => {
+    const sealed = seal({ inject_processor: { token: REAL }, bearer_auth: { digest: digestOf(PASSWORD) }, allowed_hosts: [`127.0.0.1:${port}`] });
+    const count = seen.length;
+    const res = await viaTokenizer(`http://localhost:${port}/steal`, { 'proxy-tokenizer': sealed, 'proxy-authorization': `Bearer ${PASSWORD}` });
+    assert.equal(res.status, 403);
+    assert.equal(JSON.parse(res.body).code, 'host_not_allowed');
+    assert.ok(!res.body.includes(REAL));
+    assert.equal(seen.length, count);
+  });
+
+  it('refuses a wrong or missing Proxy-Authorization with 407', async () => {
+    const sealed = seal({ inject_processor: { token: REAL }, bearer_auth: { digest: digestOf(PASSWORD) }, allowed_hosts: [`127.0.0.1:${port}`] });
+    const count = seen.length;
+    for (const headers of [{ 'proxy-authorization': 'Bearer wrong' }, {}] as Record<string, string>[]) {
+      const res = await viaTokenizer(`http://127.0.0.1:${port}/x`, { 'proxy-tokenizer': sealed, ...headers });
+      assert.equal(res.status, 407, res.body);
+      assert.equal(JSON.parse(res.body).code, 'proxy_auth_failed');
+      assert.ok(!res.body.includes(REAL));
+    }
+    // Basic with the password, as Fly also accepts.
+    const basic = Buffer.from(`x:${PASSWORD}`).toString('base64');
+    const ok = await viaTokenizer(`http://127.0.0.1:${port}/x`, { 'proxy-tokenizer': sealed, 'proxy-authorization': `Basic ${basic}` });
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal(seen.length, count + 1);
+  });
+
+  it('refuses private and loopback destinations that are not exempt, even when the secret allows them', async () => {
+    const sealed = seal({ inject_processor: { token: REAL }, bearer_auth: { digest: digestOf(PASSWORD) }, allowed_hosts: [`127.0.0.2:${refusedPort}`] });
+    const res = await viaTokenizer(`http://127.0.0.2:${refusedPort}/`, { 'proxy-tokenizer': sealed, 'proxy-authorization': `Bearer ${PASSWORD}` });
+    assert.equal(res.status, 403, res.body);
+    assert.equal(JSON.parse(res.body).code, 'destination_refused');
+    assert.equal(seenRefused.length, 0);
+  });
+
+  it('refuses a secret sealed to another key, a secret without allowed hosts, origin-form requests and CONNECT', async () => {
+    const other = sodium.crypto_box_keypair();
+    const foreign = Buffer.from(sodium.crypto_box_seal(JSON.stringify({ inject_processor: { token: REAL }, no_auth: {}, allowed_hosts: [`127.0.0.1:${port}`] }), other.publicKey)).toString('base64');
+    const count = seen.length;
+    let res = await viaTokenizer(`http://127.0.0.1:${port}/`, { 'proxy-tokenizer': foreign });
+    assert.equal(res.status, 400);
+    assert.equal(JSON.parse(res.body).code, 'secret_invalid');
+    res = await viaTokenizer(`http://127.0.0.1:${port}/`, { 'proxy-tokenizer': seal({ inject_processor: { token: REAL }, no_auth: {} }) });
+    assert.equal(res.status, 403);
+    assert.equal(JSON.parse(res.body).code, 'host_not_allowed');
+    res = await viaTokenizer(`http://127.0.0.1:${port}/`, {});
+    assert.equal(res.status, 400);
+    const originForm = await new Promise<number>((resolve, reject) => {
+      httpRequest({ host: tokenizerUrl.hostname, port: tokenizerUrl.port, path: '/', headers: { host: `127.0.0.1:${port}` } }, (r) => {
+        r.resume();
+        resolve(r.statusCode!);
+      }).on('error', reject).end();
+    });
+    assert.equal(originForm, 400);
+    const connect = await new Promise<number>((resolve, reject) => {
+      httpRequest({ host: tokenizerUrl.hostname, port: tokenizerUrl.port, method: 'CONNECT', path: `127.0.0.1:${port}` })
+        .on('connect', (r, socket) => {
+          socket.destroy();
+          resolve(r.statusCode!);
+        })
+        .on('error', reject)
+        .end();
+    });
+    assert.equal(connect, 405);
+    assert.equal(seen.length, count);
+  });
+});
+
+describe('POST /v1/tokenizer/seal', () => {
+  it('seals a secret that works through the proxy, and answers without the credential or password', async () => {
+    const res = await http(d, 'POST', '/v1/tokenizer/seal', {
+      inject_processor: { token: REAL },
+      bearer_auth: { password: PASSWORD },
+      allowed_hosts: [`127.0.0.1:${port}`],
+    });
+    assert.equal(res.status, 200, res.text);
+    assert.ok(!res.text.includes(REAL));
+    assert.ok(!res.text.includes(PASSWORD));
+    assert.equal(res.body.secret.inject_processor.token, 'REDACTED');
+    assert.equal(res.body.proxy, 'http://_tokenizer.internal:4281');
+    const through = await viaTokenizer(`http://127.0.0.1:${port}/sealed-by-api`, { 'proxy-tokenizer': res.body.sealed, 'proxy-authorization': `Bearer ${PASSWORD}` });
+    assert.equal(through.status, 200, through.body);
+    assert.equal(seen.at(-1)!.headers.authorization, `Bearer ${REAL}`);
+  });
+
+  it('refuses a secret without allowed hosts or without an auth rule, without echoing it', async () => {
+    for (const body of [
+      { inject_processor: { token: REAL }, bearer_auth: { password: PASSWORD } },
+      { inject_processor: { token: REAL }, allowed_hosts: ['api.example.com'] },
+      { inject_processor: { token: REAL }, bearer_auth: { password: PASSWORD }, allowed_hosts: ['api.example.com'], oauth2_processor: { token: { access_token: REAL } } },
+    ]) {
+      const res = await http(d, 'POST', '/v1/tokenizer/seal', body);
+      assert.equal(res.status, 400, res.text);
+      assert.ok(!res.text.includes(REAL), res.text);
+      assert.ok(!res.text.includes(PASSWORD), res.text);
+    }
+  });
+
+  it('has no route that opens a secret, and the daemon never logged one', async () => {
+    const spec = await http(d, 'GET', '/openapi.json');
+    const paths = Object.keys(spec.body.paths).filter((p) => p.includes('tokenizer'));
+    assert.deepEqual(paths.sort(), ['/v1/tokenizer/public_key', '/v1/tokenizer/seal']);
+    assert.ok(!d.output().includes(REAL));
+    assert.ok(!d.output().includes(PASSWORD));
+  });
+});
