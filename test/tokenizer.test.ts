@@ -7,8 +7,12 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import sodium from 'libsodium-wrappers';
-import { http, withDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { HANGAR, http, withDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { makeTestCa, makeTestCert } from './helpers/test-certs.ts';
 
 // Hangar's tokenizer as a client of Fly's tokenizer uses it, written from that project's README:
@@ -258,10 +262,63 @@ describe('POST /v1/tokenizer/seal', () => {
     }
   });
 
-  it('has no route that opens a secret, and the daemon never logged one', async () => {
+  it('has no route that opens a secret', async () => {
     const spec = await http(d, 'GET', '/openapi.json');
     const paths = Object.keys(spec.body.paths).filter((p) => p.includes('tokenizer'));
     assert.deepEqual(paths.sort(), ['/v1/tokenizer/public_key', '/v1/tokenizer/seal']);
+  });
+});
+
+describe('sealing from the CLI and MCP', () => {
+  it('hangar secrets seal reads the credential from stdin and prints a sealed value that works', async () => {
+    const r = spawnSync(HANGAR, ['secrets', 'seal', '--host', `127.0.0.1:${port}`, '--password', PASSWORD, '--header', 'X-Api-Key', '--format', '%s'], {
+      input: REAL + '\n', encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: d.dataDir }, timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(!r.stdout.includes(REAL));
+    const res = await viaTokenizer(`http://127.0.0.1:${port}/cli`, { 'proxy-tokenizer': r.stdout.trim(), 'proxy-authorization': `Bearer ${PASSWORD}` });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(seen.at(-1)!.headers['x-api-key'], REAL);
+    const key = spawnSync(HANGAR, ['secrets', 'public-key'], { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: d.dataDir }, timeout: 60_000 });
+    assert.equal(key.stdout.trim(), sodium.to_hex(sealKey));
+  });
+
+  it('MCP secret_seal seals without showing the credential again', async () => {
+    const client = new Client({ name: 'tokenizer-test', version: '1' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${d.token}` } } }));
+    try {
+      const r = (await client.callTool({ name: 'secret_seal', arguments: { token: REAL, allowed_hosts: [`127.0.0.1:${port}`], password: PASSWORD } })) as CallToolResult;
+      assert.ok(!r.isError, JSON.stringify(r.content));
+      assert.ok(!JSON.stringify(r).includes(REAL));
+      const sealed = (r.structuredContent as { sealed: string }).sealed;
+      const res = await viaTokenizer(`http://127.0.0.1:${port}/mcp`, { 'proxy-tokenizer': sealed, 'proxy-authorization': `Bearer ${PASSWORD}` });
+      assert.equal(res.status, 200, res.body);
+      assert.equal(seen.at(-1)!.headers.authorization, `Bearer ${REAL}`);
+      const refused = (await client.callTool({ name: 'secret_seal', arguments: { token: REAL, allowed_hosts: ['api.example.com'] } })) as CallToolResult;
+      assert.ok(refused.isError);
+      assert.ok(!JSON.stringify(refused).includes(REAL));
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('from a machine', () => {
+  it('reaches the tokenizer at _tokenizer.internal:4281 as an HTTP proxy, and the upstream gets the credential', async () => {
+    await d.client.apps.create('tok');
+    const m = await d.client.machines.create('tok', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] } } });
+    const { sealed } = await d.client.tokenizer.seal({ inject_processor: { token: REAL }, bearer_auth: { password: PASSWORD }, allowed_hosts: [`127.0.0.1:${port}`] });
+    const count = seen.length;
+    const script = `http_proxy=http://_tokenizer.internal:4281 wget -q -O - --header "Proxy-Tokenizer: ${sealed}" --header "Proxy-Authorization: Bearer ${PASSWORD}" http://127.0.0.1:${port}/from-machine 2>&1`;
+    const r = await d.client.machines.exec('tok', m.id, ['sh', '-c', script], { timeoutS: 30 });
+    assert.equal(r.stdout + r.stderr, 'hello from upstream /from-machine');
+    assert.equal(seen.length, count + 1);
+    assert.equal(seen.at(-1)!.headers.authorization, `Bearer ${REAL}`);
+  });
+});
+
+describe('after all of the above', () => {
+  it('the daemon never printed or logged a credential or password', () => {
     assert.ok(!d.output().includes(REAL));
     assert.ok(!d.output().includes(PASSWORD));
   });

@@ -13,6 +13,7 @@ import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
 import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
+import { secrets, secretsUsage } from './secrets.ts';
 import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
 import { volumes, volumesUsage } from './volumes.ts';
@@ -39,6 +40,8 @@ ${imagesUsage}
 
 ${tlsUsage}
 
+${secretsUsage}
+
 ${networkUsage}
 
 ${mcpUsage}
@@ -57,12 +60,13 @@ const USAGE_OF: Record<string, string> = {
   files: filesUsage,
   images: imagesUsage,
   tls: tlsUsage,
+  secrets: secretsUsage,
   network: networkUsage,
   mcp: mcpUsage,
 };
-const ALIASES: Record<string, string> = { machine: 'machines', m: 'machines', checkpoint: 'checkpoints' };
+const ALIASES: Record<string, string> = { machine: 'machines', m: 'machines', checkpoint: 'checkpoints', secret: 'secrets' };
 /** Groups that take a subcommand; alone, they print their usage. */
-const WITH_SUBCOMMANDS = new Set(['apps', 'machines', 'checkpoints', 'files', 'images', 'tls', 'network']);
+const WITH_SUBCOMMANDS = new Set(['apps', 'machines', 'checkpoints', 'files', 'images', 'tls', 'secrets', 'network']);
 
 async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
@@ -99,6 +103,8 @@ async function main(argv: string[]): Promise<number> {
       return mcp(rest);
     case 'tls':
       return tls(rest);
+    case 'secrets':
+      return secrets(rest);
     case 'network':
       return network(rest);
     case '--version':

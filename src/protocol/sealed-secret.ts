@@ -78,3 +78,5 @@ export const PublicKeyResponseSchema = z.object({
   seal_key: z.string().meta({ description: 'X25519 public key, hex: seal secrets to it with a NaCl anonymous sealed box (libsodium crypto_box_seal)' }),
   proxy: z.string(),
 });
+
+export type PublicKeyResponse = z.infer<typeof PublicKeyResponseSchema>;
