@@ -163,6 +163,10 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     keys: sealingKeys,
     destinations: new DestinationPolicy(opts.tokenizerAllowCidrs),
     extraCaPem: await Promise.all((opts.tokenizerUpstreamCaFiles ?? []).map((f) => readFile(f, 'utf8'))),
+    sourceOf: (address) => {
+      const m = address ? store.listMachines().find((r) => r.privateIp === address) : undefined;
+      return m ? { app: m.app, machine: m.id } : undefined;
+    },
   });
   const gatewayTokenizer = new GatewayApi({ target: () => tokenizerProxy.server, budget: gatewayBudget, port: TOKENIZER_PORT, service: TOKENIZER_NAME });
   const network = new MachineNetwork({

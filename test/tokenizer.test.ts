@@ -315,6 +315,25 @@ describe('from a machine', () => {
     assert.equal(seen.length, count + 1);
     assert.equal(seen.at(-1)!.headers.authorization, `Bearer ${REAL}`);
   });
+
+  it('hangar_src_auth: only machines of the named app may use the secret, without a password', async () => {
+    await d.client.apps.create('tok-other');
+    const own = (await d.client.machines.list('tok'))[0]!;
+    const other = await d.client.machines.create('tok-other', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] } } });
+    const { sealed } = await d.client.tokenizer.seal({ inject_processor: { token: REAL }, hangar_src_auth: { allowed_apps: ['tok'] }, allowed_hosts: [`127.0.0.1:${port}`] });
+    const script = `http_proxy=http://_tokenizer.internal:4281 wget -O - --header "Proxy-Tokenizer: ${sealed}" http://127.0.0.1:${port}/src-auth 2>&1; true`;
+    const count = seen.length;
+    const fromOther = await d.client.machines.exec('tok-other', other.id, ['sh', '-c', script], { timeoutS: 30 });
+    assert.match(fromOther.stdout, /407/);
+    assert.equal(seen.length, count, 'another app\'s machine gets nothing through');
+    const fromHost = await viaTokenizer(`http://127.0.0.1:${port}/src-auth`, { 'proxy-tokenizer': sealed });
+    assert.equal(fromHost.status, 407);
+    assert.equal(seen.length, count);
+    const fromOwn = await d.client.machines.exec('tok', own.id, ['sh', '-c', script], { timeoutS: 30 });
+    assert.match(fromOwn.stdout, /hello from upstream \/src-auth/);
+    assert.equal(seen.length, count + 1);
+    assert.equal(seen.at(-1)!.headers.authorization, `Bearer ${REAL}`);
+  });
 });
 
 describe('after all of the above', () => {

@@ -8,11 +8,12 @@ import { parseFlags } from './args.ts';
 // command line, where every user of the host can read it (ps, /proc, shell history).
 
 export const secretsUsage = `hangar secrets <command> [--json]
-  seal --host HOST... (--password PASSWORD | --no-auth) [--header NAME] [--format FMT]
+  seal --host HOST... (--password PASSWORD | --from-app APP... | --no-auth) [--header NAME] [--format FMT]
                                               read a credential from stdin and seal it for the tokenizer proxy; prints
                                               the sealed value (Fly tokenizer format). A machine then sends
                                               http://HOST/... through http://_tokenizer.internal:4281 with
-                                              Proxy-Tokenizer: <sealed> and Proxy-Authorization: Bearer <PASSWORD>;
+                                              Proxy-Tokenizer: <sealed> and Proxy-Authorization: Bearer <PASSWORD>
+                                              (--from-app: no password, only that app's machines may use it);
                                               the proxy adds Authorization: Bearer <credential> (or --header NAME,
                                               formatted by --format, e.g. "token %s") and goes on over HTTPS, to
                                               HOST only. e.g. printf %s "$GH_TOKEN" | hangar secrets seal --host api.github.com --password p
@@ -27,6 +28,7 @@ export async function secrets(argv: string[]): Promise<number> {
       'data-dir': { type: 'string' },
       host: { type: 'string', multiple: true, default: [] },
       password: { type: 'string' },
+      'from-app': { type: 'string', multiple: true, default: [] },
       'no-auth': { type: 'boolean', default: false },
       header: { type: 'string' },
       format: { type: 'string' },
@@ -42,13 +44,16 @@ export async function secrets(argv: string[]): Promise<number> {
     }
     case 'seal': {
       if (values.host.length === 0) fail('secrets seal needs --host HOST (where the credential may be sent)');
-      if (!values.password && !values['no-auth']) fail('secrets seal needs --password PASSWORD (what machines send as Proxy-Authorization: Bearer) or --no-auth');
+      const fromApps = values['from-app'];
+      if ([!!values.password, fromApps.length > 0, values['no-auth']].filter(Boolean).length !== 1) {
+        fail('secrets seal needs one of --password PASSWORD (what machines send as Proxy-Authorization: Bearer), --from-app APP or --no-auth');
+      }
       if (process.stdin.isTTY) fail('secrets seal reads the credential from stdin', 'pipe it in: printf %s "$TOKEN" | hangar secrets seal --host ...');
       const token = (await text(process.stdin)).replace(/\r?\n$/, '');
       if (!token) fail('stdin was empty: there is no credential to seal');
       const sealed: SealResponse = await client.tokenizer.seal({
         inject_processor: { token, ...(values.header ? { dst: values.header } : {}), ...(values.format ? { fmt: values.format } : {}) },
-        ...(values.password ? { bearer_auth: { password: values.password } } : { no_auth: {} }),
+        ...(values.password ? { bearer_auth: { password: values.password } } : fromApps.length ? { hangar_src_auth: { allowed_apps: fromApps } } : { no_auth: {} }),
         allowed_hosts: values.host,
       });
       if (values.json) printJson(sealed);

@@ -4,7 +4,9 @@ import { z } from 'zod';
 // processor.go, authorizer.go): one processor, one auth rule, and the hosts it may be sent to.
 // Byte fields are base64, as Go's encoding/json writes []byte. Hangar implements the processors
 // that put a credential into a header (inject, inject_hmac) and the auth rules bearer_auth and
-// no_auth; a secret naming another is refused where it is used, with the reason.
+// no_auth, plus one of its own: hangar_src_auth (only from these apps or machines, told by the
+// request's source address on the app's network). A secret naming another is refused where it is
+// used, with the reason.
 
 const HeaderFormat = {
   fmt: z.string().optional().meta({ description: 'printf-style format with one %s (inject) or %x/%X (hmac); default "Bearer %s" / "Bearer %x"' }),
@@ -30,12 +32,18 @@ export const BearerAuthSchema = z.object({
   digest: Base64.meta({ description: "base64 of SHA-256 of the password the client sends as Proxy-Authorization: Bearer <password>" }),
 });
 
+export const HangarSrcAuthSchema = z.object({
+  allowed_apps: z.array(z.string().min(1)).optional().meta({ description: "Only requests from these apps' machines (their private addresses) may use it" }),
+  allowed_machines: z.array(z.string().min(1)).optional().meta({ description: 'Only requests from these machines (ids) may use it' }),
+});
+
 /** What the tokenizer opens: unknown fields are ignored (as Go does) and checked by the proxy. */
 export const SealedSecretSchema = z.object({
   inject_processor: InjectProcessorSchema.optional(),
   inject_hmac_processor: InjectHmacProcessorSchema.optional(),
   bearer_auth: BearerAuthSchema.optional(),
   no_auth: z.object({}).optional(),
+  hangar_src_auth: HangarSrcAuthSchema.optional(),
   allowed_hosts: z.array(z.string()).optional(),
   allowed_host_pattern: z.string().optional(),
 }).loose();
@@ -59,6 +67,7 @@ export const SealRequestSchema = z.strictObject({
     z.strictObject({ password: z.string().min(1).meta({ description: 'The Proxy-Authorization bearer the client will send; only its SHA-256 is sealed' }) }),
   ]).optional(),
   no_auth: z.strictObject({}).optional().meta({ description: 'Anyone who can reach the tokenizer may use the secret (its allowed hosts still apply)' }),
+  hangar_src_auth: HangarSrcAuthSchema.strict().optional().meta({ description: "Hangar's own rule (beyond Fly): only requests from the named apps' or machines' private addresses, through their gateway, may use it" }),
   allowed_hosts: z.array(z.string().min(1)).optional().meta({ description: 'Hosts (host[:port], as in the request URL) the secret may be sent to' }),
   allowed_host_pattern: z.string().min(1).optional().meta({ description: 'A regular expression the host must match, instead of or as well as allowed_hosts' }),
 }).meta({ description: "A secret in Fly tokenizer's format: exactly one processor, exactly one auth rule, and allowed hosts" });

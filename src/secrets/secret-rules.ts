@@ -26,7 +26,7 @@ export function parseOpenedSecret(json: Uint8Array): SealedSecret {
   if (unsupported) throw invalid(`the sealed secret uses ${unsupported}, which Hangar's tokenizer does not implement`, 'seal it with inject_processor or inject_hmac_processor and bearer_auth or no_auth');
   const processors = ['inject_processor', 'inject_hmac_processor'].filter((k) => secret[k as keyof SealedSecret] !== undefined);
   if (processors.length !== 1) throw invalid('the sealed secret must name exactly one processor');
-  const auths = ['bearer_auth', 'no_auth'].filter((k) => secret[k as keyof SealedSecret] !== undefined);
+  const auths = ['bearer_auth', 'no_auth', 'hangar_src_auth'].filter((k) => secret[k as keyof SealedSecret] !== undefined);
   if (auths.length !== 1) throw invalid('the sealed secret must name exactly one auth rule');
   return secret;
 }
@@ -70,8 +70,22 @@ export function proxyAuthorizationTokens(values: string[]): string[] {
   return tokens;
 }
 
-export function authorize(secret: SealedSecret, proxyAuthorization: string[]): void {
+/** The machine a request came from, told by its private address; undefined from the host. */
+export type RequestSource = { app: string; machine: string };
+
+export function authorize(secret: SealedSecret, proxyAuthorization: string[], source: RequestSource | undefined): void {
   if (secret.no_auth) return;
+  const src = secret.hangar_src_auth;
+  if (src) {
+    const apps = src.allowed_apps ?? [];
+    const machines = src.allowed_machines ?? [];
+    if (source && (apps.length > 0 || machines.length > 0) && (apps.length === 0 || apps.includes(source.app)) && (machines.length === 0 || machines.includes(source.machine))) return;
+    throw new HangarError('proxy_auth_failed', source
+      ? `the secret's hangar_src_auth does not accept requests from machine ${source.machine} of app ${source.app}`
+      : "the secret's hangar_src_auth accepts requests only from machines, through their app's gateway", {
+      hint: 'send the request from a machine the secret names (allowed_apps, allowed_machines), through http://_tokenizer.internal:4281',
+    });
+  }
   const digest = Buffer.from(secret.bearer_auth!.digest, 'base64');
   for (const token of proxyAuthorizationTokens(proxyAuthorization)) {
     const mine = createHash('sha256').update(token).digest();

@@ -6,7 +6,7 @@ import { HangarError, isHangarError } from '../protocol/errors.ts';
 import { STATUS_OF } from '../api/error-status.ts';
 import type { DestinationPolicy } from './destinations.ts';
 import type { SealingKeys } from './sealed-box.ts';
-import { authorize, checkHost, injection, parseOpenedSecret, type Injection, type ProcessorParams } from './secret-rules.ts';
+import { authorize, checkHost, injection, parseOpenedSecret, type Injection, type ProcessorParams, type RequestSource } from './secret-rules.ts';
 
 // Fly's tokenizer protocol (its README and tokenizer.go): the client uses this as a plain HTTP
 // proxy and asks for http://host/path; each Proxy-Tokenizer header carries a sealed secret
@@ -29,6 +29,8 @@ export type TokenizerProxyOptions = {
   destinations: DestinationPolicy;
   /** PEM CA certificates trusted for upstreams besides the system's (tests' own CA). */
   extraCaPem?: string[];
+  /** The machine with this private address (a gateway connection's peer; spoofing is stopped at its veth). */
+  sourceOf: (address: string) => RequestSource | undefined;
 };
 
 export class TokenizerProxy {
@@ -94,7 +96,7 @@ export class TokenizerProxy {
     }
     const secret = parseOpenedSecret(opened);
     opened.fill(0);
-    authorize(secret, req.headersDistinct['proxy-authorization'] ?? []);
+    authorize(secret, req.headersDistinct['proxy-authorization'] ?? [], this.#opts.sourceOf(req.socket.remoteAddress ?? ''));
     checkHost(secret, host);
     return injection(secret, params);
   }

@@ -28,10 +28,14 @@ export class TokenizerService {
         hint: 'give inject_processor {token} (sent as Authorization: Bearer <token> by default) or inject_hmac_processor {key}',
       });
     }
-    if ([request.bearer_auth, request.no_auth].filter(Boolean).length !== 1) {
+    if ([request.bearer_auth, request.no_auth, request.hangar_src_auth].filter(Boolean).length !== 1) {
       throw new HangarError('validation_failed', 'a secret names exactly one auth rule', {
-        hint: 'give bearer_auth {password} (the client sends Proxy-Authorization: Bearer <password>), or no_auth {}',
+        hint: 'give bearer_auth {password} (the client sends Proxy-Authorization: Bearer <password>), hangar_src_auth {allowed_apps} (only from those apps\' machines), or no_auth {}',
       });
+    }
+    const src = request.hangar_src_auth;
+    if (src && !src.allowed_apps?.length && !src.allowed_machines?.length) {
+      throw new HangarError('validation_failed', 'hangar_src_auth names no app or machine', { hint: 'give allowed_apps or allowed_machines' });
     }
     if (!request.allowed_hosts?.length && !request.allowed_host_pattern) {
       throw new HangarError('validation_failed', 'a secret names the hosts it may be sent to', {
