@@ -31,6 +31,10 @@ let d: TestDaemon & { close(): Promise<void> };
 let certDir: string;
 let upstream: Server;
 let refusedUpstream: Server;
+/** Serves a certificate from a CA the daemon does not trust. */
+let untrustedUpstream: Server;
+let untrustedPort: number;
+const seenUntrusted: Seen[] = [];
 let port: number;
 let refusedPort: number;
 const seen: Seen[] = [];
@@ -62,6 +66,8 @@ before(async () => {
   upstream = recordingServer(cert, seen);
   refusedUpstream = recordingServer(cert, seenRefused);
   port = await listen(upstream, '127.0.0.1');
+  untrustedUpstream = recordingServer(await makeTestCert(await makeTestCa('Untrusted CA'), ['127.0.0.1']), seenUntrusted);
+  untrustedPort = await listen(untrustedUpstream, '127.0.0.1');
   refusedPort = await listen(refusedUpstream, '127.0.0.2');
   d = await withDaemon(['--tokenizer-listen', '127.0.0.1:0', '--tokenizer-allow-cidr', '127.0.0.1/32', '--tokenizer-upstream-ca', join(certDir, 'ca.pem')]);
   tokenizerUrl = new URL(readFileSync(join(d.dataDir, 'tokenizer-url'), 'utf8').trim());
@@ -74,6 +80,7 @@ after(async () => {
   await d?.close();
   upstream?.close();
   refusedUpstream?.close();
+  untrustedUpstream?.close();
   if (certDir) await rm(certDir, { recursive: true, force: true });
 });
 
@@ -163,6 +170,23 @@ describe('a Fly tokenizer client', () => {
     const got = seen.at(-1)!;
     assert.equal(got.body, body);
     assert.equal(got.headers['x-signature'], `sha256=${createHmac('sha256', key).update(body).digest('hex')}`);
+  });
+
+  it('never sends the secret to an upstream whose certificate it cannot verify', async () => {
+    const sealed = seal({ inject_processor: { token: REAL }, bearer_auth: { digest: digestOf(PASSWORD) }, allowed_hosts: [`127.0.0.1:${untrustedPort}`] });
+    const res = await viaTokenizer(`http://127.0.0.1:${untrustedPort}/`, { 'proxy-tokenizer': sealed, 'proxy-authorization': `Bearer ${PASSWORD}` });
+    assert.equal(res.status, 502, res.body);
+    assert.equal(JSON.parse(res.body).code, 'upstream_unreachable');
+    assert.equal(seenUntrusted.length, 0);
+  });
+
+  it('streams a large body through, and matches allowed_host_pattern', async () => {
+    const sealed = seal({ inject_processor: { token: REAL }, bearer_auth: { digest: digestOf(PASSWORD) }, allowed_host_pattern: `^127\\.0\\.0\\.1:${port}$` });
+    const body = 'x'.repeat(5 * 2 ** 20);
+    const res = await viaTokenizer(`http://127.0.0.1:${port}/upload`, { 'proxy-tokenizer': sealed, 'proxy-authorization': `Bearer ${PASSWORD}` }, { method: 'PUT', body });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(seen.at(-1)!.body.length, body.length);
+    assert.equal(seen.at(-1)!.headers.authorization, `Bearer ${REAL}`);
   });
 
   it('refuses a host the secret does not allow, and that host never sees the secret', async () => {
