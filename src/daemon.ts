@@ -158,6 +158,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   // Connections to a gateway's port 4280 are served by the API server once it exists.
   let apiServer: FastifyInstance | undefined;
   const gatewayApi = new GatewayApi({ target: () => apiServer?.server, budget: gatewayBudget });
+  const metrics = new Registry();
+  collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const sealingKeys = await SealingKeys.open(join(opts.dataDir, 'tokenizer.key'));
   const tokenizerProxy = new TokenizerProxy({
     keys: sealingKeys,
@@ -167,6 +169,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       const m = address ? store.listMachines().find((r) => r.privateIp === address) : undefined;
       return m ? { app: m.app, machine: m.id } : undefined;
     },
+    registry: metrics,
   });
   const gatewayTokenizer = new GatewayApi({ target: () => tokenizerProxy.server, budget: gatewayBudget, port: TOKENIZER_PORT, service: TOKENIZER_NAME });
   const network = new MachineNetwork({
@@ -202,8 +205,6 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const runner = new MachineRunner(driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
   const waiters = new StateWaiters();
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
-  const metrics = new Registry();
-  collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
   machineMetrics.register(metrics);
   const fileWatches = new FileWatches({ machines, runner, onStateChange: (listener) => waiters.onChange(listener) });

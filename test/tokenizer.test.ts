@@ -361,6 +361,15 @@ describe('from a machine', () => {
 });
 
 describe('after all of the above', () => {
+  it('counts requests by app and result in /metrics', async () => {
+    const text = (await http(d, 'GET', '/metrics')).text;
+    assert.match(text, /hangar_tokenizer_requests_total\{app="",result="ok"\} \d+/);
+    assert.match(text, /hangar_tokenizer_requests_total\{app="",result="host_not_allowed"\} \d+/);
+    assert.match(text, /hangar_tokenizer_requests_total\{app="tok",result="ok"\} 2/);
+    assert.match(text, /hangar_tokenizer_requests_total\{app="tok-other",result="proxy_auth_failed"\} 1/);
+    assert.ok(!text.includes(REAL));
+  });
+
   it('the daemon never printed or logged a credential or password', () => {
     assert.ok(!d.output().includes(REAL));
     assert.ok(!d.output().includes(PASSWORD));

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Serv
 import { request as httpsRequest } from 'node:https';
 import { isIP, type Socket } from 'node:net';
 import { rootCertificates } from 'node:tls';
+import { Counter, type Registry } from 'prom-client';
 import { HangarError, isHangarError } from '../protocol/errors.ts';
 import { STATUS_OF } from '../api/error-status.ts';
 import type { DestinationPolicy } from './destinations.ts';
@@ -31,6 +32,8 @@ export type TokenizerProxyOptions = {
   extraCaPem?: string[];
   /** The machine with this private address (a gateway connection's peer; spoofing is stopped at its veth). */
   sourceOf: (address: string) => RequestSource | undefined;
+  /** Where hangar_tokenizer_requests_total{app,result} goes (the operator's audit of secret use). */
+  registry?: Registry;
 };
 
 export class TokenizerProxy {
@@ -38,13 +41,24 @@ export class TokenizerProxy {
   readonly server: Server;
   readonly #opts: TokenizerProxyOptions;
   readonly #ca: string[] | undefined;
+  readonly #requests: Counter<'app' | 'result'>;
 
   constructor(opts: TokenizerProxyOptions) {
     this.#opts = opts;
+    this.#requests = new Counter({
+      name: 'hangar_tokenizer_requests_total',
+      help: 'Requests through the tokenizer proxy by the app of the machine that sent them ("" from the host) and result: ok (forwarded with the secret) or the refusal code',
+      labelNames: ['app', 'result'],
+      registers: opts.registry ? [opts.registry] : [],
+    });
     this.#ca = opts.extraCaPem?.length ? [...rootCertificates, ...opts.extraCaPem] : undefined;
     this.server = createServer({ requestTimeout: 0, headersTimeout: 10_000, keepAliveTimeout: 5_000 });
     this.server.on('request', (req, res) => {
-      this.#handle(req, res).catch((err: unknown) => sendError(res, err));
+      const app = opts.sourceOf(req.socket.remoteAddress ?? '')?.app ?? '';
+      this.#handle(req, res).then(
+        () => this.#requests.inc({ app, result: 'ok' }),
+        (err: unknown) => this.#requests.inc({ app, result: sendError(res, err) }),
+      );
     });
     this.server.on('connect', (_req: IncomingMessage, socket: Socket) => {
       const body = JSON.stringify({ error: 'the tokenizer does not tunnel (CONNECT)', code: 'bad_request', hint: 'send the request as plain http://host/path through the proxy; it connects to the host over HTTPS itself' });
@@ -208,11 +222,12 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-function sendError(res: ServerResponse, err: unknown): void {
+/** Answers with the error (or cuts a response already under way); returns its code. */
+function sendError(res: ServerResponse, err: unknown): string {
   const known = isHangarError(err) ? err : new HangarError('internal', 'internal tokenizer error', { hint: 'retry; if it persists, check the daemon log' });
   if (res.headersSent) {
     res.destroy();
-    return;
+    return known.code;
   }
   const status = STATUS_OF[known.code];
   const body = JSON.stringify({ error: known.message, code: known.code, ...(known.hint ? { hint: known.hint } : {}) });
@@ -223,4 +238,5 @@ function sendError(res: ServerResponse, err: unknown): void {
     ...(status === 407 ? { 'proxy-authenticate': 'Bearer' } : {}),
   });
   res.end(body);
+  return known.code;
 }
