@@ -17,22 +17,22 @@ const HeaderFormat = {
 
 const Base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
 
-export const InjectProcessorSchema = z.object({
+const InjectProcessorSchema = z.object({
   token: z.string().min(1).meta({ description: 'The credential, injected verbatim (formatted by fmt)' }),
   ...HeaderFormat,
 });
 
-export const InjectHmacProcessorSchema = z.object({
+const InjectHmacProcessorSchema = z.object({
   key: Base64.min(1).meta({ description: 'The HMAC key, base64' }),
   hash: z.enum(['sha256', '']).optional().meta({ description: 'Only sha256' }),
   ...HeaderFormat,
 });
 
-export const BearerAuthSchema = z.object({
+const BearerAuthSchema = z.object({
   digest: Base64.meta({ description: "base64 of SHA-256 of the password the client sends as Proxy-Authorization: Bearer <password>" }),
 });
 
-export const HangarSrcAuthSchema = z.object({
+const HangarSrcAuthSchema = z.object({
   allowed_apps: z.array(z.string().min(1)).optional().meta({ description: "Only requests from these apps' machines (their private addresses) may use it" }),
   allowed_machines: z.array(z.string().min(1)).optional().meta({ description: 'Only requests from these machines (ids) may use it' }),
 });

@@ -24,7 +24,7 @@ const REFUSED: Array<[string, number, 'ipv4' | 'ipv6']> = [
   ['ff00::', 8, 'ipv6'],
 ];
 
-export type Destination = { address: string; family: 4 | 6 };
+type Destination = { address: string; family: 4 | 6 };
 
 export class DestinationPolicy {
   readonly #refused = new BlockList();

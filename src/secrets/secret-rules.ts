@@ -46,7 +46,7 @@ export function redactSecret(secret: Record<string, unknown>): Record<string, un
  * Bearer tokens from the Proxy-Authorization headers, as Fly reads them: `Bearer x`, `FlyV1 x`,
  * and the password of `Basic base64(user:password)` (also URL-unescaped).
  */
-export function proxyAuthorizationTokens(values: string[]): string[] {
+function proxyAuthorizationTokens(values: string[]): string[] {
   const tokens: string[] = [];
   for (const value of values) {
     const space = value.indexOf(' ');

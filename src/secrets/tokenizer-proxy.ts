@@ -22,7 +22,7 @@ import { authorize, checkHost, injection, parseOpenedSecret, type Injection, typ
 
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-tokenizer', 'proxy-authenticate', 'host']);
 /** Bodies kept in memory to be signed (inject_hmac_processor without a msg param). */
-export const MAX_SIGNED_BODY_BYTES = 8 * 2 ** 20;
+const MAX_SIGNED_BODY_BYTES = 8 * 2 ** 20;
 const UPSTREAM_TIMEOUT_MS = 30_000;
 
 export type TokenizerProxyOptions = {
