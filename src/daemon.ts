@@ -32,7 +32,12 @@ import { TokenAuthority } from './tokens/token-authority.ts';
 import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
 import { ConnectionBudget } from './network/connection-budget.ts';
 import { GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS_PER_MACHINE, GatewayApi } from './network/gateway-api.ts';
-import { InternalDns } from './network/internal-dns.ts';
+import { InternalDns, TOKENIZER_NAME } from './network/internal-dns.ts';
+import { TOKENIZER_PORT } from './network/firewall.ts';
+import { SealingKeys } from './secrets/sealed-box.ts';
+import { DestinationPolicy } from './secrets/destinations.ts';
+import { TokenizerProxy } from './secrets/tokenizer-proxy.ts';
+import { TokenizerService } from './secrets/tokenizer-service.ts';
 import { upstreamResolver } from './network/resolv-conf.ts';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { CHECK_INTERVAL_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
@@ -71,6 +76,13 @@ export type DaemonOptions = {
   /** Connection caps of the gateways' services (_api.internal, DNS over TCP): in total and per machine address. */
   gatewayMaxConnections?: number;
   gatewayMaxConnectionsPerMachine?: number;
+  /** Where the tokenizer proxy also listens on the host (it always serves _tokenizer.internal:4281 in each app's network). */
+  tokenizerHost?: string;
+  tokenizerPort?: number;
+  /** Private ranges the tokenizer may send secrets to after all (tests: their loopback upstream). */
+  tokenizerAllowCidrs?: string[];
+  /** PEM files of CAs the tokenizer trusts for upstreams besides the system's (tests: their own CA). */
+  tokenizerUpstreamCaFiles?: string[];
   /** The range machines' private addresses come from; one /24 per app. */
   machineCidr?: string;
   logger?: boolean | object;
@@ -82,6 +94,8 @@ export type Daemon = {
   proxyUrl?: string;
   /** The proxy's HTTPS address, when it serves one. */
   proxyTlsUrl?: string;
+  /** The tokenizer proxy's host listener, when it has one. */
+  tokenizerUrl?: string;
   token: string;
   services: ApiServices;
   reconciled: ReconcileReport;
@@ -145,6 +159,20 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   // Connections to a gateway's port 4280 are served by the API server once it exists.
   let apiServer: FastifyInstance | undefined;
   const gatewayApi = new GatewayApi({ target: () => apiServer?.server, budget: gatewayBudget });
+  const metrics = new Registry();
+  collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
+  const sealingKeys = await SealingKeys.open(join(opts.dataDir, 'tokenizer.key'));
+  const tokenizerProxy = new TokenizerProxy({
+    keys: sealingKeys,
+    destinations: new DestinationPolicy(opts.tokenizerAllowCidrs),
+    extraCaPem: await Promise.all((opts.tokenizerUpstreamCaFiles ?? []).map((f) => readFile(f, 'utf8'))),
+    sourceOf: (address) => {
+      const m = address ? store.listMachines().find((r) => r.privateIp === address) : undefined;
+      return m ? { app: m.app, machine: m.id } : undefined;
+    },
+    registry: metrics,
+  });
+  const gatewayTokenizer = new GatewayApi({ target: () => tokenizerProxy.server, budget: gatewayBudget, port: TOKENIZER_PORT, service: TOKENIZER_NAME });
   const network = new MachineNetwork({
     dataDir: opts.dataDir,
     machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR,
@@ -159,10 +187,14 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       await gatewayApi.serve(subnet.index, subnet.gateway).catch((err: Error) => {
         process.stderr.write(`hangar: no _api.internal on ${subnet.gateway}: ${err.message}\n`);
       });
+      await gatewayTokenizer.serve(subnet.index, subnet.gateway).catch((err: Error) => {
+        process.stderr.write(`hangar: no ${TOKENIZER_NAME} on ${subnet.gateway}: ${err.message}\n`);
+      });
     },
     onBridgeDown: (subnetIndex) => {
       dns.stop(subnetIndex);
       gatewayApi.stop(subnetIndex);
+      gatewayTokenizer.stop(subnetIndex);
     },
   });
   await network.setUp();
@@ -174,8 +206,6 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const runner = new MachineRunner(driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
   const waiters = new StateWaiters();
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
-  const metrics = new Registry();
-  collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
   machineMetrics.register(metrics);
   const fileWatches = new FileWatches({ machines, runner, onStateChange: (listener) => waiters.onChange(listener) });
@@ -192,7 +222,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   });
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
   const tokens = await TokenAuthority.open(opts.dataDir, token, store.revocations);
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses, activity, tokens };
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses, activity, tokens,
+    tokenizer: new TokenizerService(sealingKeys, `http://${TOKENIZER_NAME}:${TOKENIZER_PORT}`) };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
   // After the machines: a session's end is told apart from its machine's by the machine's state.
@@ -208,6 +239,13 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const url = `http://${opts.apiHost.includes(':') ? `[${opts.apiHost}]` : opts.apiHost}:${port}`;
   addresses.api_url = url;
   await writeFile(join(opts.dataDir, 'api-url'), url + '\n');
+
+  let tokenizerUrl: string | undefined;
+  if (opts.tokenizerPort !== undefined) {
+    const host = opts.tokenizerHost ?? '127.0.0.1';
+    tokenizerUrl = `http://${host.includes(':') ? `[${host}]` : host}:${await tokenizerProxy.listen(host, opts.tokenizerPort)}`;
+    await writeFile(join(opts.dataDir, 'tokenizer-url'), tokenizerUrl + '\n');
+  }
 
   const edge = opts.proxyPort === undefined ? undefined : createEdge({
     store, waiters, apps: services.apps, machines, activity, registry: metrics, domain: DEFAULT_PROXY_DOMAIN,
@@ -242,6 +280,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     url,
     ...(proxyUrl ? { proxyUrl } : {}),
     ...(proxyTlsUrl ? { proxyTlsUrl } : {}),
+    ...(tokenizerUrl ? { tokenizerUrl } : {}),
     token,
     services,
     reconciled,
@@ -252,6 +291,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       sessions.close();
       dns.close();
       gatewayApi.close();
+      gatewayTokenizer.close();
+      tokenizerProxy.close();
       await edge?.close();
       await server.close();
       store.close();

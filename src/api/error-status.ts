@@ -64,5 +64,10 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   storage_error: 500,
   runtime_error: 500,
   host_unsupported: 500,
+  secret_invalid: 400,
+  proxy_auth_failed: 407,
+  host_not_allowed: 403,
+  destination_refused: 403,
+  upstream_unreachable: 502,
   internal: 500,
 };

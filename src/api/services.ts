@@ -15,6 +15,7 @@ import type { SessionService } from '../machines/session-service.ts';
 import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 import type { TokenAuthority } from '../tokens/token-authority.ts';
+import type { TokenizerService } from '../secrets/tokenizer-service.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
 export type ApiServices = {
@@ -39,6 +40,8 @@ export type ApiServices = {
   machineMetrics: MachineMetrics;
   /** Open watches of machines' files (GET …/files/watch). */
   fileWatches: FileWatches;
+  /** Seals secrets for the tokenizer proxy (never opens them). */
+  tokenizer: TokenizerService;
   /** Where this daemon serves; filled in as each listener binds (the API's first, the proxy's right after). */
   addresses: DaemonAddresses;
   /** Mints, verifies and revokes tokens (the admin token and narrowed ones). */

@@ -13,6 +13,7 @@ import { machines, machinesUsage } from './machines.ts';
 import { mcp, mcpUsage } from './mcp.ts';
 import { network, networkUsage } from './network.ts';
 import { serve, serveUsage } from './serve.ts';
+import { secrets, secretsUsage } from './secrets.ts';
 import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
 import { tokens, tokensUsage } from './tokens.ts';
@@ -42,6 +43,8 @@ ${tlsUsage}
 
 ${tokensUsage}
 
+${secretsUsage}
+
 ${networkUsage}
 
 ${mcpUsage}
@@ -61,12 +64,13 @@ const USAGE_OF: Record<string, string> = {
   images: imagesUsage,
   tls: tlsUsage,
   tokens: tokensUsage,
+  secrets: secretsUsage,
   network: networkUsage,
   mcp: mcpUsage,
 };
-const ALIASES: Record<string, string> = { token: 'tokens', machine: 'machines', m: 'machines', checkpoint: 'checkpoints' };
+const ALIASES: Record<string, string> = { token: 'tokens', machine: 'machines', m: 'machines', checkpoint: 'checkpoints', secret: 'secrets' };
 /** Groups that take a subcommand; alone, they print their usage. */
-const WITH_SUBCOMMANDS = new Set(['apps', 'machines', 'checkpoints', 'files', 'images', 'tls', 'tokens', 'network']);
+const WITH_SUBCOMMANDS = new Set(['apps', 'machines', 'checkpoints', 'files', 'images', 'tls', 'tokens', 'secrets', 'network']);
 
 async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
@@ -105,6 +109,8 @@ async function main(argv: string[]): Promise<number> {
       return tls(rest);
     case 'tokens':
       return tokens(rest);
+    case 'secrets':
+      return secrets(rest);
     case 'network':
       return network(rest);
     case '--version':

@@ -14,6 +14,7 @@ export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT
              [--proxy-header-timeout DURATION] [--proxy-idle-timeout DURATION]
              [--proxy-max-connections N] [--proxy-max-connections-per-client N] [--proxy-replay-buffer-mb N]
              [--gateway-max-connections N] [--gateway-max-connections-per-machine N]
+             [--tokenizer-listen HOST:PORT] [--tokenizer-allow-cidr CIDR]... [--tokenizer-upstream-ca FILE]...
   Runs the Hangar daemon in the foreground. SIGTERM stops it; machines keep running and are
   adopted when it starts again. Machines get private addresses from --machine-cidr (default
   ${DEFAULT_MACHINE_CIDR}), one /24 per app. The edge proxy (--proxy-listen, default
@@ -28,7 +29,11 @@ export const serveUsage = `hangar serve [--data-dir DIR] [--api-listen HOST:PORT
   (default ${DEFAULT_MAX_CONNECTIONS_PER_CLIENT}); more get 503 too_many_connections. Request bodies kept for fly-replay
   share --proxy-replay-buffer-mb (default ${DEFAULT_REPLAY_BUFFER_BYTES / 2 ** 20}). A machine may hold
   --gateway-max-connections-per-machine connections to its gateway's _api.internal and DNS
-  (default ${GATEWAY_MAX_CONNECTIONS_PER_MACHINE}), all machines together --gateway-max-connections (default ${GATEWAY_MAX_CONNECTIONS}).`;
+  (default ${GATEWAY_MAX_CONNECTIONS_PER_MACHINE}), all machines together --gateway-max-connections (default ${GATEWAY_MAX_CONNECTIONS}).
+  The tokenizer proxy (Fly's tokenizer protocol) serves machines at http://_tokenizer.internal:4281;
+  --tokenizer-listen serves it on the host as well. It sends secrets only to public addresses:
+  --tokenizer-allow-cidr exempts a private range, --tokenizer-upstream-ca trusts another CA upstream
+  (both for testing against local servers).`;
 
 export async function serve(argv: string[]): Promise<void> {
   const { values } = parseFlags('serve', {
@@ -47,6 +52,9 @@ export async function serve(argv: string[]): Promise<void> {
       'proxy-replay-buffer-mb': { type: 'string' },
       'gateway-max-connections': { type: 'string' },
       'gateway-max-connections-per-machine': { type: 'string' },
+      'tokenizer-listen': { type: 'string' },
+      'tokenizer-allow-cidr': { type: 'string', multiple: true, default: [] },
+      'tokenizer-upstream-ca': { type: 'string', multiple: true, default: [] },
       quiet: { type: 'boolean', default: false },
     },
   });
@@ -54,6 +62,10 @@ export async function serve(argv: string[]): Promise<void> {
   guardProcess();
   const proxy = hostPort('--proxy-listen', values['proxy-listen']);
   const proxyTls = hostPort('--proxy-tls-listen', values['proxy-tls-listen']);
+  const tokenizer = values['tokenizer-listen'] === undefined ? undefined : hostPort('--tokenizer-listen', values['tokenizer-listen']);
+  for (const cidr of values['tokenizer-allow-cidr']) {
+    if (!/^[0-9a-f.:]+\/\d{1,3}$/i.test(cidr)) throw new CliError(`--tokenizer-allow-cidr ${cidr} is not a CIDR`, 'for example --tokenizer-allow-cidr 127.0.0.1/32');
+  }
   const daemon = await startDaemon({
     dataDir: values['data-dir'],
     apiHost: api.host,
@@ -63,6 +75,9 @@ export async function serve(argv: string[]): Promise<void> {
     proxyTlsHost: proxyTls.host,
     proxyTlsPort: proxyTls.port,
     insecureRegistries: values['insecure-registry'],
+    ...(tokenizer ? { tokenizerHost: tokenizer.host, tokenizerPort: tokenizer.port } : {}),
+    tokenizerAllowCidrs: values['tokenizer-allow-cidr'],
+    tokenizerUpstreamCaFiles: values['tokenizer-upstream-ca'],
     ...(values['proxy-header-timeout'] ? { proxyHeaderTimeoutMs: durationFlag('--proxy-header-timeout', values['proxy-header-timeout']) } : {}),
     ...(values['proxy-idle-timeout'] ? { proxyIdleTimeoutMs: durationFlag('--proxy-idle-timeout', values['proxy-idle-timeout']) } : {}),
     ...(values['machine-cidr'] ? { machineCidr: values['machine-cidr'] } : {}),
@@ -85,6 +100,7 @@ export async function serve(argv: string[]): Promise<void> {
       `  API:      ${daemon.url}   (OpenAPI at ${daemon.url}/openapi.json)\n` +
       `  proxy:    ${daemon.proxyUrl}   (http://<app>.localhost:<port>/ reaches the app's machines)\n` +
       `  https:    ${daemon.proxyTlsUrl}   (https://<app>.localhost:<port>/; trust the CA ${daemon.services.tls.ca.certPath})\n` +
+      (daemon.tokenizerUrl ? `  tokenizer: ${daemon.tokenizerUrl}   (HTTP proxy with Proxy-Tokenizer; machines use http://_tokenizer.internal:4281)\n` : '') +
       `  token:    ${token}\n` +
       `  data dir: ${values['data-dir']}\n` +
       (r.adopted.length + r.exited.length + r.finished.length + r.cleaned.length

@@ -13,6 +13,7 @@ import { registerResources } from './resources.ts';
 import { registerFileResources } from './file-resources.ts';
 import { sessionTools } from './session-tools.ts';
 import { tokenTools } from './token-tools.ts';
+import { secretTools } from './secret-tools.ts';
 import { withHeartbeat } from './progress.ts';
 import { describe, type ToolContext, type ToolDef, type ToolOutput } from './tool-def.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
@@ -20,7 +21,7 @@ import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 // The MCP server: every tool is a call through a HangarClient, so stdio (`hangar mcp`) and
 // Streamable HTTP (/mcp) behave alike and the REST API's auth applies to both.
 
-const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...sessionTools, ...fileTools, ...observeTools, ...tokenTools];
+const TOOLS: ToolDef[] = [...appTools, ...machineTools, ...checkpointTools, ...volumeTools, ...processTools, ...sessionTools, ...fileTools, ...observeTools, ...tokenTools, ...secretTools];
 
 /** Names and descriptions, for /llms.txt. */
 export function toolSummaries(addresses: DaemonAddresses): Array<{ name: string; description: string }> {

@@ -26,6 +26,9 @@ export type GatewayApiOptions = {
   /** The server that answers requests (the API's), once it exists. */
   target: () => HttpServer | undefined;
   budget: ConnectionBudget;
+  /** The port on each gateway (the API's by default) and the service's name in refusals. */
+  port?: number;
+  service?: string;
   headerTimeoutMs?: number;
   keepAliveMs?: number;
 };
@@ -35,13 +38,15 @@ export class GatewayApi {
   readonly #http: HttpServer;
   readonly #servers = new Map<number, Server>();
   readonly #headerTimeoutMs: number;
+  readonly #port: number;
   /** Per connection, the deadline for the request head it owes. */
   readonly #headDeadlines = new WeakMap<Socket, NodeJS.Timeout>();
   /** Connections accepted by a gateway, as opposed to the API's own listener. */
   readonly #accepted = new WeakSet<Socket>();
 
   constructor(opts: GatewayApiOptions) {
-    this.#guard = new ConnectionGuard(opts.budget, '_api.internal');
+    this.#guard = new ConnectionGuard(opts.budget, opts.service ?? '_api.internal');
+    this.#port = opts.port ?? GATEWAY_API_PORT;
     this.#headerTimeoutMs = opts.headerTimeoutMs ?? GATEWAY_HEADER_TIMEOUT_MS;
     // Node enforces headersTimeout only on servers that listen themselves; this one is handed
     // sockets, so the head deadline is kept here (#awaitHead).
@@ -65,9 +70,17 @@ export class GatewayApi {
       if (target) target.emit('upgrade', req, socket, head);
       else socket.destroy();
     });
+    // A proxy's CONNECT goes to the target if it answers them (the tokenizer refuses them itself).
+    this.#http.on('connect', (req, socket, head) => {
+      clearTimeout(this.#headDeadlines.get(req.socket));
+      if (this.#guard.refuseUpgrade(req.socket)) return;
+      const target = opts.target();
+      if (target && target.listenerCount('connect') > 0) target.emit('connect', req, socket, head);
+      else socket.destroy();
+    });
   }
 
-  /** Listens on `gateway`:4280 for the app of `subnetIndex`. Idempotent. */
+  /** Listens on `gateway`:port (4280 for the API) for the app of `subnetIndex`. Idempotent. */
   async serve(subnetIndex: number, gateway: string): Promise<void> {
     if (this.#servers.has(subnetIndex)) return;
     const server = createServer((socket) => {
@@ -84,7 +97,7 @@ export class GatewayApi {
         this.#servers.delete(subnetIndex);
         reject(err);
       });
-      server.listen(GATEWAY_API_PORT, gateway, () => resolve());
+      server.listen(this.#port, gateway, () => resolve());
     });
     // Accept failures (out of descriptors, a connection reset before it was taken) are not fatal.
     server.on('error', () => undefined);

@@ -25,6 +25,8 @@ export type SubnetLookup = (subnetIndex: number) => AppMachines | undefined;
 export type Upstream = { host: string; port: number };
 
 export const API_NAME = '_api.internal';
+/** The gateway again, where the tokenizer proxy answers (port TOKENIZER_PORT). */
+export const TOKENIZER_NAME = '_tokenizer.internal';
 const TTL_S = 5;
 const UPSTREAM_TIMEOUT_MS = 5000;
 /** Queries being looked up upstream at once, over all apps; more are dropped (the asker retries). */
@@ -190,7 +192,7 @@ export class InternalDns {
   }
 
   #resolve(subnetIndex: number, app: AppMachines, name: string): string[] | undefined {
-    if (name === API_NAME) {
+    if (name === API_NAME || name === TOKENIZER_NAME) {
       const gateway = this.#gateways.get(subnetIndex);
       return gateway ? [gateway] : undefined;
     }

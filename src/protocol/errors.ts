@@ -64,6 +64,11 @@ export const ERROR_CODES = [
   'storage_error',
   'runtime_error',
   'host_unsupported',
+  'secret_invalid',
+  'proxy_auth_failed',
+  'host_not_allowed',
+  'destination_refused',
+  'upstream_unreachable',
   'internal',
 ] as const;
 

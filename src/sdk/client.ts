@@ -8,6 +8,7 @@ import type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';
 import type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Volume, VolumeSnapshot } from '../protocol/volumes.ts';
 import type { PullProgress } from '../protocol/pull-progress.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
+import type { PublicKeyResponse, SealRequest, SealResponse } from '../protocol/sealed-secret.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
@@ -214,6 +215,17 @@ export class HangarClient {
       list: (app: string, id: string, opts?: CallOptions) => this.call<VolumeSnapshot[]>('GET', `${this.#v(app, id)}/snapshots`, undefined, opts),
       create: (app: string, id: string, opts?: CallOptions) => this.call<VolumeSnapshot>('POST', `${this.#v(app, id)}/snapshots`, undefined, opts),
     },
+  };
+
+  /**
+   * The tokenizer (Fly's protocol): seal a credential so machines can use it without seeing it.
+   * A machine sends http://host/... through the proxy (`proxy` in the answers) with
+   * `Proxy-Tokenizer: <sealed>` and `Proxy-Authorization: Bearer <password>`; the credential goes
+   * only to the allowed hosts. Nothing opens a sealed secret for a caller.
+   */
+  readonly tokenizer = {
+    publicKey: (opts?: CallOptions) => this.call<PublicKeyResponse>('GET', '/v1/tokenizer/public_key', undefined, opts),
+    seal: (secret: SealRequest, opts?: CallOptions) => this.call<SealResponse>('POST', '/v1/tokenizer/seal', secret as Json, opts),
   };
 
   /** Commands that outlive the connection: start, read by offset, follow, attach, write, kill (sessions.ts). */

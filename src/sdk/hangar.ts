@@ -1,5 +1,6 @@
 import type { CreateMachineRequest } from '../protocol/schemas.ts';
 import type { AppSettingsRequest } from '../protocol/app-settings.ts';
+import type { SealRequest } from '../protocol/sealed-secret.ts';
 import { HangarClient, type CallOptions, type ClientOptions } from './client.ts';
 import { Machine } from './machine.ts';
 
@@ -33,5 +34,15 @@ export class Hangar {
     create: async (app: string, req: CreateMachineRequest, opts?: CallOptions) => new Machine(this.client, app, await this.client.machines.create(app, req, opts)),
     get: async (app: string, id: string, opts?: CallOptions) => new Machine(this.client, app, await this.client.machines.get(app, id, opts)),
     list: async (app: string, opts?: CallOptions) => (await this.client.machines.list(app, opts)).map((m) => new Machine(this.client, app, m)),
+  };
+
+  /**
+   * Sealed secrets for the tokenizer proxy:
+   *   const { sealed, proxy } = await hangar.secrets.seal({ inject_processor: { token }, bearer_auth: { password }, allowed_hosts: ['api.github.com'] });
+   * then in a machine: http_proxy=<proxy> with headers Proxy-Tokenizer: <sealed>, Proxy-Authorization: Bearer <password>.
+   */
+  readonly secrets = {
+    seal: (secret: SealRequest, opts?: CallOptions) => this.client.tokenizer.seal(secret, opts),
+    publicKey: (opts?: CallOptions) => this.client.tokenizer.publicKey(opts),
   };
 }

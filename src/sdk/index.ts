@@ -19,3 +19,4 @@ export type { Session, SessionOutputEvent, StartSessionRequest } from '../protoc
 export type { PullProgress } from '../protocol/pull-progress.ts';
 export type { MachineMetrics } from '../protocol/machine-metrics.ts';
 export type { FileWatchMessage } from '../protocol/file-watch.ts';
+export type { PublicKeyResponse, SealRequest, SealResponse } from '../protocol/sealed-secret.ts';

@@ -1,4 +1,5 @@
 import type { webcrypto } from 'node:crypto';
+import { isIP } from 'node:net';
 import * as x509 from '../../src/proxy/tls/x509.ts';
 
 // Certificates made by a test, the way an outside CA would issue them for an upload.
@@ -21,7 +22,7 @@ export async function makeTestCa(name = 'Test CA'): Promise<TestCa> {
   return { certPem: cert.toString('pem') + '\n', cert, keys };
 }
 
-/** A server certificate for `hostnames` signed by `ca`, with its key, as PEM. */
+/** A server certificate for `hostnames` (IP addresses among them as IP SANs) signed by `ca`, with its key, as PEM. */
 export async function makeTestCert(ca: TestCa, hostnames: string[], opts: { notBefore?: Date; notAfter?: Date } = {}): Promise<{ certPem: string; keyPem: string }> {
   const keys = await crypto.subtle.generateKey(EC, true, ['sign', 'verify']);
   const cert = await x509.X509CertificateGenerator.create({
@@ -32,7 +33,7 @@ export async function makeTestCert(ca: TestCa, hostnames: string[], opts: { notB
     signingAlgorithm: EC,
     publicKey: keys.publicKey,
     signingKey: ca.keys.privateKey,
-    extensions: hostnames.length ? [new x509.SubjectAlternativeNameExtension(hostnames.map((value) => ({ type: 'dns' as const, value })))] : [],
+    extensions: hostnames.length ? [new x509.SubjectAlternativeNameExtension(hostnames.map((value) => ({ type: isIP(value) ? 'ip' as const : 'dns' as const, value })))] : [],
   });
   const keyPem = x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
   return { certPem: cert.toString('pem') + '\n', keyPem };
