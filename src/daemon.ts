@@ -5,6 +5,8 @@ import type { FastifyInstance } from 'fastify';
 import { createApiServer } from './api/server.ts';
 import { HangarError } from './protocol/errors.ts';
 import { DEFAULT_APP_SETTINGS } from './protocol/app-settings.ts';
+import { DEFAULT_LIMITS, LimitsSchema, type LimitsOverride } from './protocol/limits.ts';
+import { LimitGuard } from './machines/limits.ts';
 import type { ApiServices } from './api/services.ts';
 import type { DaemonAddresses } from './protocol/daemon-addresses.ts';
 import { createImageService } from './images/index.ts';
@@ -95,6 +97,8 @@ type FileConfig = {
   machine_cidr?: string;
   /** Where machines' names outside .internal are looked up ("ADDRESS[:PORT]"); the host's resolver when absent. */
   dns_upstream?: string;
+  /** Every app's limits unless it sets its own (protocol/limits.ts); fields left out keep Hangar's defaults. */
+  limits?: LimitsOverride;
 };
 
 export async function startDaemon(startOpts: DaemonOptions): Promise<Daemon> {
@@ -172,7 +176,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const volumeDisks = new VolumeDisks(pool, templates, join(opts.dataDir, 'volumes'));
   const runner = new MachineRunner(driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
   const waiters = new StateWaiters();
-  const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
+  const limits = new LimitGuard({ store, defaults: { ...DEFAULT_LIMITS, ...LimitsSchema.parse(fileConfig.limits ?? {}) }, appLimits: (app) => store.getApp(app)?.settings.limits });
+  const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range, limits });
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
@@ -180,7 +185,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const fileWatches = new FileWatches({ machines, runner, onStateChange: (listener) => waiters.onChange(listener) });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   // Each asks the other: volumes whether an app exists, apps to delete an app's volumes with it.
-  const volumes: VolumeService = new VolumeService({ store, disks: volumeDisks, assertApp: (app) => void apps.get(app) });
+  const volumes: VolumeService = new VolumeService({ store, disks: volumeDisks, assertApp: (app) => void apps.get(app), limits });
   const apps = new AppService(store, machines, network, volumes);
   const checkpoints = new CheckpointService({ store, machines, runner, volumes });
   const commits = new CommitService({ machines, checkpoints, runner, images });

@@ -15,6 +15,8 @@ export type RouteContext<P, Q, B> = {
   /** Aborts when the client goes away. */
   signal: AbortSignal;
   services: ApiServices;
+  /** Who made the call: limits apply to it (machines/limits.ts); a token identity once tokens have one. */
+  caller: { token?: string };
   /** For routes that stream their body: with Content-Type application/octet-stream or
    * application/x-tar, `req.body` is the unread request stream (no size limit applies). */
   req: FastifyRequest;

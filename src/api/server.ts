@@ -110,6 +110,8 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
     const hangarError = toHangarError(err);
     if (hangarError.code === 'internal') req.log.error({ err }, 'unhandled error');
     const { status, body } = errorBody(hangarError, req.id, req.params as { app_name?: string; machine_id?: string });
+    const retryAfter = hangarError.details?.retry_after_seconds;
+    if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
     void reply.status(status).send(body);
   });
 
@@ -147,6 +149,7 @@ function addRoute(app: FastifyInstance, def: RouteDef, services: ApiServices): v
         requestId: req.id,
         signal: abort.signal,
         services,
+        caller: {},
         req,
         reply,
       });
@@ -173,6 +176,7 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
         requestId: req.id,
         signal: abort.signal,
         services,
+        caller: {},
         req,
         reply: undefined as never,
       });

@@ -97,6 +97,8 @@ const ADDED_COLUMNS: Array<{ table: string; column: string; type: string }> = [
   { table: 'apps', column: 'egress', type: 'TEXT' },
   { table: 'apps', column: 'autostop_idle_ms', type: 'INTEGER' },
   { table: 'apps', column: 'nested_namespaces', type: 'INTEGER NOT NULL DEFAULT 0' },
+  // JSON of the app's own limits (those it overrides); NULL means none.
+  { table: 'apps', column: 'limits', type: 'TEXT' },
   { table: 'machines', column: 'uid_base', type: 'INTEGER NOT NULL DEFAULT 0' },
   { table: 'machines', column: 'disk_gb', type: 'INTEGER NOT NULL DEFAULT 0' },
   // The checkpoint the machine's disk last came from or was captured as: the parent of its next one.
@@ -150,14 +152,14 @@ export class Store {
 
   insertApp(app: AppRecord): void {
     this.#db
-      .prepare('INSERT INTO apps (name, id, network, created_at, egress, autostop_idle_ms, nested_namespaces) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(app.name, app.id, app.network, app.createdAt, JSON.stringify(app.settings.egress), app.settings.autostopIdleMs, app.settings.nestedNamespaces ? 1 : 0);
+      .prepare('INSERT INTO apps (name, id, network, created_at, egress, autostop_idle_ms, nested_namespaces, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(app.name, app.id, app.network, app.createdAt, JSON.stringify(app.settings.egress), app.settings.autostopIdleMs, app.settings.nestedNamespaces ? 1 : 0, JSON.stringify(app.settings.limits));
   }
 
   updateAppSettings(name: string, settings: AppSettings): void {
     this.#db
-      .prepare('UPDATE apps SET egress = ?, autostop_idle_ms = ?, nested_namespaces = ? WHERE name = ?')
-      .run(JSON.stringify(settings.egress), settings.autostopIdleMs, settings.nestedNamespaces ? 1 : 0, name);
+      .prepare('UPDATE apps SET egress = ?, autostop_idle_ms = ?, nested_namespaces = ?, limits = ? WHERE name = ?')
+      .run(JSON.stringify(settings.egress), settings.autostopIdleMs, settings.nestedNamespaces ? 1 : 0, JSON.stringify(settings.limits), name);
   }
 
   getApp(name: string): AppRecord | undefined {
@@ -220,6 +222,18 @@ export class Store {
       .prepare("SELECT count(*) AS n FROM machines WHERE app = ? AND state != 'destroyed'")
       .get(app) as { n: number };
     return row.n;
+  }
+
+  /** The app's machines that run or are about to (limits.ts), and the guest sizes they hold. */
+  runningTotals(app: string, exceptId = ''): { machines: number; memoryMb: number; cpus: number } {
+    const row = this.#db
+      .prepare(
+        `SELECT count(*) AS n, coalesce(sum(json_extract(config, '$.guest.memory_mb')), 0) AS mem,
+          coalesce(sum(json_extract(config, '$.guest.cpus')), 0) AS cpus
+          FROM machines WHERE app = ? AND id != ? AND state IN ('starting', 'started', 'restarting')`,
+      )
+      .get(app, exceptId) as { n: number; mem: number; cpus: number };
+    return { machines: Number(row.n), memoryMb: Number(row.mem), cpus: Number(row.cpus) };
   }
 
   insertMachine(m: MachineRecord): void {
@@ -372,6 +386,7 @@ function toApp(r: Row): AppRecord {
       egress: r.egress === null ? DEFAULT_APP_SETTINGS.egress : (JSON.parse(String(r.egress)) as AppSettings['egress']),
       autostopIdleMs: r.autostop_idle_ms === null ? DEFAULT_APP_SETTINGS.autostopIdleMs : Number(r.autostop_idle_ms),
       nestedNamespaces: r.nested_namespaces === 1,
+      limits: r.limits === null || r.limits === undefined ? {} : (JSON.parse(String(r.limits)) as AppSettings['limits']),
     },
   };
 }

@@ -62,6 +62,12 @@ export class VolumeStore {
     return row && toVolume(row);
   }
 
+  /** How many volumes the app has and their size in all (limits.ts). */
+  totals(app: string): { volumes: number; gb: number } {
+    const row = this.#db.prepare('SELECT count(*) AS n, coalesce(sum(size_gb), 0) AS gb FROM volumes WHERE app = ?').get(app) as { n: number; gb: number };
+    return { volumes: Number(row.n), gb: Number(row.gb) };
+  }
+
   list(app: string): VolumeRecord[] {
     return (this.#db.prepare('SELECT * FROM volumes WHERE app = ? ORDER BY created_at, id').all(app) as Row[]).map(toVolume);
   }
