@@ -14,6 +14,7 @@ import { Activity } from './machines/activity.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
 import { MachineMetrics } from './machines/machine-metrics.ts';
+import { UsageMeter } from './machines/usage-meter.ts';
 import { FileWatches } from './machines/file-watches.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
@@ -174,7 +175,10 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const templates = new ImageTemplates(pool.root);
   const disks = new MachineDisks(pool, templates, (id) => paths.disk(id));
   const volumeDisks = new VolumeDisks(pool, templates, join(opts.dataDir, 'volumes'));
-  const runner = new MachineRunner(driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
+  const usage = new UsageMeter({ store, traffic: (id) => network.traffic(id) });
+  const runner = new MachineRunner(
+    driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS, (id) => usage.runEnded(id),
+  );
   const waiters = new StateWaiters();
   const limits = new LimitGuard({ store, defaults: { ...DEFAULT_LIMITS, ...LimitsSchema.parse(fileConfig.limits ?? {}) }, appLimits: (app) => store.getApp(app)?.settings.limits });
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range, limits });
@@ -182,6 +186,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
   machineMetrics.register(metrics);
+  usage.register(metrics);
   const fileWatches = new FileWatches({ machines, runner, onStateChange: (listener) => waiters.onChange(listener) });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   // Each asks the other: volumes whether an app exists, apps to delete an app's volumes with it.
@@ -195,7 +200,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     if (change.state === 'destroyed') activity.forget(change.id);
   });
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses, activity };
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, usage, limits, fileWatches, tls, addresses, activity };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
   // After the machines: a session's end is told apart from its machine's by the machine's state.

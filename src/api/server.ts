@@ -25,6 +25,7 @@ import { commitRoutes } from './routes/commit.ts';
 import { volumeRoutes } from './routes/volumes.ts';
 import { sessionRoutes } from './routes/sessions.ts';
 import { machineMetricsRoutes } from './routes/machine-metrics.ts';
+import { usageRoutes } from './routes/usage.ts';
 import { fileWatchRoutes } from './routes/files-watch.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
@@ -72,7 +73,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...usageRoutes, ...fileWatchRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

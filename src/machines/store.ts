@@ -6,6 +6,7 @@ import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import { VolumeStore } from './volume-store.ts';
 import { SessionStore } from './session-store.ts';
+import { UsageStore, type SizedMachine } from './usage-store.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
 // writes its intent before acting and its result after, so a restarted daemon knows what was
@@ -114,6 +115,8 @@ export class Store {
   readonly volumes: VolumeStore;
   /** Sessions, in their own table of the same database. */
   readonly sessions: SessionStore;
+  /** The usage ledger, written with each change that it records. */
+  readonly usage: UsageStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -121,7 +124,8 @@ export class Store {
     this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
     this.#db.exec(SCHEMA);
     this.#addMissingColumns();
-    this.volumes = new VolumeStore(this.#db);
+    this.usage = new UsageStore(this.#db);
+    this.volumes = new VolumeStore(this.#db, this.usage);
     this.sessions = new SessionStore(this.#db);
   }
 
@@ -237,6 +241,13 @@ export class Store {
   }
 
   insertMachine(m: MachineRecord): void {
+    this.transaction(() => {
+      this.#insertMachine(m);
+      this.usage.enter(sized(m), Date.now());
+    });
+  }
+
+  #insertMachine(m: MachineRecord): void {
     this.#db
       .prepare(
         `INSERT INTO machines (id, app, name, state, instance_id, config, image_ref, layer_dirs, private_ip,
@@ -245,7 +256,15 @@ export class Store {
       .run(...machineValues(m));
   }
 
+  /** Also the usage ledger's record of a state (or size) change: in one transaction. */
   updateMachine(m: MachineRecord): void {
+    this.transaction(() => {
+      this.#updateMachine(m);
+      this.usage.enter(sized(m), Date.now());
+    });
+  }
+
+  #updateMachine(m: MachineRecord): void {
     const [id, ...rest] = machineValues(m);
     this.#db
       .prepare(
@@ -307,6 +326,7 @@ export class Store {
         .prepare('INSERT INTO checkpoints (id, machine_id, name, comment, created_at, size_bytes, parent_id, volumes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
         .run(c.id, c.machineId, c.name, c.comment, c.createdAt, c.sizeBytes, c.parentId, JSON.stringify(c.volumes));
       this.setCheckpointHead(c.machineId, c.id);
+      this.usage.storage('checkpoint', c.id, this.getMachine(c.machineId)?.app ?? '', c.machineId, c.sizeBytes / 2 ** 30, Date.now());
     });
   }
 
@@ -327,11 +347,13 @@ export class Store {
     this.transaction(() => {
       this.#db.prepare('UPDATE checkpoints SET parent_id = ? WHERE parent_id = ?').run(c.parentId, c.id);
       this.#db.prepare('DELETE FROM checkpoints WHERE id = ?').run(c.id);
+      this.usage.storage('checkpoint', c.id, '', c.machineId, 0, Date.now());
     });
   }
 
   deleteCheckpointsOf(machineId: string): void {
     this.#db.prepare('DELETE FROM checkpoints WHERE machine_id = ?').run(machineId);
+    this.usage.machineCheckpointsGone(machineId, Date.now());
   }
 
   checkpointHead(machineId: string): string | null {
@@ -366,6 +388,10 @@ export class Store {
       startedAt: String(r.started_at),
     }));
   }
+}
+
+function sized(m: MachineRecord): SizedMachine {
+  return { id: m.id, app: m.app, state: m.state, memoryMb: m.config.guest?.memory_mb ?? 0, cpus: m.config.guest?.cpus ?? 0, diskGb: m.diskGb };
 }
 
 function machineValues(m: MachineRecord) {

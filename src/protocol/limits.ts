@@ -25,8 +25,9 @@ export type Limits = Required<z.infer<typeof LimitsSchema>>;
 export type LimitsOverride = z.infer<typeof LimitsSchema>;
 
 /**
- * Generous enough that no ordinary use meets them; the per-machine start rate is Fly's (1/s,
- * burst 3), which only a loop meets.
+ * Generous enough that no ordinary use meets them. The start rate is not Fly's 1/s (burst 3):
+ * a stop/start cycle of a small machine here takes ~0.1 s and tests (and robots resetting a
+ * machine) cycle it that fast; an app that wants Fly's sets it.
  */
 export const DEFAULT_LIMITS: Limits = {
   machines: 1000,
@@ -36,8 +37,8 @@ export const DEFAULT_LIMITS: Limits = {
   volumes: 1000,
   volume_gb: 100_000,
   creates_per_minute: 600,
-  starts_per_second: 1,
-  start_burst: 3,
+  starts_per_second: 20,
+  start_burst: 20,
 };
 
 export function effectiveLimits(defaults: Limits, override: LimitsOverride | undefined): Limits {
