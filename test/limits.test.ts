@@ -22,8 +22,8 @@ describe('limits', () => {
     assert.equal(created.status, 201, created.text);
     assert.deepEqual(created.body.limits, { machines: 7, start_burst: 2 });
     const patched = await http(d, 'PATCH', '/v1/apps/lim-settings', { limits: { running_machines: 3 } });
-    assert.deepEqual(patched.body.limits, { running_machines: 3 });
-    assert.deepEqual((await http(d, 'GET', '/v1/apps/lim-settings')).body.limits, { running_machines: 3 });
+    assert.deepEqual(patched.body.limits, { machines: 7, start_burst: 2, running_machines: 3 });
+    assert.deepEqual((await http(d, 'GET', '/v1/apps/lim-settings')).body.limits, { machines: 7, start_burst: 2, running_machines: 3 });
     const bad = await http(d, 'PATCH', '/v1/apps/lim-settings', { limits: { machine: 3 } });
     assert.equal(bad.status, 400);
   });

@@ -1,6 +1,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { spawnSync } from 'node:child_process';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { AppUsage } from '../src/sdk/index.ts';
+import { HANGAR, cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 
 // Usage by the second, from the durable lifecycle transitions: a kill -9 of the daemon while a
 // machine runs loses none of its seconds, and a window counts only what fell inside it.
@@ -70,10 +75,10 @@ describe('usage', () => {
   });
 
   it('counts egress bytes, storage GB-seconds and serves Prometheus counters', async () => {
-    const sink = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'while :; do nc -l -p 9000 > /dev/null; done'] } } });
+    const sink = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'sleep 3600 | nc -l -p 9000 > /dev/null'] } } });
     const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] } } });
-    // Bytes to another machine of the app: egress from this one's eth0, as its metrics count it.
-    const sent = await d.client.machines.exec(APP, m.id, ['sh', '-c', `head -c 1000000 /dev/zero | nc -w2 ${sink.private_ip} 9000`]);
+    // Bytes to another machine of the app (once it listens; its nc's stdin stays open, or it would hang up at once): egress from this one's eth0, as its metrics count it.
+    const sent = await d.client.machines.exec(APP, m.id, ['sh', '-c', `for i in $(seq 50); do head -c 1000000 /dev/zero | nc -w2 ${sink.private_ip} 9000 && exit 0; sleep 0.1; done; exit 1`]);
     assert.equal(sent.exit_code, 0, sent.stderr);
     const counted = (await d.client.machines.metrics(APP, m.id)).network!.tx_bytes;
     assert.ok(counted > 10_000, `the machine sent ${counted} bytes`);
@@ -93,5 +98,26 @@ describe('usage', () => {
     assert.match(metrics.text, new RegExp(`hangar_usage_egress_bytes_total\\{app="${APP}"\\} \\d{5,}`));
     const bad = await http(d, 'GET', `/v1/apps/${APP}/usage?from=yesterday`);
     assert.equal(bad.status, 400);
+  });
+
+  it('answers `hangar usage` and MCP app_usage', async () => {
+    const cli = spawnSync(HANGAR, ['usage', APP], { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: d.dataDir }, timeout: 60_000 });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.match(cli.stdout, /^app usage, .* to .*\n  seconds: .*started [\d.]+/);
+    assert.match(cli.stdout, /^MACHINE\s+STARTED-S\s+STOPPED-S\s+CPU-S/m);
+    const json = spawnSync(HANGAR, ['usage', APP, '--json', '--from', String(Math.floor(Date.now() / 1000) - 3600)], { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: d.dataDir }, timeout: 60_000 });
+    assert.equal(json.status, 0, json.stderr);
+    assert.ok((JSON.parse(json.stdout) as AppUsage).machines.length >= 2);
+
+    const client = new Client({ name: 'hangar-test', version: '1' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${d.token}` } } }));
+    try {
+      const r = (await client.callTool({ name: 'app_usage', arguments: { app: APP } })) as CallToolResult;
+      assert.ok(!r.isError, JSON.stringify(r.content));
+      assert.ok((r.structuredContent as { usage: AppUsage }).usage.seconds.started! > 5);
+      assert.match((r.content[0] as { text: string }).text, /app usage, .*: [\d.]+ s started, [\d.]+ CPU-s/);
+    } finally {
+      await client.close();
+    }
   });
 });

@@ -16,6 +16,7 @@ import { serve, serveUsage } from './serve.ts';
 import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
 import { volumes, volumesUsage } from './volumes.ts';
+import { usage as usageCommand, usageUsage } from './usage.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
 
@@ -28,6 +29,8 @@ ${machinesUsage}
 ${checkpointsUsage}
 
 ${volumesUsage}
+
+${usageUsage}
 
 ${consoleUsage}
 
@@ -59,6 +62,7 @@ const USAGE_OF: Record<string, string> = {
   tls: tlsUsage,
   network: networkUsage,
   mcp: mcpUsage,
+  usage: usageUsage,
 };
 const ALIASES: Record<string, string> = { machine: 'machines', m: 'machines', checkpoint: 'checkpoints' };
 /** Groups that take a subcommand; alone, they print their usage. */
@@ -97,6 +101,8 @@ async function main(argv: string[]): Promise<number> {
       return images(rest);
     case 'mcp':
       return mcp(rest);
+    case 'usage':
+      return usageCommand(rest);
     case 'tls':
       return tls(rest);
     case 'network':

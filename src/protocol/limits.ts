@@ -19,7 +19,7 @@ export const LimitsSchema = z
   })
   .partial()
   .strict()
-  .meta({ description: "Limits of the app; fields left out take the daemon's defaults (config.json `limits`)" });
+  .meta({ description: "Limits of the app; fields left out take the daemon's defaults (config.json `limits`). An update changes the fields it names" });
 
 export type Limits = Required<z.infer<typeof LimitsSchema>>;
 export type LimitsOverride = z.infer<typeof LimitsSchema>;
