@@ -74,6 +74,17 @@ describe('usage', () => {
     assert.ok(Math.abs(stoppedStretch.seconds.stopped! - 3) < 0.3, JSON.stringify(stoppedStretch.seconds));
   });
 
+  it('ends the started seconds of a machine that exited while the daemon was down at its exit', async () => {
+    const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'sleep 2; exit 0'] }, restart: { policy: 'no' } } });
+    await d.kill();
+    await sleep(5000);
+    d = await startDaemon(dataDir);
+    assert.equal((await d.client.machines.get(APP, m.id)).state, 'stopped');
+    const u = await d.client.machines.usage(APP, m.id);
+    console.log(`# exited while down: started ${u.seconds.started} s, stopping ${u.seconds.stopping} s`);
+    assert.ok(Math.abs(u.seconds.started! - 2) <= 0.5, `started ${u.seconds.started} s, not 2 ± 0.5`);
+  });
+
   it('counts egress bytes, storage GB-seconds and serves Prometheus counters', async () => {
     const sink = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'sleep 3600 | nc -l -p 9000 > /dev/null'] } } });
     const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] } } });

@@ -355,11 +355,12 @@ export class MachineService {
     return from === 'started' ? 'stopped' : from;
   }
 
-  #setState(m: MachineRecord, state: MachineState, ev?: EventRecord): void {
+  /** `atMs`: when it happened, if before now (usage counts from then). */
+  #setState(m: MachineRecord, state: MachineState, ev?: EventRecord, atMs?: number): void {
     m.state = state;
     m.updatedAt = new Date().toISOString();
     this.#store.transaction(() => {
-      this.#store.updateMachine(m);
+      this.#store.updateMachine(m, atMs);
       if (ev) this.#store.addEvent(m.id, ev);
     });
     this.#waiters.publish({ id: m.id, state, instanceId: m.instanceId });
@@ -387,7 +388,8 @@ export class MachineService {
     const decision = decideAfterExit(m.config, exit.exitCode, m.restartCount);
     const intent = this.#store.openIntent(m.id, 'exit', m.state);
     this.#halts.set(m.id, { action: 'exit', source: 'flyd', reason: { exit_code: exit.exitCode }, at: Date.now() });
-    this.#setState(m, 'stopping', exitEvent(exit, { requestedStop: false, restarting: decision.restart }));
+    // Dated at the exit: one seen only after a daemon restart stopped using the host back then.
+    this.#setState(m, 'stopping', exitEvent(exit, { requestedStop: false, restarting: decision.restart }), exit.exitedAt.getTime());
     await this.#runner.cleanupExited(m.id).catch(() => undefined);
     this.#setState(m, 'stopped');
     this.#store.closeIntent(intent, 'stopped');

@@ -256,11 +256,14 @@ export class Store {
       .run(...machineValues(m));
   }
 
-  /** Also the usage ledger's record of a state (or size) change: in one transaction. */
-  updateMachine(m: MachineRecord): void {
+  /**
+   * Also the usage ledger's record of a state (or size) change, in one transaction. `atMs`: when
+   * the change happened, if earlier than now (an exit seen only after a daemon restart).
+   */
+  updateMachine(m: MachineRecord, atMs = Date.now()): void {
     this.transaction(() => {
       this.#updateMachine(m);
-      this.usage.enter(sized(m), Date.now());
+      this.usage.enter(sized(m), atMs);
     });
   }
 

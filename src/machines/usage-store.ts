@@ -48,8 +48,10 @@ export class UsageStore {
 
   /** The machine is now as `m` says: closes its open span and opens one for the new state or size (none once destroyed). */
   enter(m: SizedMachine, atMs: number): void {
-    const open = this.#db.prepare('SELECT seq, state, memory_mb, cpus, disk_gb FROM usage_spans WHERE machine_id = ? AND to_ms IS NULL').get(m.id) as Row | undefined;
+    const open = this.#db.prepare('SELECT seq, state, from_ms, memory_mb, cpus, disk_gb FROM usage_spans WHERE machine_id = ? AND to_ms IS NULL').get(m.id) as Row | undefined;
     if (open && open.state === m.state && Number(open.memory_mb) === m.memoryMb && Number(open.cpus) === m.cpus && Number(open.disk_gb) === m.diskGb) return;
+    // A change dated in the past never reaches back before the span it ends.
+    if (open) atMs = Math.max(atMs, Number(open.from_ms));
     if (open) this.#db.prepare('UPDATE usage_spans SET to_ms = ? WHERE seq = ?').run(atMs, open.seq);
     if (m.state === 'destroyed') return;
     this.#db
