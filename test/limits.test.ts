@@ -1,6 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { http, withDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cleanupDataDir, http, makeDataDir, startDaemon, withDaemon, type TestDaemon } from './helpers/daemon.ts';
 
 // Limits against runaway robots: an app's quotas (422 quota_exceeded) and rates (429
 // rate_limited with Retry-After), and a robot looping start over many stopped machines is held
@@ -24,8 +26,28 @@ describe('limits', () => {
     const patched = await http(d, 'PATCH', '/v1/apps/lim-settings', { limits: { running_machines: 3 } });
     assert.deepEqual(patched.body.limits, { machines: 7, start_burst: 2, running_machines: 3 });
     assert.deepEqual((await http(d, 'GET', '/v1/apps/lim-settings')).body.limits, { machines: 7, start_burst: 2, running_machines: 3 });
+    const app = await d.client.apps.get('lim-settings');
+    assert.equal(app.effective_limits.running_machines, 3);
+    assert.equal(app.effective_limits.volumes, 1000, 'the daemon\'s default where the app sets none');
     const bad = await http(d, 'PATCH', '/v1/apps/lim-settings', { limits: { machine: 3 } });
     assert.equal(bad.status, 400);
+  });
+
+  it('takes every app\'s defaults from config.json', async () => {
+    const dataDir = await makeDataDir();
+    try {
+      await writeFile(join(dataDir, 'config.json'), JSON.stringify({ limits: { machines: 1 } }));
+      const other = await startDaemon(dataDir);
+      await other.client.apps.create('capped');
+      assert.equal((await other.client.apps.get('capped')).effective_limits.machines, 1);
+      await other.client.machines.create('capped', { config: SLEEPER, skip_launch: true });
+      const second = await http(other, 'POST', '/v1/apps/capped/machines', { config: SLEEPER, skip_launch: true });
+      assert.equal(second.status, 422);
+      assert.equal(second.body.details.limit, 'machines');
+      await other.kill();
+    } finally {
+      await cleanupDataDir(dataDir);
+    }
   });
 
   it('refuses machines, running machines and memory over the app\'s quotas, with a hint', async () => {
@@ -54,16 +76,17 @@ describe('limits', () => {
   });
 
   it('rate-limits starts of one machine and creates, answering 429 with Retry-After', async () => {
-    await d.client.apps.create('lim-rate', { settings: { limits: { starts_per_second: 0.2, start_burst: 2, creates_per_minute: 2 } } });
+    await d.client.apps.create('lim-rate', { settings: { limits: { starts_per_second: 0.01, start_burst: 2, creates_per_minute: 2 } } });
     const m = await d.client.machines.create('lim-rate', { config: SLEEPER, skip_launch: true });
     for (let i = 0; i < 2; i++) {
       await d.client.machines.start('lim-rate', m.id);
-      await d.client.machines.stop('lim-rate', m.id);
+      await d.client.machines.stop('lim-rate', m.id, { signal: 'SIGKILL' });
     }
     const third = await http(d, 'POST', `/v1/apps/lim-rate/machines/${m.id}/start`);
     assert.equal(third.status, 429, third.text);
     assert.equal(third.body.code, 'rate_limited');
-    assert.ok(Number(third.headers.get('retry-after')) >= 1, `Retry-After: ${third.headers.get('retry-after')}`);
+    assert.ok(Number(third.headers.get('retry-after')) >= 90, `Retry-After: ${third.headers.get('retry-after')}`);
+    assert.equal(third.body.details.retry_after_seconds, Number(third.headers.get('retry-after')));
     assert.match(third.body.hint, /Retry-After/);
     // A start that would do nothing is not counted: the robot learns the state, not a rate.
     await d.client.machines.create('lim-rate', { config: SLEEPER, skip_launch: true });

@@ -76,7 +76,7 @@ export class LimitGuard {
     if (taken.ok) return;
     const seconds = Number.isFinite(taken.retryAfterMs) ? Math.max(1, Math.ceil(taken.retryAfterMs / 1000)) : 60;
     throw new HangarError('rate_limited', `too many ${what}: app ${app} allows ${rateText(limit, perSecond, burst)}`, {
-      hint: `wait ${seconds}s (Retry-After) and retry; a loop should back off, not spin. The app's limits: GET /v1/apps/${app}`,
+      hint: `wait ${seconds}s (Retry-After) and retry; a loop should back off, not spin. The app's limits: effective_limits in GET /v1/apps/${app}`,
       details: { app, limit, retry_after_seconds: seconds, per_second: perSecond, burst },
     });
   }
