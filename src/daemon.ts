@@ -5,6 +5,8 @@ import type { FastifyInstance } from 'fastify';
 import { createApiServer } from './api/server.ts';
 import { HangarError } from './protocol/errors.ts';
 import { DEFAULT_APP_SETTINGS } from './protocol/app-settings.ts';
+import { DEFAULT_LIMITS, LimitsSchema, type LimitsOverride } from './protocol/limits.ts';
+import { LimitGuard } from './machines/limits.ts';
 import type { ApiServices } from './api/services.ts';
 import type { DaemonAddresses } from './protocol/daemon-addresses.ts';
 import { createImageService } from './images/index.ts';
@@ -12,6 +14,7 @@ import { Activity } from './machines/activity.ts';
 import { AppService } from './machines/app-service.ts';
 import { MachineAdmin } from './machines/machine-admin.ts';
 import { MachineMetrics } from './machines/machine-metrics.ts';
+import { UsageMeter } from './machines/usage-meter.ts';
 import { FileWatches } from './machines/file-watches.ts';
 import { openStoragePool } from './storage/storage-pool.ts';
 import { MachineDisks } from './storage/machine-disk.ts';
@@ -110,6 +113,8 @@ type FileConfig = {
   machine_cidr?: string;
   /** Where machines' names outside .internal are looked up ("ADDRESS[:PORT]"); the host's resolver when absent. */
   dns_upstream?: string;
+  /** Every app's limits unless it sets its own (protocol/limits.ts); fields left out keep Hangar's defaults. */
+  limits?: LimitsOverride;
 };
 
 export async function startDaemon(startOpts: DaemonOptions): Promise<Daemon> {
@@ -203,15 +208,20 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const templates = new ImageTemplates(pool.root);
   const disks = new MachineDisks(pool, templates, (id) => paths.disk(id));
   const volumeDisks = new VolumeDisks(pool, templates, join(opts.dataDir, 'volumes'));
-  const runner = new MachineRunner(driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS);
+  const usage = new UsageMeter({ store, traffic: (id) => network.traffic(id) });
+  const runner = new MachineRunner(
+    driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS, (id) => usage.runEnded(id),
+  );
   const waiters = new StateWaiters();
-  const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range });
+  const limits = new LimitGuard({ store, defaults: { ...DEFAULT_LIMITS, ...LimitsSchema.parse(fileConfig.limits ?? {}) }, appLimits: (app) => store.getApp(app)?.settings.limits });
+  const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range, limits });
   const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
   machineMetrics.register(metrics);
+  usage.register(metrics);
   const fileWatches = new FileWatches({ machines, runner, onStateChange: (listener) => waiters.onChange(listener) });
   const tls = await ProxyTls.open({ dir: join(opts.dataDir, 'tls'), domain: DEFAULT_PROXY_DOMAIN, appId: (name) => store.getApp(name)?.id });
   // Each asks the other: volumes whether an app exists, apps to delete an app's volumes with it.
-  const volumes: VolumeService = new VolumeService({ store, disks: volumeDisks, assertApp: (app) => void apps.get(app) });
+  const volumes: VolumeService = new VolumeService({ store, disks: volumeDisks, assertApp: (app) => void apps.get(app), limits });
   const apps = new AppService(store, machines, network, volumes);
   const checkpoints = new CheckpointService({ store, machines, runner, volumes });
   const commits = new CommitService({ machines, checkpoints, runner, images });
@@ -222,7 +232,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   });
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
   const tokens = await TokenAuthority.open(opts.dataDir, token, store.revocations);
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, fileWatches, tls, addresses, activity, tokens,
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, usage, limits, fileWatches, tls, addresses, activity, tokens,
     tokenizer: new TokenizerService(sealingKeys, `http://${TOKENIZER_NAME}:${TOKENIZER_PORT}`) };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });

@@ -15,7 +15,7 @@ import { HANGAR, REPO, http, withDaemon, type TestDaemon } from './helpers/daemo
 
 const APP = 'mcp';
 const TOOLS = [
-  'app_list', 'app_create', 'app_update', 'app_destroy',
+  'app_list', 'app_create', 'app_update', 'app_usage', 'app_destroy',
   'machine_create', 'machine_list', 'machine_get', 'machine_start', 'machine_stop', 'machine_restart', 'machine_destroy',
   'machine_wait', 'machine_update', 'machine_exec', 'machine_ps', 'machine_logs', 'machine_fork', 'machine_diff', 'machine_commit', 'machine_metrics', 'file_watch',
   'checkpoint_create', 'checkpoint_list', 'checkpoint_restore', 'checkpoint_delete',

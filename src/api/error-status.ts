@@ -48,6 +48,8 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   network_conflict: 500,
   over_capacity: 503,
   too_many_connections: 503,
+  rate_limited: 429,
+  quota_exceeded: 422,
   replay_unavailable: 503,
   replay_loop: 508,
   rootfs_cannot_shrink: 422,

@@ -18,6 +18,8 @@ export type RouteContext<P, Q, B> = {
   services: ApiServices;
   /** What the request's token may do; the route's own access was checked before the handler. */
   access: Access;
+  /** Who made the call: limits apply to it (machines/limits.ts); a token identity once tokens have one. */
+  caller: { token?: string };
   /** For routes that stream their body: with Content-Type application/octet-stream or
    * application/x-tar, `req.body` is the unread request stream (no size limit applies). */
   req: FastifyRequest;

@@ -28,6 +28,7 @@ import { commitRoutes } from './routes/commit.ts';
 import { volumeRoutes } from './routes/volumes.ts';
 import { sessionRoutes } from './routes/sessions.ts';
 import { machineMetricsRoutes } from './routes/machine-metrics.ts';
+import { usageRoutes } from './routes/usage.ts';
 import { fileWatchRoutes } from './routes/files-watch.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { tokenizerRoutes } from './routes/tokenizer.ts';
@@ -81,7 +82,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes, ...tokenizerRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes, ...tokenizerRoutes, ...usageRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 
@@ -128,6 +129,8 @@ export function createApiServer(opts: ApiServerOptions): FastifyInstance {
     const hangarError = toHangarError(err);
     if (hangarError.code === 'internal') req.log.error({ err }, 'unhandled error');
     const { status, body } = errorBody(hangarError, req.id, req.params as { app_name?: string; machine_id?: string });
+    const retryAfter = hangarError.details?.retry_after_seconds;
+    if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
     void reply.status(status).send(body);
   });
 
@@ -214,6 +217,7 @@ function addRoute(app: FastifyInstance, def: RouteDef, services: ApiServices): v
         requestId: req.id,
         signal: abort.signal,
         services,
+        caller: {},
         req,
         reply,
       });
@@ -244,6 +248,7 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
         requestId: req.id,
         signal: abort.signal,
         services,
+        caller: {},
         req,
         reply: undefined as never,
       });

@@ -6,6 +6,8 @@ import type { CheckpointService } from '../machines/checkpoint-service.ts';
 import type { CommitService } from '../machines/commit-service.ts';
 import type { MachineAdmin } from '../machines/machine-admin.ts';
 import type { MachineMetrics } from '../machines/machine-metrics.ts';
+import type { UsageMeter } from '../machines/usage-meter.ts';
+import type { LimitGuard } from '../machines/limits.ts';
 import type { FileWatches } from '../machines/file-watches.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
 import type { MachineRunner } from '../machines/machine-runner.ts';
@@ -38,6 +40,10 @@ export type ApiServices = {
   metrics: Registry;
   /** Each machine's resource use (GET …/metrics). */
   machineMetrics: MachineMetrics;
+  /** Usage by the second per machine and app (GET …/usage). */
+  usage: UsageMeter;
+  /** The limits each app runs under. */
+  limits: LimitGuard;
   /** Open watches of machines' files (GET …/files/watch). */
   fileWatches: FileWatches;
   /** Seals secrets for the tokenizer proxy (never opens them). */

@@ -11,7 +11,10 @@ export const appsUsage = `hangar apps <command> [--json]
     --autostop-idle DURATION             how long an idle machine stays up before the proxy stops it (default 5m)
     --nested-namespaces | --no-nested-namespaces
                                          let machines make namespaces of their own (unshare -U -r, mounts in them);
-                                         takes effect at each machine's next start or update (default off)`;
+                                         takes effect at each machine's next start or update (default off)
+    --limits NAME=N[,NAME=N...]          the app's limits (update changes those named): machines, running_machines, memory_mb,
+                                         cpus, volumes, volume_gb, creates_per_minute, starts_per_second, start_burst;
+                                         those left out take the daemon's defaults (config.json "limits")`;
 
 export async function apps(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
@@ -25,6 +28,7 @@ export async function apps(argv: string[]): Promise<number> {
       egress: { type: 'string' },
       'autostop-idle': { type: 'string' },
       'nested-namespaces': { type: 'boolean' },
+      limits: { type: 'string' },
     },
   });
   const verbs = ['list', 'create', 'show', 'update', 'destroy'];
@@ -38,6 +42,7 @@ export async function apps(argv: string[]): Promise<number> {
     ...(values.egress !== undefined ? { egress: parseEgress(values.egress) } : {}),
     ...(values['autostop-idle'] !== undefined ? { autostop_idle: values['autostop-idle'] } : {}),
     ...(values['nested-namespaces'] !== undefined ? { nested_namespaces: values['nested-namespaces'] } : {}),
+    ...(values.limits !== undefined ? { limits: parseLimits(values.limits) } : {}),
   };
   switch (verb) {
     case 'list': {
@@ -74,6 +79,14 @@ export async function apps(argv: string[]): Promise<number> {
   }
 }
 
+/** `machines=10,running_machines=5`; names and values are checked by the API. */
+function parseLimits(text: string): Record<string, number> {
+  const pairs = text.split(',').map((p) => p.trim()).filter(Boolean).map((p) => p.split('='));
+  const bad = pairs.find((p) => p.length !== 2 || !p[0] || !Number.isFinite(Number(p[1])));
+  if (bad) fail(`--limits ${text}: ${bad.join('=')} is not NAME=NUMBER`, 'e.g. --limits machines=10,running_machines=5');
+  return Object.fromEntries(pairs.map(([k, v]) => [k!, Number(v)]));
+}
+
 /** `allow`, `deny`, or a comma-separated list of networks (checked by the API). */
 function parseEgress(text: string): Egress {
   if (text === 'allow' || text === 'deny') return { policy: text };
@@ -85,7 +98,8 @@ function egressText(egress: Egress): string {
 }
 
 function settingsText(app: App): string {
-  return `egress ${egressText(app.egress)}, autostop idle ${app.autostop_idle}, nested namespaces ${app.nested_namespaces ? 'on' : 'off'}`;
+  const limits = Object.entries(app.limits ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
+  return `egress ${egressText(app.egress)}, autostop idle ${app.autostop_idle}, nested namespaces ${app.nested_namespaces ? 'on' : 'off'}${limits ? `, limits ${limits}` : ''}`;
 }
 
 function fail(message: string, hint?: string): never {

@@ -18,6 +18,7 @@ import { sessions, sessionsUsage } from './sessions.ts';
 import { tls, tlsUsage } from './tls.ts';
 import { tokens, tokensUsage } from './tokens.ts';
 import { volumes, volumesUsage } from './volumes.ts';
+import { usage as usageCommand, usageUsage } from './usage.ts';
 
 const usage = `hangar: machines for robots, shaped like Fly Machines
 
@@ -30,6 +31,8 @@ ${machinesUsage}
 ${checkpointsUsage}
 
 ${volumesUsage}
+
+${usageUsage}
 
 ${consoleUsage}
 
@@ -67,6 +70,7 @@ const USAGE_OF: Record<string, string> = {
   secrets: secretsUsage,
   network: networkUsage,
   mcp: mcpUsage,
+  usage: usageUsage,
 };
 const ALIASES: Record<string, string> = { token: 'tokens', machine: 'machines', m: 'machines', checkpoint: 'checkpoints', secret: 'secrets' };
 /** Groups that take a subcommand; alone, they print their usage. */
@@ -105,6 +109,8 @@ async function main(argv: string[]): Promise<number> {
       return images(rest);
     case 'mcp':
       return mcp(rest);
+    case 'usage':
+      return usageCommand(rest);
     case 'tls':
       return tls(rest);
     case 'tokens':

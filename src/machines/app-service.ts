@@ -54,7 +54,9 @@ export class AppService {
   async updateSettings(name: string, change: Partial<AppSettings>): Promise<AppRecord> {
     const app = this.#store.transaction(() => {
       const current = this.get(name);
-      const updated = { ...current, settings: { ...current.settings, ...change } };
+      // Limits change field by field: raising one (as a quota_exceeded hint says) keeps the others.
+      const limits = change.limits ? { ...current.settings.limits, ...change.limits } : current.settings.limits;
+      const updated = { ...current, settings: { ...current.settings, ...change, limits } };
       this.#store.updateAppSettings(name, updated.settings);
       return updated;
     });

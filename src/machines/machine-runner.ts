@@ -33,6 +33,11 @@ import type { AppSettings } from '../protocol/app-settings.ts';
 export type UserResolver = (rootfs: string, user: string) => Promise<{ uid: number; gid: number; additionalGids?: number[] }>;
 /** The app's settings as they are now; read at every lay-out and start. */
 export type AppSettingsLookup = (app: string) => AppSettings;
+/**
+ * Told of each run's end (the usage meter reads its cgroup and veth): just before a halt signals
+ * it, while its cgroup is still there; after it exited on its own, when only the veth is left.
+ */
+export type RunEndHook = (id: string) => Promise<void>;
 
 const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 const KILL_GRACE_MS = 10_000;
@@ -45,13 +50,18 @@ export class MachineRunner {
   readonly #disks: MachineDisks;
   readonly #volumes: VolumeDisks;
   readonly #appSettings: AppSettingsLookup;
+  readonly #onRunEnd: RunEndHook;
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
   readonly #unwatch = new Map<string, () => void>();
   /** Mounts under way, so two callers (a start and a files request) never mount one rootfs twice. */
   readonly #mounting = new Map<string, Promise<void>>();
 
-  constructor(driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork, storage: { disks: MachineDisks; volumes: VolumeDisks }, appSettings: AppSettingsLookup) {
+  constructor(
+    driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork,
+    storage: { disks: MachineDisks; volumes: VolumeDisks }, appSettings: AppSettingsLookup, onRunEnd: RunEndHook = async () => undefined,
+  ) {
+    this.#onRunEnd = onRunEnd;
     this.#driver = driver;
     this.#disks = storage.disks;
     this.#volumes = storage.volumes;
@@ -183,6 +193,7 @@ export class MachineRunner {
     const state = await this.#driver.state(m.id, where);
     if (state.status !== 'running') {
       this.#stopWatching(m.id);
+      await this.#runEnded(m.id);
       await this.#driver.cleanup(m.id, where);
       return state.status === 'exited' ? state.exit : { exitCode: 0, oomKilled: false, exitedAt: new Date() };
     }
@@ -190,6 +201,8 @@ export class MachineRunner {
     const signal = opts.signal ?? m.config.stop_config?.signal ?? (await imageStopSignal(where.bundleDir)) ?? 'SIGTERM';
     const configured = m.config.stop_config?.timeout === undefined ? undefined : durationToMs(m.config.stop_config.timeout);
     const timeoutMs = opts.timeoutMs ?? configured ?? DEFAULT_STOP_TIMEOUT_MS;
+    // Now, not after the exit: crun removes the machine's cgroup, and its CPU figures, as it ends.
+    await this.#runEnded(m.id);
     await this.#driver.kill(m.id, signal).catch(() => undefined);
     let exit = await raceTimeout(exited, timeoutMs);
     if (!exit) {
@@ -204,6 +217,11 @@ export class MachineRunner {
     }
     await this.#driver.cleanup(m.id, where);
     return exit;
+  }
+
+  /** Usage is a record, not a step of the stop: a failure to read it never holds a machine up. */
+  async #runEnded(id: string): Promise<void> {
+    await this.#onRunEnd(id).catch((err: Error) => process.stderr.write(`hangar: usage of machine ${id}'s run not recorded: ${err.message}\n`));
   }
 
   async signal(m: MachineRecord, signal: string): Promise<void> {
@@ -228,6 +246,7 @@ export class MachineRunner {
 
   async cleanupExited(id: string): Promise<void> {
     this.#stopWatching(id);
+    await this.#runEnded(id);
     await this.#driver.cleanup(id, { bundleDir: this.#paths.bundle(id) });
   }
 

@@ -19,12 +19,17 @@ import { commandFor } from './process-spec.ts';
 import type { StateWaiters } from './state-waiters.ts';
 import type { CheckpointRecord, EventRecord, MachineRecord, Store } from './store.ts';
 import { assertClaimable, claimVolumes, releaseVolumes } from './volume-claims.ts';
-import { assertLegal, transientStateOf, type Action } from './transitions.ts';
+import { assertLegal, transientStateOf, TRANSITIONS, type Action } from './transitions.ts';
+import type { Asker, LimitGuard } from './limits.ts';
 
 // Machine lifecycle: every transition is checked against the one table, recorded as an intent
 // in SQLite before it acts and closed after, and published to waiters.
 
-export type CallOptions = { leaseNonce?: string; signal?: AbortSignal };
+/**
+ * `caller`: set on calls a client made (REST, and through it the CLI, SDK and MCP); rate limits
+ * apply to those. `token` names the client's token once tokens have identities of their own.
+ */
+export type CallOptions = { leaseNonce?: string; signal?: AbortSignal; caller?: { token?: string } };
 type Source = EventSource;
 
 /**
@@ -45,14 +50,16 @@ export class MachineService {
   readonly #runner: MachineRunner;
   readonly #waiters: StateWaiters;
   readonly #machineRange: MachineRange;
+  readonly #limits: LimitGuard | undefined;
   readonly #restartTimers = new Map<string, NodeJS.Timeout>();
   /** Exits seen while a transition was under way; handled once it settles in `started`. */
   readonly #pendingExits = new Map<string, ExitInfo>();
   /** The last halt of each machine, so a command it cut short can say why. */
   readonly #halts = new Map<string, Halt>();
 
-  constructor(deps: { store: Store; images: ImageService; runner: MachineRunner; waiters: StateWaiters; machineRange: MachineRange }) {
+  constructor(deps: { store: Store; images: ImageService; runner: MachineRunner; waiters: StateWaiters; machineRange: MachineRange; limits?: LimitGuard }) {
     this.#store = deps.store;
+    this.#limits = deps.limits;
     this.#machineRange = deps.machineRange;
     this.#images = deps.images;
     this.#runner = deps.runner;
@@ -105,6 +112,8 @@ export class MachineService {
     validateConfig(req.config);
     this.#assertNameFree(app, req.name);
     assertClaimable(this.#store, app, undefined, req.config.mounts);
+    const who = asker(app, opts);
+    this.#limits?.assert(who, { kind: 'create' });
     const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
     commandFor(req.config, image.config);
     const id = newMachineId();
@@ -121,6 +130,7 @@ export class MachineService {
     const intent = this.#store.transaction(() => {
       // Again, now in the same synchronous step as the insert: the image await let others in.
       this.#assertNameFree(app, req.name);
+      this.#limits?.assert({ ...who, api: false }, { kind: 'create' });
       m.privateIp = allocateAddress(this.#store, this.#machineRange, app);
       m.uidBase = opts.disk?.uidBase || allocateUidBase(this.#store);
       this.#store.insertMachine(m);
@@ -140,15 +150,21 @@ export class MachineService {
     }
     this.#setState(m, 'created', event('launch', 'created', 'user'));
     this.#store.closeIntent(intent, 'created');
-    if (!req.skip_launch) await this.#startTransition(m, 'user', m.lease?.nonce);
+    if (!req.skip_launch) await this.#startTransition(m, 'user', m.lease?.nonce, who);
     return { ...this.#store.getMachine(id)!, ...(m.lease ? { nonce: m.lease.nonce } : {}) };
   }
 
   async start(app: string, id: string, opts: CallOptions = {}): Promise<{ previousState: MachineState }> {
     const m = this.get(app, id);
     const previousState = m.state;
+    const who = asker(app, opts);
+    // Only a start that would act counts against the rate: a robot asking again is told invalid_state.
+    assertLegal('start', m.state, m.id);
+    // A quota first: it says what to change, where a rate only says when to ask again.
+    this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
+    this.#limits?.assert(who, { kind: 'start_rate', machineId: m.id });
     m.restartCount = 0;
-    await this.#startTransition(m, 'user', opts.leaseNonce);
+    await this.#startTransition(m, 'user', opts.leaseNonce, who);
     return { previousState };
   }
 
@@ -163,6 +179,7 @@ export class MachineService {
 
   async restart(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number } = {}): Promise<void> {
     const m = this.get(app, id);
+    if (m.state === 'stopped') this.#limits?.assert(asker(app, opts), { kind: 'run', guest: m.config.guest, machineId: m.id });
     await this.#transition(m, 'restart', 'user', opts.leaseNonce, async () => {
       if (m.state !== 'stopped') {
         const exit = await this.#runner.halt(m, { signal: opts.signalName, timeoutMs: opts.timeoutMs });
@@ -185,6 +202,8 @@ export class MachineService {
     assertLeaseHolder(m, opts.leaseNonce);
     const image = await this.#images.ensure(req.config.image, { signal: opts.signal });
     commandFor(req.config, image.config);
+    // A running machine runs on at its new size.
+    if (m.state === 'started') this.#limits?.assert(asker(app, opts), { kind: 'run', guest: req.config.guest, machineId: m.id });
     await this.#transition(m, 'update', 'user', opts.leaseNonce, async (from) => {
       if (from === 'started') {
         const exit = await this.#runner.halt(m, {});
@@ -285,7 +304,9 @@ export class MachineService {
 
   // ---- transitions -------------------------------------------------------------------------
 
-  async #startTransition(m: MachineRecord, source: Source, leaseNonce: string | undefined): Promise<void> {
+  async #startTransition(m: MachineRecord, source: Source, leaseNonce: string | undefined, who: Asker): Promise<void> {
+    // In the same synchronous step as the transition's claim of `starting`, which then counts.
+    if (TRANSITIONS_START_FROM.has(m.state)) this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
     await this.#transition(m, 'start', source, leaseNonce, async (from) => {
       await this.#runFresh(m, from === 'stopped' || from === 'failed');
       return 'started';
@@ -340,11 +361,12 @@ export class MachineService {
     return from === 'started' ? 'stopped' : from;
   }
 
-  #setState(m: MachineRecord, state: MachineState, ev?: EventRecord): void {
+  /** `atMs`: when it happened, if before now (usage counts from then). */
+  #setState(m: MachineRecord, state: MachineState, ev?: EventRecord, atMs?: number): void {
     m.state = state;
     m.updatedAt = new Date().toISOString();
     this.#store.transaction(() => {
-      this.#store.updateMachine(m);
+      this.#store.updateMachine(m, atMs);
       if (ev) this.#store.addEvent(m.id, ev);
     });
     this.#waiters.publish({ id: m.id, state, instanceId: m.instanceId });
@@ -372,7 +394,8 @@ export class MachineService {
     const decision = decideAfterExit(m.config, exit.exitCode, m.restartCount);
     const intent = this.#store.openIntent(m.id, 'exit', m.state);
     this.#halts.set(m.id, { action: 'exit', source: 'flyd', reason: { exit_code: exit.exitCode }, at: Date.now() });
-    this.#setState(m, 'stopping', exitEvent(exit, { requestedStop: false, restarting: decision.restart }));
+    // Dated at the exit: one seen only after a daemon restart stopped using the host back then.
+    this.#setState(m, 'stopping', exitEvent(exit, { requestedStop: false, restarting: decision.restart }), exit.exitedAt.getTime());
     await this.#runner.cleanupExited(m.id).catch(() => undefined);
     this.#setState(m, 'stopped');
     this.#store.closeIntent(intent, 'stopped');
@@ -388,7 +411,7 @@ export class MachineService {
     const m = this.#store.getMachine(id);
     if (!m || m.state !== 'stopped') return;
     m.restartCount += 1;
-    await this.#startTransition(m, 'flyd', undefined).catch(() => undefined);
+    await this.#startTransition(m, 'flyd', undefined, { app: m.app, api: false }).catch(() => undefined);
   }
 
   #cancelAutoRestart(id: string): void {
@@ -401,6 +424,12 @@ export class MachineService {
     for (const timer of this.#restartTimers.values()) clearTimeout(timer);
     this.#restartTimers.clear();
   }
+}
+
+const TRANSITIONS_START_FROM: ReadonlySet<MachineState> = new Set(TRANSITIONS.start.from);
+
+function asker(app: string, opts: CallOptions): Asker {
+  return { app, api: opts.caller !== undefined, ...(opts.caller?.token ? { token: opts.caller.token } : {}) };
 }
 
 function validateConfig(config: MachineConfig): void {

@@ -27,11 +27,11 @@ export async function reconcile(deps: {
 }): Promise<ReconcileReport> {
   const { store, machines, runner, driver, images, paths } = deps;
   const report: ReconcileReport = { adopted: [], exited: [], finished: [], cleaned: [], storage: [] };
-  const save = (m: MachineRecord, state: MachineRecord['state'], ev?: Parameters<Store['addEvent']>[1]) => {
+  const save = (m: MachineRecord, state: MachineRecord['state'], ev?: Parameters<Store['addEvent']>[1], atMs?: number) => {
     m.state = state;
     m.updatedAt = new Date().toISOString();
     store.transaction(() => {
-      store.updateMachine(m);
+      store.updateMachine(m, atMs);
       // A destroyed machine's volumes stay, free for another machine.
       if (state === 'destroyed') releaseVolumes(store, m.id);
       if (ev) store.addEvent(m.id, ev);
@@ -89,7 +89,7 @@ export async function reconcile(deps: {
     } else {
       await runner.cleanupExited(m.id).catch(() => undefined);
       const exit = state.status === 'exited' ? state.exit : { exitCode: -1, oomKilled: false, exitedAt: new Date() };
-      save(m, 'stopped', exitEvent(exit, { requestedStop: m.state === 'stopping', restarting: false }));
+      save(m, 'stopped', exitEvent(exit, { requestedStop: m.state === 'stopping', restarting: false }), exit.exitedAt.getTime());
       report.exited.push(m.id);
     }
   }

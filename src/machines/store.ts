@@ -7,6 +7,7 @@ import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings
 import { VolumeStore } from './volume-store.ts';
 import { SessionStore } from './session-store.ts';
 import { RevocationStore } from '../tokens/revocation-store.ts';
+import { UsageStore, type SizedMachine } from './usage-store.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
 // writes its intent before acting and its result after, so a restarted daemon knows what was
@@ -98,6 +99,8 @@ const ADDED_COLUMNS: Array<{ table: string; column: string; type: string }> = [
   { table: 'apps', column: 'egress', type: 'TEXT' },
   { table: 'apps', column: 'autostop_idle_ms', type: 'INTEGER' },
   { table: 'apps', column: 'nested_namespaces', type: 'INTEGER NOT NULL DEFAULT 0' },
+  // JSON of the app's own limits (those it overrides); NULL means none.
+  { table: 'apps', column: 'limits', type: 'TEXT' },
   { table: 'machines', column: 'uid_base', type: 'INTEGER NOT NULL DEFAULT 0' },
   { table: 'machines', column: 'disk_gb', type: 'INTEGER NOT NULL DEFAULT 0' },
   // The checkpoint the machine's disk last came from or was captured as: the parent of its next one.
@@ -115,6 +118,8 @@ export class Store {
   readonly sessions: SessionStore;
   /** Revoked tokens (tokens/revocation-store.ts). */
   readonly revocations: RevocationStore;
+  /** The usage ledger, written with each change that it records. */
+  readonly usage: UsageStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -122,7 +127,8 @@ export class Store {
     this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
     this.#db.exec(SCHEMA);
     this.#addMissingColumns();
-    this.volumes = new VolumeStore(this.#db);
+    this.usage = new UsageStore(this.#db);
+    this.volumes = new VolumeStore(this.#db, this.usage);
     this.sessions = new SessionStore(this.#db);
     this.revocations = new RevocationStore(this.#db);
   }
@@ -154,14 +160,14 @@ export class Store {
 
   insertApp(app: AppRecord): void {
     this.#db
-      .prepare('INSERT INTO apps (name, id, network, created_at, egress, autostop_idle_ms, nested_namespaces) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(app.name, app.id, app.network, app.createdAt, JSON.stringify(app.settings.egress), app.settings.autostopIdleMs, app.settings.nestedNamespaces ? 1 : 0);
+      .prepare('INSERT INTO apps (name, id, network, created_at, egress, autostop_idle_ms, nested_namespaces, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(app.name, app.id, app.network, app.createdAt, JSON.stringify(app.settings.egress), app.settings.autostopIdleMs, app.settings.nestedNamespaces ? 1 : 0, JSON.stringify(app.settings.limits));
   }
 
   updateAppSettings(name: string, settings: AppSettings): void {
     this.#db
-      .prepare('UPDATE apps SET egress = ?, autostop_idle_ms = ?, nested_namespaces = ? WHERE name = ?')
-      .run(JSON.stringify(settings.egress), settings.autostopIdleMs, settings.nestedNamespaces ? 1 : 0, name);
+      .prepare('UPDATE apps SET egress = ?, autostop_idle_ms = ?, nested_namespaces = ?, limits = ? WHERE name = ?')
+      .run(JSON.stringify(settings.egress), settings.autostopIdleMs, settings.nestedNamespaces ? 1 : 0, JSON.stringify(settings.limits), name);
   }
 
   getApp(name: string): AppRecord | undefined {
@@ -226,7 +232,26 @@ export class Store {
     return row.n;
   }
 
+  /** The app's machines that run or are about to (limits.ts), and the guest sizes they hold. */
+  runningTotals(app: string, exceptId = ''): { machines: number; memoryMb: number; cpus: number } {
+    const row = this.#db
+      .prepare(
+        `SELECT count(*) AS n, coalesce(sum(json_extract(config, '$.guest.memory_mb')), 0) AS mem,
+          coalesce(sum(json_extract(config, '$.guest.cpus')), 0) AS cpus
+          FROM machines WHERE app = ? AND id != ? AND state IN ('starting', 'started', 'restarting')`,
+      )
+      .get(app, exceptId) as { n: number; mem: number; cpus: number };
+    return { machines: Number(row.n), memoryMb: Number(row.mem), cpus: Number(row.cpus) };
+  }
+
   insertMachine(m: MachineRecord): void {
+    this.transaction(() => {
+      this.#insertMachine(m);
+      this.usage.enter(sized(m), Date.now());
+    });
+  }
+
+  #insertMachine(m: MachineRecord): void {
     this.#db
       .prepare(
         `INSERT INTO machines (id, app, name, state, instance_id, config, image_ref, layer_dirs, private_ip,
@@ -235,7 +260,18 @@ export class Store {
       .run(...machineValues(m));
   }
 
-  updateMachine(m: MachineRecord): void {
+  /**
+   * Also the usage ledger's record of a state (or size) change, in one transaction. `atMs`: when
+   * the change happened, if earlier than now (an exit seen only after a daemon restart).
+   */
+  updateMachine(m: MachineRecord, atMs = Date.now()): void {
+    this.transaction(() => {
+      this.#updateMachine(m);
+      this.usage.enter(sized(m), atMs);
+    });
+  }
+
+  #updateMachine(m: MachineRecord): void {
     const [id, ...rest] = machineValues(m);
     this.#db
       .prepare(
@@ -297,6 +333,7 @@ export class Store {
         .prepare('INSERT INTO checkpoints (id, machine_id, name, comment, created_at, size_bytes, parent_id, volumes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
         .run(c.id, c.machineId, c.name, c.comment, c.createdAt, c.sizeBytes, c.parentId, JSON.stringify(c.volumes));
       this.setCheckpointHead(c.machineId, c.id);
+      this.usage.storage('checkpoint', c.id, this.getMachine(c.machineId)?.app ?? '', c.machineId, c.sizeBytes / 2 ** 30, Date.now());
     });
   }
 
@@ -317,11 +354,13 @@ export class Store {
     this.transaction(() => {
       this.#db.prepare('UPDATE checkpoints SET parent_id = ? WHERE parent_id = ?').run(c.parentId, c.id);
       this.#db.prepare('DELETE FROM checkpoints WHERE id = ?').run(c.id);
+      this.usage.storage('checkpoint', c.id, '', c.machineId, 0, Date.now());
     });
   }
 
   deleteCheckpointsOf(machineId: string): void {
     this.#db.prepare('DELETE FROM checkpoints WHERE machine_id = ?').run(machineId);
+    this.usage.machineCheckpointsGone(machineId, Date.now());
   }
 
   checkpointHead(machineId: string): string | null {
@@ -358,6 +397,10 @@ export class Store {
   }
 }
 
+function sized(m: MachineRecord): SizedMachine {
+  return { id: m.id, app: m.app, state: m.state, memoryMb: m.config.guest?.memory_mb ?? 0, cpus: m.config.guest?.cpus ?? 0, diskGb: m.diskGb };
+}
+
 function machineValues(m: MachineRecord) {
   return [
     m.id, m.app, m.name, m.state, m.instanceId, JSON.stringify(m.config), JSON.stringify(m.imageRef),
@@ -376,6 +419,7 @@ function toApp(r: Row): AppRecord {
       egress: r.egress === null ? DEFAULT_APP_SETTINGS.egress : (JSON.parse(String(r.egress)) as AppSettings['egress']),
       autostopIdleMs: r.autostop_idle_ms === null ? DEFAULT_APP_SETTINGS.autostopIdleMs : Number(r.autostop_idle_ms),
       nestedNamespaces: r.nested_namespaces === 1,
+      limits: r.limits === null || r.limits === undefined ? {} : (JSON.parse(String(r.limits)) as AppSettings['limits']),
     },
   };
 }

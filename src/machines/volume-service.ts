@@ -7,6 +7,7 @@ import { KeyedQueue } from './keyed-queue.ts';
 import type { Store } from './store.ts';
 import { findVolume } from './volume-claims.ts';
 import type { VolumeRecord, VolumeSnapshotRecord } from './volume-store.ts';
+import type { LimitGuard } from './limits.ts';
 
 // Volumes (Fly's Volumes API): filesystems of their own size that outlive machines. Made empty,
 // as a copy of another volume (a fork) or of a snapshot; grown while in use; snapshotted at one
@@ -16,10 +17,12 @@ export class VolumeService {
   readonly #store: Store;
   readonly #disks: VolumeDisks;
   readonly #assertApp: (app: string) => void;
+  readonly #limits: LimitGuard | undefined;
   readonly #queue = new KeyedQueue();
 
-  constructor(deps: { store: Store; disks: VolumeDisks; assertApp: (app: string) => void }) {
+  constructor(deps: { store: Store; disks: VolumeDisks; assertApp: (app: string) => void; limits?: LimitGuard }) {
     this.#store = deps.store;
+    this.#limits = deps.limits;
     this.#disks = deps.disks;
     this.#assertApp = deps.assertApp;
   }
@@ -32,6 +35,8 @@ export class VolumeService {
     // A copy holds all of what it copies: it cannot be smaller.
     const least = source?.sizeGb ?? snapshot?.sizeGb ?? 1;
     v.sizeGb = Math.max(req.size_gb ?? least, least);
+    const fits = () => this.#limits?.assert({ app, api: true }, { kind: 'volume', addGb: v.sizeGb, newVolume: true });
+    fits();
     try {
       if (source) {
         await this.#queue.run(source.id, () => captureImages([this.#disks.capture(source.id, this.#disks.image(v.id))]));
@@ -41,6 +46,8 @@ export class VolumeService {
       } else {
         await this.#disks.create(v.id, v.sizeGb);
       }
+      // Again, in the same synchronous step as the insert: others may have made volumes meanwhile.
+      fits();
       this.#store.volumes.insert(v);
     } catch (err) {
       await this.#disks.remove(v.id).catch(() => undefined);
@@ -93,6 +100,7 @@ export class VolumeService {
         });
       }
       if (sizeGb === v.sizeGb) return v;
+      this.#limits?.assert({ app, api: true }, { kind: 'volume', addGb: sizeGb - v.sizeGb, newVolume: false });
       await this.#disks.grow(v.id, sizeGb);
       v.sizeGb = sizeGb;
       this.#store.volumes.update(v);

@@ -1,4 +1,5 @@
 import type { DatabaseSync } from 'node:sqlite';
+import type { UsageStore } from './usage-store.ts';
 
 // The durable record of volumes, their snapshots and which machine has each. It shares the
 // store's connection, so a machine's insert and the attachment of its volumes are one transaction.
@@ -38,13 +39,16 @@ type Row = Record<string, string | number | null>;
 
 export class VolumeStore {
   readonly #db: DatabaseSync;
+  readonly #usage: UsageStore;
 
-  constructor(db: DatabaseSync) {
+  constructor(db: DatabaseSync, usage: UsageStore) {
     this.#db = db;
+    this.#usage = usage;
     this.#db.exec(SCHEMA);
   }
 
   insert(v: VolumeRecord): void {
+    this.#usage.storage('volume', v.id, v.app, null, v.sizeGb, Date.now());
     this.#db
       .prepare(`INSERT INTO volumes (id, app, name, size_gb, fstype, attached_machine_id, created_at, snapshot_retention, auto_backup_enabled, encrypted)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -52,6 +56,7 @@ export class VolumeStore {
   }
 
   update(v: VolumeRecord): void {
+    this.#usage.storage('volume', v.id, v.app, null, v.sizeGb, Date.now());
     this.#db
       .prepare('UPDATE volumes SET size_gb = ?, attached_machine_id = ?, snapshot_retention = ?, auto_backup_enabled = ? WHERE id = ?')
       .run(v.sizeGb, v.attachedMachineId, v.snapshotRetention, v.autoBackupEnabled ? 1 : 0, v.id);
@@ -60,6 +65,12 @@ export class VolumeStore {
   get(id: string): VolumeRecord | undefined {
     const row = this.#db.prepare('SELECT * FROM volumes WHERE id = ?').get(id) as Row | undefined;
     return row && toVolume(row);
+  }
+
+  /** How many volumes the app has and their size in all (limits.ts). */
+  totals(app: string): { volumes: number; gb: number } {
+    const row = this.#db.prepare('SELECT count(*) AS n, coalesce(sum(size_gb), 0) AS gb FROM volumes WHERE app = ?').get(app) as { n: number; gb: number };
+    return { volumes: Number(row.n), gb: Number(row.gb) };
   }
 
   list(app: string): VolumeRecord[] {
@@ -76,6 +87,7 @@ export class VolumeStore {
 
   /** The volume and its snapshots. */
   delete(id: string): void {
+    this.#usage.storage('volume', id, '', null, 0, Date.now());
     this.#db.prepare('DELETE FROM volume_snapshots WHERE volume_id = ?').run(id);
     this.#db.prepare('DELETE FROM volumes WHERE id = ?').run(id);
   }

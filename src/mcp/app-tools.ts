@@ -1,6 +1,7 @@
 import { AppNameSchema } from '../protocol/schemas.ts';
 import { AutostopIdleSchema, EgressSchema, NestedNamespacesSchema } from '../protocol/app-settings.ts';
-import { appArg, CHANGES, DESTROYS, READ_ONLY, tool } from './tool-def.ts';
+import { z } from 'zod';
+import { appArg, CHANGES, DESTROYS, machineArg, READ_ONLY, tool } from './tool-def.ts';
 
 const settingsArgs = {
   egress: EgressSchema.optional(),
@@ -43,6 +44,29 @@ export const appTools = [
     run: async ({ app, ...settings }, { client, signal }) => {
       const updated = await client.apps.update(app, settings, { signal });
       return { summary: `updated app ${updated.name}: egress ${updated.egress.policy}, autostop_idle ${updated.autostop_idle}`, data: { app: updated } };
+    },
+  }),
+  tool({
+    name: 'app_usage',
+    description:
+      "An app's usage by the second, in total and per machine (or one machine's, with id): seconds in each state, CPU seconds used, " +
+      'memory MB·s and CPUs·s held while started, rootfs/checkpoint/volume GB·s, egress bytes. Window: from/to as ISO 8601 or Unix ' +
+      'seconds; by default everything up to now. Exact across daemon restarts.',
+    input: {
+      app: appArg,
+      id: machineArg.optional(),
+      from: z.string().optional().meta({ description: 'Start of the window (ISO 8601 or Unix seconds)' }),
+      to: z.string().optional().meta({ description: 'End of the window (ISO 8601 or Unix seconds); now when absent' }),
+    },
+    annotations: READ_ONLY,
+    run: async ({ app, id, from, to }, { client, signal }) => {
+      const window = { signal, ...(from ? { from } : {}), ...(to ? { to } : {}) };
+      const u = id ? await client.machines.usage(app, id, window) : await client.apps.usage(app, window);
+      const who = id ? `machine ${id}` : `app ${app}`;
+      return {
+        summary: `${who}, ${u.from} to ${u.to}: ${u.seconds.started ?? 0} s started, ${u.cpu_seconds} CPU-s, ${u.memory_mb_seconds} MB·s, ${u.egress_bytes} bytes out`,
+        data: { usage: u },
+      };
     },
   }),
   tool({

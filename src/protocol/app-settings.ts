@@ -1,9 +1,10 @@
 import { z } from 'zod';
 import { DurationSchema, durationToMs, formatDurationMs } from './duration.ts';
+import { LimitsSchema, type LimitsOverride } from './limits.ts';
 
 // Hangar's settings of an app (an extension of Fly's apps API): where its machines may send
 // traffic, how long an idle machine stays up before the edge proxy autostops it, and whether its
-// machines may make namespaces of their own.
+// machines may make namespaces of their own, and its limits (limits.ts).
 
 export const DEFAULT_AUTOSTOP_IDLE_MS = 5 * 60_000;
 const MIN_AUTOSTOP_IDLE_MS = 1000;
@@ -64,21 +65,23 @@ export const AppSettingsRequestSchema = z.object({
   egress: EgressSchema.optional(),
   autostop_idle: AutostopIdleSchema.optional(),
   nested_namespaces: NestedNamespacesSchema.optional(),
+  limits: LimitsSchema.optional(),
 });
 
 export const AppSettingsWireSchema = z.object({
   egress: EgressSchema,
   autostop_idle: z.string().meta({ description: 'A duration such as "5m"' }),
   nested_namespaces: NestedNamespacesSchema,
+  limits: LimitsSchema,
 });
 
 export type Egress = z.infer<typeof EgressSchema>;
 export type AppSettingsRequest = z.input<typeof AppSettingsRequestSchema>;
 
 /** An app's settings as services use them. */
-export type AppSettings = { egress: Egress; autostopIdleMs: number; nestedNamespaces: boolean };
+export type AppSettings = { egress: Egress; autostopIdleMs: number; nestedNamespaces: boolean; limits: LimitsOverride };
 
-export const DEFAULT_APP_SETTINGS: AppSettings = { egress: { policy: 'allow' }, autostopIdleMs: DEFAULT_AUTOSTOP_IDLE_MS, nestedNamespaces: false };
+export const DEFAULT_APP_SETTINGS: AppSettings = { egress: { policy: 'allow' }, autostopIdleMs: DEFAULT_AUTOSTOP_IDLE_MS, nestedNamespaces: false, limits: {} };
 
 /** The changes a validated request asks for. */
 export function settingsChange(req: z.output<typeof AppSettingsRequestSchema>): Partial<AppSettings> {
@@ -86,9 +89,10 @@ export function settingsChange(req: z.output<typeof AppSettingsRequestSchema>): 
     ...(req.egress ? { egress: req.egress } : {}),
     ...(req.autostop_idle !== undefined ? { autostopIdleMs: Math.round(durationToMs(req.autostop_idle)!) } : {}),
     ...(req.nested_namespaces !== undefined ? { nestedNamespaces: req.nested_namespaces } : {}),
+    ...(req.limits ? { limits: req.limits } : {}),
   };
 }
 
 export function settingsToWire(settings: AppSettings): z.infer<typeof AppSettingsWireSchema> {
-  return { egress: settings.egress, autostop_idle: formatDurationMs(settings.autostopIdleMs), nested_namespaces: settings.nestedNamespaces };
+  return { egress: settings.egress, autostop_idle: formatDurationMs(settings.autostopIdleMs), nested_namespaces: settings.nestedNamespaces, limits: settings.limits };
 }

@@ -48,6 +48,8 @@ export const ERROR_CODES = [
   'network_conflict',
   'over_capacity',
   'too_many_connections',
+  'rate_limited',
+  'quota_exceeded',
   'replay_unavailable',
   'replay_loop',
   'rootfs_cannot_shrink',

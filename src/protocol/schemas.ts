@@ -6,6 +6,7 @@ import { ERROR_CODES } from './errors.ts';
 import { EVENT_SOURCES } from './event-sources.ts';
 import { DEFAULT_MAX_OUTPUT_BYTES, MAX_MAX_OUTPUT_BYTES } from './output-cap.ts';
 import { AppSettingsRequestSchema, AppSettingsWireSchema } from './app-settings.ts';
+import { LimitsSchema } from './limits.ts';
 
 // Wire types of the Machines API, shaped like Fly's. TypeScript types are inferred from these.
 
@@ -33,6 +34,7 @@ export const AppSchema = z.object({
   machine_count: z.int(),
   created_at: z.string(),
   ...AppSettingsWireSchema.shape,
+  effective_limits: LimitsSchema.required().meta({ description: "The limits the app runs under: its own (limits) over the daemon's defaults" }),
 });
 
 export const ListAppsResponseSchema = z.object({

@@ -14,6 +14,7 @@ import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
 import { SessionsClient } from './sessions.ts';
 import type { MachineMetrics } from '../protocol/machine-metrics.ts';
+import type { AppUsage, MachineUsage } from '../protocol/usage.ts';
 import { FileWatch } from './file-watch.ts';
 import type { Caveat } from '../protocol/token-format.ts';
 
@@ -31,6 +32,15 @@ export type RawOptions = CallOptions & {
   contentType?: string;
   headers?: Record<string, string>;
 };
+/** A usage window; either end left out is open (the beginning of records, now). */
+export type UsageWindow = { from?: Date | string | number; to?: Date | string | number };
+
+function windowQuery(w: UsageWindow | undefined): string {
+  const text = (v: Date | string | number) => (v instanceof Date ? v.toISOString() : String(v));
+  const q = new URLSearchParams({ ...(w?.from !== undefined ? { from: text(w.from) } : {}), ...(w?.to !== undefined ? { to: text(w.to) } : {}) });
+  return q.size ? `?${q}` : '';
+}
+
 export type ClientOptions = { baseUrl: string; token: string; fetch?: typeof fetch };
 
 type Json = Record<string, unknown> | unknown[];
@@ -114,6 +124,8 @@ export class HangarClient {
      * nested_namespaces at each machine's next start or update. */
     update: (name: string, settings: AppSettingsRequest, opts?: CallOptions) => this.call<App>('PATCH', `/v1/apps/${enc(name)}`, settings, opts),
     delete: (name: string, opts?: CallOptions) => this.call<void>('DELETE', `/v1/apps/${enc(name)}`, undefined, opts),
+    /** Usage by the second in a window (`from`/`to`: Dates, ISO times or Unix seconds; all of it up to now by default). */
+    usage: (name: string, opts?: CallOptions & UsageWindow) => this.call<AppUsage>('GET', `/v1/apps/${enc(name)}/usage${windowQuery(opts)}`, undefined, opts),
   };
 
   readonly machines = {
@@ -167,6 +179,8 @@ export class HangarClient {
     },
     /** Resource use now: CPU seconds, memory and processes (null unless it runs), disk and network bytes. */
     metrics: (app: string, id: string, opts?: CallOptions) => this.call<MachineMetrics>('GET', `${this.#m(app, id)}/metrics`, undefined, opts),
+    /** The machine's usage by the second in a window (see apps.usage); destroyed machines too. */
+    usage: (app: string, id: string, opts?: CallOptions & UsageWindow) => this.call<MachineUsage>('GET', `${this.#m(app, id)}/usage${windowQuery(opts)}`, undefined, opts),
     logs: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
       this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),
     /** Yields log lines as they are written, until the signal aborts. */

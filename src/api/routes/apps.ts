@@ -2,10 +2,11 @@ import { z } from 'zod';
 import { AppSchema, CreateAppRequestSchema, ListAppsResponseSchema, UpdateAppRequestSchema } from '../../protocol/schemas.ts';
 import { settingsChange, settingsToWire } from '../../protocol/app-settings.ts';
 import type { AppRecord } from '../../machines/store.ts';
+import type { Limits } from '../../protocol/limits.ts';
 import { route } from '../route.ts';
 import { AppParams } from './params.ts';
 
-function toWireApp(app: AppRecord, machineCount: number) {
+function toWireApp(app: AppRecord, machineCount: number, limits: Limits) {
   return {
     id: app.id,
     name: app.name,
@@ -14,6 +15,7 @@ function toWireApp(app: AppRecord, machineCount: number) {
     machine_count: machineCount,
     created_at: app.createdAt,
     ...settingsToWire(app.settings),
+    effective_limits: limits,
   };
 }
 
@@ -35,13 +37,13 @@ export const appRoutes = [
     access: { action: 'write', appInBody: true },
     method: 'POST', path: '/v1/apps', tag: 'Apps', summary: 'Create an app (Hangar also takes its settings: egress, autostop_idle, nested_namespaces)', status: 201,
     body: CreateAppRequestSchema, response: AppSchema,
-    handler: ({ services, body }) => toWireApp(services.apps.create(body.app_name, body.network, settingsChange(body)), 0),
+    handler: ({ services, body }) => toWireApp(services.apps.create(body.app_name, body.network, settingsChange(body)), 0, services.limits.limitsOf(body.app_name)),
   }),
   route({
     access: { action: 'read' },
     method: 'GET', path: '/v1/apps/{app_name}', tag: 'Apps', summary: 'Get an app',
     params: AppParams, response: AppSchema,
-    handler: ({ services, params }) => toWireApp(services.apps.get(params.app_name), services.apps.machineCount(params.app_name)),
+    handler: ({ services, params }) => toWireApp(services.apps.get(params.app_name), services.apps.machineCount(params.app_name), services.limits.limitsOf(params.app_name)),
   }),
   route({
     access: { action: 'write' },
@@ -49,7 +51,7 @@ export const appRoutes = [
     summary: "Change an app's settings (Hangar's own); a new egress policy applies to running machines at once, nested_namespaces at their next start",
     params: AppParams, body: UpdateAppRequestSchema, response: AppSchema,
     handler: async ({ services, params, body }) =>
-      toWireApp(await services.apps.updateSettings(params.app_name, settingsChange(body)), services.apps.machineCount(params.app_name)),
+      toWireApp(await services.apps.updateSettings(params.app_name, settingsChange(body)), services.apps.machineCount(params.app_name), services.limits.limitsOf(params.app_name)),
   }),
   route({
     access: { action: 'delete' },

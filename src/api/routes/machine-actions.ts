@@ -24,8 +24,8 @@ export const machineActionRoutes = [
     access: { action: 'control' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/start', tag: 'Machines', summary: 'Start a created or stopped machine (fast path)',
     params: MachineParams, response: StartResponseSchema,
-    handler: async ({ services, params, headers }) => {
-      const { previousState } = await services.machines.start(params.app_name, params.machine_id, { leaseNonce: leaseNonceOf(headers) });
+    handler: async ({ services, params, headers, caller }) => {
+      const { previousState } = await services.machines.start(params.app_name, params.machine_id, { leaseNonce: leaseNonceOf(headers), caller });
       return { previous_state: previousState, migrated: false, new_host: '' };
     },
   }),
@@ -45,9 +45,9 @@ export const machineActionRoutes = [
     access: { action: 'control' },
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/restart', tag: 'Machines', summary: 'Restart a machine',
     params: MachineParams, query: z.looseObject({ signal: SignalSchema.optional(), timeout: z.string().optional() }), response: OkSchema,
-    handler: async ({ services, params, query, headers }) => {
+    handler: async ({ services, params, query, headers, caller }) => {
       await services.machines.restart(params.app_name, params.machine_id, {
-        leaseNonce: leaseNonceOf(headers), signalName: query.signal, timeoutMs: timeoutMsOf(query.timeout),
+        caller, leaseNonce: leaseNonceOf(headers), signalName: query.signal, timeoutMs: timeoutMsOf(query.timeout),
       });
       return { ok: true };
     },

@@ -53,10 +53,10 @@ export const machineRoutes = [
     method: 'POST', path: '/v1/apps/{app_name}/machines', tag: 'Machines', summary: 'Create a machine (and start it unless skip_launch)',
     params: AppParams, body: CreateMachineRequestSchema, response: MachineAnswerSchema,
     handler: async (ctx) => {
-      const { services, params, body, signal } = ctx;
+      const { services, params, body, signal, caller } = ctx;
       const warnings = checkMachineRequestFields(body);
       services.apps.get(params.app_name);
-      const m = await services.machines.create(params.app_name, body, { signal });
+      const m = await services.machines.create(params.app_name, body, { signal, caller });
       return answer(services, params.app_name, toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m)), warnings);
     },
   }),
@@ -72,9 +72,9 @@ export const machineRoutes = [
     summary: 'Update a machine: full config, new instance_id; a started machine restarts on it',
     params: MachineParams, body: UpdateMachineRequestSchema, response: MachineAnswerSchema,
     handler: async (ctx) => {
-      const { services, params, body, headers, signal } = ctx;
+      const { services, params, body, headers, signal, caller } = ctx;
       const warnings = checkMachineRequestFields(body);
-      const m = await services.machines.update(params.app_name, params.machine_id, body, { leaseNonce: leaseNonceOf(headers), signal });
+      const m = await services.machines.update(params.app_name, params.machine_id, body, { leaseNonce: leaseNonceOf(headers), signal, caller });
       return answer(services, params.app_name, toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m)), warnings);
     },
   }),
