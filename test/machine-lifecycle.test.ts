@@ -12,7 +12,8 @@ let d: TestDaemon & { close(): Promise<void> };
 
 before(async () => {
   d = await withDaemon();
-  await d.client.apps.create(APP);
+  // One machine here stops and starts as fast as it can; the start rate limit is limits.test.ts's subject.
+  await d.client.apps.create(APP, { settings: { limits: { starts_per_second: 1000, start_burst: 1000 } } });
 });
 after(async () => {
   await d?.close();
