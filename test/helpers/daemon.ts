@@ -1,6 +1,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { HangarClient } from '../../src/sdk/index.ts';
@@ -181,11 +182,19 @@ export async function cleanupDataDir(dataDir: string): Promise<void> {
  * never had its runtime clean up after it. Only empty groups go; rmdir refuses the others.
  */
 function cleanupCgroups(dataDir: string): void {
-  let ids: string[];
+  const ids = new Set<string>();
   try {
-    ids = readdirSync(join(dataDir, 'machines'));
+    for (const id of readdirSync(join(dataDir, 'machines'))) ids.add(id);
   } catch {
-    return;
+    // no machines dir
+  }
+  // Destroyed machines' dirs are gone, but a group a process was still leaving may not be.
+  try {
+    const db = new DatabaseSync(join(dataDir, 'state.db'), { readOnly: true });
+    for (const row of db.prepare('SELECT id FROM machines').all() as Array<{ id: string }>) ids.add(row.id);
+    db.close();
+  } catch {
+    // no state
   }
   let hierarchies: string[];
   try {
