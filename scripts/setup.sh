@@ -14,6 +14,7 @@ APT_PACKAGES=(crun tini busybox-static skopeo docker-registry golang-github-cont
   xfsprogs e2fsprogs  # the storage pool (XFS, reflink) and machines' disks (ext4 in image files)
   daemontools         # multilog: machine logs capped as they are written
   gcc libc6-dev       # the containment test builds a static syscall probe to run inside a machine
+  python3             # the commit layer test sets trusted.* xattrs and binds a unix socket
   wrk nginx)          # the proxy benchmark: load generator, and the reverse proxy it compares with
 
 step() { printf '\033[1m==>\033[0m %s\n' "$*"; }

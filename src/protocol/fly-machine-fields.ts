@@ -4,24 +4,25 @@ import type { FieldTree } from './config-fields.ts';
 // Fly's Machines OpenAPI document (test/fixtures/fly/machines-openapi.json; a test keeps the two
 // equal). Hangar accepts these whether it implements them or not, since Fly clients send them.
 
+/** Fly's MachineCheck, under config.checks (by name) and config.services[].checks. */
+const CHECK_FIELDS: FieldTree = {
+  grace_period: { 'time.Duration': true },
+  headers: { name: true, values: true },
+  interval: { 'time.Duration': true },
+  method: true,
+  path: true,
+  port: true,
+  protocol: true,
+  timeout: { 'time.Duration': true },
+  tls_server_name: true,
+  tls_skip_verify: true,
+  type: true,
+};
+
 export const FLY_MACHINE_REQUEST_FIELDS: FieldTree = {
   config: {
     auto_destroy: true,
-    checks: {
-      '*': {
-        grace_period: { 'time.Duration': true },
-        headers: { name: true, values: true },
-        interval: { 'time.Duration': true },
-        method: true,
-        path: true,
-        port: true,
-        protocol: true,
-        timeout: { 'time.Duration': true },
-        tls_server_name: true,
-        tls_skip_verify: true,
-        type: true,
-      },
-    },
+    checks: { '*': CHECK_FIELDS },
     disable_machine_autostart: true,
     dns: {
       dns_forward_rules: { addr: true, basename: true },
@@ -70,19 +71,7 @@ export const FLY_MACHINE_REQUEST_FIELDS: FieldTree = {
     services: {
       autostart: true,
       autostop: true,
-      checks: {
-        grace_period: { 'time.Duration': true },
-        headers: { name: true, values: true },
-        interval: { 'time.Duration': true },
-        method: true,
-        path: true,
-        port: true,
-        protocol: true,
-        timeout: { 'time.Duration': true },
-        tls_server_name: true,
-        tls_skip_verify: true,
-        type: true,
-      },
+      checks: CHECK_FIELDS,
       concurrency: { hard_limit: true, soft_limit: true, type: true },
       force_instance_description: true,
       force_instance_key: true,

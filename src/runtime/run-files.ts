@@ -37,7 +37,8 @@ export const SHIM_SCRIPT = [
   `mv -f "$b/${EXIT_TMP_FILE}" "$b/${EXIT_FILE}"`,
 ].join('\n');
 
-function readSmall(path: string): string | undefined {
+/** A small state file's text, or undefined while it is absent. */
+export function readSmall(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch {

@@ -20,8 +20,9 @@
 // command wrote, so offsets into the output could not be exact. `split -b` writes what it reads
 // as it reads it (no line buffering: a prompt with no newline shows at once) and its --filter
 // deletes old chunks as it goes, so the cap holds with no daemon running.
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
+import { readSmall } from './run-files.ts';
 
 export const SESSION_SHIM_ARGV0 = 'hangar-session';
 export const SESSION_SHIM_FILE = 'shim';
@@ -61,13 +62,6 @@ export const SESSION_SHIM_SCRIPT = [
   `mv -f "$d/exit.tmp" "$d/${SESSION_EXIT_FILE}"`,
 ].join('\n');
 
-function readSmall(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
 
 /** The command's host pid, once crun has written it. */
 export function readSessionPid(dir: string): number | undefined {

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { isMounted } from './overlay-rootfs.ts';
-import { mountImage, MS_NODEV, MS_NOSUID, refreshLoopCapacity } from './loop-device.ts';
+import { mountImage, MS_NODEV, MS_NOSUID } from './loop-device.ts';
+import { GIB, growXfsOnline } from './disk-image.ts';
 
 const run = promisify(execFile);
 
@@ -33,7 +34,8 @@ export async function openStoragePool(dataDir: string): Promise<StoragePool> {
   const existing = await stat(image).catch(() => undefined);
   if (!existing) await makePoolImage(image, hostBytes);
   if (!(await isMounted(root))) mountImage(image, root, { fstype: 'xfs', flags: MS_NODEV | MS_NOSUID });
-  if (existing && hostBytes > existing.size) await growPool(image, root, hostBytes);
+  // The host's disk was enlarged: the pool follows it.
+  if (existing && hostBytes > existing.size) await growXfsOnline(image, root, hostBytes / GIB);
   if (!(await clonesFiles(root))) {
     throw new HangarError('host_unsupported', `the storage pool at ${root} cannot clone files`, {
       hint: 'the pool needs XFS with reflink (xfsprogs 5.1 or newer): install xfsprogs, remove the pool image and restart',
@@ -59,18 +61,10 @@ async function makePoolImage(image: string, bytes: number): Promise<void> {
   await rename(partial, image);
 }
 
-/** Grows a mounted pool to the host filesystem's size (the host disk was enlarged). */
-async function growPool(image: string, root: string, bytes: number): Promise<void> {
-  await truncate(image, bytes);
-  const { stdout } = await run('findmnt', ['-n', '-o', 'SOURCE', '--mountpoint', root]);
-  refreshLoopCapacity(stdout.trim());
-  await run('xfs_growfs', [root]);
-}
-
 function hostFilesystemBytes(dir: string): number {
   const s = statfsSync(dir);
   // Whole 1 GiB units, so that the apparent size only changes when the host's disk does.
-  return Math.max(1, Math.floor((s.blocks * s.bsize) / 2 ** 30)) * 2 ** 30;
+  return Math.max(1, Math.floor((s.blocks * s.bsize) / GIB)) * GIB;
 }
 
 async function clonesFiles(dir: string): Promise<boolean> {
