@@ -4,6 +4,7 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanupDataDir, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { waitFor } from './helpers/wait.ts';
+import { SPARE_ARGV0 } from '../src/runtime/spare-process.ts';
 
 // Every crun call goes through one long-lived launcher process per daemon. Machines must not
 // depend on it: killing it takes no machine with it, exits that happen while it is gone are still
@@ -37,7 +38,16 @@ function launchers(): number[] {
       // gone while we looked
     }
   }
-  return found;
+  // A child the launcher is forking has its command line until it execs.
+  return found.filter((pid) => !found.includes(parentOf(pid)));
+}
+
+function parentOf(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+  } catch {
+    return 0;
+  }
 }
 
 function alive(pid: number): boolean {
@@ -56,6 +66,21 @@ function onlyLauncher(): number {
   const pids = launchers();
   assert.equal(pids.length, 1, `one launcher serves the data dir: ${pids.join(' ')}`);
   return pids[0]!;
+}
+
+/** Pids of the shells forked ahead by `launcher` (spare-process.ts), or by anyone when undefined. */
+function spares(launcher?: number): number[] {
+  const found: number[] = [];
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (argv[3] === SPARE_ARGV0 && (launcher === undefined || parentOf(Number(pid)) === launcher) && alive(Number(pid))) found.push(Number(pid));
+    } catch {
+      // gone while we looked
+    }
+  }
+  return found;
 }
 
 async function killLauncher(): Promise<number> {
@@ -111,6 +136,31 @@ describe('the launcher', () => {
     assert.equal((await d.client.machines.get(APP, ending.id)).state, 'started');
   });
 
+  it('keeps shells forked ahead for starts and execs, which put the machine in its own group; killed, they are forked again', async () => {
+    const launcher = onlyLauncher();
+    const m = await d.client.machines.create(APP, { config: { image: BUSYBOX, init: { cmd: ['sleep', '3600'] } } });
+    await waitFor(async () => (spares(launcher).length === 2 ? true : undefined), 5_000, 'a spare for starts and one for execs');
+    const hybrid = readFileSync('/proc/self/mountinfo', 'utf8').includes(' - cgroup2 ');
+    const inOwnGroup = async () => {
+      // Inside its cgroup namespace a process of the machine's own group sees itself at the root.
+      const own = (await d.client.machines.exec(APP, m.id, ['cat', '/proc/self/cgroup'])).stdout;
+      if (hybrid) assert.match(own, /^0::\/$/m, `the exec runs in the machine's v2 group: ${own}`);
+      if (hybrid) assert.match(readFileSync(`/proc/${initPid(m.id)}/cgroup`, 'utf8'), new RegExp(`^0::/hangar/${m.id}$`, 'm'));
+    };
+    for (let i = 0; i < 3; i++) {
+      await inOwnGroup();
+      await d.client.machines.stop(APP, m.id);
+      await d.client.machines.start(APP, m.id);
+    }
+    for (const pid of spares(launcher)) process.kill(pid, 'SIGKILL');
+    await inOwnGroup();
+    await d.client.machines.stop(APP, m.id);
+    await d.client.machines.start(APP, m.id);
+    await inOwnGroup();
+    await waitFor(async () => (spares(launcher).length === 2 ? true : undefined), 5_000, 'spares forked again');
+    await d.client.machines.destroy(APP, m.id, { force: true });
+  });
+
   it('sees mounts made after it started, and loses them when a machine is destroyed', async () => {
     const launcher = onlyLauncher();
     const m = await d.client.machines.create(APP, { config: { image: BUSYBOX, init: { cmd: ['sleep', '3600'] } } });
@@ -130,6 +180,7 @@ describe('the launcher', () => {
     const old = onlyLauncher();
     await d.kill();
     await waitFor(async () => (alive(old) ? undefined : true), 5_000, 'launcher gone with its daemon');
+    await waitFor(async () => (spares(old).length === 0 ? true : undefined), 5_000, 'its spares gone with it');
     assert.ok(alive(initPid(m.id)), 'the machine outlived both');
     d = await startDaemon(dataDir);
     assert.equal((await d.client.machines.get(APP, m.id)).state, 'started');

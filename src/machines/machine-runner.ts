@@ -8,7 +8,7 @@ import { STOP_SIGNAL_ANNOTATION } from '../runtime/oci-spec.ts';
 import type { ImageRunConfig } from '../images/image-service.ts';
 import { durationToMs } from '../protocol/duration.ts';
 import { HangarError } from '../protocol/errors.ts';
-import { isMounted, mountOverlay, mountReadOnlyView, resetUpper, unmount, unmountOverlay } from '../storage/overlay-rootfs.ts';
+import { isMounted, isOverlayMounted, mountOverlay, mountReadOnlyView, resetUpper, unmount, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { diffViews, type DiffOptions, type DiffResult, type DiffView } from '../storage/filesystem-diff.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { IdShift } from '../storage/id-shift.ts';
@@ -158,7 +158,7 @@ export class MachineRunner {
     if (pending) return pending;
     const layout = this.#paths.overlay(m);
     const mounting = (async () => {
-      if (await isMounted(layout.target)) return;
+      if (await isOverlayMounted(layout.target)) return;
       if (m.diskGb > 0) await this.#disks.ensureMounted(m.id);
       await mountOverlay(layout);
     })().finally(() => this.#mounting.delete(m.id));

@@ -4,6 +4,7 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
+import { digestOf, readBundleFacts, type BundleFacts } from './bundle-config.ts';
 import { SECCOMP_BPF_ANNOTATION } from './seccomp-bpf.ts';
 import type { SeccompVariant } from './seccomp-harden.ts';
 
@@ -13,21 +14,25 @@ export function seccompVariantFor(nestedNamespaces: boolean | undefined, hasUser
   return nestedNamespaces && hasUserNamespace ? 'nested-namespaces' : 'default';
 }
 
-type BundleConfig = { annotations?: Record<string, string>; linux?: { namespaces?: Array<{ type: string }> } };
+type BundleConfig = { annotations?: Record<string, string> };
 
 /** Puts the bundle's compiled filter on the variant `nestedNamespaces` calls for; a no-op when it is on it already. */
 export async function applySeccompVariant(bundleDir: string, nestedNamespaces: boolean, bpfOf: (variant: SeccompVariant) => Promise<string>): Promise<void> {
-  const path = join(bundleDir, 'config.json');
-  const text = await readFile(path, 'utf8').catch((err: Error) => {
-    throw new HangarError('runtime_error', `the machine's bundle cannot be read: ${err.message}`, {
+  const unreadable = (err: Error) =>
+    new HangarError('runtime_error', `the machine's bundle cannot be read: ${err.message}`, {
       hint: 'update the machine (POST …/machines/{id} with its config) to write its bundle again',
       cause: err,
     });
-  });
-  const config = JSON.parse(text) as BundleConfig;
-  const hasUserNamespace = config.linux?.namespaces?.some((ns) => ns.type === 'user') ?? false;
-  const bpf = await bpfOf(seccompVariantFor(nestedNamespaces, hasUserNamespace));
-  if (config.annotations?.[SECCOMP_BPF_ANNOTATION] === bpf) return;
+  let facts: BundleFacts;
+  try {
+    facts = readBundleFacts(bundleDir);
+  } catch (err) {
+    throw unreadable(err as Error);
+  }
+  const bpf = await bpfOf(seccompVariantFor(nestedNamespaces, facts.hasUserNamespace));
+  if (facts.seccompDigest === digestOf(bpf)) return;
+  const path = join(bundleDir, 'config.json');
+  const config = JSON.parse(await readFile(path, 'utf8').catch((err: Error) => Promise.reject(unreadable(err)))) as BundleConfig;
   config.annotations = { ...config.annotations, [SECCOMP_BPF_ANNOTATION]: bpf };
   const tmp = `${path}.tmp`;
   await writeFile(tmp, JSON.stringify(config));

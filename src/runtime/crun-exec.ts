@@ -16,10 +16,9 @@ import { DEFAULT_MAX_OUTPUT_BYTES, keepOutputs, OutputKeeper } from '../protocol
 import { cgroupsPathFor } from './oci-spec.ts';
 import type { ExecExit, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest } from './driver.ts';
 import type { Launcher } from './launcher-client.ts';
+import { readBundleFacts, type MachineProcess } from './bundle-config.ts';
 
 const run = promisify(execFile);
-
-type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number }; capabilities?: Record<string, string[]> };
 
 /** Overrides replace same-named variables of the machine's env, as `docker exec -e` does. */
 export function mergeEnv(base: string[], overrides: string[]): string[] {
@@ -30,7 +29,7 @@ export function mergeEnv(base: string[], overrides: string[]): string[] {
 
 function readMachineProcess(bundleDir: string): MachineProcess {
   try {
-    return (JSON.parse(readFileSync(join(bundleDir, 'config.json'), 'utf8')) as { process: MachineProcess }).process;
+    return readBundleFacts(bundleDir).process;
   } catch (err) {
     throw new HangarError('runtime_error', `cannot read the machine's bundle in ${bundleDir}`, {
       hint: 'the machine was not prepared on this host or its bundle was removed; update or recreate it',

@@ -29,6 +29,7 @@ import {
   type SpawnReply,
 } from './launcher-protocol.ts';
 import { SHIM_ARGV0, SHIM_SCRIPT } from './run-files.ts';
+import { SpareProcess } from './spare-process.ts';
 import { SESSION_PID_FILE, SESSION_PROCESS_FILE, SESSION_SHIM_ARGV0, SESSION_SHIM_SCRIPT } from './session-files.ts';
 
 const [stateRoot, socketPath, ...hidden] = process.argv.slice(2);
@@ -47,6 +48,10 @@ const ENTER_GROUP = '{ echo $$ >&3; } 2>/dev/null; exec 3>&-; exec "$@"';
 // Opened before the unmount: a path through this descriptor still reaches the hierarchy.
 const v2Root = hidden[0] ? openSync(hidden[0], 'r') : undefined;
 for (const mount of hidden) execFileSync('umount', ['-l', mount]);
+
+// Forked ahead: a machine's shim (no pipes to us, as above) and an exec's crun client (its stdio piped to us).
+const spareShims = new SpareProcess(['pipe', 'ignore', 'ignore'], ['sh', '-c', SHIM_SCRIPT, SHIM_ARGV0]);
+const spareExecs = new SpareProcess(['pipe', 'pipe', 'pipe'], ['crun', '--root', stateRoot, 'exec']);
 
 function crunArgv(args: string[]): string[] {
   return ['crun', '--root', stateRoot!, ...args];
@@ -114,19 +119,22 @@ function spawned(child: ChildProcess): Promise<number> {
 
 async function start(req: Extract<LauncherRequest, { op: 'start' }>): Promise<SpawnReply> {
   checkId(req.id);
-  const logFd = openSync(req.logPath, 'a');
   let groupFd: number | undefined;
   try {
     groupFd = openGroup(req.cgroupPath);
-    // Own session, no pipes to us: the shim and its machine outlive this process.
-    const shim = spawn('sh', ['-c', SHIM_SCRIPT, SHIM_ARGV0, req.bundleDir, req.id, dirname(req.logPath), ...crunArgv([])], {
-      detached: true,
-      stdio: ['ignore', logFd, logFd, groupFd ?? 'ignore'],
-    });
-    shim.unref();
-    return { pid: await spawned(shim) };
+    const shimArgs = [req.bundleDir, req.id, dirname(req.logPath), ...crunArgv([])];
+    const spare = spareShims.take({ args: shimArgs, stdin: 'null', appendOutputTo: req.logPath, groupFd });
+    if (spare) return { pid: spare.pid! };
+    const logFd = openSync(req.logPath, 'a');
+    try {
+      // Own session, no pipes to us: the shim and its machine outlive this process.
+      const shim = spawn('sh', ['-c', SHIM_SCRIPT, SHIM_ARGV0, ...shimArgs], { detached: true, stdio: ['ignore', logFd, logFd, groupFd ?? 'ignore'] });
+      shim.unref();
+      return { pid: await spawned(shim) };
+    } finally {
+      closeSync(logFd);
+    }
   } finally {
-    closeSync(logFd);
     if (groupFd !== undefined) closeSync(groupFd);
   }
 }
@@ -162,22 +170,30 @@ function inTerminal(argv: string[], size: { rows: number; cols: number }): strin
 
 async function exec(sock: Socket, req: Extract<LauncherRequest, { op: 'exec' }>, rest: Buffer): Promise<void> {
   checkId(req.id);
-  let argv = crunArgv(['exec', '--pid-file', req.pidFile, '--process', req.processFile, req.id]);
-  if (req.tty) argv = inTerminal(argv, req.tty);
+  const execArgs = ['--pid-file', req.pidFile, '--process', req.processFile, req.id];
+  let argv = crunArgv(['exec', ...execArgs]);
   const groupFd = openGroup(req.cgroupPath);
-  if (groupFd !== undefined) argv = ['sh', '-c', ENTER_GROUP, 'hangar-exec', ...argv];
   let child: ChildProcess;
+  let pid: number;
   try {
-    // Own process group, so the daemon can kill the crun client and what it started at once.
-    child = spawn(argv[0]!, argv.slice(1), {
-      detached: true,
-      stdio: [req.stdin || req.tty ? 'pipe' : 'ignore', 'pipe', 'pipe', groupFd ?? 'ignore'],
-      env: req.tty ? { ...process.env, SHELL: '/bin/sh' } : process.env,
-    });
+    const spare = req.tty ? undefined : spareExecs.take({ args: execArgs, stdin: req.stdin ? 'keep' : 'null', groupFd });
+    if (spare) {
+      child = spare;
+      pid = spare.pid!;
+    } else {
+      if (req.tty) argv = inTerminal(argv, req.tty);
+      if (groupFd !== undefined) argv = ['sh', '-c', ENTER_GROUP, 'hangar-exec', ...argv];
+      // Own process group, so the daemon can kill the crun client and what it started at once.
+      child = spawn(argv[0]!, argv.slice(1), {
+        detached: true,
+        stdio: [req.stdin || req.tty ? 'pipe' : 'ignore', 'pipe', 'pipe', groupFd ?? 'ignore'],
+        env: req.tty ? { ...process.env, SHELL: '/bin/sh' } : process.env,
+      });
+      pid = await spawned(child);
+    }
   } finally {
     if (groupFd !== undefined) closeSync(groupFd);
   }
-  const pid = await spawned(child);
   sock.write(`${JSON.stringify({ pid } satisfies SpawnReply)}\n`);
   let ended = false;
 
@@ -302,6 +318,8 @@ process.stdin.resume();
 
 function shutDown(): void {
   server.close();
+  spareShims.close();
+  spareExecs.close();
   for (const sock of connections) sock.destroy();
   setImmediate(() => process.exit(0));
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chown, readFile, mkdir } from 'node:fs/promises';
+import { chown, readFile, mkdir, stat } from 'node:fs/promises';
 import { dirname, basename } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
@@ -87,6 +87,16 @@ export async function unmount(target: string): Promise<void> {
     // A process still holding the mount (a racing exec) must not block destroy; detach it.
     await run('umount', ['-l', target]);
   }
+}
+
+/**
+ * Whether an overlay is mounted on `target`, as isMounted says, for the start path: overlayfs
+ * has a device of its own, so its root's differs from its parent's. Two stats, where mountinfo
+ * grows by a few lines with every machine.
+ */
+export async function isOverlayMounted(target: string): Promise<boolean> {
+  const [self, parent] = await Promise.all([stat(target).catch(() => undefined), stat(dirname(target))]);
+  return self !== undefined && self.dev !== parent.dev;
 }
 
 export async function isMounted(target: string): Promise<boolean> {
