@@ -8,7 +8,7 @@ import { STOP_SIGNAL_ANNOTATION } from '../runtime/oci-spec.ts';
 import type { ImageRunConfig } from '../images/image-service.ts';
 import { durationToMs } from '../protocol/duration.ts';
 import { HangarError } from '../protocol/errors.ts';
-import { isMounted, isOverlayMounted, mountOverlay, mountReadOnlyView, resetUpper, unmount, unmountOverlay } from '../storage/overlay-rootfs.ts';
+import { isDeviceMounted, mountLowerView, mountOverlay, mountReadOnlyView, resetUpper, unmount, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { diffViews, type DiffOptions, type DiffResult, type DiffView } from '../storage/filesystem-diff.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { IdShift } from '../storage/id-shift.ts';
@@ -80,14 +80,13 @@ export class MachineRunner {
     await Promise.all([mkdir(dirname(this.#paths.log(m.id)), { recursive: true }), mkdir(this.#paths.bundle(m.id), { recursive: true })]);
     const rootfs = async () => {
       const layout = this.#paths.overlay(m);
-      if (m.diskGb > 0) {
-        if (await this.#disks.isSmallerThan(m.id, m.diskGb)) {
-          await unmountOverlay(layout);
-          await this.#disks.grow(m.id, m.diskGb);
-        }
-        await this.#disks.prepare(m.id, m.diskGb);
+      if (m.diskGb > 0 && (await this.#disks.isSmallerThan(m.id, m.diskGb))) {
+        await unmountOverlay(layout);
+        await this.#disks.grow(m.id, m.diskGb);
       }
-      if (!(await isMounted(layout.target))) await mountOverlay(layout);
+      // The view of the layers needs no disk: each waits on its own helpers meanwhile.
+      await Promise.all([m.diskGb > 0 ? this.#disks.prepare(m.id, m.diskGb) : undefined, mountLowerView(layout)]);
+      if (!(await isDeviceMounted(layout.target))) await mountOverlay(layout);
       await this.#mountVolumes(m);
       await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
     };
@@ -158,7 +157,7 @@ export class MachineRunner {
     if (pending) return pending;
     const layout = this.#paths.overlay(m);
     const mounting = (async () => {
-      if (await isOverlayMounted(layout.target)) return;
+      if (await isDeviceMounted(layout.target)) return;
       if (m.diskGb > 0) await this.#disks.ensureMounted(m.id);
       await mountOverlay(layout);
     })().finally(() => this.#mounting.delete(m.id));

@@ -4,11 +4,12 @@
 import { execFile } from 'node:child_process';
 import { constants, statfsSync, statSync } from 'node:fs';
 import { copyFile, mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { mountImage, refreshLoopCapacity, withFrozen } from './loop-device.ts';
-import { isMounted } from './overlay-rootfs.ts';
+import { isDeviceMounted, isMounted } from './overlay-rootfs.ts';
 
 const run = promisify(execFile);
 export const GIB = 2 ** 30;
@@ -16,18 +17,40 @@ export const GIB = 2 ** 30;
 export type FsType = 'ext4' | 'xfs';
 export type DiskUsage = { sizeBytes: number; usedBytes: number; blockSize: number; blocks: number; blocksFree: number; blocksAvail: number };
 
-/** Empty images, one per filesystem and size, made once and cloned for every new disk or volume. */
+/**
+ * Empty images, one per filesystem and size, made once and cloned for every new disk or volume.
+ * One clone of each template in use is made ahead (a spare), so a create renames a file instead
+ * of waiting for the clone; spares left by an earlier daemon are discarded at its first clone.
+ */
 export class ImageTemplates {
   readonly #dir: string;
+  readonly #sparesDir: string;
   readonly #pending = new Map<string, Promise<string>>();
+  /** Template path → a complete clone of it, ready to be renamed. */
+  readonly #spares = new Map<string, string>();
+  readonly #refilling = new Set<string>();
+  #sweep: Promise<void> | undefined;
 
   constructor(poolRoot: string) {
     this.#dir = join(poolRoot, 'templates');
+    this.#sparesDir = join(this.#dir, 'spares');
   }
 
   /** Makes `dest` an empty filesystem of `sizeGb`, sharing every block with the template. */
   async cloneTo(dest: string, fs: FsType, sizeGb: number): Promise<void> {
-    await cloneImage(await this.#template(fs, sizeGb), dest);
+    const template = await this.#template(fs, sizeGb);
+    const spare = this.#spares.get(template);
+    this.#spares.delete(template);
+    try {
+      if (spare) {
+        await mkdir(dirname(dest), { recursive: true });
+        await rename(spare, dest);
+        return;
+      }
+      await cloneImage(template, dest);
+    } finally {
+      this.#refill(template);
+    }
   }
 
   #template(fs: FsType, sizeGb: number): Promise<string> {
@@ -40,7 +63,26 @@ export class ImageTemplates {
     }
     return pending;
   }
+
+  /** Clones the next spare of `template`, a moment later: the create under way goes first. */
+  #refill(template: string): void {
+    if (this.#spares.has(template) || this.#refilling.has(template)) return;
+    this.#refilling.add(template);
+    setTimeout(() => {
+      this.#sweep ??= rm(this.#sparesDir, { recursive: true, force: true });
+      const spare = join(this.#sparesDir, `${basename(template)}-${randomBytes(6).toString('hex')}`);
+      void this.#sweep
+        .then(() => cloneImage(template, spare))
+        .then(
+          () => this.#spares.set(template, spare),
+          () => rm(spare, { force: true }).catch(() => undefined), // the next clone tries again
+        )
+        .finally(() => this.#refilling.delete(template));
+    }, SPARE_DELAY_MS).unref();
+  }
 }
+
+const SPARE_DELAY_MS = 100;
 
 async function makeTemplate(path: string, fs: FsType, sizeGb: number): Promise<string> {
   if (await isFile(path)) return path;
@@ -82,7 +124,7 @@ export async function cloneImage(src: string, dest: string): Promise<void> {
 }
 
 export async function mountDiskImage(image: string, target: string, fs: FsType, flags: number, opts: { readOnly?: boolean; data?: string } = {}): Promise<void> {
-  if (await isMounted(target)) return;
+  if (await isDeviceMounted(target)) return;
   await mkdir(target, { recursive: true });
   const data = [MOUNT_DATA[fs], opts.data].filter(Boolean).join(',') || undefined;
   mountImage(image, target, { fstype: fs, flags, ...(data ? { data } : {}), ...(opts.readOnly ? { readOnly: true } : {}) });

@@ -3,7 +3,7 @@
 // own root's files. Node has no binding for these mount syscalls; glibc ≥ 2.36 wraps them, and
 // koffi calls the wrappers. A user namespace carrying the mapping is needed only while the mount is
 // made: the mount keeps its own reference.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readlinkSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import koffi from 'koffi';
@@ -73,46 +73,81 @@ export async function mountIdmapped(source: string, target: string, range: IdRan
 }
 
 /**
- * A user namespace with `range` as its uid and gid map, held open by a sleeping child until
- * close(). Node cannot unshare a user namespace itself (it is multithreaded), so a child does.
+ * A user namespace with `range` as its uid and gid map, held open by a child until close(). Node
+ * cannot unshare a user namespace itself (it is multithreaded), so a child does; it is forked
+ * ahead, as the last mount ends, so a create does not wait for one (the map is written at use).
  */
 async function holdUserNamespace(range: IdRange): Promise<{ fd: number; close(): void }> {
-  const child = spawn('unshare', ['--user', 'sleep', 'infinity'], { stdio: 'ignore' });
-  const kill = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
+  const taken = spareHolder ?? forkHolder();
+  spareHolder = undefined;
+  let child: ChildProcess | undefined;
   try {
-    const ours = readlinkSync('/proc/self/ns/user');
-    const spawned = new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', reject);
-    });
-    await spawned;
-    // The namespace exists once unshare has made it and exec'd sleep; until then the link is ours.
-    for (let i = 0; ; i++) {
-      const link = readlinkOrEmpty(`/proc/${child.pid}/ns/user`);
-      if (link && link !== ours) break;
-      if (child.exitCode !== null || i > 500) throw new Error('unshare --user did not make a user namespace');
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    child = await taken.catch(() => forkHolder());
+    // A spare that died waiting (someone killed it) is replaced.
+    if (child.exitCode !== null || child.signalCode !== null) child = await forkHolder();
     const map = `0 ${range.base} ${range.size}\n`;
     writeFileSync(`/proc/${child.pid}/uid_map`, map);
     writeFileSync(`/proc/${child.pid}/gid_map`, map);
     const fd = openSync(`/proc/${child.pid}/ns/user`, 'r');
+    const holder = child;
     return {
       fd,
       close: () => {
         closeSync(fd);
-        kill();
+        endHolder(holder);
+        // A moment later: the fork blocks this loop for milliseconds, which the create under way would pay.
+        setTimeout(() => {
+          if (spareHolder) return;
+          const next = forkHolder();
+          spareHolder = next;
+          next.catch(() => {
+            if (spareHolder === next) spareHolder = undefined;
+          });
+        }, SPARE_DELAY_MS).unref();
       },
     };
   } catch (err) {
-    kill();
+    if (child) endHolder(child);
     throw new HangarError('host_unsupported', `cannot make a user namespace: ${(err as Error).message}`, {
       hint: 'install util-linux (unshare) and allow user namespaces (sysctl user.max_user_namespaces > 0)',
       cause: err,
     });
   }
+}
+
+let spareHolder: Promise<ChildProcess> | undefined;
+const SPARE_DELAY_MS = 50;
+
+/**
+ * `unshare --user cat`, once its namespace exists. cat ends at the end of its stdin, a pipe from
+ * this process: a holder never outlives the daemon, even one killed by -9.
+ */
+async function forkHolder(): Promise<ChildProcess> {
+  const child = spawn('unshare', ['--user', 'cat'], { stdio: ['pipe', 'ignore', 'ignore'] });
+  child.unref();
+  (child.stdin as unknown as { unref?: () => void }).unref?.();
+  child.stdin!.on('error', () => {});
+  try {
+    const ours = readlinkSync('/proc/self/ns/user');
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', reject);
+    });
+    // The namespace exists once unshare has made it and exec'd cat; until then the link is ours.
+    for (let i = 0; ; i++) {
+      const link = readlinkOrEmpty(`/proc/${child.pid}/ns/user`);
+      if (link && link !== ours) return child;
+      if (child.exitCode !== null || i > 500) throw new Error('unshare --user did not make a user namespace');
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  } catch (err) {
+    endHolder(child);
+    throw err;
+  }
+}
+
+function endHolder(child: ChildProcess): void {
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
 
 function readlinkOrEmpty(path: string): string {

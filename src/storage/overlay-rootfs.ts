@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
 import { chown, readFile, mkdir, stat } from 'node:fs/promises';
-import { dirname, basename } from 'node:path';
+import { dirname, basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { type IdRange, mountIdmapped } from './idmapped-mount.ts';
 import { removeHostTree } from './tree-remove.ts';
+import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mountOverlayFs, OverlayApiUnsupported, type OverlaySpec } from './overlay-mount.ts';
 
 // A machine's root filesystem: the image's unpacked layers as overlay lower dirs under one
 // per-machine upper dir. The mount stays up across stop/start so start needs no mount at all.
@@ -24,26 +25,53 @@ export type OverlayLayout = {
   idmap?: { range: IdRange; lowerView: string };
 };
 
+/** The idmapped view of the image's layers a machine in its own user namespace needs, if not mounted yet; needs no disk. */
+export async function mountLowerView(layout: Pick<OverlayLayout, 'lowerDirs' | 'idmap'>): Promise<void> {
+  if (layout.idmap && !(await isMounted(layout.idmap.lowerView))) await mountIdmapped(dirname(layout.lowerDirs[0]!), layout.idmap.lowerView, layout.idmap.range);
+}
+
 export async function mountOverlay(layout: OverlayLayout): Promise<void> {
   const { lowerDirs, upperDir, workDir, target, idmap } = layout;
   if (lowerDirs.length === 0) throw new HangarError('unsupported_image', 'image has no layers', { hint: 'use an image with at least one layer' });
   const [madeUpper, madeWork] = await Promise.all([mkdir(upperDir, { recursive: true }), mkdir(workDir, { recursive: true }), mkdir(target, { recursive: true })]);
   const { lower, cwd } = lowerSpec(layout);
   if (idmap) {
-    if (!(await isMounted(idmap.lowerView))) await mountIdmapped(dirname(lowerDirs[0]!), idmap.lowerView, idmap.range);
+    await mountLowerView(layout);
     // Only when new: the machine's root may since have given its / to someone else.
     if (madeUpper !== undefined) await chown(upperDir, idmap.range.base, idmap.range.base);
     if (madeWork !== undefined) await chown(workDir, idmap.range.base, idmap.range.base);
   }
   const options = `nodev,lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
   try {
-    await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], cwd ? { cwd } : {});
+    if (!mountThroughApi({ lowerDirs: absoluteLowerDirs(layout), upperDir, workDir, target, attrs: MOUNT_ATTR_NODEV })) {
+      await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], cwd ? { cwd } : {});
+    }
   } catch (err) {
     throw new HangarError('runtime_error', `cannot mount the root filesystem at ${target}: ${stderrOf(err)}`, {
       hint: 'the host must support overlayfs; check `dmesg` for overlay errors',
       cause: err,
     });
   }
+}
+
+/** Whether this kernel took the mount through its mount API; false (and never tried again) when it lacks `lowerdir+`. */
+let apiUnsupported = false;
+function mountThroughApi(spec: OverlaySpec): boolean {
+  if (apiUnsupported) return false;
+  try {
+    mountOverlayFs(spec);
+    return true;
+  } catch (err) {
+    if (!(err instanceof OverlayApiUnsupported)) throw err;
+    apiUnsupported = true;
+    return false;
+  }
+}
+
+/** The image's layers top-most first, as absolute paths (through the idmapped view when there is one). */
+function absoluteLowerDirs(layout: Pick<OverlayLayout, 'lowerDirs' | 'idmap'>): string[] {
+  const topFirst = [...layout.lowerDirs].reverse();
+  return layout.idmap ? topFirst.map((d) => join(layout.idmap!.lowerView, basename(d))) : topFirst;
 }
 
 /**
@@ -67,7 +95,9 @@ export async function mountReadOnlyView(layout: OverlayLayout, top: string, targ
   const { lower, cwd } = lowerSpec(layout);
   await mkdir(target, { recursive: true });
   try {
-    await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,nodev,nosuid,lowerdir=${top}:${lower}`, target], cwd ? { cwd } : {});
+    if (!mountThroughApi({ lowerDirs: [top, ...absoluteLowerDirs(layout)], target, attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID })) {
+      await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,nodev,nosuid,lowerdir=${top}:${lower}`, target], cwd ? { cwd } : {});
+    }
   } catch (err) {
     throw new HangarError('storage_error', `cannot mount a view of ${top} at ${target}: ${stderrOf(err)}`, { hint: 'check `dmesg` for overlay errors', cause: err });
   }
@@ -90,13 +120,13 @@ export async function unmount(target: string): Promise<void> {
 }
 
 /**
- * Whether an overlay is mounted on `target`, as isMounted says, for the start path: overlayfs
- * has a device of its own, so its root's differs from its parent's. Two stats, where mountinfo
- * grows by a few lines with every machine.
+ * Whether a filesystem with a device of its own (an overlay, an image on a loop device) is
+ * mounted on `target`, as isMounted says for those: its root's device differs from its parent's.
+ * Two stats, where mountinfo grows by a few lines with every machine.
  */
-export async function isOverlayMounted(target: string): Promise<boolean> {
-  const [self, parent] = await Promise.all([stat(target).catch(() => undefined), stat(dirname(target))]);
-  return self !== undefined && self.dev !== parent.dev;
+export async function isDeviceMounted(target: string): Promise<boolean> {
+  const [self, parent] = await Promise.all([stat(target).catch(() => undefined), stat(dirname(target)).catch(() => undefined)]);
+  return self !== undefined && parent !== undefined && self.dev !== parent.dev;
 }
 
 export async function isMounted(target: string): Promise<boolean> {
