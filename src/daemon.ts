@@ -151,6 +151,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     perAddress: opts.gatewayMaxConnectionsPerMachine ?? GATEWAY_MAX_CONNECTIONS_PER_MACHINE,
   });
   await driver.checkHost();
+  // Its answers for `domains` apps are let out through the network, made just below.
+  let network: MachineNetwork | undefined;
   const dns = new InternalDns((subnetIndex) => {
     const app = store.appOfSubnet(subnetIndex);
     if (!app) return undefined;
@@ -158,9 +160,13 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     return {
       app,
       machines: machines.map((m) => ({ id: m.id, ip: m.privateIp, started: m.state === 'started' })),
-      resolvesPublicNames: store.getApp(app)?.settings.egress.policy !== 'deny',
+      egress: store.getApp(app)?.settings.egress ?? { policy: 'deny' },
     };
-  }, await upstreamResolver(fileConfig.dns_upstream), gatewayBudget);
+  }, {
+    upstream: await upstreamResolver(fileConfig.dns_upstream),
+    budget: gatewayBudget,
+    admit: async (subnetIndex, egress, addresses) => (network ? network.allowResolved(subnetIndex, egress, addresses) : false),
+  });
   // Connections to a gateway's port 4280 are served by the API server once it exists.
   let apiServer: FastifyInstance | undefined;
   const gatewayApi = new GatewayApi({ target: () => apiServer?.server, budget: gatewayBudget });
@@ -178,7 +184,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     registry: metrics,
   });
   const gatewayTokenizer = new GatewayApi({ target: () => tokenizerProxy.server, budget: gatewayBudget, port: TOKENIZER_PORT, service: TOKENIZER_NAME });
-  const network = new MachineNetwork({
+  network = new MachineNetwork({
     dataDir: opts.dataDir,
     machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR,
     // A subnet no app holds has no machines; nothing may leave it.

@@ -1,0 +1,160 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { makeOutside, startResolver, type Outside, type TestResolver } from './helpers/outside-net.ts';
+import { firewallTable, networkTag } from '../src/network/names.ts';
+
+// Egress by domain name, seen from inside machines: an app reaches the addresses its gateway's DNS
+// answered for the names it allows, and nothing else, whatever address a program hard-codes.
+// "Outside" is a namespace this test makes (helpers/outside-net.ts) with three addresses; a test
+// resolver on loopback is the daemon's upstream.
+
+let dataDir: string;
+let d: TestDaemon;
+let outside: Outside | undefined;
+let resolver: TestResolver | undefined;
+/** www.allowed.test and exact.test; blocked.test; edge.cdn.test (behind cname.allowed.test). */
+let allowedIp: string;
+let otherIp: string;
+let cdnIp: string;
+
+before(async () => {
+  dataDir = await makeDataDir();
+  outside = await makeOutside(dataDir, 3);
+  [allowedIp, otherIp, cdnIp] = outside.ips as [string, string, string];
+  resolver = await startResolver({
+    // A 1-second TTL: the address must stay allowed for the minimum (a minute) all the same.
+    'www.allowed.test': [{ type: 'A', data: allowedIp, ttl: 1 }],
+    'allowed.test': [{ type: 'A', data: allowedIp, ttl: 300 }],
+    'exact.test': [{ type: 'A', data: allowedIp, ttl: 300 }],
+    'blocked.test': [{ type: 'A', data: otherIp, ttl: 300 }],
+    'cname.allowed.test': [{ type: 'CNAME', data: 'edge.cdn.test', ttl: 300 }],
+    'edge.cdn.test': [{ type: 'A', data: cdnIp, ttl: 300 }],
+  });
+  writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ dns_upstream: resolver.address }));
+  d = await startDaemon(dataDir);
+});
+
+after(async () => {
+  await d?.kill().catch(() => undefined);
+  resolver?.close();
+  outside?.close();
+  if (dataDir) await cleanupDataDir(dataDir);
+});
+
+async function sh(app: string, id: string, script: string): Promise<string> {
+  const r = await d.client.machines.exec(app, id, ['sh', '-c', script], { timeoutS: 30 });
+  return r.stdout + r.stderr;
+}
+
+/** What `wget URL` prints inside the machine: the body, or wget's error and FAILED. */
+async function get(app: string, id: string, url: string, opts: { header?: string; timeoutS?: number } = {}): Promise<string> {
+  const header = opts.header ? `--header '${opts.header}' ` : '';
+  return sh(app, id, `timeout ${opts.timeoutS ?? 10} wget -q -O - ${header}${url} 2>&1 || echo FAILED`);
+}
+
+const SHOULD_FAIL = { timeoutS: 2 };
+
+/** The egress sets of the daemon's table (one app has a bridge here): address → seconds of its timeout. */
+function egressSets(): Map<string, number> {
+  const table = JSON.parse(execFileSync('nft', ['-j', 'list', 'table', 'inet', firewallTable(networkTag(dataDir))], { encoding: 'utf8' })) as {
+    nftables: Array<{ set?: { name: string; elem?: Array<{ elem: { val: string; timeout: number } }> } }>;
+  };
+  const out = new Map<string, number>();
+  for (const item of table.nftables) {
+    if (!item.set?.name.startsWith('egress-')) continue;
+    for (const e of item.set.elem ?? []) out.set(e.elem.val, e.elem.timeout);
+  }
+  return out;
+}
+
+describe('egress by domain', () => {
+  let id: string;
+
+  it('lets a domains app reach the names it allows, and no address DNS did not give it', async () => {
+    const created = await d.client.apps.create('dom', { settings: { egress: { policy: 'domains', allow: ['*.Allowed.test.', 'exact.test'] } } });
+    assert.deepEqual(created.egress, { policy: 'domains', allow: ['*.allowed.test', 'exact.test'] }, 'patterns are kept lower case, without a trailing dot');
+    id = (await d.client.machines.create('dom', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] } } })).id;
+
+    assert.equal(await get('dom', id, 'http://www.allowed.test:8080/'), 'outside\n', 'the first connect after the lookup works');
+    assert.equal(await get('dom', id, 'http://cname.allowed.test:8080/'), 'outside\n', 'an allowed name behind a CNAME');
+    const [blocked, lookup, base, hardCoded, spoofedHost] = await Promise.all([
+      get('dom', id, 'http://blocked.test:8080/', SHOULD_FAIL),
+      sh('dom', id, 'nslookup blocked.test 2>&1; true'),
+      get('dom', id, 'http://allowed.test:8080/', SHOULD_FAIL),
+      get('dom', id, `http://${otherIp}:8080/`, SHOULD_FAIL),
+      get('dom', id, `http://${otherIp}:8080/`, { header: 'Host: www.allowed.test', ...SHOULD_FAIL }),
+    ]);
+    assert.match(blocked, /FAILED/);
+    assert.match(lookup, /REFUSED/, 'a name not allowed is refused');
+    assert.match(base, /FAILED/, '*.allowed.test does not allow allowed.test itself');
+    assert.match(hardCoded, /FAILED/, 'an address no allowed name resolved to gets nowhere');
+    assert.match(spoofedHost, /FAILED/);
+    assert.ok(!resolver!.asked.includes('blocked.test') && !resolver!.asked.includes('allowed.test'), 'names not allowed never leave the host');
+
+    const set = egressSets();
+    assert.deepEqual([...set.keys()].sort(), [allowedIp, cdnIp].sort(), 'only the answered addresses are in');
+    assert.equal(set.get(allowedIp), 60, 'a 1-second TTL is held for the minute');
+    assert.equal(set.get(cdnIp), 300, 'the TTL of the answer otherwise');
+  });
+
+  it('rejects bad patterns with a code and a hint', async () => {
+    const cases: Array<[unknown, RegExp]> = [
+      [{ policy: 'domains', allow: ['192.0.2.7'] }, /an address, not a name; list addresses with \{"policy": "cidrs"\}/],
+      [{ policy: 'domains', allow: ['*'] }, /use \{"policy": "allow"\}/],
+      [{ policy: 'domains', allow: ['api.*.github.com'] }, /not a whole first label/],
+      [{ policy: 'domains', allow: ['*.com'] }, /a whole top-level domain/],
+      [{ policy: 'domains', allow: ['bad name.com'] }, /label "bad name"/],
+      [{ policy: 'domains', allow: ['db.internal'] }, /always resolve/],
+      [{ policy: 'domains', allow: [] }, /egress\.allow/],
+    ];
+    for (const [egress, message] of cases) {
+      const res = await http(d, 'PATCH', '/v1/apps/dom', { egress });
+      assert.equal(res.status, 400, JSON.stringify(egress));
+      assert.equal(res.body.code, 'validation_failed');
+      assert.match(res.body.error, message);
+      assert.ok(res.body.hint);
+    }
+  });
+
+  it('applies a changed allowlist to running machines at once, forgetting what the old one let out', async () => {
+    await d.client.apps.update('dom', { egress: { policy: 'domains', allow: ['blocked.test'] } });
+    const [byOldAddress, byOldName] = await Promise.all([
+      get('dom', id, `http://${allowedIp}:8080/`, SHOULD_FAIL),
+      get('dom', id, 'http://www.allowed.test:8080/', SHOULD_FAIL),
+    ]);
+    assert.match(byOldAddress, /FAILED/, 'the set was emptied');
+    assert.match(byOldName, /FAILED/);
+    assert.equal(await get('dom', id, 'http://blocked.test:8080/'), 'outside\n');
+    await d.client.apps.update('dom', { egress: { policy: 'domains', allow: ['*.allowed.test', 'exact.test'] } });
+    assert.equal(await get('dom', id, 'http://exact.test:8080/'), 'outside\n');
+  });
+
+  it('keeps the policy, and what DNS let out, across a daemon restart', async () => {
+    await d.kill();
+    const asked = resolver!.asked.length;
+    d = await startDaemon(dataDir);
+    const [byAddress, other] = await Promise.all([
+      get('dom', id, `http://${allowedIp}:8080/`),
+      get('dom', id, `http://${otherIp}:8080/`, SHOULD_FAIL),
+    ]);
+    assert.equal(byAddress, 'outside\n', 'an address resolved before the restart is still allowed');
+    assert.match(other, /FAILED/, 'blocked.test was allowed under the policy before, not this one');
+    assert.equal(resolver!.asked.length, asked, 'nothing was looked up again');
+    assert.match(await sh('dom', id, 'nslookup blocked.test 2>&1; true'), /REFUSED/);
+  });
+
+  it('sets a domain allowlist from the CLI', () => {
+    const hangar = (...args: string[]) => {
+      const r = spawnSync(HANGAR, args, { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: dataDir }, timeout: 30_000 });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout;
+    };
+    const created = JSON.parse(hangar('apps', 'create', 'dom-cli', '--egress', 'registry.npmjs.org,*.github.com', '--json'));
+    assert.deepEqual(created.egress, { policy: 'domains', allow: ['registry.npmjs.org', '*.github.com'] });
+    assert.match(hangar('apps', 'list'), /^dom-cli\s+0\s+registry\.npmjs\.org,\*\.github\.com\s/m);
+  });
+});
