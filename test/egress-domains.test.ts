@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { makeOutside, startResolver, type Outside, type TestResolver } from './helpers/outside-net.ts';
 import { firewallTable, networkTag } from '../src/network/names.ts';
+import type { EgressEvent } from '../src/sdk/index.ts';
 
 // Egress by domain name, seen from inside machines: an app reaches the addresses its gateway's DNS
 // answered for the names it allows, and nothing else, whatever address a program hard-codes.
@@ -145,6 +146,58 @@ describe('egress by domain', () => {
     assert.match(other, /FAILED/, 'blocked.test was allowed under the policy before, not this one');
     assert.equal(resolver!.asked.length, asked, 'nothing was looked up again');
     assert.match(await sh('dom', id, 'nslookup blocked.test 2>&1; true'), /REFUSED/);
+  });
+
+  it("logs the machine's lookups, its connections with their bytes, and what its policy refused", async () => {
+    const abort = new AbortController();
+    const followed: EgressEvent[] = [];
+    const following = (async () => {
+      for await (const e of d.client.machines.followEgress('dom', id, { tail: 0, signal: abort.signal })) followed.push(e);
+    })().catch(() => undefined);
+    const since = new Date().toISOString();
+    const body = await get('dom', id, 'http://www.allowed.test:8080/');
+    assert.equal(body, 'outside\n');
+    assert.match(await sh('dom', id, 'nslookup blocked.test 2>&1; true'), /REFUSED/);
+    assert.match(await get('dom', id, `http://${otherIp}:8080/`, SHOULD_FAIL), /FAILED/);
+
+    const to = (ip: string) => `${ip}:8080`;
+    // The latest of each: earlier tests made some of the same kinds.
+    const wanted = (events: EgressEvent[]) => ({
+      lookedUp: events.findLast((e) => e.kind === 'dns' && e.name === 'www.allowed.test' && e.type === 'A'),
+      refused: events.findLast((e) => e.kind === 'dns' && e.name === 'blocked.test' && e.type === 'A'),
+      opened: events.findLast((e) => e.kind === 'connect' && e.dst === to(allowedIp)),
+      closed: events.findLast((e) => e.kind === 'close' && e.dst === to(allowedIp)),
+      denied: events.findLast((e) => e.kind === 'connect' && e.dst === to(otherIp)),
+    });
+    // A connection's bytes come when conntrack lets go of it, a second or two after it closes.
+    let found = wanted([]);
+    const startedAt = Date.now();
+    for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 500))) {
+      found = wanted((await d.client.machines.egress('dom', id)).events);
+      if (Object.values(found).every(Boolean)) break;
+    }
+    assert.ok(Date.now() - startedAt < 10_000, `all there within ${Date.now() - startedAt} ms`);
+    assert.deepEqual(found.lookedUp && { ...found.lookedUp, time: '' }, { kind: 'dns', time: '', name: 'www.allowed.test', type: 'A', verdict: 'allowed', rcode: 'NOERROR', answers: [allowedIp] });
+    assert.deepEqual(found.refused && { ...found.refused, time: '' }, { kind: 'dns', time: '', name: 'blocked.test', type: 'A', verdict: 'refused', rcode: 'REFUSED', answers: [] });
+    assert.deepEqual(found.opened && { ...found.opened, time: '' }, { kind: 'connect', time: '', proto: 'tcp', dst: to(allowedIp), verdict: 'allowed' });
+    assert.deepEqual(found.denied && { ...found.denied, time: '' }, { kind: 'connect', time: '', proto: 'tcp', dst: to(otherIp), verdict: 'denied' });
+    assert.ok(found.closed?.kind === 'close', 'the connection ended, with its bytes');
+    const closed = found.closed as Extract<EgressEvent, { kind: 'close' }>;
+    assert.ok(closed.bytes_out > 60 && closed.bytes_out < 2000, `a GET went out (${closed.bytes_out} bytes)`);
+    assert.ok(closed.bytes_in > 'outside\n'.length + 60, `the answer came in (${closed.bytes_in} bytes)`);
+    assert.ok(closed.packets_out >= 3 && closed.packets_in >= 2);
+    assert.ok(closed.duration_ms !== undefined && closed.duration_ms >= 0);
+    assert.equal((await d.client.machines.egress('dom', id)).events.filter((e) => e.kind === 'connect' && e.dst === to(otherIp) && e.time >= since).length, 1, "a SYN resent is the same attempt");
+
+    abort.abort();
+    await following;
+    assert.deepEqual(Object.values(wanted(followed)).map(Boolean), [true, true, true, true, true], 'followed as it happened');
+
+    const r = spawnSync(HANGAR, ['machines', 'egress', id, '--app', 'dom'], { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: dataDir }, timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`dns +blocked\\.test A REFUSED`));
+    assert.match(r.stdout, new RegExp(`connect +tcp ${otherIp.replace(/\./g, '\\.')}:8080 DENIED`));
+    assert.match(r.stdout, /close +tcp \S+:8080 out \d+ B in \d+ B after/);
   });
 
   it('sets a domain allowlist from the CLI', () => {

@@ -17,6 +17,12 @@ import { bridgeName, bridgePrefix, firewallTable } from './names.ts';
 //               gateway pairs): its DNS, API and tokenizer ports, ping, and replies to what the host opened.
 //               Any other host address, on any protocol, is dropped.
 //
+//   denied      where egress that a policy refuses ends: logged to the kernel log with
+//               DENIED_LOG_PREFIX (at most 10 packets a second per machine, burst 20; the
+//               egress log reads them back), then dropped.
+//   tcp-ends    connections machines open leave conntrack 1 s after they close (not 120 s), so
+//               the egress log gets their byte counts soon after.
+//
 // The bridge table of port-guard.ts has already dropped forged sources and IPv6 by then; the
 // source checks here are a second line, as is strict rp_filter on the bridges.
 //   postrouting machine addresses leaving the host are masqueraded to the host's address.
@@ -35,6 +41,11 @@ export type BridgeRules = { index: number; subnet: string; gateway: string; egre
 
 /** An address in an app's egress set, and for how many more seconds. */
 export type AllowedAddress = { ip: string; timeoutS: number };
+
+/** What the kernel log lines of refused egress start with. */
+export function deniedLogPrefix(tag: string): string {
+  return `hangar-${tag}-denied: `;
+}
 
 export function egressSetName(index: number): string {
   return `egress-${index}`;
@@ -65,6 +76,15 @@ delete table inet ${table}
 table inet ${table} {
   map apps { type ifname : verdict; }
   set gateways { type ifname . ipv4_addr; }
+  set denied-log { type ipv4_addr; size 65536; flags dynamic,timeout; timeout 1m; }
+  ct timeout tcp-ends {
+    protocol tcp; l3proto ip
+    policy = { time_wait: 1, close: 1 }
+  }
+  chain denied {
+    update @denied-log { ip saddr limit rate 10/second burst 20 packets } log prefix "${deniedLogPrefix(tag)}" level info
+    drop
+  }
   chain forward {
     type filter hook forward priority 0; policy accept;
     iifname != ${all} oifname ${all} ct direction reply accept
@@ -78,7 +98,7 @@ table inet ${table} {
     iifname . ip daddr @gateways icmp type echo-request accept
     iifname . ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept
     iifname . ip daddr @gateways tcp dport { ${GATEWAY_API_PORT}, ${TOKENIZER_PORT} } accept
-    iifname ${all} drop
+    iifname ${all} goto denied
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
@@ -100,7 +120,8 @@ ${refill}add chain ${table} ${chain}
 flush chain ${table} ${chain}
 add rule ${table} ${chain} ip saddr != ${b.subnet} drop
 add rule ${table} ${chain} oifname ${bridge} accept
-add rule ${table} ${chain} oifname "${bridgePrefix(tag)}*" drop
+add rule ${table} ${chain} oifname "${bridgePrefix(tag)}*" goto denied
+add rule ${table} ${chain} meta l4proto tcp ct state new ct timeout set "tcp-ends"
 ${egressRules(b.egress, set).map((rule) => `add rule ${table} ${chain} ${rule}\n`).join('')}add element ${table} apps { ${bridge} : jump ${chain} }
 add element ${table} gateways { ${bridge} . ${b.gateway} }
 `;
@@ -126,15 +147,15 @@ const LINK_LOCAL = '169.254.0.0/16';
 function egressRules(egress: Egress, set: string): string[] {
   switch (egress.policy) {
     case 'allow':
-      return [`ip daddr ${LINK_LOCAL} drop`, 'accept'];
+      return [`ip daddr ${LINK_LOCAL} goto denied`, 'accept'];
     case 'deny':
-      return ['drop'];
+      return ['goto denied'];
     case 'cidrs':
-      return [`ip daddr { ${egress.cidrs.join(', ')} } accept`, 'drop'];
+      return [`ip daddr { ${egress.cidrs.join(', ')} } accept`, 'goto denied'];
     case 'domains': {
       const mark = `0x${egressMark(egress).toString(16)}`;
       // A name may resolve to a metadata address; naming it does not open it (cidrs can).
-      return [`ct state established,related ct mark ${mark} accept`, `ip daddr ${LINK_LOCAL} drop`, `ip daddr @${set} ct mark set ${mark} accept`, 'drop'];
+      return [`ct state established,related ct mark ${mark} accept`, `ip daddr ${LINK_LOCAL} goto denied`, `ip daddr @${set} ct mark set ${mark} accept`, 'goto denied'];
     }
   }
 }

@@ -27,7 +27,7 @@ export type AppMachines = {
   egress: Egress;
 };
 
-/** One name a machine asked for, and what it got. */
+/** One name outside `.internal` a machine asked for, and what it got. */
 export type Lookup = {
   subnetIndex: number;
   /** The asking machine's address. */
@@ -48,6 +48,7 @@ export type InternalDnsOptions = {
   budget?: ConnectionBudget;
   /** Lets out the addresses answered for a name a `domains` policy allows; false refuses the answer (the policy changed meanwhile). */
   admit?: (subnetIndex: number, egress: Egress, addresses: ResolvedAddress[]) => Promise<boolean>;
+  /** Each name outside `.internal` a machine asked for (its own app's names are not egress). */
   onLookup?: (lookup: Lookup) => void;
 };
 
@@ -215,9 +216,7 @@ export class InternalDns {
       });
     }
     const ips = app && this.#resolve(subnetIndex, app, name);
-    const answer = ips === undefined ? reply('NXDOMAIN') : reply('NOERROR', question.type === 'A' ? ips : []);
-    log('allowed', answer);
-    send(answer);
+    send(ips === undefined ? reply('NXDOMAIN') : reply('NOERROR', question.type === 'A' ? ips : []));
   }
 
   /**
