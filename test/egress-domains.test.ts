@@ -98,8 +98,8 @@ describe('egress by domain', () => {
 
     const set = egressSets();
     assert.deepEqual([...set.keys()].sort(), [allowedIp, cdnIp].sort(), 'only the answered addresses are in');
-    assert.equal(set.get(allowedIp), 60, 'a 1-second TTL is held for the minute');
-    assert.equal(set.get(cdnIp), 300, 'the TTL of the answer otherwise');
+    assert.equal(set.get(allowedIp), 120, 'a 1-second TTL is held for the minute, put in for twice that');
+    assert.equal(set.get(cdnIp), 600, 'twice the TTL of the answer otherwise');
   });
 
   it('rejects bad patterns with a code and a hint', async () => {

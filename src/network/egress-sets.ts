@@ -6,15 +6,16 @@ import { firewallTable } from './names.ts';
 // What each app's egress set lets out, as the daemon knows it: the policy its chain was built
 // from and when each address's element times out. It decides which DNS answers need an nft
 // call at all (most repeat an address already in for longer) and never shortens an element (nft's
-// `add element` would: another name's shorter TTL must not cut the first one's).
+// `add element` would: another name's shorter TTL must not cut the first one's short).
 
 /** An address from a DNS answer, with the answer's TTL. */
 export type ResolvedAddress = { ip: string; ttlS: number };
 
 /**
- * How long an address stays in: the answer's TTL, but at least a minute (resolvers and programs
- * keep answers a little past their TTL, and a 0-second TTL must still allow the connect that
- * follows) and at most a day.
+ * An answer's addresses must stay reachable for its TTL, but at least a minute (resolvers and
+ * programs keep answers a little past their TTL, and a 0-second TTL must still allow the connect
+ * that follows) and at most a day. They go in for twice that, so that answers repeated within it
+ * (most lookups) need no nft call: one is made only when less than that time is left.
  */
 export const MIN_ALLOW_S = 60;
 export const MAX_ALLOW_S = 86_400;
@@ -45,15 +46,14 @@ export class AllowedSets {
     for (const [ip, until] of set.untilMs) if (until <= nowMs) set.untilMs.delete(ip);
     const wanted = new Map<string, number>();
     for (const a of addresses) {
-      const timeoutS = Math.min(MAX_ALLOW_S, Math.max(MIN_ALLOW_S, Math.round(a.ttlS)));
-      wanted.set(a.ip, Math.max(wanted.get(a.ip) ?? 0, timeoutS));
+      const needS = Math.min(MAX_ALLOW_S, Math.max(MIN_ALLOW_S, Math.round(a.ttlS)));
+      wanted.set(a.ip, Math.max(wanted.get(a.ip) ?? 0, needS));
     }
     const added: AllowedAddress[] = [];
-    for (const [ip, timeoutS] of wanted) {
-      const until = nowMs + timeoutS * 1000;
-      // Re-adding within a second of what is there gains nothing but an nft call.
-      if ((set.untilMs.get(ip) ?? 0) >= until - 1000) continue;
-      set.untilMs.set(ip, until);
+    for (const [ip, needS] of wanted) {
+      if ((set.untilMs.get(ip) ?? 0) >= nowMs + needS * 1000) continue;
+      const timeoutS = 2 * needS;
+      set.untilMs.set(ip, nowMs + timeoutS * 1000);
       added.push({ ip, timeoutS });
     }
     return added;
