@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { ipInRange, parseMachineCidr, type MachineRange } from './addresses.ts';
 import { deniedLogPrefix } from './firewall.ts';
@@ -70,7 +70,10 @@ export async function watchEgress(opts: EgressWatchOptions): Promise<{ close(): 
   let sweep: NodeJS.Timeout | undefined;
   const reapSoon = () => {
     sweep ??= setTimeout(() => {
-      execFile('conntrack', ['-L', '-p', 'tcp', '-s', opts.machineCidr], { maxBuffer: 256 * 2 ** 20 }, () => (sweep = undefined));
+      // Listing is what reaps; the list itself is not needed.
+      const lister = spawn('conntrack', ['-L', '-p', 'tcp', '-s', opts.machineCidr], { stdio: 'ignore' });
+      lister.once('error', () => (sweep = undefined));
+      lister.once('exit', () => (sweep = undefined));
     }, REAP_AFTER_MS);
   };
   const readers: LineProcess[] = [
