@@ -5,6 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { makeOutside, startResolver, type Outside, type TestResolver } from './helpers/outside-net.ts';
+import { listenIn } from './helpers/netns-probe.ts';
 import { firewallTable, networkTag } from '../src/network/names.ts';
 import type { EgressEvent } from '../src/sdk/index.ts';
 
@@ -209,5 +210,29 @@ describe('egress by domain', () => {
     const created = JSON.parse(hangar('apps', 'create', 'dom-cli', '--egress', 'registry.npmjs.org,*.github.com', '--json'));
     assert.deepEqual(created.egress, { policy: 'domains', allow: ['registry.npmjs.org', '*.github.com'] });
     assert.match(hangar('apps', 'list'), /^dom-cli\s+0\s+registry\.npmjs\.org,\*\.github\.com\s/m);
+  });
+
+  it('keeps an open connection across a daemon restart, and cuts it when the policy changes', async () => {
+    const listener = await listenIn(outside!.ns, 'tcp', allowedIp, 9000);
+    try {
+      // A connection that sends a line every 200 ms for as long as it is let.
+      await sh('dom', id, '(while true; do echo ping; sleep 0.2; done | nc www.allowed.test 9000) >/dev/null 2>&1 &');
+      const received = () => listener.seen.length;
+      const growsWithin = async (ms: number) => {
+        const before = received();
+        for (const deadline = Date.now() + ms; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) if (received() > before) return true;
+        return false;
+      };
+      assert.ok(await growsWithin(5000), 'the connection is open');
+      await d.kill();
+      d = await startDaemon(dataDir);
+      assert.ok(await growsWithin(3000), 'it lives on across the restart (same policy, same mark, its address carried over)');
+      await d.client.apps.update('dom', { egress: { policy: 'domains', allow: ['exact.test'] } });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok(!(await growsWithin(2000)), 'a new policy checks open connections too: its address is not in the new set');
+    } finally {
+      listener.close();
+      await sh('dom', id, 'pkill nc; true').catch(() => undefined);
+    }
   });
 });
