@@ -182,8 +182,7 @@ export class InternalDns {
       return transport === 'udp' && whole.length > PLAIN_UDP_SIZE ? encode(rcode, [], true) : whole;
     };
     const app = this.#lookup(subnetIndex);
-    const log = (verdict: Lookup['verdict'], answer: Buffer) => {
-      const decoded = decodeAnswer(answer);
+    const log = (verdict: Lookup['verdict'], answer: Buffer, decoded = decodeAnswer(answer)) => {
       this.#onLookup({ subnetIndex, from, name, type: question.type, verdict, rcode: decoded?.rcode ?? 'SERVFAIL', addresses: decoded?.addresses ?? [] });
     };
     const refuse = () => {
@@ -208,7 +207,7 @@ export class InternalDns {
         this.#admit(subnetIndex, egress, decoded.resolved).then(
           (admitted) => {
             if (!admitted) return refuse();
-            log('allowed', answer);
+            log('allowed', answer, decoded);
             send(answer);
           },
           () => refuse(),
