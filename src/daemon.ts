@@ -32,10 +32,13 @@ import { reconcile, type ReconcileReport } from './machines/reconcile.ts';
 import { StateWaiters } from './machines/state-waiters.ts';
 import { Store } from './machines/store.ts';
 import { TokenAuthority } from './tokens/token-authority.ts';
-import { DEFAULT_MACHINE_CIDR } from './network/addresses.ts';
+import { DEFAULT_MACHINE_CIDR, rangeCidr } from './network/addresses.ts';
 import { ConnectionBudget } from './network/connection-budget.ts';
 import { GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS_PER_MACHINE, GatewayApi } from './network/gateway-api.ts';
 import { InternalDns, TOKENIZER_NAME } from './network/internal-dns.ts';
+import { watchEgress } from './network/egress-watch.ts';
+import { networkTag } from './network/names.ts';
+import { EgressLog } from './machines/egress-log.ts';
 import { TOKENIZER_PORT } from './network/firewall.ts';
 import { SealingKeys } from './secrets/sealed-box.ts';
 import { DestinationPolicy } from './secrets/destinations.ts';
@@ -151,6 +154,10 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     perAddress: opts.gatewayMaxConnectionsPerMachine ?? GATEWAY_MAX_CONNECTIONS_PER_MACHINE,
   });
   await driver.checkHost();
+  const paths = new MachinePaths(opts.dataDir);
+  const egressLog = new EgressLog({ fileOf: (id) => paths.egressLog(id), machineAt: machineAtAddress(store) });
+  // Its answers for `domains` apps are let out through the network, made just below.
+  let network: MachineNetwork | undefined;
   const dns = new InternalDns((subnetIndex) => {
     const app = store.appOfSubnet(subnetIndex);
     if (!app) return undefined;
@@ -158,9 +165,14 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     return {
       app,
       machines: machines.map((m) => ({ id: m.id, ip: m.privateIp, started: m.state === 'started' })),
-      resolvesPublicNames: store.getApp(app)?.settings.egress.policy !== 'deny',
+      egress: store.getApp(app)?.settings.egress ?? { policy: 'deny' },
     };
-  }, await upstreamResolver(fileConfig.dns_upstream), gatewayBudget);
+  }, {
+    upstream: await upstreamResolver(fileConfig.dns_upstream),
+    budget: gatewayBudget,
+    admit: async (subnetIndex, egress, addresses) => (network ? network.allowResolved(subnetIndex, egress, addresses) : false),
+    onLookup: (lookup) => egressLog.lookup(lookup),
+  });
   // Connections to a gateway's port 4280 are served by the API server once it exists.
   let apiServer: FastifyInstance | undefined;
   const gatewayApi = new GatewayApi({ target: () => apiServer?.server, budget: gatewayBudget });
@@ -178,7 +190,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     registry: metrics,
   });
   const gatewayTokenizer = new GatewayApi({ target: () => tokenizerProxy.server, budget: gatewayBudget, port: TOKENIZER_PORT, service: TOKENIZER_NAME });
-  const network = new MachineNetwork({
+  network = new MachineNetwork({
     dataDir: opts.dataDir,
     machineCidr: opts.machineCidr ?? fileConfig.machine_cidr ?? DEFAULT_MACHINE_CIDR,
     // A subnet no app holds has no machines; nothing may leave it.
@@ -203,7 +215,11 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     },
   });
   await network.setUp();
-  const paths = new MachinePaths(opts.dataDir);
+  const egressWatch = await watchEgress({
+    tag: networkTag(opts.dataDir), machineCidr: rangeCidr(network.range),
+    onObservation: (o) => egressLog.observe(o),
+    onProblem: (message) => process.stderr.write(`hangar: egress log: ${message}\n`),
+  });
   const pool = await openStoragePool(opts.dataDir);
   const templates = new ImageTemplates(pool.root);
   const disks = new MachineDisks(pool, templates, (id) => paths.disk(id));
@@ -232,7 +248,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   });
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
   const tokens = await TokenAuthority.open(opts.dataDir, token, store.revocations);
-  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, usage, limits, fileWatches, tls, addresses, activity, tokens,
+  const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, usage, egressLog, limits, fileWatches, tls, addresses, activity, tokens,
     tokenizer: new TokenizerService(sealingKeys, `http://${TOKENIZER_NAME}:${TOKENIZER_PORT}`) };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
@@ -300,6 +316,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       machines.close();
       sessions.close();
       dns.close();
+      egressWatch.close();
+      await egressLog.flush();
       gatewayApi.close();
       gatewayTokenizer.close();
       tokenizerProxy.close();
@@ -331,6 +349,19 @@ async function claimDataDir(dataDir: string): Promise<DataDirLock> {
   }
   await writeFile(pidFile, `${process.pid}\n`);
   return lock;
+}
+
+/** The machine holding a private address, from a map rebuilt on a miss (at most every 100 ms): events name machines by address. */
+function machineAtAddress(store: Store): (ip: string) => string | undefined {
+  let byIp = new Map<string, string>();
+  let builtAt = 0;
+  return (ip) => {
+    if (!byIp.has(ip) && Date.now() - builtAt >= 100) {
+      byIp = new Map(store.listMachines().flatMap((m) => (m.privateIp ? [[m.privateIp, m.id] as [string, string]] : [])));
+      builtAt = Date.now();
+    }
+    return byIp.get(ip);
+  };
 }
 
 async function loadOrCreateToken(dataDir: string): Promise<string> {

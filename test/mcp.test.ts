@@ -17,7 +17,7 @@ const APP = 'mcp';
 const TOOLS = [
   'app_list', 'app_create', 'app_update', 'app_usage', 'app_destroy',
   'machine_create', 'machine_list', 'machine_get', 'machine_start', 'machine_stop', 'machine_restart', 'machine_destroy',
-  'machine_wait', 'machine_update', 'machine_exec', 'machine_ps', 'machine_logs', 'machine_fork', 'machine_diff', 'machine_commit', 'machine_metrics', 'file_watch',
+  'machine_wait', 'machine_update', 'machine_exec', 'machine_ps', 'machine_logs', 'machine_fork', 'machine_diff', 'machine_commit', 'machine_metrics', 'machine_egress', 'file_watch',
   'checkpoint_create', 'checkpoint_list', 'checkpoint_restore', 'checkpoint_delete',
   'volume_create', 'volume_list', 'volume_extend', 'volume_snapshot', 'volume_delete',
   'session_start', 'session_output', 'session_list', 'session_write', 'session_kill',
@@ -224,6 +224,7 @@ describe('MCP server', () => {
       const { resourceTemplates } = await client.listResourceTemplates();
       assert.deepEqual(resourceTemplates.map((t) => t.uriTemplate).sort(), [
         'hangar://apps/{app}/machines/{id}/config',
+        'hangar://apps/{app}/machines/{id}/egress',
         'hangar://apps/{app}/machines/{id}/files{+path}',
         'hangar://apps/{app}/machines/{id}/logs',
       ]);

@@ -19,6 +19,7 @@ import { machineRoutes } from './routes/machines.ts';
 import { machineActionRoutes } from './routes/machine-actions.ts';
 import { machineAdminRoutes } from './routes/machine-admin.ts';
 import { logRoutes } from './routes/logs.ts';
+import { egressRoutes } from './routes/egress.ts';
 import { imageRoutes } from './routes/images.ts';
 import { fileRoutes } from './routes/files.ts';
 import { execStreamRoutes } from './routes/exec-stream.ts';
@@ -82,7 +83,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes, ...tokenizerRoutes, ...usageRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...egressRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes, ...tokenizerRoutes, ...usageRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

@@ -7,6 +7,7 @@ import type { CommitService } from '../machines/commit-service.ts';
 import type { MachineAdmin } from '../machines/machine-admin.ts';
 import type { MachineMetrics } from '../machines/machine-metrics.ts';
 import type { UsageMeter } from '../machines/usage-meter.ts';
+import type { EgressLog } from '../machines/egress-log.ts';
 import type { LimitGuard } from '../machines/limits.ts';
 import type { FileWatches } from '../machines/file-watches.ts';
 import type { MachinePaths } from '../machines/machine-paths.ts';
@@ -42,6 +43,8 @@ export type ApiServices = {
   machineMetrics: MachineMetrics;
   /** Usage by the second per machine and app (GET …/usage). */
   usage: UsageMeter;
+  /** Each machine's lookups and connections beyond its app (GET …/egress). */
+  egressLog: EgressLog;
   /** The limits each app runs under. */
   limits: LimitGuard;
   /** Open watches of machines' files (GET …/files/watch). */

@@ -7,7 +7,9 @@ import { nearest, parseFlags } from './args.ts';
 export const appsUsage = `hangar apps <command> [--json]
   list | create NAME | show NAME | update NAME | destroy NAME   (destroy also destroys the app's machines)
   create and update take the app's settings:
-    --egress allow|deny|CIDR[,CIDR...]   where machines may send traffic (default allow: NAT to the host's network)
+    --egress allow|deny|CIDR[,CIDR...]|NAME[,NAME...]
+                                       where machines may send traffic (default allow: NAT to the host's network);
+                                       names such as registry.npmjs.org,*.github.com allow what DNS answers for them
     --autostop-idle DURATION             how long an idle machine stays up before the proxy stops it (default 5m)
     --nested-namespaces | --no-nested-namespaces
                                          let machines make namespaces of their own (unshare -U -r, mounts in them);
@@ -87,14 +89,19 @@ function parseLimits(text: string): Record<string, number> {
   return Object.fromEntries(pairs.map(([k, v]) => [k!, Number(v)]));
 }
 
-/** `allow`, `deny`, or a comma-separated list of networks (checked by the API). */
+/** `allow`, `deny`, or a comma-separated list of networks or of names (checked by the API). */
 function parseEgress(text: string): Egress {
   if (text === 'allow' || text === 'deny') return { policy: text };
-  return { policy: 'cidrs', cidrs: text.split(',').map((c) => c.trim()).filter(Boolean) };
+  const items = text.split(',').map((c) => c.trim()).filter(Boolean);
+  const isNetwork = (item: string) => /^[\d./]+$/.test(item);
+  if (items.length > 0 && items.every((item) => !isNetwork(item))) return { policy: 'domains', allow: items };
+  if (items.some((item) => !isNetwork(item))) fail(`--egress ${text}: mixes networks and names`, 'give either networks (10.0.0.0/8,192.0.2.7) or names (registry.npmjs.org,*.github.com)');
+  return { policy: 'cidrs', cidrs: items };
 }
 
 function egressText(egress: Egress): string {
-  return egress.policy === 'cidrs' ? egress.cidrs.join(',') : egress.policy;
+  if (egress.policy === 'cidrs') return egress.cidrs.join(',');
+  return egress.policy === 'domains' ? egress.allow.join(',') : egress.policy;
 }
 
 function settingsText(app: App): string {

@@ -6,6 +6,7 @@ import { servicesFromFlags } from './service-flags.ts';
 import { CommitProgressView } from './commit-progress.ts';
 import { nearest, parseFlags } from './args.ts';
 import { top } from './machines-top.ts';
+import { showEgress } from './machines-egress.ts';
 import { parseDurationMs } from '../protocol/duration.ts';
 
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
@@ -30,6 +31,8 @@ export const machinesUsage = `hangar machines <command> [--app APP] [--json]
   top [ID...] [--once] [--interval 2s]     started machines' CPU, memory, processes, disk and network, redrawn
                                            every interval until Ctrl-C (--once: one table; --json: the figures)
   logs ID [-f] [--tail N]                  the machine's stdout and stderr
+  egress ID [-f] [--tail N]                names it looked up outside its app, connections it opened
+                                           (bytes when they end), attempts its egress policy refused
   fork ID [--count N] [--checkpoint C] [--name N] [--skip-launch]
                                            new machines on copies of its filesystem (now, or a checkpoint's)
   commit ID IMAGE [--push] [--checkpoint C]
@@ -239,6 +242,8 @@ export async function machines(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'egress':
+      return showEgress(client, app, id(), { follow: values.follow, tail: Number(values.tail), json: values.json });
     default:
       fail(`unknown command: machines ${verb ?? ''}`.trim(), machinesUsage);
   }
@@ -273,7 +278,7 @@ function exitNote(request: Record<string, unknown> | undefined): string {
   return `  exit_code=${exit.exit_code}${exit.oom_killed ? ' oom_killed' : ''}`;
 }
 
-const VERBS = ['run', 'list', 'status', 'update', 'start', 'stop', 'restart', 'exec', 'ps', 'top', 'logs', 'fork', 'commit', 'destroy'];
+const VERBS = ['run', 'list', 'status', 'update', 'start', 'stop', 'restart', 'exec', 'ps', 'top', 'logs', 'egress', 'fork', 'commit', 'destroy'];
 
 /** `--env K=V` flags as an env object. */
 function envFlags(flags: string[]): Record<string, string> {

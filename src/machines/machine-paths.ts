@@ -32,6 +32,11 @@ export class MachinePaths {
     return join(this.root, id, 'logs', CURRENT_LOG);
   }
 
+  /** The machine's egress log (egress-log.ts); rotated to `<this>.1`. */
+  egressLog(id: string): string {
+    return join(this.root, id, 'egress.log');
+  }
+
   overlay(m: { id: string; layerDirs: string[]; uidBase: number; diskGb: number }): OverlayLayout {
     const range = idRangeOf(m.uidBase);
     // Machines made before they had disks keep their writable layer in the data dir itself.

@@ -24,7 +24,7 @@ export const appTools = [
     name: 'app_create',
     description:
       'Create an app: a named group of machines sharing one private network. Every machine belongs to an app. ' +
-      'Optionally set its egress (allow, deny, or a list of networks), autostop_idle, and nested_namespaces ' +
+      'Optionally set its egress (allow, deny, a list of networks, or a list of domain names such as *.github.com), autostop_idle, and nested_namespaces ' +
       '(let its machines make namespaces of their own, e.g. to run containers or sandboxes inside; default off).',
     input: { app: AppNameSchema.meta({ description: 'App name: lowercase letters, digits and dashes' }), ...settingsArgs },
     annotations: CHANGES,

@@ -1,10 +1,11 @@
 import { z } from 'zod';
 import type { MachineMetrics } from '../protocol/machine-metrics.ts';
 import type { FileWatchEvent } from '../sdk/index.ts';
+import { egressLine } from '../protocol/egress-log.ts';
 import { appArg, machineArg, pathArg, READ_ONLY, tool } from './tool-def.ts';
 
-// Looking at a machine from outside: its resource use (machine_metrics) and what changes in its
-// files (file_watch).
+// Looking at a machine from outside: its resource use (machine_metrics), what changes in its
+// files (file_watch) and what it sent beyond its app (machine_egress).
 
 const MAX_WATCH_S = 60;
 const MAX_WATCH_EVENTS = 1000;
@@ -27,7 +28,27 @@ function metricsLine(m: MachineMetrics): string {
   return `${m.machine_id}: ${parts.join(', ')}`;
 }
 
+const MAX_EGRESS_EVENTS = 1000;
+
 export const observeTools = [
+  tool({
+    name: 'machine_egress',
+    description:
+      "A machine's egress log, newest last: every name it looked up outside its app (allowed or refused by the app's egress policy, with the addresses answered), " +
+      'every connection it opened beyond its app, with bytes out and in once it ended, and every attempt the policy denied. ' +
+      'Use it to audit what a machine talked to, or to see why a download fails under an egress allowlist (a refused name, a denied address). ' +
+      'Also a resource: hangar://apps/APP/machines/ID/egress.',
+    input: {
+      app: appArg,
+      id: machineArg,
+      tail: z.int().min(1).max(MAX_EGRESS_EVENTS).default(100).meta({ description: `How many of the latest events; default 100, at most ${MAX_EGRESS_EVENTS}` }),
+    },
+    annotations: READ_ONLY,
+    run: async ({ app, id, tail }, ctx) => {
+      const { events } = await ctx.client.machines.egress(app, id, { tail, signal: ctx.signal });
+      return { summary: events.length ? events.map(egressLine).join('\n') : `${id}: no egress yet`, data: { events } };
+    },
+  }),
   tool({
     name: 'machine_metrics',
     description:

@@ -3,8 +3,8 @@ import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { Resource } from '@modelcontextprotocol/sdk/types.js';
 import { HangarApiError, type HangarClient } from '../sdk/index.ts';
 
-// Read-only views of machines as MCP resources: a host can attach a machine's config or its
-// recent logs to the model's context without a tool call.
+// Read-only views of machines as MCP resources: a host can attach a machine's config, its
+// recent logs or its egress log to the model's context without a tool call.
 
 const LOG_LINES = 200;
 // JSON-RPC code the MCP spec gives to "resource not found".
@@ -14,6 +14,7 @@ type Kind = { name: string; path: string; mimeType: string; title: string };
 const KINDS: Kind[] = [
   { name: 'machine-config', path: 'config', mimeType: 'application/json', title: 'config (JSON)' },
   { name: 'machine-logs', path: 'logs', mimeType: 'text/plain', title: `last ${LOG_LINES} log lines` },
+  { name: 'machine-egress', path: 'egress', mimeType: 'application/x-ndjson', title: `last ${LOG_LINES} egress events (names looked up, connections, refusals)` },
 ];
 
 /** Every existing machine's resources of one kind, across all apps. */
@@ -45,7 +46,9 @@ export function registerResources(server: McpServer, client: HangarClient): void
         const text =
           kind.path === 'config'
             ? JSON.stringify((await client.machines.get(app, id, { signal: extra.signal })).config, null, 2)
-            : (await client.machines.logs(app, id, { tail: LOG_LINES, signal: extra.signal })).lines.join('\n');
+            : kind.path === 'egress'
+              ? (await client.machines.egress(app, id, { tail: LOG_LINES, signal: extra.signal })).events.map((e) => JSON.stringify(e)).join('\n')
+              : (await client.machines.logs(app, id, { tail: LOG_LINES, signal: extra.signal })).lines.join('\n');
         return { contents: [{ uri: uri.href, mimeType: kind.mimeType, text }] };
       } catch (err) {
         if (!(err instanceof HangarApiError)) throw err;

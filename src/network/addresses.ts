@@ -42,6 +42,14 @@ export function subnetIndexOf(range: MachineRange, ip: string): number {
   return Math.floor((toInt(ip.split('.').map(Number)) - range.base) / 256);
 }
 
+/** Whether an IPv4 address lies in the range (false for anything else). */
+export function ipInRange(range: MachineRange, ip: string): boolean {
+  const octets = ip.split('.').map(Number);
+  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255)) return false;
+  const mask = (0xffffffff << (32 - range.prefix)) >>> 0;
+  return ((toInt(octets) & mask) >>> 0) === range.base;
+}
+
 /** The lowest machine address of the subnet not in `used`. */
 export function pickAddress(subnet: AppSubnet, used: ReadonlySet<string>): string {
   const network = toInt(subnet.network.split('.').map(Number));

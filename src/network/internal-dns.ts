@@ -1,6 +1,9 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { connect, createServer, isIPv6, type Server, type Socket as TcpSocket } from 'node:net';
 import type { ConnectionBudget } from './connection-budget.ts';
+import type { Egress } from '../protocol/app-settings.ts';
+import { domainAllowed } from '../protocol/domain-patterns.ts';
+import type { ResolvedAddress } from './egress-sets.ts';
 import packet from 'dns-packet';
 
 // Names inside an app's private network, answered on the app's gateway (port 53): the machines
@@ -8,15 +11,45 @@ import packet from 'dns-packet';
 // machines, and `_api.internal` is the gateway itself, where the Machines API answers on port
 // 4280. A machine asks its own app's gateway (the firewall lets it reach no other), so it can
 // only ever learn its own app's names. Other names go to the host's resolver, for apps whose
-// egress is not `deny`, so `apt-get install` works in a machine. Over UDP and TCP, as resolvers
+// egress is not `deny`, so `apt-get install` works in a machine. For an app with egress
+// `domains`, only the names it allows do, and the addresses in the answer are let out (`admit`)
+// before the machine gets it; other names are REFUSED without asking anyone, so a machine can
+// neither learn them nor smuggle data out in the names it asks for. REFUSED rather than
+// NXDOMAIN: the name may well exist, this server will not look it up, and resolvers do not cache
+// a refusal as a fact about the name. Over UDP and TCP, as resolvers
 // expect: an answer too big for a plain UDP datagram comes back truncated, and the asker asks
 // again over TCP.
 
 export type AppMachines = {
   app: string;
   machines: Array<{ id: string; ip: string; started: boolean }>;
-  /** Whether names outside `.internal` are looked up upstream for this app. */
-  resolvesPublicNames: boolean;
+  /** Decides which names outside `.internal` are looked up upstream for this app. */
+  egress: Egress;
+};
+
+/** One name outside `.internal` a machine asked for, and what it got. */
+export type Lookup = {
+  subnetIndex: number;
+  /** The asking machine's address. */
+  from: string;
+  name: string;
+  type: string;
+  /** refused: by the app's egress policy (or no upstream); the others were answered. */
+  verdict: 'allowed' | 'refused';
+  rcode: string;
+  /** The A records answered. */
+  addresses: string[];
+};
+
+export type InternalDnsOptions = {
+  /** Without one, names outside `.internal` are refused. */
+  upstream?: Upstream;
+  /** TCP connections count against it. */
+  budget?: ConnectionBudget;
+  /** Lets out the addresses answered for a name a `domains` policy allows; false refuses the answer (the policy changed meanwhile). */
+  admit?: (subnetIndex: number, egress: Egress, addresses: ResolvedAddress[]) => Promise<boolean>;
+  /** Each name outside `.internal` a machine asked for (its own app's names are not egress). */
+  onLookup?: (lookup: Lookup) => void;
 };
 
 /** The app whose subnet has this index, with its machines; undefined when none does. */
@@ -48,13 +81,16 @@ export class InternalDns {
   readonly #servers = new Map<number, { server: Server; connections: Set<TcpSocket> }>();
   readonly #gateways = new Map<number, string>();
   readonly #budget: ConnectionBudget | undefined;
+  readonly #admit: NonNullable<InternalDnsOptions['admit']>;
+  readonly #onLookup: NonNullable<InternalDnsOptions['onLookup']>;
   #forwards = 0;
 
-  /** Without an upstream, names outside `.internal` are refused. TCP connections count against `budget`. */
-  constructor(lookup: SubnetLookup, upstream?: Upstream, budget?: ConnectionBudget) {
+  constructor(lookup: SubnetLookup, opts: InternalDnsOptions = {}) {
     this.#lookup = lookup;
-    this.#upstream = upstream;
-    this.#budget = budget;
+    this.#upstream = opts.upstream;
+    this.#budget = opts.budget;
+    this.#admit = opts.admit ?? (async () => false);
+    this.#onLookup = opts.onLookup ?? (() => {});
   }
 
   /** Answers on `gateway`:53, UDP and TCP, for the app of `subnetIndex`. Idempotent. */
@@ -64,7 +100,7 @@ export class InternalDns {
     this.#sockets.set(subnetIndex, socket);
     this.#gateways.set(subnetIndex, gateway);
     socket.on('message', (msg, from) => {
-      this.#answer(subnetIndex, msg, 'udp', (reply) => {
+      this.#answer(subnetIndex, from.address, msg, 'udp', (reply) => {
         // An upstream answer may come after the app's bridge went down.
         if (this.#sockets.get(subnetIndex) === socket) socket.send(reply, from.port, from.address);
       });
@@ -115,13 +151,13 @@ export class InternalDns {
     conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
     conn.on('error', () => conn.destroy());
     onFramed(conn, (msg) =>
-      this.#answer(subnetIndex, msg, 'tcp', (reply) => {
+      this.#answer(subnetIndex, conn.remoteAddress ?? '', msg, 'tcp', (reply) => {
         if (conn.writable) conn.write(framed(reply));
       }),
     );
   }
 
-  #answer(subnetIndex: number, msg: Buffer, transport: Transport, send: (reply: Buffer) => void): void {
+  #answer(subnetIndex: number, from: string, msg: Buffer, transport: Transport, send: (reply: Buffer) => void): void {
     let query: packet.Packet;
     try {
       query = packet.decode(msg);
@@ -146,10 +182,37 @@ export class InternalDns {
       return transport === 'udp' && whole.length > PLAIN_UDP_SIZE ? encode(rcode, [], true) : whole;
     };
     const app = this.#lookup(subnetIndex);
+    const log = (verdict: Lookup['verdict'], answer: Buffer, decoded = decodeAnswer(answer)) => {
+      this.#onLookup({ subnetIndex, from, name, type: question.type, verdict, rcode: decoded?.rcode ?? 'SERVFAIL', addresses: decoded?.addresses ?? [] });
+    };
+    const refuse = () => {
+      const refused = reply('REFUSED');
+      log('refused', refused);
+      send(refused);
+    };
     if (!name.endsWith('.internal')) {
-      if (app?.resolvesPublicNames && this.#upstream) this.#forward(this.#upstream, msg, transport, send);
-      else send(reply('REFUSED'));
-      return;
+      const egress = app?.egress;
+      if (!egress || !this.#upstream || egress.policy === 'deny') return refuse();
+      if (egress.policy !== 'domains') {
+        return this.#forward(this.#upstream, msg, transport, (answer) => {
+          log('allowed', answer);
+          send(answer);
+        });
+      }
+      if (!domainAllowed(egress.allow, name)) return refuse();
+      return this.#forward(this.#upstream, msg, transport, (answer) => {
+        const decoded = decodeAnswer(answer);
+        // An answer that cannot be read cannot be let out: the machine would get addresses it cannot reach.
+        if (!decoded) return refuse();
+        this.#admit(subnetIndex, egress, decoded.resolved).then(
+          (admitted) => {
+            if (!admitted) return refuse();
+            log('allowed', answer, decoded);
+            send(answer);
+          },
+          () => refuse(),
+        );
+      });
     }
     const ips = app && this.#resolve(subnetIndex, app, name);
     send(ips === undefined ? reply('NXDOMAIN') : reply('NOERROR', question.type === 'A' ? ips : []));
@@ -205,6 +268,36 @@ export class InternalDns {
     const machine = vm ? app.machines.find((m) => m.id === vm) : undefined;
     return machine ? [machine.ip] : undefined;
   }
+}
+
+/**
+ * The rcode and A records of an answer: those of the name asked and of the names its CNAMEs lead
+ * to, each with its TTL. Undefined when it is not a DNS message.
+ */
+function decodeAnswer(answer: Buffer): { rcode: string; addresses: string[]; resolved: ResolvedAddress[] } | undefined {
+  let decoded: packet.Packet & { rcode?: string };
+  try {
+    decoded = packet.decode(answer) as packet.Packet & { rcode?: string };
+  } catch {
+    return undefined;
+  }
+  const records = (decoded.answers ?? []) as Array<{ name: string; type: string; ttl?: number; data: unknown }>;
+  const names = new Set((decoded.questions ?? []).map((q) => q.name.toLowerCase()));
+  // CNAMEs come in chain order, but nothing says they must: follow them until no new name turns up.
+  for (let grown = true; grown; ) {
+    grown = false;
+    for (const r of records) {
+      const target = typeof r.data === 'string' ? r.data.toLowerCase() : '';
+      if (r.type === 'CNAME' && names.has(r.name.toLowerCase()) && !names.has(target)) {
+        names.add(target);
+        grown = true;
+      }
+    }
+  }
+  const resolved = records
+    .filter((r) => r.type === 'A' && names.has(r.name.toLowerCase()) && typeof r.data === 'string')
+    .map((r) => ({ ip: r.data as string, ttlS: r.ttl ?? 0 }));
+  return { rcode: decoded.rcode ?? 'NOERROR', addresses: resolved.map((r) => r.ip), resolved };
 }
 
 /** DNS over TCP puts each message after its length in two bytes (RFC 1035 4.2.2). */

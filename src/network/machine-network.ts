@@ -4,7 +4,8 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import type { Egress } from '../protocol/app-settings.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { appSubnet, parseMachineCidr, rangeCidr, subnetIndexOf, type AppSubnet, type MachineRange } from './addresses.ts';
-import { bridgeScript, removeBridgeScript, tableScript, type BridgeRules } from './firewall.ts';
+import { allowScript, bridgeScript, removeBridgeScript, tableScript, type AllowedAddress, type BridgeRules } from './firewall.ts';
+import { AllowedSets, readAllowed, type ResolvedAddress } from './egress-sets.ts';
 import { findLeftovers, namespacesInUse, removeLeftovers } from './leftovers.ts';
 import { bridgeName, bridgePrefix, macOf, netnsName, networkTag, vethName } from './names.ts';
 import { guardTableScript, portScript, removePortScript, type GuardedPort } from './port-guard.ts';
@@ -43,6 +44,8 @@ export class MachineNetwork {
   #queue: Promise<unknown> = Promise.resolve();
   readonly #onBridgeUp: (subnet: AppSubnet) => Promise<void>;
   readonly #onBridgeDown: (subnetIndex: number) => void;
+  /** The egress policy each installed chain was built from, and what its set lets out. */
+  readonly #allowed = new AllowedSets();
 
   constructor(opts: MachineNetworkOptions) {
     this.range = parseMachineCidr(opts.machineCidr);
@@ -70,7 +73,16 @@ export class MachineNetwork {
       const prefix = bridgePrefix(this.#tag);
       const existing = (await readdir('/sys/class/net')).filter((name) => name.startsWith(prefix)).map((name) => appSubnet(this.range, Number(name.slice(prefix.length))));
       const ports = this.#machines().map((m) => this.#port(m.id, m.ip)).filter((p) => existsSync(`/sys/class/net/${p.veth}`));
-      await nft(tableScript(this.#tag, rangeCidr(this.range), existing.map((s) => this.#bridgeRules(s))) + guardTableScript(this.#tag, ports));
+      // What running machines were let out to stays theirs across a daemon restart, unless the policy changed meanwhile.
+      const carried = await readAllowed(this.#tag);
+      const rules = existing.map((s) => {
+        const r = this.#bridgeRules(s);
+        const kept = carried.get(s.index);
+        return { ...r, allowed: kept && this.#allowed.sameMark(r.egress, kept.mark) ? kept.addresses : [] };
+      });
+      await nft(tableScript(this.#tag, rangeCidr(this.range), rules) + guardTableScript(this.#tag, ports));
+      this.#allowed.clear();
+      for (const r of rules) this.#allowed.installed(r.index, r.egress, r.allowed);
       // Bridges made by an older daemon get the same hardening as new ones.
       if (existing.length > 0) await shell(existing.map((s) => hardenBridge(bridgeName(this.#tag, s.index), s.gateway)));
       this.#installed.clear();
@@ -79,10 +91,31 @@ export class MachineNetwork {
     });
   }
 
-  /** Rebuilds the rules of the app on this subnet from its current egress policy, if its bridge is up. */
+  /**
+   * Rebuilds the rules of the app on this subnet from its current egress policy, if its bridge is
+   * up. A changed policy empties its egress set: names allowed before must be asked for again.
+   */
   async refreshEgress(subnetIndex: number): Promise<void> {
     await this.#serially(async () => {
-      if (this.#installed.has(subnetIndex)) await nft(bridgeScript(this.#tag, this.#bridgeRules(appSubnet(this.range, subnetIndex))));
+      if (!this.#installed.has(subnetIndex)) return;
+      const rules = this.#bridgeRules(appSubnet(this.range, subnetIndex));
+      const changed = !this.#allowed.isCurrent(subnetIndex, rules.egress);
+      await nft(bridgeScript(this.#tag, changed ? { ...rules, allowed: [] } : rules));
+      if (changed) this.#allowed.installed(subnetIndex, rules.egress, []);
+    });
+  }
+
+  /**
+   * Lets the app's machines reach addresses its DNS resolved for allowed names, before the
+   * answer goes out (so the first connect works), if `egress` is still the app's policy. False
+   * when it is not (the answer is then refused), or the app's bridge is gone.
+   */
+  async allowResolved(subnetIndex: number, egress: Egress, addresses: ResolvedAddress[]): Promise<boolean> {
+    return this.#serially(async () => {
+      if (!this.#installed.has(subnetIndex) || !this.#allowed.isCurrent(subnetIndex, egress)) return false;
+      const added: AllowedAddress[] = this.#allowed.extend(subnetIndex, addresses);
+      if (added.length > 0) await nft(allowScript(this.#tag, subnetIndex, added));
+      return true;
     });
   }
 
@@ -163,6 +196,7 @@ export class MachineNetwork {
       this.#onBridgeDown(subnetIndex);
       await shell([`ip link del ${bridgeName(this.#tag, subnetIndex)} 2>/dev/null || true`]);
       if (!this.#installed.delete(subnetIndex)) return;
+      this.#allowed.forget(subnetIndex);
       await nft(removeBridgeScript(this.#tag, subnetIndex, appSubnet(this.range, subnetIndex).gateway));
     });
   }
@@ -178,6 +212,7 @@ export class MachineNetwork {
       if ((await namespacesInUse(leftovers.namespaces)).length > 0) return false;
       for (const index of this.#installed) this.#onBridgeDown(index);
       this.#installed.clear();
+      this.#allowed.clear();
       await removeLeftovers(leftovers);
       return true;
     });
@@ -199,7 +234,9 @@ export class MachineNetwork {
         ]);
       }
       if (this.#installed.has(subnet.index)) return;
-      await nft(bridgeScript(this.#tag, this.#bridgeRules(subnet)));
+      const rules = { ...this.#bridgeRules(subnet), allowed: [] };
+      await nft(bridgeScript(this.#tag, rules));
+      this.#allowed.installed(subnet.index, rules.egress, []);
       this.#installed.add(subnet.index);
       await this.#onBridgeUp(subnet);
     });

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DurationSchema, durationToMs, formatDurationMs } from './duration.ts';
 import { LimitsSchema, type LimitsOverride } from './limits.ts';
+import { domainPatternProblem, normalizeDomainPattern } from './domain-patterns.ts';
 
 // Hangar's settings of an app (an extension of Fly's apps API): where its machines may send
 // traffic, how long an idle machine stays up before the edge proxy autostops it, and whether its
@@ -34,16 +35,27 @@ const EgressCidrSchema = z
   })
   .meta({ description: 'An IPv4 network (10.0.0.0/8) or one address (192.0.2.7)' });
 
+const EgressDomainSchema = z
+  .string()
+  .superRefine((text, ctx) => {
+    const problem = domainPatternProblem(text);
+    if (problem) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(text)} ${problem}` });
+  })
+  .overwrite(normalizeDomainPattern)
+  .meta({ description: 'A name (registry.npmjs.org) or every name below one (*.github.com)' });
+
 export const EgressSchema = z
   .discriminatedUnion('policy', [
     z.object({ policy: z.literal('allow') }),
     z.object({ policy: z.literal('deny') }),
     z.object({ policy: z.literal('cidrs'), cidrs: z.array(EgressCidrSchema).min(1).max(256) }),
+    z.object({ policy: z.literal('domains'), allow: z.array(EgressDomainSchema).min(1).max(256) }),
   ])
   .meta({
     description:
       "Where the app's machines may send traffic beyond their app: allow (NAT to the host's network, link-local metadata addresses excepted; the default), " +
-      'deny (nothing), or cidrs (only those networks). Their gateway\'s DNS and _api.internal:4280 are always reachable.',
+      'deny (nothing), cidrs (only those networks), or domains (only the addresses their gateway\'s DNS gave them for the names allowed; ' +
+      'other names are REFUSED). Their gateway\'s DNS and _api.internal:4280 are always reachable.',
   });
 
 export const AutostopIdleSchema = DurationSchema.refine((value) => {

@@ -15,6 +15,7 @@ import { ExecSession, type ExecSessionStart } from './exec-session.ts';
 import { SessionsClient } from './sessions.ts';
 import type { MachineMetrics } from '../protocol/machine-metrics.ts';
 import type { AppUsage, MachineUsage } from '../protocol/usage.ts';
+import type { EgressEvent } from '../protocol/egress-log.ts';
 import { FileWatch } from './file-watch.ts';
 import type { Caveat } from '../protocol/token-format.ts';
 
@@ -185,6 +186,11 @@ export class HangarClient {
       this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),
     /** Yields log lines as they are written, until the signal aborts. */
     followLogs: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followLogs(app, id, opts),
+    /** The machine's egress log: names it looked up, connections it opened (bytes when they end), attempts refused. */
+    egress: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
+      this.call<{ events: EgressEvent[] }>('GET', `${this.#m(app, id)}/egress?tail=${opts?.tail ?? 1000}`, undefined, opts),
+    /** Yields egress events as they happen (after the last `tail`), until the signal aborts. */
+    followEgress: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followEgress(app, id, opts),
     /** New machines on copies of this one's filesystem (now, or a checkpoint's); started unless skip_launch. */
     fork: (app: string, id: string, req: ForkRequest = {}, opts?: CallOptions) => this.call<{ machines: Machine[] }>('POST', `${this.#m(app, id)}/fork`, req, opts),
     /**
@@ -274,6 +280,14 @@ export class HangarClient {
     for await (const block of splitStream(res, '\n\n')) {
       const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
       if (data.length) yield data.join('\n');
+    }
+  }
+
+  async *#followEgress(app: string, id: string, opts: CallOptions & { tail?: number }): AsyncGenerator<EgressEvent> {
+    const res = await this.raw('GET', `${this.#m(app, id)}/egress?follow=true&tail=${opts.tail ?? 100}`, undefined, { ...opts, accept: 'text/event-stream' });
+    for await (const block of splitStream(res, '\n\n')) {
+      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+      if (data.length) yield JSON.parse(data.join('\n')) as EgressEvent;
     }
   }
 

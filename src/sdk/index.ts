@@ -19,5 +19,6 @@ export type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Vo
 export type { Session, SessionOutputEvent, StartSessionRequest } from '../protocol/sessions.ts';
 export type { PullProgress } from '../protocol/pull-progress.ts';
 export type { MachineMetrics } from '../protocol/machine-metrics.ts';
+export type { EgressEvent } from '../protocol/egress-log.ts';
 export type { FileWatchMessage } from '../protocol/file-watch.ts';
 export type { PublicKeyResponse, SealRequest, SealResponse } from '../protocol/sealed-secret.ts';

@@ -1,6 +1,7 @@
 import type { FileEntry as WireFileEntry, FileStat, Machine as WireMachine, MachineEvent, ProcessStat, UpdateMachineRequest } from '../protocol/schemas.ts';
 import type { WaitableState } from '../protocol/states.ts';
 import type { MachineMetrics } from '../protocol/machine-metrics.ts';
+import type { EgressEvent } from '../protocol/egress-log.ts';
 import type { Checkpoint, CreateCheckpointRequest, ForkRequest } from '../protocol/checkpoints.ts';
 import type { CallOptions, HangarClient, RawOptions } from './client.ts';
 import type { ExecHandle } from './exec-handle.ts';
@@ -135,6 +136,15 @@ export class Machine {
 
   followLogs(opts?: CallOptions & { tail?: number }): AsyncGenerator<string> {
     return this.#client.machines.followLogs(this.app, this.id, opts);
+  }
+
+  /** Recent egress events: names looked up, connections (bytes when they end), attempts refused. */
+  async egress(opts?: CallOptions & { tail?: number }): Promise<EgressEvent[]> {
+    return (await this.#client.machines.egress(this.app, this.id, opts)).events;
+  }
+
+  followEgress(opts?: CallOptions & { tail?: number }): AsyncGenerator<EgressEvent> {
+    return this.#client.machines.followEgress(this.app, this.id, opts);
   }
 }
 
