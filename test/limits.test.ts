@@ -140,8 +140,8 @@ describe('limits', () => {
       const t = performance.now();
       const [health, list] = await Promise.all([http(d, 'GET', '/health'), http(d, 'GET', '/v1/apps/lim-bystander/machines')]);
       latencies.push(performance.now() - t);
-      assert.equal(health.status, 200);
-      assert.equal(list.status, 200);
+      assert.equal(health.status, 200, health.text);
+      assert.equal(list.status, 200, list.text);
       await new Promise((r) => setTimeout(r, 50));
     }
     await robot;
