@@ -140,6 +140,17 @@ describe('token limits', () => {
     assert.equal((await http(d, 'POST', `/v1/apps/${APP}/volumes`, { name: 'admins', size_gb: 1 })).status, 200);
   });
 
+  it('count a stopped machine woken by an exec as a start by the token', async () => {
+    const robot = await mint([{ type: 'apps', apps: { [APP]: [...ALL] } }, { type: 'limits', limits: { running_machines: 1 } }]);
+    const [m1, m2] = await Promise.all([0, 1].map(() => d.client.machines.create(APP, { config: SLEEPER })));
+    await Promise.all([m1!, m2!].map((m) => d.client.machines.stop(APP, m.id, { signal: 'SIGKILL' })));
+    const woke = await http(as(robot), 'POST', `/v1/apps/${APP}/machines/${m1!.id}/exec`, { command: ['true'] });
+    assert.equal(woke.status, 200, woke.text);
+    assert.equal(woke.body.started, true);
+    assertTokenQuota(await http(as(robot), 'POST', `/v1/apps/${APP}/machines/${m2!.id}/exec`, { command: ['true'] }), 'running_machines', 1);
+    await Promise.all([m1!, m2!].map((m) => d.client.machines.destroy(APP, m.id, { force: true })));
+  });
+
   it('keep what a budget holds across a daemon restart, and are minted by MCP', async () => {
     const robot = await mint([{ type: 'apps', apps: { [APP]: [...ALL] } }, { type: 'limits', limits: { machines: 1 } }]);
     assert.equal((await http(as(robot), 'POST', `/v1/apps/${APP}/machines`, { config: SLEEPER, skip_launch: true })).status, 200);
