@@ -151,6 +151,19 @@ describe('token limits', () => {
     await Promise.all([m1!, m2!].map((m) => d.client.machines.destroy(APP, m.id, { force: true })));
   });
 
+  it('count a fork\'s machines and its copies of volumes as the token\'s', async () => {
+    const robot = await mint([{ type: 'apps', apps: { [APP]: [...ALL] } }, { type: 'limits', limits: { volumes: 1 } }]);
+    const v = await d.client.volumes.create(APP, { name: 'src', size_gb: 1 });
+    const m = await d.client.machines.create(APP, { config: { ...SLEEPER, rootfs: { size_gb: 1 }, mounts: [{ volume: v.id, path: '/data' }] } });
+    const first = await http(as(robot), 'POST', `/v1/apps/${APP}/machines/${m.id}/fork`, { skip_launch: true });
+    assert.equal(first.status, 200, first.text);
+    const copy = first.body.machines[0].config.mounts[0].volume as string;
+    assert.notEqual(copy, v.id);
+    assertTokenQuota(await http(as(robot), 'POST', `/v1/apps/${APP}/machines/${m.id}/fork`, { skip_launch: true }), 'volumes', 1);
+    for (const id of [m.id, first.body.machines[0].id]) await d.client.machines.destroy(APP, id, { force: true });
+    for (const id of [v.id, copy]) await d.client.volumes.delete(APP, id);
+  });
+
   it('keep what a budget holds across a daemon restart, and are minted by MCP', async () => {
     const robot = await mint([{ type: 'apps', apps: { [APP]: [...ALL] } }, { type: 'limits', limits: { machines: 1 } }]);
     assert.equal((await http(as(robot), 'POST', `/v1/apps/${APP}/machines`, { config: SLEEPER, skip_launch: true })).status, 200);

@@ -62,12 +62,22 @@ export class VolumeService {
     return v;
   }
 
-  /** A new volume of the app holding what `image` holds, as large as it (a fork's copy of its source's volume). */
-  async createFromImage(app: string, name: string, image: string): Promise<VolumeRecord> {
+  /**
+   * A new volume of the app holding what `image` holds, as large as it (a fork's copy of its
+   * source's volume): the caller's, counted against its limits and its token's as any volume.
+   */
+  async createFromImage(app: string, name: string, image: string, caller: Caller): Promise<VolumeRecord> {
     const v = this.#newRecord(app, name, Math.ceil(((await imageBytes(image)) ?? GIB) / GIB), {});
+    const who = { app, api: false, budgets: caller.budgets ?? [] };
+    const fits = () => this.#limits?.assert(who, { kind: 'volume', addGb: v.sizeGb, newVolume: true });
+    fits();
     try {
       await this.#disks.createFrom(v.id, image, v.sizeGb);
-      this.#store.volumes.insert(v);
+      fits();
+      this.#store.transaction(() => {
+        this.#store.volumes.insert(v);
+        this.#store.budgets.charge('volume', v.id, who.budgets.map((b) => b.id));
+      });
     } catch (err) {
       await this.#disks.remove(v.id).catch(() => undefined);
       throw err;
