@@ -93,6 +93,9 @@ describe('limits', () => {
     const create = await http(d, 'POST', '/v1/apps/lim-rate/machines', { config: SLEEPER, skip_launch: true });
     assert.equal(create.status, 429);
     assert.equal(create.body.details.limit, 'creates_per_minute');
+    // Each app has its own bucket.
+    const elsewhere = await http(d, 'POST', '/v1/apps/lim-settings/machines', { config: SLEEPER, skip_launch: true });
+    assert.equal(elsewhere.status, 200, elsewhere.text);
   });
 
   it('refuses volumes over the app\'s count and size', async () => {

@@ -35,7 +35,7 @@ type Scope = {
   liveMachines(): number;
   running(exceptId?: string): Totals;
   volumes(): { volumes: number; gb: number };
-  /** Prefix of its rate buckets' keys. */
+  /** Prefix of its rate buckets' keys, its own: an app's buckets are not another's nor a budget's. */
   key: string;
   /** Says who is over which limit, and what to do. */
   quota(limit: keyof Limits, max: number, used: number, what: string, adding: number): HangarError;
@@ -123,8 +123,7 @@ export class LimitGuard {
       liveMachines: () => store.countLiveMachines(app),
       running: (exceptId) => store.runningTotals(app, exceptId),
       volumes: () => store.volumes.totals(app),
-      // Kept as they were before token budgets: `create:APP`, `start:MACHINE`.
-      key: '',
+      key: `app:${app}:`,
       quota: (limit, max, used, what, adding) =>
         new HangarError('quota_exceeded', `app ${app} is at its ${limit} limit: ${used} in use of ${max}${adding !== 1 ? `, asking for ${adding} more` : ''}`, {
           hint: `${what}, or raise the app's limit: PATCH /v1/apps/${app} {"limits": {"${limit}": ...}}`,
