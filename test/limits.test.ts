@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { cleanupDataDir, http, makeDataDir, startDaemon, withDaemon, type TestDaemon } from './helpers/daemon.ts';
 
 // Limits against runaway robots: an app's quotas (422 quota_exceeded) and rates (429
-// rate_limited with Retry-After), and a robot looping start over many stopped machines is held
-// at the API while the daemon keeps answering everyone else quickly.
+// rate_limited with Retry-After), and a robot looping start over 500 stopped machines is held
+// at the API (by its token's limits) while the daemon keeps answering everyone else quickly.
 
 let d: TestDaemon & { close(): Promise<void> };
 const SLEEPER = { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] } };
@@ -93,6 +93,9 @@ describe('limits', () => {
     const create = await http(d, 'POST', '/v1/apps/lim-rate/machines', { config: SLEEPER, skip_launch: true });
     assert.equal(create.status, 429);
     assert.equal(create.body.details.limit, 'creates_per_minute');
+    // Each app has its own bucket.
+    const elsewhere = await http(d, 'POST', '/v1/apps/lim-settings/machines', { config: SLEEPER, skip_launch: true });
+    assert.equal(elsewhere.status, 200, elsewhere.text);
   });
 
   it('refuses volumes over the app\'s count and size', async () => {
@@ -106,29 +109,39 @@ describe('limits', () => {
     assert.equal(grow.body.details.limit, 'volume_gb');
   });
 
-  it('holds a robot looping start over 60 stopped machines while the host stays responsive', async () => {
-    const APP = 'lim-robot';
+  it('holds a robot looping start over 500 stopped machines while the host stays responsive', async () => {
+    // 500 machines over three apps (a stopped machine keeps its address, and an app's subnet has
+    // about 250). The robot's token carries a limits caveat: 5 running, across all of them.
+    const APPS = ['lim-robot-1', 'lim-robot-2', 'lim-robot-3'];
+    const MACHINES = 500;
     const RUNNING = 5;
-    await d.client.apps.create(APP, { settings: { limits: { running_machines: RUNNING } } });
+    for (const app of APPS) await d.client.apps.create(app);
     await d.client.apps.create('lim-bystander');
+    const robotToken = (await http(d, 'POST', '/v1/tokens', {
+      caveats: [{ type: 'apps', apps: Object.fromEntries(APPS.map((a) => [a, ['read', 'write', 'control']])) }, { type: 'limits', limits: { running_machines: RUNNING } }],
+    })).body.token as string;
     const made = Date.now();
-    const ids: string[] = [];
-    await inParallel(6, 60, async () => {
-      ids.push((await d.client.machines.create(APP, { config: SLEEPER, skip_launch: true })).id);
+    const machines: Array<{ app: string; id: string }> = [];
+    let n = 0;
+    await inParallel(6, MACHINES, async () => {
+      const app = APPS[n++ % APPS.length]!;
+      machines.push({ app, id: (await d.client.machines.create(app, { config: SLEEPER, skip_launch: true })).id });
     });
-    console.log(`# created 60 stopped machines in ${Date.now() - made} ms`);
+    console.log(`# created ${MACHINES} stopped machines in ${Date.now() - made} ms`);
 
     // The robot: start every machine, over and over, 8 at a time, for 8 s.
-    const statuses = new Map<number, number>();
+    const statuses = new Map<string, number>();
     let robotCalls = 0;
     let running = true;
     const robot = (async () => {
       const end = Date.now() + 8000;
       await Promise.all(Array.from({ length: 8 }, async (_, lane) => {
         for (let i = lane; Date.now() < end; i += 8) {
-          const r = await http(d, 'POST', `/v1/apps/${APP}/machines/${ids[i % ids.length]}/start`);
+          const m = machines[i % machines.length]!;
+          const r = await http({ url: d.url, token: robotToken }, 'POST', `/v1/apps/${m.app}/machines/${m.id}/start`);
           robotCalls++;
-          statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+          const key = `${r.status}${r.body?.details?.scope ? ` ${r.body.details.scope}` : ''}`;
+          statuses.set(key, (statuses.get(key) ?? 0) + 1);
           if (r.status === 429) assert.ok(r.headers.get('retry-after'));
         }
       }));
@@ -140,8 +153,8 @@ describe('limits', () => {
       const t = performance.now();
       const [health, list] = await Promise.all([http(d, 'GET', '/health'), http(d, 'GET', '/v1/apps/lim-bystander/machines')]);
       latencies.push(performance.now() - t);
-      assert.equal(health.status, 200);
-      assert.equal(list.status, 200);
+      assert.equal(health.status, 200, health.text);
+      assert.equal(list.status, 200, list.text);
       await new Promise((r) => setTimeout(r, 50));
     }
     await robot;
@@ -149,10 +162,11 @@ describe('limits', () => {
     const p = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
     console.log(`# robot: ${robotCalls} start calls, statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
     console.log(`# bystander: ${latencies.length} calls, p50 ${p(0.5).toFixed(1)} ms, p95 ${p(0.95).toFixed(1)} ms, max ${latencies.at(-1)!.toFixed(1)} ms`);
-    const started = (await d.client.machines.list(APP)).filter((m) => m.state === 'started').length;
+    let started = 0;
+    for (const app of APPS) started += (await d.client.machines.list(app)).filter((m) => m.state === 'started').length;
     assert.equal(started, RUNNING);
-    assert.equal(statuses.get(200), RUNNING);
-    assert.ok((statuses.get(422) ?? 0) > 100, 'most starts are refused at the API');
+    assert.equal(statuses.get('200'), RUNNING);
+    assert.ok((statuses.get('422 token') ?? 0) > 100, 'most starts are refused at the API, by the token\'s limit');
     assert.ok(p(0.95) < 500, `p95 ${p(0.95)} ms`);
   });
 });

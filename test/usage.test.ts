@@ -85,6 +85,20 @@ describe('usage', () => {
     assert.ok(Math.abs(u.seconds.started! - 2) <= 0.5, `started ${u.seconds.started} s, not 2 ± 0.5`);
   });
 
+  it('bills the CPU time of a run that ended on its own', async () => {
+    // A busy loop until the shell itself has used a CPU-second (utime + stime, in 1/100 s ticks,
+    // from its own /proc stat, read without a fork), then exit: crun removes the machine's cgroup
+    // as the init ends. CPU time rather than wall time, so a busy host only makes it slower.
+    const burn = 'while :; do read -r s < /proc/$$/stat; set -- $s; [ $((${14} + ${15})) -ge 100 ] && exit 0; done';
+    const m = await d.client.machines.create(APP, {
+      config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', burn] }, restart: { policy: 'no' } },
+    });
+    await d.client.machines.wait(APP, m.id, 'stopped', { timeoutS: 60 });
+    const u = await d.client.machines.usage(APP, m.id);
+    console.log(`# ended on its own: started ${u.seconds.started} s, cpu ${u.cpu_seconds} s`);
+    assert.ok(u.cpu_seconds >= 0.8 && u.cpu_seconds <= u.seconds.started! + 0.5, `cpu ${u.cpu_seconds} s`);
+  });
+
   it('counts egress bytes, storage GB-seconds and serves Prometheus counters', async () => {
     const sink = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'sleep 3600 | nc -l -p 9000 > /dev/null'] } } });
     const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] } } });

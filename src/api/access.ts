@@ -107,6 +107,9 @@ export class Access {
         const id = need.app === undefined ? undefined : this.#machines.find(need.app, need.machine)?.id;
         return id !== undefined && c.machines.includes(id) ? undefined : `it does not name machine ${need.machine} (it allows ${c.machines.join(', ')})`;
       }
+      case 'limits':
+        // Not a refusal of a kind of call: machines/limits.ts counts what the token holds.
+        return undefined;
       case 'commands': {
         if (need.command === undefined) return undefined;
         if (need.command === null) return 'it limits commands, and the command this runs could not be told';

@@ -4,6 +4,7 @@ import type { WebSocket } from 'ws';
 import type { z } from 'zod';
 import type { ApiServices } from './services.ts';
 import type { Access, RouteAccess } from './access.ts';
+import type { Caller } from '../machines/machine-service.ts';
 
 // One table of routes feeds both the HTTP server and /openapi.json, so the two cannot drift.
 
@@ -18,8 +19,8 @@ export type RouteContext<P, Q, B> = {
   services: ApiServices;
   /** What the request's token may do; the route's own access was checked before the handler. */
   access: Access;
-  /** Who made the call: limits apply to it (machines/limits.ts); a token identity once tokens have one. */
-  caller: { token?: string };
+  /** Who made the call: limits apply to it (machines/limits.ts), its token's limits caveats too. */
+  caller: Caller;
   /** For routes that stream their body: with Content-Type application/octet-stream or
    * application/x-tar, `req.body` is the unread request stream (no size limit applies). */
   req: FastifyRequest;

@@ -14,6 +14,7 @@ import { buildLlmsTxt } from './llms-txt.ts';
 import { parseJsonBody } from './json-body.ts';
 import { HANDLED, route, type RouteDef } from './route.ts';
 import type { ApiServices } from './services.ts';
+import type { Caller } from '../machines/machine-service.ts';
 import { appRoutes } from './routes/apps.ts';
 import { machineRoutes } from './routes/machines.ts';
 import { machineActionRoutes } from './routes/machine-actions.ts';
@@ -187,6 +188,11 @@ async function needOf(def: RouteDef, access: Access, services: ApiServices, para
   };
 }
 
+/** The limits caveats of the request's token, which limits.ts applies on top of the app's (a public route has no access). */
+function callerOf(access: Access | null): Caller {
+  return access?.grant.kind === 'token' && access.grant.budgets.length ? { budgets: access.grant.budgets } : {};
+}
+
 /** The route's access, checked against the request's token; public routes have none. */
 async function checkAccess(def: RouteDef, req: FastifyRequest, services: ApiServices, params: unknown, body: unknown): Promise<Access> {
   const access = (req as RequestWithAccess).access;
@@ -218,7 +224,7 @@ function addRoute(app: FastifyInstance, def: RouteDef, services: ApiServices): v
         requestId: req.id,
         signal: abort.signal,
         services,
-        caller: {},
+        caller: callerOf(access),
         req,
         reply,
       });
@@ -249,7 +255,7 @@ function websocketHandler(def: RouteDef, services: ApiServices) {
         requestId: req.id,
         signal: abort.signal,
         services,
-        caller: {},
+        caller: callerOf(access),
         req,
         reply: undefined as never,
       });

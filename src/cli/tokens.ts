@@ -1,9 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { attenuate, inspectToken, TOKEN_ACTIONS, type Caveat, type TokenAction } from '../sdk/index.ts';
+import { attenuate, inspectToken, TOKEN_ACTIONS, type Caveat, type TokenAction, type TokenLimits } from '../sdk/index.ts';
 import { parseDurationMs } from '../protocol/duration.ts';
+import { LimitsSchema } from '../protocol/limits.ts';
 import { CliError, connect } from './connect.ts';
 import { printJson } from './output.ts';
 import { parseFlags } from './args.ts';
+
+const LIMIT_NAMES = Object.keys(LimitsSchema.shape);
 
 export const tokensUsage = `hangar tokens <command> [--json]
   create [CAVEATS]                            mint a token (with the admin token: a new one; with a narrowed
@@ -18,6 +21,8 @@ CAVEATS (each flag adds one caveat; all must allow a call):
   --command 'ARGV…'        exec only commands starting with these words (repeat); --exact-command: exactly these
   --ttl DURATION           works for this long (e.g. 30m, 24h)
   --from-machine ID        works only from inside machine ID (http://_api.internal:4280)
+  --limit NAME=N           limits of this token and every token narrowed from it, together (repeat for more;
+                           one caveat): ${LIMIT_NAMES.join(', ')}
 Send a token as Authorization: Bearer TOKEN (or FlyV1 TOKEN). A TOKEN of - is read from stdin.`;
 
 const CAVEAT_OPTIONS = {
@@ -27,9 +32,10 @@ const CAVEAT_OPTIONS = {
   'exact-command': { type: 'string', multiple: true },
   ttl: { type: 'string' },
   'from-machine': { type: 'string' },
+  limit: { type: 'string', multiple: true },
 } as const;
 
-type CaveatFlags = { app?: string[]; machine?: string[]; command?: string[]; 'exact-command'?: string[]; ttl?: string; 'from-machine'?: string };
+type CaveatFlags = { app?: string[]; machine?: string[]; command?: string[]; 'exact-command'?: string[]; ttl?: string; 'from-machine'?: string; limit?: string[] };
 
 export async function tokens(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
@@ -100,7 +106,22 @@ function caveatsOf(flags: CaveatFlags): Caveat[] {
     caveats.push({ type: 'validity', not_after: Math.floor((Date.now() + ms) / 1000) });
   }
   if (flags['from-machine']) caveats.push({ type: 'from_machine', machine: flags['from-machine'] });
+  if (flags.limit?.length) caveats.push({ type: 'limits', limits: limitsOf(flags.limit) });
   return caveats;
+}
+
+function limitsOf(specs: string[]): TokenLimits {
+  const given: Record<string, number> = {};
+  for (const spec of specs) {
+    const [name = '', value = ''] = spec.split('=', 2);
+    given[name] = value.trim() === '' ? Number.NaN : Number(value);
+  }
+  const parsed = LimitsSchema.safeParse(given);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    fail(`--limit ${issue.path.join('.') || specs.join(' ')}: ${issue.message}`, `write --limit NAME=N, NAME one of ${LIMIT_NAMES.join(', ')}`);
+  }
+  return parsed.data;
 }
 
 function words(command: string): string[] {
@@ -121,6 +142,7 @@ function describeCaveat(c: Caveat): string {
     case 'commands': return `commands ${c.commands.map((r) => JSON.stringify(r.argv) + (r.prefix ? ' and more' : ' exactly')).join('; ')}`;
     case 'validity': return `valid ${c.not_before !== undefined ? `from ${new Date(c.not_before * 1000).toISOString()} ` : ''}${c.not_after !== undefined ? `until ${new Date(c.not_after * 1000).toISOString()}` : ''}`.trim();
     case 'from_machine': return `only from inside machine ${c.machine}`;
+    case 'limits': return `limits ${Object.entries(c.limits).map(([k, v]) => `${k}=${v}`).join(' ')} (for it and every token narrowed from it, together)`;
   }
 }
 

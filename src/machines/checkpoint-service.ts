@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { HangarError } from '../protocol/errors.ts';
 import type { MachineRunner } from './machine-runner.ts';
-import type { CallOptions, MachineService } from './machine-service.ts';
+import type { CallOptions, Caller, MachineService } from './machine-service.ts';
 import type { CheckpointRecord, MachineRecord, Store } from './store.ts';
 import type { ForkRequest } from '../protocol/checkpoints.ts';
 import type { DiffOptions, DiffResult } from '../storage/filesystem-diff.ts';
@@ -126,7 +126,7 @@ export class CheckpointService {
       const names = Array.from({ length: count }, (_, i) => (req.name ? (count === 1 ? req.name : `${req.name}-${i + 1}`) : undefined));
       return await Promise.all(
         names.map(async (name) => {
-          const copies = await this.#copyVolumes(app, config.mounts, snapshot.volumes);
+          const copies = await this.#copyVolumes(app, config.mounts, snapshot.volumes, opts.caller ?? {});
           try {
             return await this.#machines.create(
               app,
@@ -150,7 +150,7 @@ export class CheckpointService {
   }
 
   /** The mounts with each volume of which `images` holds a copy replaced by a new volume made from it. */
-  async #copyVolumes(app: string, mounts: MachineMount[] | undefined, images: Map<string, string>): Promise<{ mounts: MachineMount[]; made: string[] }> {
+  async #copyVolumes(app: string, mounts: MachineMount[] | undefined, images: Map<string, string>, caller: Caller): Promise<{ mounts: MachineMount[]; made: string[] }> {
     const made: string[] = [];
     try {
       const copied: MachineMount[] = [];
@@ -160,7 +160,7 @@ export class CheckpointService {
           copied.push(mount);
           continue;
         }
-        const v = await this.#volumes.createFromImage(app, this.#store.volumes.get(mount.volume)?.name ?? mount.name ?? 'fork', image);
+        const v = await this.#volumes.createFromImage(app, this.#store.volumes.get(mount.volume)?.name ?? mount.name ?? 'fork', image, caller);
         made.push(v.id);
         copied.push({ ...mount, volume: v.id });
       }

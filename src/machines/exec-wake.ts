@@ -1,6 +1,6 @@
 import { HangarError } from '../protocol/errors.ts';
 import type { EventSource } from '../protocol/event-sources.ts';
-import type { Halt, MachineService } from './machine-service.ts';
+import type { Caller, Halt, MachineService } from './machine-service.ts';
 import type { MachineRecord } from './store.ts';
 
 // What an exec needs from the machine's lifecycle around it: a stopped machine is woken for a
@@ -23,9 +23,10 @@ export function autostarts(m: MachineRecord): boolean {
 /**
  * Makes sure the machine is started for a command: a stopped (or stopping) one is started when it
  * autostarts. True when this call (or one racing it) started it. Other states are left for the
- * exec's own state check to refuse.
+ * exec's own state check to refuse. The start is the caller's, limits and all: a robot cannot
+ * start machines past its limits by exec'ing in them instead.
  */
-export async function wakeForExec(machines: MachineService, app: string, id: string): Promise<boolean> {
+export async function wakeForExec(machines: MachineService, app: string, id: string, caller: Caller): Promise<boolean> {
   let m = machines.get(app, id);
   if (m.state === 'started' || !(WAKEABLE.has(m.state) || SETTLING_DOWN.has(m.state) || m.state === 'starting')) return false;
   if (!autostarts(m)) {
@@ -41,7 +42,7 @@ export async function wakeForExec(machines: MachineService, app: string, id: str
   }
   if (WAKEABLE.has(m.state)) {
     try {
-      await machines.start(app, m.id);
+      await machines.start(app, m.id, { caller });
       return true;
     } catch (err) {
       // Another call is starting it at the same time: its start is this one's too.

@@ -2,7 +2,7 @@ import { HangarError } from '../protocol/errors.ts';
 import type { ExecExit, ExecProcess } from '../runtime/driver.ts';
 import type { ProcessStat } from '../runtime/proc-stat.ts';
 import type { MachineRunner } from './machine-runner.ts';
-import type { MachineService } from './machine-service.ts';
+import type { Caller, MachineService } from './machine-service.ts';
 import { assertLegal } from './transitions.ts';
 import { stoppedDuring, wakeForExec, type StoppedNotice } from './exec-wake.ts';
 
@@ -13,7 +13,8 @@ export function execArgv(input: { command?: string[]; cmd?: string }): string[] 
   return input.command ?? input.cmd?.trim().split(/\s+/);
 }
 
-export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string; maxOutputBytes?: number };
+/** `caller`: whose call it is; a wake of the machine is its start. */
+export type ExecInput = { command?: string[]; cmd?: string; timeoutS?: number; stdin?: string; maxOutputBytes?: number; caller: Caller };
 export type ExecOutput = {
   exitCode: number; exitSignal?: number; stdout: string; stderr: string; stdoutDroppedBytes: number; stderrDroppedBytes: number; timedOut: boolean;
   /** The machine was stopped and this call started it. */
@@ -36,7 +37,7 @@ export async function execInMachine(
   if (!command?.length) {
     throw new HangarError('validation_failed', 'exec needs a command', { hint: 'send {"command": ["ls", "-l", "/"]}' });
   }
-  const started = await wakeForExec(machines, app, id);
+  const started = await wakeForExec(machines, app, id, input.caller);
   const m = machines.get(app, id);
   assertLegal('exec', m.state, m.id);
   const since = Date.now();
@@ -75,11 +76,13 @@ export type ExecStreamInput = {
   cwd?: string;
   tty?: { rows: number; cols: number };
   signal: AbortSignal;
+  /** Whose call it is: a wake of the machine is its start. */
+  caller: Caller;
 };
 
 /** Streaming exec: the process is handed back running; aborting `signal` kills it. */
 export async function startExec(machines: MachineService, runner: MachineRunner, app: string, id: string, input: ExecStreamInput): Promise<MachineExec> {
-  const started = await wakeForExec(machines, app, id);
+  const started = await wakeForExec(machines, app, id, input.caller);
   const m = machines.get(app, id);
   assertLegal('exec', m.state, m.id);
   const since = Date.now();

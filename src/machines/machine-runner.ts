@@ -35,7 +35,8 @@ export type UserResolver = (rootfs: string, user: string) => Promise<{ uid: numb
 export type AppSettingsLookup = (app: string) => AppSettings;
 /**
  * Told of each run's end (the usage meter reads its cgroup and veth): just before a halt signals
- * it, while its cgroup is still there; after it exited on its own, when only the veth is left.
+ * it, while its cgroup is still there; after it exited on its own, before the cleanup removes
+ * what of its cgroups outlived crun (see CgroupStats.runCpuSeconds).
  */
 export type RunEndHook = (id: string) => Promise<void>;
 

@@ -21,15 +21,19 @@ import type { CheckpointRecord, EventRecord, MachineRecord, Store } from './stor
 import { assertClaimable, claimVolumes, releaseVolumes } from './volume-claims.ts';
 import { assertLegal, transientStateOf, TRANSITIONS, type Action } from './transitions.ts';
 import type { Asker, LimitGuard } from './limits.ts';
+import type { TokenBudget } from '../protocol/limits.ts';
+
+/** Who made a call: the limits caveats of its token (none for the admin token). */
+export type Caller = { budgets?: readonly TokenBudget[] };
 
 // Machine lifecycle: every transition is checked against the one table, recorded as an intent
 // in SQLite before it acts and closed after, and published to waiters.
 
 /**
  * `caller`: set on calls a client made (REST, and through it the CLI, SDK and MCP); rate limits
- * apply to those. `token` names the client's token once tokens have identities of their own.
+ * apply to those, and its token's budgets (limits caveats), which what it makes or starts is charged to.
  */
-export type CallOptions = { leaseNonce?: string; signal?: AbortSignal; caller?: { token?: string } };
+export type CallOptions = { leaseNonce?: string; signal?: AbortSignal; caller?: Caller };
 type Source = EventSource;
 
 /**
@@ -134,6 +138,7 @@ export class MachineService {
       m.privateIp = allocateAddress(this.#store, this.#machineRange, app);
       m.uidBase = opts.disk?.uidBase || allocateUidBase(this.#store);
       this.#store.insertMachine(m);
+      this.#store.budgets.charge('machine', id, budgetIds(who));
       claimVolumes(this.#store, app, id, req.config.mounts);
       // A fork cut off by a crash is undone, not finished (reconcile.ts): its disk may be half-made.
       return this.#store.openIntent(id, opts.disk ? 'fork' : 'create', 'creating');
@@ -179,7 +184,11 @@ export class MachineService {
 
   async restart(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number } = {}): Promise<void> {
     const m = this.get(app, id);
-    if (m.state === 'stopped') this.#limits?.assert(asker(app, opts), { kind: 'run', guest: m.config.guest, machineId: m.id });
+    if (m.state === 'stopped') {
+      const who = asker(app, opts);
+      this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
+      this.#store.budgets.charge('run', m.id, budgetIds(who));
+    }
     await this.#transition(m, 'restart', 'user', opts.leaseNonce, async () => {
       if (m.state !== 'stopped') {
         const exit = await this.#runner.halt(m, { signal: opts.signalName, timeoutMs: opts.timeoutMs });
@@ -306,7 +315,11 @@ export class MachineService {
 
   async #startTransition(m: MachineRecord, source: Source, leaseNonce: string | undefined, who: Asker): Promise<void> {
     // In the same synchronous step as the transition's claim of `starting`, which then counts.
-    if (TRANSITIONS_START_FROM.has(m.state)) this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
+    if (TRANSITIONS_START_FROM.has(m.state)) {
+      this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
+      // A client's start makes the run its token's; the daemon's own restarts keep whose it was.
+      if (who.api) this.#store.budgets.charge('run', m.id, budgetIds(who));
+    }
     await this.#transition(m, 'start', source, leaseNonce, async (from) => {
       await this.#runFresh(m, from === 'stopped' || from === 'failed');
       return 'started';
@@ -429,7 +442,11 @@ export class MachineService {
 const TRANSITIONS_START_FROM: ReadonlySet<MachineState> = new Set(TRANSITIONS.start.from);
 
 function asker(app: string, opts: CallOptions): Asker {
-  return { app, api: opts.caller !== undefined, ...(opts.caller?.token ? { token: opts.caller.token } : {}) };
+  return { app, api: opts.caller !== undefined, ...(opts.caller?.budgets?.length ? { budgets: opts.caller.budgets } : {}) };
+}
+
+function budgetIds(who: Asker): string[] {
+  return (who.budgets ?? []).map((b) => b.id);
 }
 
 function validateConfig(config: MachineConfig): void {

@@ -5,6 +5,7 @@ import type { EventSource } from '../protocol/event-sources.ts';
 import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import { VolumeStore } from './volume-store.ts';
+import { BudgetStore } from './budget-store.ts';
 import { SessionStore } from './session-store.ts';
 import { RevocationStore } from '../tokens/revocation-store.ts';
 import { UsageStore, type SizedMachine } from './usage-store.ts';
@@ -120,6 +121,8 @@ export class Store {
   readonly revocations: RevocationStore;
   /** The usage ledger, written with each change that it records. */
   readonly usage: UsageStore;
+  /** What each token budget holds (limits caveats). */
+  readonly budgets: BudgetStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -131,6 +134,7 @@ export class Store {
     this.volumes = new VolumeStore(this.#db, this.usage);
     this.sessions = new SessionStore(this.#db);
     this.revocations = new RevocationStore(this.#db);
+    this.budgets = new BudgetStore(this.#db);
   }
 
   #addMissingColumns(): void {

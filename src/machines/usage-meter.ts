@@ -29,16 +29,17 @@ export class UsageMeter {
   }
 
   /**
-   * Records what the machine's run used (the runner calls it as the run ends). A run that ended
-   * on its own has no cgroup left, so its CPU time is not known (its seconds and egress are); a
-   * second call for one run finds no cgroup and no new egress, and adds nothing.
+   * Records what the machine's run used (the runner calls it as the run ends, before the cleanup
+   * that removes what is left of its cgroups). A run that ended on its own is read from the group
+   * that outlives crun (CgroupStats.runCpuSeconds); a second call for one run, after the cleanup,
+   * finds no group and no new egress, and adds nothing.
    */
   async runEnded(machineId: string): Promise<void> {
     const m = this.#store.getMachine(machineId);
     if (!m) return;
-    const [cg, net] = await Promise.all([this.#cgroups.read(cgroupsPathFor(m.id)), this.#traffic(m.id)]);
-    if (!cg && !net) return;
-    this.#store.usage.runEnded(m.id, m.app, Date.now(), cg?.cpuSeconds ?? 0, net?.txBytes);
+    const [cpuSeconds, net] = await Promise.all([this.#cgroups.runCpuSeconds(cgroupsPathFor(m.id)), this.#traffic(m.id)]);
+    if (cpuSeconds === undefined && !net) return;
+    this.#store.usage.runEnded(m.id, m.app, Date.now(), cpuSeconds ?? 0, net?.txBytes);
   }
 
   async app(app: string, w: Window): Promise<AppUsage> {

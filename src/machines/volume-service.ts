@@ -8,6 +8,7 @@ import type { Store } from './store.ts';
 import { findVolume } from './volume-claims.ts';
 import type { VolumeRecord, VolumeSnapshotRecord } from './volume-store.ts';
 import type { LimitGuard } from './limits.ts';
+import type { Caller } from './machine-service.ts';
 
 // Volumes (Fly's Volumes API): filesystems of their own size that outlive machines. Made empty,
 // as a copy of another volume (a fork) or of a snapshot; grown while in use; snapshotted at one
@@ -27,7 +28,8 @@ export class VolumeService {
     this.#assertApp = deps.assertApp;
   }
 
-  async create(app: string, req: CreateVolumeRequest): Promise<VolumeRecord> {
+  /** `caller`: whose call it is; the volume is charged to its token's budgets. */
+  async create(app: string, req: CreateVolumeRequest, caller: Caller = {}): Promise<VolumeRecord> {
     this.#assertApp(app);
     const v = this.#newRecord(app, req.name, req.size_gb ?? DEFAULT_VOLUME_SIZE_GB, req);
     const source = req.source_volume_id ? findVolume(this.#store, app, req.source_volume_id) : undefined;
@@ -35,7 +37,8 @@ export class VolumeService {
     // A copy holds all of what it copies: it cannot be smaller.
     const least = source?.sizeGb ?? snapshot?.sizeGb ?? 1;
     v.sizeGb = Math.max(req.size_gb ?? least, least);
-    const fits = () => this.#limits?.assert({ app, api: true }, { kind: 'volume', addGb: v.sizeGb, newVolume: true });
+    const who = { app, api: true, budgets: caller.budgets ?? [] };
+    const fits = () => this.#limits?.assert(who, { kind: 'volume', addGb: v.sizeGb, newVolume: true });
     fits();
     try {
       if (source) {
@@ -48,7 +51,10 @@ export class VolumeService {
       }
       // Again, in the same synchronous step as the insert: others may have made volumes meanwhile.
       fits();
-      this.#store.volumes.insert(v);
+      this.#store.transaction(() => {
+        this.#store.volumes.insert(v);
+        this.#store.budgets.charge('volume', v.id, who.budgets.map((b) => b.id));
+      });
     } catch (err) {
       await this.#disks.remove(v.id).catch(() => undefined);
       throw err;
@@ -56,12 +62,22 @@ export class VolumeService {
     return v;
   }
 
-  /** A new volume of the app holding what `image` holds, as large as it (a fork's copy of its source's volume). */
-  async createFromImage(app: string, name: string, image: string): Promise<VolumeRecord> {
+  /**
+   * A new volume of the app holding what `image` holds, as large as it (a fork's copy of its
+   * source's volume): the caller's, counted against its limits and its token's as any volume.
+   */
+  async createFromImage(app: string, name: string, image: string, caller: Caller): Promise<VolumeRecord> {
     const v = this.#newRecord(app, name, Math.ceil(((await imageBytes(image)) ?? GIB) / GIB), {});
+    const who = { app, api: false, budgets: caller.budgets ?? [] };
+    const fits = () => this.#limits?.assert(who, { kind: 'volume', addGb: v.sizeGb, newVolume: true });
+    fits();
     try {
       await this.#disks.createFrom(v.id, image, v.sizeGb);
-      this.#store.volumes.insert(v);
+      fits();
+      this.#store.transaction(() => {
+        this.#store.volumes.insert(v);
+        this.#store.budgets.charge('volume', v.id, who.budgets.map((b) => b.id));
+      });
     } catch (err) {
       await this.#disks.remove(v.id).catch(() => undefined);
       throw err;
@@ -89,7 +105,7 @@ export class VolumeService {
   }
 
   /** Grows the volume; a machine using it keeps running and sees the new size at once. */
-  async extend(app: string, id: string, sizeGb: number): Promise<VolumeRecord> {
+  async extend(app: string, id: string, sizeGb: number, caller: Caller = {}): Promise<VolumeRecord> {
     findVolume(this.#store, app, id);
     return this.#queue.run(id, async () => {
       const v = findVolume(this.#store, app, id);
@@ -100,7 +116,7 @@ export class VolumeService {
         });
       }
       if (sizeGb === v.sizeGb) return v;
-      this.#limits?.assert({ app, api: true }, { kind: 'volume', addGb: sizeGb - v.sizeGb, newVolume: false });
+      this.#limits?.assert({ app, api: true, budgets: caller.budgets ?? [] }, { kind: 'volume', addGb: sizeGb - v.sizeGb, newVolume: false });
       await this.#disks.grow(v.id, sizeGb);
       v.sizeGb = sizeGb;
       this.#store.volumes.update(v);

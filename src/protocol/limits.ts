@@ -44,3 +44,10 @@ export const DEFAULT_LIMITS: Limits = {
 export function effectiveLimits(defaults: Limits, override: LimitsOverride | undefined): Limits {
   return { ...defaults, ...override };
 }
+
+/**
+ * A token's limits caveat as the daemon applies it: `id` names the budget, the same for every
+ * token narrowed from the one that carries the caveat (tokens/token-authority.ts derives it from
+ * the chain's key at that caveat), so minting more tokens does not make more room.
+ */
+export type TokenBudget = { id: string; limits: LimitsOverride; caveatIndex: number };

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LimitsSchema } from './limits.ts';
 import { TOKEN_ACTIONS, type Caveat } from './token-format.ts';
 
 // The caveats a token may carry, as the daemon checks them. Strict: a caveat with a field the
@@ -20,6 +21,13 @@ export const CaveatSchema = z.discriminatedUnion('type', [
   }),
   z.strictObject({ type: z.literal('validity'), not_before: UnixSeconds.optional(), not_after: UnixSeconds.optional() }),
   z.strictObject({ type: z.literal('from_machine'), machine: z.string().min(1).meta({ description: "Machine id: only requests from its private address (its _api.internal)" }) }),
+  z.strictObject({
+    type: z.literal('limits'),
+    limits: LimitsSchema.meta({
+      description: 'Limits of this token and every token narrowed from it, together (one budget, counted over the machines and volumes ' +
+        'they made and the runs they started, in every app), on top of the apps\' limits. Fields left out add no limit',
+    }),
+  }),
 ]) satisfies z.ZodType<Caveat>;
 
 export const MAX_CAVEATS = 64;

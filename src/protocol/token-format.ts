@@ -34,7 +34,25 @@ export type Caveat =
   /** Unix seconds; either bound may be absent. */
   | { type: 'validity'; not_before?: number; not_after?: number }
   /** Only requests arriving from this machine's private address (through its _api.internal). */
-  | { type: 'from_machine'; machine: string };
+  | { type: 'from_machine'; machine: string }
+  /**
+   * Limits on what this token, and every token narrowed from it, may hold and how fast it may
+   * ask, together: one budget, on top of the apps' own limits.
+   */
+  | { type: 'limits'; limits: TokenLimits };
+
+/** The fields of an app's limits (protocol/limits.ts), any of them. */
+export type TokenLimits = {
+  machines?: number;
+  running_machines?: number;
+  memory_mb?: number;
+  cpus?: number;
+  volumes?: number;
+  volume_gb?: number;
+  creates_per_minute?: number;
+  starts_per_second?: number;
+  start_burst?: number;
+};
 
 export type TokenBody = { v: 1; id: string; caveats: Caveat[]; sig: string };
 

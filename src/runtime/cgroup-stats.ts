@@ -59,6 +59,22 @@ export class CgroupStats {
     return { ...cpu, ...memory, ...pids };
   }
 
+  /**
+   * CPU time of the machine's run so far, also after its end. `crun run` removes the machine's
+   * group (and with it the figure) the moment the init exits, so a run that ended on its own has
+   * no group left to read. On a hybrid host the launcher's v2 group of the same path outlives
+   * crun (the daemon removes it at cleanup), and its cpu.stat, kept by the kernel with or without
+   * a cpu controller, counted the same processes plus the shim, `crun run` and multilog (a few
+   * ms a run). On a pure v2 host nothing outlives crun's group: undefined then.
+   */
+  async runCpuSeconds(cgroupPath: string): Promise<number | undefined> {
+    const cpu = await this.#cpu(cgroupPath);
+    if (cpu) return cpu.cpuSeconds;
+    if (!this.#h.v1.has('cpuacct')) return undefined;
+    const stat = await this.#v2(cgroupPath, 'cpu.stat');
+    return stat === undefined ? undefined : (keyValues(stat).get('usage_usec') ?? 0) / 1e6;
+  }
+
   async #cpu(path: string): Promise<Pick<CgroupReading, 'cpuSeconds' | 'cpuUserSeconds' | 'cpuSystemSeconds'> | undefined> {
     const v1 = this.#h.v1.get('cpuacct');
     if (v1) {

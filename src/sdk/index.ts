@@ -9,7 +9,7 @@ export { FileWatch, type FileWatchEvent } from './file-watch.ts';
 export { HangarClient, type CallOptions, type ClientOptions, type DiffOptions, type ImageInfo, type ImageSummary, type UsageWindow } from './client.ts';
 export type { AppUsage, MachineUsage } from '../protocol/usage.ts';
 export { HangarApiError } from './errors.ts';
-export { attenuate, decodeToken as inspectToken, TOKEN_ACTIONS, type Caveat, type CommandRule, type TokenAction, type TokenBody } from '../protocol/token-format.ts';
+export { attenuate, decodeToken as inspectToken, TOKEN_ACTIONS, type Caveat, type CommandRule, type TokenAction, type TokenBody, type TokenLimits } from '../protocol/token-format.ts';
 export type { MintedToken } from './client.ts';
 export type { ErrorCode, NextAction } from '../protocol/errors.ts';
 export type { AppSettingsRequest, Egress } from '../protocol/app-settings.ts';

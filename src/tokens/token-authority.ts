@@ -7,15 +7,17 @@ import { CaveatSchema, MAX_CAVEATS } from '../protocol/token-caveats.ts';
 import {
   chainStart, chainStep, decodeToken, encodeToken, fromBase64Url, isMacaroonToken, toBase64Url, type Caveat,
 } from '../protocol/token-format.ts';
+import type { TokenBudget } from '../protocol/limits.ts';
 import type { RevocationStore } from './revocation-store.ts';
 
 // Who a request's token says it is. The admin token (the data dir's `token`) is the root and may
 // do anything; every other token is a chain keyed by the root key in the data dir's `token-key`
 // (protocol/token-format.ts), and may do what all of its caveats allow (api/access.ts decides).
 
+/** `budgets`: one per limits caveat, in the token's order (protocol/limits.ts TokenBudget). */
 export type Grant =
   | { kind: 'admin' }
-  | { kind: 'token'; id: string; caveats: Caveat[] };
+  | { kind: 'token'; id: string; caveats: Caveat[]; budgets: TokenBudget[] };
 
 const MAX_TOKEN_CHARS = 16_384;
 const CaveatsSchema = z.array(CaveatSchema).max(MAX_CAVEATS);
@@ -79,7 +81,7 @@ export class TokenAuthority {
     if (keys.some((k) => this.#revocations.has(digest(k).toString('hex')))) {
       throw new HangarError('unauthorized', `the token was revoked (family ${id})`, { hint: 'ask whoever gave it to you for a new token' });
     }
-    return { kind: 'token', id, caveats };
+    return { kind: 'token', id, caveats, budgets: budgetsOf(caveats, keys) };
   }
 
   /** Revokes `token` and every token attenuated from it; its ancestors keep working. */
@@ -119,4 +121,15 @@ export class TokenAuthority {
     // The chain MACs the caveats as the token carries them; checking uses that same parse.
     return { id: body.id, caveats: body.caveats, keys };
   }
+}
+
+/**
+ * A limits caveat's budget is named by the chain's key just after it: every token narrowed from
+ * the one carrying it passes through that key, and no one without it can make a token that does.
+ * Its digest (with a label of its own, so it is never a revocation digest) names it.
+ */
+function budgetsOf(caveats: Caveat[], keys: Uint8Array[]): TokenBudget[] {
+  return caveats.flatMap((c, i) => c.type === 'limits'
+    ? [{ id: 'tb_' + createHash('sha256').update('hangar-token-budget/v1\n').update(keys[i + 1]!).digest('base64url').slice(0, 22), limits: c.limits, caveatIndex: i }]
+    : []);
 }

@@ -57,8 +57,9 @@ export const checkpointRoutes = [
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/fork', tag: 'Checkpoints',
     summary: "New machines (count, 1-16), each with its own copy-on-write copy of this machine's filesystem and volumes (new volumes, attached to it) as they are now or as a checkpoint holds them; started unless skip_launch",
     params: MachineParams, body: ForkRequestSchema, bodyOptional: true, response: ForkResponseSchema,
-    handler: async ({ services, params, body, signal }) => {
-      const made = await services.checkpoints.fork(params.app_name, params.machine_id, body ?? {}, { signal });
+    handler: async ({ services, params, body, signal, caller }) => {
+      // A fork is a create by the caller: its limits (and its token's) apply, rates included.
+      const made = await services.checkpoints.fork(params.app_name, params.machine_id, body ?? {}, { signal, caller });
       return { machines: made.map((m) => toWireMachine(m, services.machines.events(params.app_name, m.id), services.runner.diskUsage(m))) };
     },
   }),

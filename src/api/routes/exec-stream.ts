@@ -126,10 +126,10 @@ export const execStreamRoutes = [
       `{"type":"exit",...}. Closing the connection kills the command. Timeout in seconds, default ${EXEC_STREAM_DEFAULT_TIMEOUT_S}. ` +
       'A stopped machine is started first (header x-hangar-machine-started: true) unless autostart is off',
     params: MachineParams, body: ExecStreamRequestSchema, response: ExecEventSchema, produces: 'application/x-ndjson',
-    handler: async ({ services, params, body, reply, signal }) => {
+    handler: async ({ services, params, body, reply, signal, caller }) => {
       const checkpoint = body.checkpoint ? await checkpointBefore(services, params, body.command) : undefined;
       const proc = await startExec(services.machines, services.runner, params.app_name, params.machine_id, {
-        command: body.command, timeoutS: body.timeout ?? EXEC_STREAM_DEFAULT_TIMEOUT_S, env: body.env, cwd: body.cwd, signal,
+        command: body.command, timeoutS: body.timeout ?? EXEC_STREAM_DEFAULT_TIMEOUT_S, env: body.env, cwd: body.cwd, signal, caller,
       });
       reply.hijack();
       const res = reply.raw;
@@ -156,7 +156,7 @@ export const execStreamRoutes = [
         hint: 'connect with a WebSocket client (Upgrade: websocket) and send {"type":"start","command":["sh"]}; or use POST …/exec/stream',
       });
     },
-    websocket: async (socket, { services, params, signal, access }) => {
+    websocket: async (socket, { services, params, signal, access, caller }) => {
       const inbox = new Inbox(socket);
       const start = parseMessage(WsStartSchema, await inbox.first(START_TIMEOUT_MS));
       access.checkCommand(params.app_name, params.machine_id, start.command);
@@ -168,6 +168,7 @@ export const execStreamRoutes = [
         cwd: start.cwd,
         ...(start.tty ? { tty: { rows: start.rows, cols: start.cols } } : {}),
         signal: AbortSignal.any([signal, cancel.signal]),
+        caller,
       });
       if (start.stdin !== undefined) proc.stdin.end(start.stdin);
       const onMessage = (raw: unknown) => {

@@ -77,10 +77,10 @@ export const machineActionRoutes = [
     method: 'POST', path: '/v1/apps/{app_name}/machines/{machine_id}/exec', tag: 'Machines',
     summary: 'Run a command in a machine and return its output (timeout in seconds, default 30); a stopped machine is started first (started: true) unless autostart is off',
     params: MachineParams, body: ExecRequestSchema, response: ExecResponseSchema,
-    handler: async ({ services, params, body, signal }) => {
+    handler: async ({ services, params, body, signal, caller }) => {
       const checkpoint = body.checkpoint ? await checkpointBefore(services, params, body.command ?? [body.cmd ?? '']) : undefined;
       const out = await execInMachine(services.machines, services.runner, params.app_name, params.machine_id,
-        { command: body.command, cmd: body.cmd, timeoutS: body.timeout, stdin: body.stdin, maxOutputBytes: body.max_output_bytes }, signal);
+        { command: body.command, cmd: body.cmd, timeoutS: body.timeout, stdin: body.stdin, maxOutputBytes: body.max_output_bytes, caller }, signal);
       return {
         exit_code: out.exitCode,
         ...(out.exitSignal !== undefined ? { exit_signal: out.exitSignal } : {}),

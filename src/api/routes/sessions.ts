@@ -50,8 +50,8 @@ export const sessionRoutes = [
       'and read by byte offset from …/output; tty: true gives it a terminal to attach to (…/attach). A stopped machine is started first ' +
       '(header x-hangar-machine-started: true) unless autostart is off; a running session keeps the machine from being stopped as idle',
     params: MachineParams, body: StartSessionRequestSchema, response: SessionSchema,
-    handler: async ({ services, params, body, reply }) => {
-      if (await wakeForExec(services.machines, params.app_name, params.machine_id)) void reply.header('x-hangar-machine-started', 'true');
+    handler: async ({ services, params, body, reply, caller }) => {
+      if (await wakeForExec(services.machines, params.app_name, params.machine_id, caller)) void reply.header('x-hangar-machine-started', 'true');
       return services.sessions.start(params.app_name, params.machine_id, body);
     },
   }),

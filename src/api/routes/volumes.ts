@@ -44,7 +44,7 @@ export const volumeRoutes = [
     method: 'POST', path: '/v1/apps/{app_name}/volumes', tag: 'Volumes',
     summary: 'Create a volume: empty, a copy of another (source_volume_id) or of a snapshot (snapshot_id). Mount it with config.mounts [{volume, path}]',
     params: AppParams, body: CreateVolumeRequestSchema, response: VolumeSchema,
-    handler: async ({ services, params, body }) => toWire(services.volumes, await services.volumes.create(params.app_name, body)),
+    handler: async ({ services, params, body, caller }) => toWire(services.volumes, await services.volumes.create(params.app_name, body, caller)),
   }),
   route({
     access: { action: 'read' },
@@ -66,9 +66,9 @@ export const volumeRoutes = [
     method: 'PUT', path: '/v1/apps/{app_name}/volumes/{volume_id}/extend', tag: 'Volumes',
     summary: 'Grow a volume, never shrink it; a machine using it keeps running and sees the new size at once (needs_restart is false)',
     params: VolumeParams, body: ExtendVolumeRequestSchema, response: ExtendVolumeResponseSchema,
-    handler: async ({ services, params, body }) => ({
+    handler: async ({ services, params, body, caller }) => ({
       needs_restart: false,
-      volume: toWire(services.volumes, await services.volumes.extend(params.app_name, params.volume_id, body.size_gb)),
+      volume: toWire(services.volumes, await services.volumes.extend(params.app_name, params.volume_id, body.size_gb, caller)),
     }),
   }),
   route({
