@@ -32,6 +32,7 @@ import { usageRoutes } from './routes/usage.ts';
 import { fileWatchRoutes } from './routes/files-watch.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { tokenizerRoutes } from './routes/tokenizer.ts';
+import { secretRoutes } from './routes/secrets.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -82,7 +83,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes, ...tokenizerRoutes, ...usageRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes, ...tokenizerRoutes, ...secretRoutes, ...usageRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

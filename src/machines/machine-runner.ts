@@ -11,6 +11,7 @@ import { HangarError } from '../protocol/errors.ts';
 import { isMounted, mountOverlay, mountReadOnlyView, resetUpper, unmount, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { diffViews, type DiffOptions, type DiffResult, type DiffView } from '../storage/filesystem-diff.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
+import { secretExtras, type MachineSecretsOf } from '../secrets/machine-trust.ts';
 import { IdShift } from '../storage/id-shift.ts';
 import type { DiskUsage, MachineDisks } from '../storage/machine-disk.ts';
 import { captureImages } from '../storage/disk-image.ts';
@@ -51,6 +52,7 @@ export class MachineRunner {
   readonly #volumes: VolumeDisks;
   readonly #appSettings: AppSettingsLookup;
   readonly #onRunEnd: RunEndHook;
+  readonly #secretsOf: MachineSecretsOf;
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
   readonly #unwatch = new Map<string, () => void>();
@@ -60,7 +62,9 @@ export class MachineRunner {
   constructor(
     driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork,
     storage: { disks: MachineDisks; volumes: VolumeDisks }, appSettings: AppSettingsLookup, onRunEnd: RunEndHook = async () => undefined,
+    secretsOf: MachineSecretsOf = () => ({ placeholders: {}, egressCaPem: '' }),
   ) {
+    this.#secretsOf = secretsOf;
     this.#onRunEnd = onRunEnd;
     this.#driver = driver;
     this.#disks = storage.disks;
@@ -89,7 +93,7 @@ export class MachineRunner {
       }
       if (!(await isMounted(layout.target))) await mountOverlay(layout);
       await this.#mountVolumes(m);
-      await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
+      await writeMachineFiles(layout.target, m.config.files, this.ids(m).root, this.#secretsOf(m.app).placeholders);
     };
     const network = async (ip: string) => {
       await this.#network.attach(m.id, ip);
@@ -105,7 +109,7 @@ export class MachineRunner {
     await unmountOverlay(layout);
     await resetUpper(layout);
     await mountOverlay(layout);
-    await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
+    await writeMachineFiles(layout.target, m.config.files, this.ids(m).root, this.#secretsOf(m.app).placeholders);
   }
 
   /** Fast path: the rootfs is laid out; mount it if a reboot took it away, then run. */
@@ -116,7 +120,11 @@ export class MachineRunner {
     // Kept across stop/start; only a host reboot takes these away.
     await this.#mountVolumes(m);
     if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
-    const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id), nestedNamespaces: this.#nestedNamespaces(m) };
+    const bundleDir = this.#paths.bundle(m.id);
+    // The app's secrets as they are now: placeholders come and go while the machine is stopped.
+    const secrets = this.#secretsOf(m.app);
+    const extras = await secretExtras(secrets.placeholders, secrets.egressCaPem, this.#paths.rootfs(m.id), bundleDir);
+    const where = { bundleDir, logPath: this.#paths.log(m.id), nestedNamespaces: this.#nestedNamespaces(m), extras };
     const started = await this.#driver.start(m.id, where);
     this.watch(m.id, onExit);
     return started;

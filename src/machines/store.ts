@@ -7,6 +7,7 @@ import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings
 import { VolumeStore } from './volume-store.ts';
 import { SessionStore } from './session-store.ts';
 import { RevocationStore } from '../tokens/revocation-store.ts';
+import { AppSecretStore } from '../secrets/app-secret-store.ts';
 import { UsageStore, type SizedMachine } from './usage-store.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
@@ -120,6 +121,8 @@ export class Store {
   readonly revocations: RevocationStore;
   /** The usage ledger, written with each change that it records. */
   readonly usage: UsageStore;
+  /** App secrets, sealed (secrets/app-secret-store.ts). */
+  readonly secrets: AppSecretStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -131,6 +134,7 @@ export class Store {
     this.volumes = new VolumeStore(this.#db, this.usage);
     this.sessions = new SessionStore(this.#db);
     this.revocations = new RevocationStore(this.#db);
+    this.secrets = new AppSecretStore(this.#db);
   }
 
   #addMissingColumns(): void {
@@ -181,6 +185,7 @@ export class Store {
 
   deleteApp(name: string): void {
     this.#db.prepare('DELETE FROM apps WHERE name = ?').run(name);
+    this.secrets.deleteAll(name);
   }
 
   /** The app's subnet index in the machine range, given one now (the lowest free) if it has none. */

@@ -24,6 +24,9 @@ export type SubnetLookup = (subnetIndex: number) => AppMachines | undefined;
 
 export type Upstream = { host: string; port: number };
 
+/** Whether `name` is one an app secret of `app` may be sent to: then the gateway (its egress proxy) is the answer. */
+export type Steering = (app: string, name: string) => boolean;
+
 export const API_NAME = '_api.internal';
 /** The gateway again, where the tokenizer proxy answers (port TOKENIZER_PORT). */
 export const TOKENIZER_NAME = '_tokenizer.internal';
@@ -48,13 +51,18 @@ export class InternalDns {
   readonly #servers = new Map<number, { server: Server; connections: Set<TcpSocket> }>();
   readonly #gateways = new Map<number, string>();
   readonly #budget: ConnectionBudget | undefined;
+  readonly #steers: Steering;
   #forwards = 0;
 
-  /** Without an upstream, names outside `.internal` are refused. TCP connections count against `budget`. */
-  constructor(lookup: SubnetLookup, upstream?: Upstream, budget?: ConnectionBudget) {
+  /**
+   * Without an upstream, names outside `.internal` are refused. TCP connections count against
+   * `budget`. Names `steers` claims for an app are answered with its gateway, whatever its egress.
+   */
+  constructor(lookup: SubnetLookup, upstream?: Upstream, budget?: ConnectionBudget, steers: Steering = () => false) {
     this.#lookup = lookup;
     this.#upstream = upstream;
     this.#budget = budget;
+    this.#steers = steers;
   }
 
   /** Answers on `gateway`:53, UDP and TCP, for the app of `subnetIndex`. Idempotent. */
@@ -146,6 +154,12 @@ export class InternalDns {
       return transport === 'udp' && whole.length > PLAIN_UDP_SIZE ? encode(rcode, [], true) : whole;
     };
     const app = this.#lookup(subnetIndex);
+    if (app && this.#steers(app.app, name)) {
+      // Only an IPv4 answer (machines have no IPv6), so nothing reaches the host past the proxy.
+      const gateway = this.#gateways.get(subnetIndex);
+      send(reply('NOERROR', question.type === 'A' && gateway ? [gateway] : []));
+      return;
+    }
     if (!name.endsWith('.internal')) {
       if (app?.resolvesPublicNames && this.#upstream) this.#forward(this.#upstream, msg, transport, send);
       else send(reply('REFUSED'));

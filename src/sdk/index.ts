@@ -21,3 +21,4 @@ export type { PullProgress } from '../protocol/pull-progress.ts';
 export type { MachineMetrics } from '../protocol/machine-metrics.ts';
 export type { FileWatchMessage } from '../protocol/file-watch.ts';
 export type { PublicKeyResponse, SealRequest, SealResponse } from '../protocol/sealed-secret.ts';
+export type { AppSecret, AppSecretInput } from '../protocol/app-secrets.ts';

@@ -1,0 +1,261 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { type IncomingHttpHeaders } from 'node:http';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import packet from 'dns-packet';
+import { cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { serveNodeImage, type NodeImageSource } from './helpers/node-image.ts';
+import { makeTestCa, makeTestCert } from './helpers/test-certs.ts';
+
+// Transparent mode of app secrets, end to end. Two HTTPS upstreams with their own test CA listen
+// on loopback addresses (127.N.77.1 and .2, N the run's HANGAR_TEST_NET) port 443; a resolver on
+// loopback, the daemon's dns_upstream, names them api.test and other.test. Inside real machines
+// (the Node test image) a program fetches https://api.test/ with only the placeholder in its env:
+// the app's DNS steers the name to the gateway's egress proxy, which the machine trusts through
+// the CA bundle bound into it, and the upstream sees the real value. The daemon is told to trust
+// the test CA and to allow 127.N.77.0/24 as a destination; every other private address stays refused.
+
+const REAL = 'ghp_REAL-value-4f9c2d7e1b';
+const OTHER_REAL = 'sk_OTHER-value-8a1e';
+const THIEF_REAL = 'thief-own-value-77';
+const net = Number(process.env.HANGAR_TEST_NET ?? 20);
+const API_IP = `127.${net}.77.1`;
+const OTHER_IP = `127.${net}.77.2`;
+
+type Seen = { url: string; headers: IncomingHttpHeaders };
+
+let dataDir: string;
+let d: TestDaemon;
+let src: NodeImageSource;
+let certDir: string;
+let apiUpstream: Server;
+let otherUpstream: Server;
+let dns: UdpSocket;
+let dnsTcp: TcpServer;
+const seenApi: Seen[] = [];
+const seenOther: Seen[] = [];
+let machine: string;
+let placeholder: string;
+
+function recordingServer(cert: { certPem: string; keyPem: string }, into: Seen[]): Server {
+  return createHttpsServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
+    req.resume();
+    req.on('end', () => {
+      into.push({ url: req.url!, headers: req.headers });
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(`upstream ${req.headers.host} ${req.url}`);
+    });
+  });
+}
+
+function answer(msg: Buffer): Buffer {
+  const query = packet.decode(msg);
+  const question = query.questions![0]!;
+  const ip = ({ 'api.test': API_IP, 'other.test': OTHER_IP } as Record<string, string>)[question.name];
+  return packet.encode({
+    id: query.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | (ip ? 0 : 3),
+    questions: [question],
+    answers: ip && question.type === 'A' ? [{ name: question.name, type: 'A', class: 'IN', ttl: 5, data: ip }] : [],
+  } as packet.Packet);
+}
+
+before(async () => {
+  certDir = await mkdtemp(join(tmpdir(), 'hangar-secrets-'));
+  const ca = await makeTestCa('Secrets Test CA');
+  await writeFile(join(certDir, 'ca.pem'), ca.certPem);
+  const cert = await makeTestCert(ca, ['api.test', 'other.test']);
+  apiUpstream = recordingServer(cert, seenApi);
+  otherUpstream = recordingServer(cert, seenOther);
+  await new Promise<void>((r) => apiUpstream.listen(443, API_IP, r));
+  await new Promise<void>((r) => otherUpstream.listen(443, OTHER_IP, r));
+
+  dns = createSocket('udp4');
+  dns.on('message', (msg, from) => dns.send(answer(msg), from.port, from.address));
+  await new Promise<void>((r) => dns.bind(0, '127.0.0.1', r));
+  dnsTcp = createTcpServer((conn) => {
+    conn.once('data', (chunk) => {
+      const reply = answer(chunk.subarray(2, 2 + chunk.readUInt16BE(0)));
+      const length = Buffer.alloc(2);
+      length.writeUInt16BE(reply.length);
+      conn.end(Buffer.concat([length, reply]));
+    });
+  }).listen(dns.address().port, '127.0.0.1');
+
+  src = await serveNodeImage();
+  dataDir = await makeDataDir();
+  writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ dns_upstream: `127.0.0.1:${dns.address().port}` }));
+  d = await startDaemon(dataDir, [...src.daemonArgs, '--tokenizer-allow-cidr', `127.${net}.77.0/24`, '--tokenizer-upstream-ca', join(certDir, 'ca.pem')]);
+  await d.client.images.pull(src.image);
+  await d.client.apps.create('sec');
+  await d.client.apps.create('thief');
+});
+
+after(async () => {
+  await d?.kill().catch(() => undefined);
+  if (dataDir) await cleanupDataDir(dataDir);
+  await src?.stop();
+  apiUpstream?.close();
+  otherUpstream?.close();
+  dns?.close();
+  dnsTcp?.close();
+  if (certDir) await rm(certDir, { recursive: true, force: true });
+});
+
+/** Runs a Node script in the machine; its stdout. */
+async function nodeIn(app: string, id: string, script: string): Promise<string> {
+  const r = await d.client.machines.exec(app, id, ['node', '-e', script], { timeoutS: 30 });
+  assert.equal(r.exit_code, 0, `${r.stdout}\n${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** A fetch from inside the machine; prints the status and body. */
+function fetchScript(url: string, headers: string): string {
+  return `fetch(${JSON.stringify(url)}, { headers: ${headers} }).then(async (r) => console.log(r.status, await r.text()), (e) => { console.log('error', e.cause?.code ?? e.message); process.exitCode = 0; })`;
+}
+
+describe('app secrets API', () => {
+  it('sets a secret and never answers with its value', async () => {
+    const set = await http(d, 'POST', '/v1/apps/sec/secrets', { name: 'GH_TOKEN', value: REAL, hosts: ['API.test'] });
+    assert.equal(set.status, 201, set.text);
+    assert.ok(!set.text.includes(REAL));
+    assert.deepEqual(set.body.hosts, ['api.test']);
+    assert.match(set.body.placeholder, /^hangar-sealed-[0-9a-f]{40}$/);
+    placeholder = set.body.placeholder;
+    const other = await d.client.secrets.set('sec', { name: 'OTHER_KEY', value: OTHER_REAL, hosts: ['other.test'], inject: { header: 'X-Api-Key', format: '%s' } });
+    assert.equal(other.inject?.header, 'X-Api-Key');
+    const list = await http(d, 'GET', '/v1/apps/sec/secrets');
+    assert.equal(list.status, 200);
+    assert.deepEqual(list.body.secrets.map((s: { name: string }) => s.name), ['GH_TOKEN', 'OTHER_KEY']);
+    assert.ok(!list.text.includes(REAL) && !list.text.includes(OTHER_REAL));
+    // Setting it again keeps the placeholder, so machines need no restart for a new value.
+    const again = await d.client.secrets.set('sec', { name: 'GH_TOKEN', value: REAL, hosts: ['api.test'] });
+    assert.equal(again.placeholder, placeholder);
+  });
+
+  it('refuses a value that cannot go into a header without echoing it, and names unknown secrets', async () => {
+    const bad = await http(d, 'POST', '/v1/apps/sec/secrets', { name: 'BAD', value: `${REAL}\r\nX-Evil: 1`, hosts: ['api.test'] });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.code, 'validation_failed');
+    assert.ok(!bad.text.includes(REAL));
+    const host = await http(d, 'POST', '/v1/apps/sec/secrets', { name: 'BAD', value: 'x', hosts: ['127.0.0.1'] });
+    assert.equal(host.status, 400);
+    const gone = await http(d, 'DELETE', '/v1/apps/sec/secrets/NOPE');
+    assert.equal(gone.status, 404);
+    assert.equal(gone.body.code, 'secret_not_found');
+    assert.ok(gone.body.hint);
+    const noApp = await http(d, 'POST', '/v1/apps/nope/secrets', { name: 'A', value: 'x', hosts: ['api.test'] });
+    assert.equal(noApp.body.code, 'app_not_found');
+  });
+
+  it('keeps values sealed at rest and the egress CA key private', async () => {
+    const db = await readFile(join(dataDir, 'state.db')).catch(() => Buffer.alloc(0));
+    const wal = await readFile(join(dataDir, 'state.db-wal')).catch(() => Buffer.alloc(0));
+    assert.ok(!db.includes(REAL) && !wal.includes(REAL), 'state.db holds no plain value');
+    assert.equal((await stat(join(dataDir, 'egress-ca', 'ca-key.pem'))).mode & 0o777, 0o600);
+  });
+});
+
+describe('a machine of an app with secrets', () => {
+  before(async () => {
+    const files = await http(d, 'POST', '/v1/apps/sec/machines', { config: { image: src.image, init: { cmd: ['sleep', 'inf'] }, files: [{ guest_path: '/x', secret_name: 'NOPE' }] } });
+    assert.equal(files.status, 404);
+    assert.equal(files.body.code, 'secret_not_found');
+    const m = await d.client.machines.create('sec', {
+      config: { image: src.image, init: { cmd: ['sleep', 'inf'] }, files: [{ guest_path: '/run/secrets/gh', secret_name: 'GH_TOKEN' }] },
+    });
+    machine = m.id;
+  });
+
+  it('sees only placeholders, in its env and in files that name a secret', async () => {
+    const r = await d.client.machines.exec('sec', machine, ['sh', '-c', 'echo "$GH_TOKEN"; cat /run/secrets/gh; echo; tr "\\0" "\\n" </proc/1/environ | grep -c hangar-sealed-']);
+    assert.equal(r.exit_code, 0, r.stderr);
+    const [env, file, count] = r.stdout.trim().split('\n');
+    assert.equal(env, placeholder);
+    assert.equal(file, placeholder);
+    assert.equal(count, '2');
+    assert.ok(!r.stdout.includes(REAL));
+  });
+
+  it('fetches https://api.test with its placeholder and the upstream sees the real value', async () => {
+    const out = await nodeIn('sec', machine, fetchScript('https://api.test/user', '{ authorization: `token ${process.env.GH_TOKEN}` }'));
+    assert.equal(out, '200 upstream api.test /user');
+    const last = seenApi.at(-1)!;
+    assert.equal(last.headers.authorization, `token ${REAL}`);
+    assert.equal(last.headers['x-api-key'], undefined, "another host's secret is not injected");
+  });
+
+  it('puts the value into Basic credentials and plain http:// requests go on over HTTPS', async () => {
+    const basic = Buffer.from(`x-access-token:${placeholder}`).toString('base64');
+    const out = await nodeIn('sec', machine, fetchScript('http://api.test/basic', `{ authorization: 'Basic ${basic}' }`));
+    assert.equal(out, '200 upstream api.test /basic');
+    assert.equal(seenApi.at(-1)!.headers.authorization, `Basic ${Buffer.from(`x-access-token:${REAL}`).toString('base64')}`);
+  });
+
+  it('sending its placeholder to a host the secret does not name gains nothing', async () => {
+    const out = await nodeIn('sec', machine, fetchScript('https://other.test/leak', '{ authorization: `Bearer ${process.env.GH_TOKEN}` }'));
+    assert.equal(out, '200 upstream other.test /leak');
+    const last = seenOther.at(-1)!;
+    assert.equal(last.headers.authorization, `Bearer ${placeholder}`);
+    // other.test's own secret is injected where the request had no such header.
+    assert.equal(last.headers['x-api-key'], OTHER_REAL);
+  });
+
+  it('cannot be steered elsewhere: a Host that is not the TLS name is refused, and other names get no certificate', async () => {
+    const out = await nodeIn('sec', machine, `require('https').get({ host: 'api.test', servername: 'api.test', path: '/', headers: { host: 'evil.example', authorization: 'Bearer ' + process.env.GH_TOKEN } }, (r) => { let b = ''; r.on('data', (c) => b += c); r.on('end', () => console.log(r.statusCode, JSON.parse(b).code)); })`);
+    assert.equal(out, '403 host_not_allowed');
+    const tls = await nodeIn('sec', machine, `require('tls').connect({ host: 'api.test', port: 443, servername: 'evil.example' }).on('secureConnect', () => console.log('connected')).on('error', (e) => console.log('refused'))`);
+    assert.equal(tls, 'refused');
+  });
+
+  it('gets a secret set after it was created at its next start, and loses a removed one', async () => {
+    await d.client.secrets.set('sec', { name: 'LATE', value: 'late-value', hosts: ['api.test'] });
+    const before = await d.client.machines.exec('sec', machine, ['sh', '-c', 'echo "${LATE:-unset}"']);
+    assert.equal(before.stdout.trim(), 'unset');
+    await d.client.machines.stop('sec', machine);
+    await d.client.machines.wait('sec', machine, 'stopped', { timeoutS: 30 });
+    await d.client.machines.start('sec', machine);
+    await d.client.machines.wait('sec', machine, 'started', { timeoutS: 30 });
+    const after = await d.client.machines.exec('sec', machine, ['sh', '-c', 'echo "$LATE"']);
+    assert.match(after.stdout.trim(), /^hangar-sealed-/);
+    await d.client.secrets.unset('sec', 'LATE');
+    await d.client.machines.stop('sec', machine);
+    await d.client.machines.wait('sec', machine, 'stopped', { timeoutS: 30 });
+    await d.client.machines.start('sec', machine);
+    await d.client.machines.wait('sec', machine, 'started', { timeoutS: 30 });
+    const gone = await d.client.machines.exec('sec', machine, ['sh', '-c', 'echo "${LATE:-unset}"; echo "$GH_TOKEN"']);
+    assert.deepEqual(gone.stdout.trim().split('\n'), ['unset', placeholder]);
+  });
+});
+
+describe('another app', () => {
+  it("cannot use the first app's placeholder, even towards the same host", async () => {
+    await d.client.secrets.set('thief', { name: 'OWN', value: THIEF_REAL, hosts: ['api.test'] });
+    const m = await d.client.machines.create('thief', { config: { image: src.image, init: { cmd: ['sleep', 'inf'] } } });
+    const out = await nodeIn('thief', m.id, fetchScript('https://api.test/steal', `{ authorization: 'Bearer ${placeholder}', 'x-own': process.env.OWN }`));
+    assert.equal(out, '200 upstream api.test /steal');
+    const last = seenApi.at(-1)!;
+    assert.equal(last.headers.authorization, `Bearer ${placeholder}`);
+    assert.equal(last.headers['x-own'], THIEF_REAL);
+  });
+
+  it('without secrets, is not steered and gets no egress CA', async () => {
+    await d.client.apps.create('plain');
+    const m = await d.client.machines.create('plain', { config: { image: src.image, init: { cmd: ['sleep', 'inf'] } } });
+    const r = await d.client.machines.exec('plain', m.id, ['sh', '-c', 'echo "${SSL_CERT_FILE:-none}"; test -e /etc/ssl/certs/ca-certificates.crt && echo bundle || echo no-bundle']);
+    assert.deepEqual(r.stdout.trim().split('\n'), ['none', 'no-bundle']);
+  });
+});
+
+describe('the daemon', () => {
+  it('never wrote a real value to its log', () => {
+    const log = d.output();
+    for (const value of [REAL, OTHER_REAL, THIEF_REAL]) assert.ok(!log.includes(value), `the log has ${value.slice(0, 6)}…`);
+    assert.ok(!readFileSync(join(dataDir, 'state.db')).includes(REAL));
+  });
+});
