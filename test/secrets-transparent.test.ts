@@ -8,8 +8,12 @@ import { createServer as createHttpsServer, type Server } from 'node:https';
 import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import packet from 'dns-packet';
-import { cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { serveNodeImage, type NodeImageSource } from './helpers/node-image.ts';
 import { makeTestCa, makeTestCert } from './helpers/test-certs.ts';
 
@@ -48,7 +52,8 @@ function recordingServer(cert: { certPem: string; keyPem: string }, into: Seen[]
     req.resume();
     req.on('end', () => {
       into.push({ url: req.url!, headers: req.headers });
-      res.writeHead(200, { 'content-type': 'text/plain' });
+      // Echoes the credential back, as a careless (or hostile) host might.
+      res.writeHead(200, { 'content-type': 'text/plain', 'x-echo': req.headers.authorization ?? '' });
       res.end(`upstream ${req.headers.host} ${req.url}`);
     });
   });
@@ -188,6 +193,8 @@ describe('a machine of an app with secrets', () => {
     const last = seenApi.at(-1)!;
     assert.equal(last.headers.authorization, `token ${REAL}`);
     assert.equal(last.headers['x-api-key'], undefined, "another host's secret is not injected");
+    const echoed = await nodeIn('sec', machine, `fetch('https://api.test/echo', { headers: { authorization: 'token ' + process.env.GH_TOKEN } }).then((r) => console.log(r.headers.get('x-echo')))`);
+    assert.equal(echoed, `token ${placeholder}`, 'a value echoed in response headers comes back as the placeholder');
   });
 
   it('puts the value into Basic credentials and plain http:// requests go on over HTTPS', async () => {
@@ -252,10 +259,44 @@ describe('another app', () => {
   });
 });
 
+describe('the CLI and MCP', () => {
+  it('hangar secrets set reads the value from stdin; list and unset never show it', () => {
+    const env = { ...process.env, HANGAR_DATA_DIR: dataDir };
+    const set = spawnSync(HANGAR, ['secrets', 'set', 'sec', 'CLI_TOKEN', '--host', 'api.test', '--header', 'X-Cli'], { input: 'cli-value-123\n', encoding: 'utf8', env, timeout: 60_000 });
+    assert.equal(set.status, 0, set.stderr);
+    assert.match(set.stdout, /CLI_TOKEN set for api\.test; machines see hangar-sealed-/);
+    const list = spawnSync(HANGAR, ['secrets', 'list', 'sec'], { encoding: 'utf8', env, timeout: 60_000 });
+    assert.equal(list.status, 0, list.stderr);
+    assert.match(list.stdout, /CLI_TOKEN\s+api\.test\s+X-Cli: Bearer %s/);
+    assert.ok(!list.stdout.includes('cli-value-123') && !list.stdout.includes(REAL));
+    const unset = spawnSync(HANGAR, ['secrets', 'unset', 'sec', 'CLI_TOKEN'], { encoding: 'utf8', env, timeout: 60_000 });
+    assert.equal(unset.status, 0, unset.stderr);
+  });
+
+  it('a robot sets a secret over MCP and can list it, but never read the value back', async () => {
+    const client = new Client({ name: 'secrets-test', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${d.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${d.token}` } } }));
+    try {
+      const set = (await client.callTool({ name: 'secret_set', arguments: { app: 'sec', name: 'ROBOT_KEY', value: 'robot-value-42', hosts: ['api.test'] } })) as CallToolResult;
+      assert.ok(!set.isError, JSON.stringify(set.content));
+      const list = (await client.callTool({ name: 'secret_list', arguments: { app: 'sec' } })) as CallToolResult;
+      assert.ok(!list.isError);
+      const text = JSON.stringify(list);
+      assert.ok(text.includes('ROBOT_KEY') && !text.includes('robot-value-42') && !text.includes(REAL));
+      const bad = (await client.callTool({ name: 'secret_set', arguments: { app: 'sec', name: 'X', value: 'v\nw', hosts: ['api.test'] } })) as CallToolResult;
+      assert.ok(bad.isError);
+      const unset = (await client.callTool({ name: 'secret_unset', arguments: { app: 'sec', name: 'ROBOT_KEY' } })) as CallToolResult;
+      assert.ok(!unset.isError);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
 describe('the daemon', () => {
   it('never wrote a real value to its log', () => {
     const log = d.output();
-    for (const value of [REAL, OTHER_REAL, THIEF_REAL]) assert.ok(!log.includes(value), `the log has ${value.slice(0, 6)}…`);
+    for (const value of [REAL, OTHER_REAL, THIEF_REAL, 'cli-value-123', 'robot-value-42']) assert.ok(!log.includes(value), `the log has ${value.slice(0, 6)}…`);
     assert.ok(!readFileSync(join(dataDir, 'state.db')).includes(REAL));
   });
 });

@@ -18,7 +18,9 @@ import type { RequestSource } from './secret-rules.ts';
 // by the value (Basic credentials too), the inject header set where the machine sent none, and
 // the request goes on over HTTPS to the real host, resolved through the daemon's upstream DNS and
 // refused if private, with its certificate verified. A placeholder of another app, or of a secret
-// for other hosts, stays a placeholder. Nothing here logs; errors name rules, never values.
+// for other hosts, stays a placeholder; a value the host echoes in its response headers goes back
+// as the placeholder (a body is passed as it is: name only hosts that do not echo credentials).
+// Nothing here logs; errors name rules, never values.
 
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'host']);
 const UPSTREAM_TIMEOUT_MS = 30_000;
@@ -112,12 +114,13 @@ export class EgressProxy {
         hint: `add the host to a secret's hosts (POST /v1/apps/${source.app}/secrets), or reach it directly`,
       });
     }
-    const headers = withSecrets(forwardedHeaders(req), this.#opts.secrets.usableFor(source.app, hostname));
+    const usable = this.#opts.secrets.usableFor(source.app, hostname);
+    const headers = withSecrets(forwardedHeaders(req), usable);
     const destination = await this.#opts.destinations.resolve(hostname);
-    await this.#forward(req, res, hostname, destination.address, headers);
+    await this.#forward(req, res, hostname, destination.address, headers, usable);
   }
 
-  #forward(req: IncomingMessage, res: ServerResponse, hostname: string, address: string, headers: OutgoingHttpHeaders): Promise<void> {
+  #forward(req: IncomingMessage, res: ServerResponse, hostname: string, address: string, headers: OutgoingHttpHeaders, usable: UsableSecret[]): Promise<void> {
     return new Promise((resolve, reject) => {
       const upstream = httpsRequest({
         host: address,
@@ -139,7 +142,12 @@ export class EgressProxy {
       });
       upstream.once('response', (answer) => {
         const out: OutgoingHttpHeaders = {};
-        for (const [name, value] of Object.entries(answer.headers)) if (!HOP_BY_HOP.has(name) && value !== undefined) out[name] = value;
+        // A host that echoes a request's headers back must not hand the machine the value.
+        const scrub = (text: string) => usable.reduce((t, s) => t.split(s.value).join(s.placeholder), text);
+        for (const [name, value] of Object.entries(answer.headers)) {
+          if (HOP_BY_HOP.has(name) || value === undefined) continue;
+          out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
+        }
         res.writeHead(answer.statusCode ?? 502, out);
         answer.pipe(res);
         answer.once('end', () => resolve());
