@@ -45,6 +45,9 @@ let dnsTcp: TcpServer;
 const seenApi: Seen[] = [];
 const seenOther: Seen[] = [];
 let machine: string;
+let daemonArgs: string[];
+/** What daemons before the current one wrote. */
+let earlierLogs = '';
 let placeholder: string;
 
 function recordingServer(cert: { certPem: string; keyPem: string }, into: Seen[]): Server {
@@ -95,7 +98,8 @@ before(async () => {
   src = await serveNodeImage();
   dataDir = await makeDataDir();
   writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ dns_upstream: `127.0.0.1:${dns.address().port}` }));
-  d = await startDaemon(dataDir, [...src.daemonArgs, '--tokenizer-allow-cidr', `127.${net}.77.0/24`, '--tokenizer-upstream-ca', join(certDir, 'ca.pem')]);
+  daemonArgs = [...src.daemonArgs, '--tokenizer-allow-cidr', `127.${net}.77.0/24`, '--tokenizer-upstream-ca', join(certDir, 'ca.pem')];
+  d = await startDaemon(dataDir, daemonArgs);
   await d.client.images.pull(src.image);
   await d.client.apps.create('sec');
   await d.client.apps.create('thief');
@@ -251,6 +255,17 @@ describe('another app', () => {
     assert.equal(last.headers['x-own'], THIEF_REAL);
   });
 
+  it('with egress deny, reaches the hosts its secrets name and nothing else', async () => {
+    await d.client.apps.create('closed', { settings: { egress: { policy: 'deny' } } });
+    await d.client.secrets.set('closed', { name: 'TOKEN', value: 'closed-value', hosts: ['api.test'] });
+    const m = await d.client.machines.create('closed', { config: { image: src.image, init: { cmd: ['sleep', 'inf'] } } });
+    const out = await nodeIn('closed', m.id, fetchScript('https://api.test/closed', "{ authorization: 'Bearer ' + process.env.TOKEN }"));
+    assert.equal(out, '200 upstream api.test /closed');
+    assert.equal(seenApi.at(-1)!.headers.authorization, 'Bearer closed-value');
+    const other = await nodeIn('closed', m.id, fetchScript('https://other.test/', '{}'));
+    assert.match(other, /^error /);
+  });
+
   it('without secrets, is not steered and gets no egress CA', async () => {
     await d.client.apps.create('plain');
     const m = await d.client.machines.create('plain', { config: { image: src.image, init: { cmd: ['sleep', 'inf'] } } });
@@ -294,8 +309,17 @@ describe('the CLI and MCP', () => {
 });
 
 describe('the daemon', () => {
+  it('after a restart, keeps the secrets and steers running machines as before', async () => {
+    earlierLogs += d.output();
+    await d.stop();
+    d = await startDaemon(dataDir, daemonArgs);
+    const out = await nodeIn('sec', machine, fetchScript('https://api.test/again', '{ authorization: `token ${process.env.GH_TOKEN}` }'));
+    assert.equal(out, '200 upstream api.test /again');
+    assert.equal(seenApi.at(-1)!.headers.authorization, `token ${REAL}`);
+  });
+
   it('never wrote a real value to its log', () => {
-    const log = d.output();
+    const log = earlierLogs + d.output();
     for (const value of [REAL, OTHER_REAL, THIEF_REAL, 'cli-value-123', 'robot-value-42']) assert.ok(!log.includes(value), `the log has ${value.slice(0, 6)}…`);
     assert.ok(!readFileSync(join(dataDir, 'state.db')).includes(REAL));
   });
