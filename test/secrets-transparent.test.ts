@@ -217,9 +217,11 @@ describe('a machine of an app with secrets', () => {
     assert.equal(last.headers['x-api-key'], OTHER_REAL);
   });
 
-  it('cannot be steered elsewhere: a Host that is not the TLS name is refused, and other names get no certificate', async () => {
+  it('cannot be steered elsewhere: a Host that is not the TLS name or an absolute URL is refused, and other names get no certificate', async () => {
     const out = await nodeIn('sec', machine, `require('https').get({ host: 'api.test', servername: 'api.test', path: '/', headers: { host: 'evil.example', authorization: 'Bearer ' + process.env.GH_TOKEN } }, (r) => { let b = ''; r.on('data', (c) => b += c); r.on('end', () => console.log(r.statusCode, JSON.parse(b).code)); })`);
     assert.equal(out, '403 host_not_allowed');
+    const absolute = await nodeIn('sec', machine, `const s = require('net').connect(80, 'api.test', () => s.write('GET http://evil.example/ HTTP/1.1\\r\\nHost: api.test\\r\\nAuthorization: Bearer ' + process.env.GH_TOKEN + '\\r\\nConnection: close\\r\\n\\r\\n')); let b = ''; s.on('data', (c) => b += c); s.on('end', () => console.log(b.split('\\r\\n')[0]))`);
+    assert.equal(absolute, 'HTTP/1.1 400 Bad Request');
     const tls = await nodeIn('sec', machine, `require('tls').connect({ host: 'api.test', port: 443, servername: 'evil.example' }).on('secureConnect', () => console.log('connected')).on('error', (e) => console.log('refused'))`);
     assert.equal(tls, 'refused');
   });

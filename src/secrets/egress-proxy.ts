@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { rootCertificates, TLSSocket, type SecureContext } from 'node:tls';
+import { getCACertificates, TLSSocket, type SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
 import { Counter, type Registry } from 'prom-client';
 import { HangarError, isHangarError } from '../protocol/errors.ts';
@@ -25,6 +25,12 @@ import type { RequestSource } from './secret-rules.ts';
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'host']);
 const UPSTREAM_TIMEOUT_MS = 30_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * A connection with nothing sent either way for this long is closed. Node times request heads
+ * only on servers that listen themselves, and these are handed their sockets; the gateways'
+ * connection budget bounds how many a machine holds meanwhile.
+ */
+const IDLE_TIMEOUT_MS = 120_000;
 
 export type EgressProxyOptions = {
   secrets: AppSecrets;
@@ -41,14 +47,15 @@ export type EgressProxyOptions = {
 export class EgressProxy {
   readonly #opts: EgressProxyOptions;
   readonly #http: Server;
-  readonly #ca: string[] | undefined;
+  readonly #ca: string[];
   readonly #requests: Counter<'app' | 'result'>;
   /** The machine each connection (plain, or TLS over it) came from. */
   readonly #sources = new WeakMap<Socket, RequestSource>();
 
   constructor(opts: EgressProxyOptions) {
     this.#opts = opts;
-    this.#ca = opts.extraCaPem?.length ? [...rootCertificates, ...opts.extraCaPem] : undefined;
+    // Node's own roots, the host's (an operator's corporate CA is often only there), and the extra ones.
+    this.#ca = [...new Set([...getCACertificates('bundled'), ...getCACertificates('system'), ...(opts.extraCaPem ?? [])])];
     this.#requests = new Counter({
       name: 'hangar_egress_requests_total',
       help: "Requests through the gateways' egress proxy (app secrets) by app and result: ok, or the refusal code",
@@ -72,6 +79,7 @@ export class EgressProxy {
   plain(socket: Socket): void {
     const source = this.#opts.sourceOf(socket.remoteAddress ?? '');
     if (!source) return void socket.destroy();
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     this.#sources.set(socket, source);
     this.#http.emit('connection', socket);
   }
@@ -81,6 +89,7 @@ export class EgressProxy {
     const source = this.#opts.sourceOf(socket.remoteAddress ?? '');
     if (!source) return void socket.destroy();
     const timer = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS).unref();
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
     const tls = new TLSSocket(socket, {
       isServer: true,
       ALPNProtocols: ['http/1.1'],
@@ -109,6 +118,11 @@ export class EgressProxy {
         hint: 'send Host equal to the name connected to',
       });
     }
+    // An absolute URL in the request line names a host of its own, which a server behind a shared
+    // front (a CDN) may route by: only paths go on.
+    if (!req.url?.startsWith('/')) {
+      throw new HangarError('bad_request', 'the egress proxy takes requests for paths (GET /path), not absolute URLs', { hint: 'send the request to the host itself, not through an HTTP proxy setting' });
+    }
     if (!hostname || !this.#opts.secrets.allowsHost(source.app, hostname)) {
       throw new HangarError('host_not_allowed', `no secret of app ${source.app} names ${hostname || 'this host'}`, {
         hint: `add the host to a secret's hosts (POST /v1/apps/${source.app}/secrets), or reach it directly`,
@@ -131,7 +145,7 @@ export class EgressProxy {
         headers: { host: hostname, ...headers },
         agent: false,
         timeout: UPSTREAM_TIMEOUT_MS,
-        ...(this.#ca ? { ca: this.#ca } : {}),
+        ca: this.#ca,
       });
       upstream.once('timeout', () => upstream.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS / 1000}s`)));
       upstream.once('error', (err) => {
