@@ -154,6 +154,8 @@ describe('app secrets API', () => {
     assert.ok(!bad.text.includes(REAL));
     const host = await http(d, 'POST', '/v1/apps/sec/secrets', { name: 'BAD', value: 'x', hosts: ['127.0.0.1'] });
     assert.equal(host.status, 400);
+    const reserved = await http(d, 'POST', '/v1/apps/sec/secrets', { name: 'SSL_CERT_FILE', value: 'x', hosts: ['api.test'] });
+    assert.equal(reserved.status, 400);
     const gone = await http(d, 'DELETE', '/v1/apps/sec/secrets/NOPE');
     assert.equal(gone.status, 404);
     assert.equal(gone.body.code, 'secret_not_found');

@@ -8,9 +8,11 @@ import packet from 'dns-packet';
 // machines, and `_api.internal` is the gateway itself, where the Machines API answers on port
 // 4280. A machine asks its own app's gateway (the firewall lets it reach no other), so it can
 // only ever learn its own app's names. Other names go to the host's resolver, for apps whose
-// egress is not `deny`, so `apt-get install` works in a machine. Over UDP and TCP, as resolvers
-// expect: an answer too big for a plain UDP datagram comes back truncated, and the asker asks
-// again over TCP.
+// egress is not `deny`, so `apt-get install` works in a machine. A name one of the app's secrets
+// may be sent to (transparent mode) is answered with the gateway itself, whose egress proxy puts
+// the secret into requests (secrets/egress-proxy.ts), whatever the app's egress. Over UDP and
+// TCP, as resolvers expect: an answer too big for a plain UDP datagram comes back truncated, and
+// the asker asks again over TCP.
 
 export type AppMachines = {
   app: string;
