@@ -31,6 +31,8 @@ const THIEF_REAL = 'thief-own-value-77';
 const net = Number(process.env.HANGAR_TEST_NET ?? 20);
 const API_IP = `127.${net}.77.1`;
 const OTHER_IP = `127.${net}.77.2`;
+/** Serves a certificate from a CA no one trusts. */
+const UNTRUSTED_IP = `127.${net}.77.3`;
 
 type Seen = { url: string; headers: IncomingHttpHeaders };
 
@@ -40,6 +42,8 @@ let src: NodeImageSource;
 let certDir: string;
 let apiUpstream: Server;
 let otherUpstream: Server;
+let untrustedUpstream: Server;
+const seenUntrusted: Seen[] = [];
 let dns: UdpSocket;
 let dnsTcp: TcpServer;
 const seenApi: Seen[] = [];
@@ -65,7 +69,7 @@ function recordingServer(cert: { certPem: string; keyPem: string }, into: Seen[]
 function answer(msg: Buffer): Buffer {
   const query = packet.decode(msg);
   const question = query.questions![0]!;
-  const ip = ({ 'api.test': API_IP, 'other.test': OTHER_IP } as Record<string, string>)[question.name];
+  const ip = ({ 'api.test': API_IP, 'other.test': OTHER_IP, 'untrusted.test': UNTRUSTED_IP } as Record<string, string>)[question.name];
   return packet.encode({
     id: query.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | (ip ? 0 : 3),
     questions: [question],
@@ -82,6 +86,8 @@ before(async () => {
   otherUpstream = recordingServer(cert, seenOther);
   await new Promise<void>((r) => apiUpstream.listen(443, API_IP, r));
   await new Promise<void>((r) => otherUpstream.listen(443, OTHER_IP, r));
+  untrustedUpstream = recordingServer(await makeTestCert(await makeTestCa('Untrusted CA'), ['untrusted.test']), seenUntrusted);
+  await new Promise<void>((r) => untrustedUpstream.listen(443, UNTRUSTED_IP, r));
 
   dns = createSocket('udp4');
   dns.on('message', (msg, from) => dns.send(answer(msg), from.port, from.address));
@@ -111,6 +117,7 @@ after(async () => {
   await src?.stop();
   apiUpstream?.close();
   otherUpstream?.close();
+  untrustedUpstream?.close();
   dns?.close();
   dnsTcp?.close();
   if (certDir) await rm(certDir, { recursive: true, force: true });
@@ -226,6 +233,14 @@ describe('a machine of an app with secrets', () => {
     assert.equal(absolute, 'HTTP/1.1 400 Bad Request');
     const tls = await nodeIn('sec', machine, `require('tls').connect({ host: 'api.test', port: 443, servername: 'evil.example' }).on('secureConnect', () => console.log('connected')).on('error', (e) => console.log('refused'))`);
     assert.equal(tls, 'refused');
+  });
+
+  it('never sends the value to a host whose certificate does not verify', async () => {
+    await d.client.secrets.set('sec', { name: 'UNTRUSTED', value: 'untrusted-value', hosts: ['untrusted.test'] });
+    const out = await nodeIn('sec', machine, fetchScript('https://untrusted.test/', "{ authorization: 'Bearer ' + process.env.GH_TOKEN + (process.env.UNTRUSTED ?? '') }"));
+    assert.match(out, /^502 .*"code":"upstream_unreachable"/);
+    assert.equal(seenUntrusted.length, 0);
+    await d.client.secrets.unset('sec', 'UNTRUSTED');
   });
 
   it('gets a secret set after it was created at its next start, and loses a removed one', async () => {

@@ -27,6 +27,8 @@ export class GatewayEgress {
       for (const [port, handle] of [[EGRESS_HTTPS_PORT, this.#handlers.tls], [EGRESS_HTTP_PORT, this.#handlers.plain]] as const) {
         const server = createServer((socket) => {
           socket.on('error', () => socket.destroy());
+          // As node:http's own listeners do: without it, a response written in pieces waits out delayed ACKs (~40 ms).
+          socket.setNoDelay(true);
           if (this.#budget.admit(socket)) return void socket.destroy();
           handle(socket);
         });
