@@ -166,7 +166,11 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       machines: machines.map((m) => ({ id: m.id, ip: m.privateIp, started: m.state === 'started' })),
       resolvesPublicNames: store.getApp(app)?.settings.egress.policy !== 'deny',
     };
-  }, dnsUpstream, gatewayBudget, (app, name) => appSecrets.allowsHost(app, name));
+  }, dnsUpstream, gatewayBudget, (app, name, asker) => {
+    if (!appSecrets.allowsHost(app, name)) return false;
+    const m = sourceOf(asker);
+    return m !== undefined && runner.trustsEgressCa(m.machine);
+  });
   // Connections to a gateway's port 4280 are served by the API server once it exists.
   let apiServer: FastifyInstance | undefined;
   const gatewayApi = new GatewayApi({ target: () => apiServer?.server, budget: gatewayBudget });

@@ -285,6 +285,21 @@ describe('another app', () => {
     assert.match(other, /^error /);
   });
 
+  it('running before its first secret, keeps resolving the real host until its next start', async () => {
+    await d.client.apps.create('before');
+    const m = await d.client.machines.create('before', { config: { image: src.image, init: { cmd: ['sleep', 'inf'] } } });
+    await d.client.secrets.set('before', { name: 'TOKEN', value: 'before-value', hosts: ['api.test'] });
+    const lookup = "require('dns').promises.lookup('api.test').then((a) => console.log(a.address))";
+    assert.equal(await nodeIn('before', m.id, lookup), API_IP, 'it does not trust the egress CA yet, so it is not steered to it');
+    await d.client.machines.restart('before', m.id);
+    await d.client.machines.wait('before', m.id, 'started', { timeoutS: 30 });
+    const gateway = await nodeIn('before', m.id, lookup);
+    assert.notEqual(gateway, API_IP);
+    const out = await nodeIn('before', m.id, fetchScript('https://api.test/before', "{ authorization: 'Bearer ' + process.env.TOKEN }"));
+    assert.equal(out, '200 upstream api.test /before');
+    assert.equal(seenApi.at(-1)!.headers.authorization, 'Bearer before-value');
+  });
+
   it('without secrets, is not steered and gets no egress CA', async () => {
     await d.client.apps.create('plain');
     const m = await d.client.machines.create('plain', { config: { image: src.image, init: { cmd: ['sleep', 'inf'] } } });

@@ -12,6 +12,7 @@ import { isMounted, mountOverlay, mountReadOnlyView, resetUpper, unmount, unmoun
 import { diffViews, type DiffOptions, type DiffResult, type DiffView } from '../storage/filesystem-diff.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
 import { secretExtras, type MachineSecretsOf } from '../secrets/machine-trust.ts';
+import { hasStartExtras } from '../runtime/start-extras.ts';
 import { IdShift } from '../storage/id-shift.ts';
 import type { DiskUsage, MachineDisks } from '../storage/machine-disk.ts';
 import { captureImages } from '../storage/disk-image.ts';
@@ -56,6 +57,8 @@ export class MachineRunner {
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
   readonly #unwatch = new Map<string, () => void>();
+  /** Per machine, whether its current run trusts the egress CA (started while its app had secrets). */
+  readonly #trustsEgressCa = new Map<string, boolean>();
   /** Mounts under way, so two callers (a start and a files request) never mount one rootfs twice. */
   readonly #mounting = new Map<string, Promise<void>>();
 
@@ -124,10 +127,26 @@ export class MachineRunner {
     // The app's secrets as they are now: placeholders come and go while the machine is stopped.
     const secrets = this.#secretsOf(m.app);
     const extras = await secretExtras(secrets.placeholders, secrets.egressCaPem, this.#paths.rootfs(m.id), bundleDir);
+    this.#trustsEgressCa.set(m.id, extras.binds.length > 0);
     const where = { bundleDir, logPath: this.#paths.log(m.id), nestedNamespaces: this.#nestedNamespaces(m), extras };
     const started = await this.#driver.start(m.id, where);
     this.watch(m.id, onExit);
     return started;
+  }
+
+  /**
+   * Whether the machine's current run trusts the egress CA: only then does its DNS steer names to
+   * the egress proxy, so a machine that was running before its app's first secret keeps reaching
+   * those hosts directly (with the placeholder it does not have) instead of failing TLS. A run an
+   * earlier daemon started is told by its bundle.
+   */
+  trustsEgressCa(id: string): boolean {
+    let trusts = this.#trustsEgressCa.get(id);
+    if (trusts === undefined) {
+      trusts = hasStartExtras(this.#paths.bundle(id));
+      this.#trustsEgressCa.set(id, trusts);
+    }
+    return trusts;
   }
 
   /**

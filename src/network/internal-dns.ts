@@ -26,8 +26,11 @@ export type SubnetLookup = (subnetIndex: number) => AppMachines | undefined;
 
 export type Upstream = { host: string; port: number };
 
-/** Whether `name` is one an app secret of `app` may be sent to: then the gateway (its egress proxy) is the answer. */
-export type Steering = (app: string, name: string) => boolean;
+/**
+ * Whether `name`, asked by the machine at `asker`, goes to the gateway's egress proxy: an app
+ * secret of `app` may be sent to it (and the machine trusts the proxy's CA).
+ */
+export type Steering = (app: string, name: string, asker: string) => boolean;
 
 export const API_NAME = '_api.internal';
 /** The gateway again, where the tokenizer proxy answers (port TOKENIZER_PORT). */
@@ -74,7 +77,7 @@ export class InternalDns {
     this.#sockets.set(subnetIndex, socket);
     this.#gateways.set(subnetIndex, gateway);
     socket.on('message', (msg, from) => {
-      this.#answer(subnetIndex, msg, 'udp', (reply) => {
+      this.#answer(subnetIndex, msg, from.address, 'udp', (reply) => {
         // An upstream answer may come after the app's bridge went down.
         if (this.#sockets.get(subnetIndex) === socket) socket.send(reply, from.port, from.address);
       });
@@ -125,13 +128,13 @@ export class InternalDns {
     conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
     conn.on('error', () => conn.destroy());
     onFramed(conn, (msg) =>
-      this.#answer(subnetIndex, msg, 'tcp', (reply) => {
+      this.#answer(subnetIndex, msg, conn.remoteAddress ?? '', 'tcp', (reply) => {
         if (conn.writable) conn.write(framed(reply));
       }),
     );
   }
 
-  #answer(subnetIndex: number, msg: Buffer, transport: Transport, send: (reply: Buffer) => void): void {
+  #answer(subnetIndex: number, msg: Buffer, asker: string, transport: Transport, send: (reply: Buffer) => void): void {
     let query: packet.Packet;
     try {
       query = packet.decode(msg);
@@ -156,7 +159,7 @@ export class InternalDns {
       return transport === 'udp' && whole.length > PLAIN_UDP_SIZE ? encode(rcode, [], true) : whole;
     };
     const app = this.#lookup(subnetIndex);
-    if (app && this.#steers(app.app, name)) {
+    if (app && this.#steers(app.app, name, asker)) {
       // Only an IPv4 answer (machines have no IPv6), so nothing reaches the host past the proxy.
       const gateway = this.#gateways.get(subnetIndex);
       send(reply('NOERROR', question.type === 'A' && gateway ? [gateway] : []));

@@ -3,6 +3,7 @@
 // secrets' placeholders, the egress CA bundle). The start path rewrites the bundle's config only
 // when they changed, and records what it added (an annotation) so that what is taken away later
 // leaves the bundle as it was, a variable it replaced restored.
+import { readFileSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -71,6 +72,16 @@ export async function applyStartExtras(bundleDir: string, extras: StartExtras): 
   const tmp = `${path}.extras.tmp`;
   await writeFile(tmp, next);
   await rename(tmp, path);
+}
+
+/** Whether the bundle's last start added extras (read once per machine after a daemon restart). */
+export function hasStartExtras(bundleDir: string): boolean {
+  try {
+    const config = JSON.parse(readFileSync(join(bundleDir, 'config.json'), 'utf8')) as BundleConfig;
+    return config.annotations?.[ANNOTATION] !== undefined;
+  } catch {
+    return false;
+  }
 }
 
 function isEmpty(extras: StartExtras): boolean {
