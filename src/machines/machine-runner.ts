@@ -279,6 +279,7 @@ export class MachineRunner {
 
   async remove(m: MachineRecord): Promise<void> {
     this.#stopWatching(m.id);
+    this.#trustsEgressCa.delete(m.id);
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
     await unmountOverlay(this.#paths.overlay(m));
     if (m.diskGb > 0) await this.#disks.remove(m.id);
