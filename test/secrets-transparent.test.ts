@@ -300,6 +300,18 @@ describe('another app', () => {
     assert.equal(seenApi.at(-1)!.headers.authorization, 'Bearer before-value');
   });
 
+  it("extends an image's own CA bundle, read-only in the machine, and leaves the image's file as it was", async () => {
+    const own = (await makeTestCa('Image Own CA')).certPem;
+    const m = await d.client.machines.create('closed', {
+      config: { image: src.image, init: { cmd: ['sleep', 'inf'] }, files: [{ guest_path: '/etc/ssl/certs/ca-certificates.crt', raw_value: Buffer.from(own).toString('base64') }] },
+    });
+    const egressCa = readFileSync(join(dataDir, 'egress-ca', 'ca.pem'), 'utf8');
+    const r = await d.client.machines.exec('closed', m.id, ['sh', '-c', 'cat /etc/ssl/certs/ca-certificates.crt; echo x >> /etc/ssl/certs/ca-certificates.crt && echo WRITABLE; echo "$SSL_CERT_FILE"']);
+    assert.equal(r.stdout, `${own}${egressCa}/etc/ssl/certs/ca-certificates.crt\n`);
+    const underneath = await http(d, 'GET', `/v1/apps/closed/machines/${m.id}/files?path=/etc/ssl/certs/ca-certificates.crt`);
+    assert.equal(underneath.text, own, "the machine's disk keeps the image's file");
+  });
+
   it('without secrets, is not steered and gets no egress CA', async () => {
     await d.client.apps.create('plain');
     const m = await d.client.machines.create('plain', { config: { image: src.image, init: { cmd: ['sleep', 'inf'] } } });
