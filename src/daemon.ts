@@ -41,9 +41,14 @@ import { networkTag } from './network/names.ts';
 import { EgressLog } from './machines/egress-log.ts';
 import { TOKENIZER_PORT } from './network/firewall.ts';
 import { SealingKeys } from './secrets/sealed-box.ts';
-import { DestinationPolicy } from './secrets/destinations.ts';
+import { DestinationPolicy, upstreamLookup } from './secrets/destinations.ts';
+import { EgressProxy } from './secrets/egress-proxy.ts';
+import { GatewayEgress } from './network/gateway-egress.ts';
+import { LeafIssuer } from './proxy/tls/leaf-issuer.ts';
 import { TokenizerProxy } from './secrets/tokenizer-proxy.ts';
 import { TokenizerService } from './secrets/tokenizer-service.ts';
+import { AppSecrets } from './secrets/app-secrets.ts';
+import { loadOrCreateEgressCa } from './secrets/egress-ca.ts';
 import { upstreamResolver } from './network/resolv-conf.ts';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { CHECK_INTERVAL_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_DOMAIN } from './proxy/edge-proxy.ts';
@@ -158,6 +163,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const egressLog = new EgressLog({ fileOf: (id) => paths.egressLog(id), machineAt: machineAtAddress(store) });
   // Its answers for `domains` apps are let out through the network, made just below.
   let network: MachineNetwork | undefined;
+  const dnsUpstream = await upstreamResolver(fileConfig.dns_upstream);
   const dns = new InternalDns((subnetIndex) => {
     const app = store.appOfSubnet(subnetIndex);
     if (!app) return undefined;
@@ -168,10 +174,15 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       egress: store.getApp(app)?.settings.egress ?? { policy: 'deny' },
     };
   }, {
-    upstream: await upstreamResolver(fileConfig.dns_upstream),
+    upstream: dnsUpstream,
     budget: gatewayBudget,
     admit: async (subnetIndex, egress, addresses) => (network ? network.allowResolved(subnetIndex, egress, addresses) : false),
     onLookup: (lookup) => egressLog.lookup(lookup),
+    steers: (app, name, asker) => {
+      if (!appSecrets.allowsHost(app, name)) return false;
+      const m = sourceOf(asker);
+      return m !== undefined && runner.trustsEgressCa(m.machine);
+    },
   });
   // Connections to a gateway's port 4280 are served by the API server once it exists.
   let apiServer: FastifyInstance | undefined;
@@ -179,16 +190,30 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: 'hangar_daemon_' });
   const sealingKeys = await SealingKeys.open(join(opts.dataDir, 'tokenizer.key'));
+  const egressCa = await loadOrCreateEgressCa(join(opts.dataDir, 'egress-ca'));
+  const upstreamCaPem = await Promise.all((opts.tokenizerUpstreamCaFiles ?? []).map((f) => readFile(f, 'utf8')));
+  const sourceOf = (address: string) => {
+    const m = address ? store.listMachines().find((r) => r.privateIp === address) : undefined;
+    return m ? { app: m.app, machine: m.id } : undefined;
+  };
   const tokenizerProxy = new TokenizerProxy({
     keys: sealingKeys,
     destinations: new DestinationPolicy(opts.tokenizerAllowCidrs),
-    extraCaPem: await Promise.all((opts.tokenizerUpstreamCaFiles ?? []).map((f) => readFile(f, 'utf8'))),
-    sourceOf: (address) => {
-      const m = address ? store.listMachines().find((r) => r.privateIp === address) : undefined;
-      return m ? { app: m.app, machine: m.id } : undefined;
-    },
+    extraCaPem: upstreamCaPem,
+    sourceOf,
     registry: metrics,
   });
+  const appSecrets = new AppSecrets(store.secrets, sealingKeys, (app) => void apps.get(app));
+  const egressProxy = new EgressProxy({
+    secrets: appSecrets,
+    issuer: new LeafIssuer(egressCa),
+    // The real host is asked of the upstream resolver, never of the steering DNS (nor the host's, which may be it).
+    destinations: new DestinationPolicy(opts.tokenizerAllowCidrs, dnsUpstream ? upstreamLookup(dnsUpstream) : undefined),
+    extraCaPem: upstreamCaPem,
+    sourceOf,
+    registry: metrics,
+  });
+  const gatewayEgress = new GatewayEgress({ tls: (socket) => egressProxy.tls(socket), plain: (socket) => egressProxy.plain(socket) }, gatewayBudget);
   const gatewayTokenizer = new GatewayApi({ target: () => tokenizerProxy.server, budget: gatewayBudget, port: TOKENIZER_PORT, service: TOKENIZER_NAME });
   network = new MachineNetwork({
     dataDir: opts.dataDir,
@@ -207,11 +232,15 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       await gatewayTokenizer.serve(subnet.index, subnet.gateway).catch((err: Error) => {
         process.stderr.write(`hangar: no ${TOKENIZER_NAME} on ${subnet.gateway}: ${err.message}\n`);
       });
+      await gatewayEgress.serve(subnet.index, subnet.gateway).catch((err: Error) => {
+        process.stderr.write(`hangar: no egress proxy for app secrets on ${subnet.gateway}: ${err.message}\n`);
+      });
     },
     onBridgeDown: (subnetIndex) => {
       dns.stop(subnetIndex);
       gatewayApi.stop(subnetIndex);
       gatewayTokenizer.stop(subnetIndex);
+      gatewayEgress.stop(subnetIndex);
     },
   });
   await network.setUp();
@@ -227,6 +256,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const usage = new UsageMeter({ store, traffic: (id) => network.traffic(id) });
   const runner = new MachineRunner(
     driver, paths, resolveUser, network, { disks, volumes: volumeDisks }, (app) => store.getApp(app)?.settings ?? DEFAULT_APP_SETTINGS, (id) => usage.runEnded(id),
+    (app) => ({ placeholders: appSecrets.placeholders(app), egressCaPem: egressCa.certPem }),
   );
   const waiters = new StateWaiters();
   const limits = new LimitGuard({ store, defaults: { ...DEFAULT_LIMITS, ...LimitsSchema.parse(fileConfig.limits ?? {}) }, appLimits: (app) => store.getApp(app)?.settings.limits });
@@ -249,7 +279,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const addresses: DaemonAddresses = { api_url: '', app_domain: DEFAULT_PROXY_DOMAIN };
   const tokens = await TokenAuthority.open(opts.dataDir, token, store.revocations);
   const services: ApiServices = { apps, machines, checkpoints, commits, volumes, sessions, admin: new MachineAdmin(machines), runner, images, paths, metrics, machineMetrics, usage, egressLog, limits, fileWatches, tls, addresses, activity, tokens,
-    tokenizer: new TokenizerService(sealingKeys, `http://${TOKENIZER_NAME}:${TOKENIZER_PORT}`) };
+    tokenizer: new TokenizerService(sealingKeys, `http://${TOKENIZER_NAME}:${TOKENIZER_PORT}`), secrets: appSecrets };
 
   const reconciled = await reconcile({ store, machines, runner, driver, images, paths });
   // After the machines: a session's end is told apart from its machine's by the machine's state.
@@ -321,6 +351,8 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       gatewayApi.close();
       gatewayTokenizer.close();
       tokenizerProxy.close();
+      gatewayEgress.close();
+      egressProxy.close();
       await edge?.close();
       await server.close();
       store.close();

@@ -22,7 +22,7 @@ const TOOLS = [
   'volume_create', 'volume_list', 'volume_extend', 'volume_snapshot', 'volume_delete',
   'session_start', 'session_output', 'session_list', 'session_write', 'session_kill',
   'file_read', 'file_write', 'file_list', 'file_remove',
-  'token_create', 'secret_seal', 'secret_public_key',
+  'token_create', 'secret_seal', 'secret_public_key', 'secret_set', 'secret_list', 'secret_unset',
 ];
 const INSPECTOR = join(REPO, 'node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js');
 

@@ -60,6 +60,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   checkpoint_name_taken: 409,
   checkpoints_unsupported: 422,
   volume_not_found: 404,
+  secret_not_found: 404,
   volume_attached: 409,
   volume_cannot_shrink: 422,
   volume_snapshot_not_found: 404,

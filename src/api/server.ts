@@ -34,6 +34,7 @@ import { usageRoutes } from './routes/usage.ts';
 import { fileWatchRoutes } from './routes/files-watch.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { tokenizerRoutes } from './routes/tokenizer.ts';
+import { secretRoutes } from './routes/secrets.ts';
 import { registerMcpEndpoint } from '../mcp/http-endpoint.ts';
 import { toolSummaries } from '../mcp/mcp-server.ts';
 
@@ -84,7 +85,7 @@ const systemRoutes = (all: () => RouteDef[]) => [
 ];
 
 export function allRoutes(): RouteDef[] {
-  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...egressRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes, ...tokenizerRoutes, ...usageRoutes];
+  const routes: RouteDef[] = [...appRoutes, ...machineRoutes, ...machineActionRoutes, ...execStreamRoutes, ...machineAdminRoutes, ...logRoutes, ...egressRoutes, ...imageRoutes, ...fileRoutes, ...certificateRoutes, ...checkpointRoutes, ...commitRoutes, ...volumeRoutes, ...sessionRoutes, ...machineMetricsRoutes, ...fileWatchRoutes, ...tokenRoutes, ...tokenizerRoutes, ...secretRoutes, ...usageRoutes];
   return [...systemRoutes(() => routes), ...routes];
 }
 

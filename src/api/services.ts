@@ -19,6 +19,7 @@ import type { ProxyTls } from '../proxy/tls/proxy-tls.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 import type { TokenAuthority } from '../tokens/token-authority.ts';
 import type { TokenizerService } from '../secrets/tokenizer-service.ts';
+import type { AppSecrets } from '../secrets/app-secrets.ts';
 
 /** What the API (and later MCP) turns requests into calls on. */
 export type ApiServices = {
@@ -51,6 +52,8 @@ export type ApiServices = {
   fileWatches: FileWatches;
   /** Seals secrets for the tokenizer proxy (never opens them). */
   tokenizer: TokenizerService;
+  /** App secrets (transparent mode): set, list, remove; values never come back out. */
+  secrets: AppSecrets;
   /** Where this daemon serves; filled in as each listener binds (the API's first, the proxy's right after). */
   addresses: DaemonAddresses;
   /** Mints, verifies and revokes tokens (the admin token and narrowed ones). */

@@ -11,6 +11,8 @@ import { HangarError } from '../protocol/errors.ts';
 import { isDeviceMounted, mountLowerView, mountOverlay, mountReadOnlyView, resetUpper, unmount, unmountOverlay } from '../storage/overlay-rootfs.ts';
 import { diffViews, type DiffOptions, type DiffResult, type DiffView } from '../storage/filesystem-diff.ts';
 import { writeMachineFiles } from '../storage/machine-files.ts';
+import { secretExtras, type MachineSecretsOf } from '../secrets/machine-trust.ts';
+import { hasStartExtras } from '../runtime/start-extras.ts';
 import { IdShift } from '../storage/id-shift.ts';
 import type { DiskUsage, MachineDisks } from '../storage/machine-disk.ts';
 import { captureImages } from '../storage/disk-image.ts';
@@ -52,16 +54,21 @@ export class MachineRunner {
   readonly #volumes: VolumeDisks;
   readonly #appSettings: AppSettingsLookup;
   readonly #onRunEnd: RunEndHook;
+  readonly #secretsOf: MachineSecretsOf;
   readonly #exitWaiters = new Map<string, (exit: ExitInfo) => void>();
   /** One exit watch per machine, for its current run only. */
   readonly #unwatch = new Map<string, () => void>();
+  /** Per machine, whether its current run trusts the egress CA (started while its app had secrets). */
+  readonly #trustsEgressCa = new Map<string, boolean>();
   /** Mounts under way, so two callers (a start and a files request) never mount one rootfs twice. */
   readonly #mounting = new Map<string, Promise<void>>();
 
   constructor(
     driver: Driver, paths: MachinePaths, resolveUser: UserResolver, network: MachineNetwork,
     storage: { disks: MachineDisks; volumes: VolumeDisks }, appSettings: AppSettingsLookup, onRunEnd: RunEndHook = async () => undefined,
+    secretsOf: MachineSecretsOf = () => ({ placeholders: {}, egressCaPem: '' }),
   ) {
+    this.#secretsOf = secretsOf;
     this.#onRunEnd = onRunEnd;
     this.#driver = driver;
     this.#disks = storage.disks;
@@ -89,7 +96,7 @@ export class MachineRunner {
       await Promise.all([m.diskGb > 0 ? this.#disks.prepare(m.id, m.diskGb) : undefined, mountLowerView(layout)]);
       if (!(await isDeviceMounted(layout.target))) await mountOverlay(layout);
       await this.#mountVolumes(m);
-      await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
+      await writeMachineFiles(layout.target, m.config.files, this.ids(m).root, this.#secretsOf(m.app).placeholders);
     };
     const network = async (ip: string) => {
       await this.#network.attach(m.id, ip);
@@ -105,7 +112,7 @@ export class MachineRunner {
     await unmountOverlay(layout);
     await resetUpper(layout);
     await mountOverlay(layout);
-    await writeMachineFiles(layout.target, m.config.files, this.ids(m).root);
+    await writeMachineFiles(layout.target, m.config.files, this.ids(m).root, this.#secretsOf(m.app).placeholders);
   }
 
   /** Fast path: the rootfs is laid out; mount it if a reboot took it away, then run. */
@@ -116,10 +123,30 @@ export class MachineRunner {
     // Kept across stop/start; only a host reboot takes these away.
     await this.#mountVolumes(m);
     if (m.privateIp) await this.#network.attach(m.id, m.privateIp);
-    const where = { bundleDir: this.#paths.bundle(m.id), logPath: this.#paths.log(m.id), nestedNamespaces: this.#nestedNamespaces(m) };
+    const bundleDir = this.#paths.bundle(m.id);
+    // The app's secrets as they are now: placeholders come and go while the machine is stopped.
+    const secrets = this.#secretsOf(m.app);
+    const extras = await secretExtras(secrets.placeholders, secrets.egressCaPem, this.#paths.rootfs(m.id), bundleDir);
+    this.#trustsEgressCa.set(m.id, extras.binds.length > 0);
+    const where = { bundleDir, logPath: this.#paths.log(m.id), nestedNamespaces: this.#nestedNamespaces(m), extras };
     const started = await this.#driver.start(m.id, where);
     this.watch(m.id, onExit);
     return started;
+  }
+
+  /**
+   * Whether the machine's current run trusts the egress CA: only then does its DNS steer names to
+   * the egress proxy, so a machine that was running before its app's first secret keeps reaching
+   * those hosts directly (with the placeholder it does not have) instead of failing TLS. A run an
+   * earlier daemon started is told by its bundle.
+   */
+  trustsEgressCa(id: string): boolean {
+    let trusts = this.#trustsEgressCa.get(id);
+    if (trusts === undefined) {
+      trusts = hasStartExtras(this.#paths.bundle(id));
+      this.#trustsEgressCa.set(id, trusts);
+    }
+    return trusts;
   }
 
   /**
@@ -252,6 +279,7 @@ export class MachineRunner {
 
   async remove(m: MachineRecord): Promise<void> {
     this.#stopWatching(m.id);
+    this.#trustsEgressCa.delete(m.id);
     await this.#driver.cleanup(m.id, { bundleDir: this.#paths.bundle(m.id) });
     await unmountOverlay(this.#paths.overlay(m));
     if (m.diskGb > 0) await this.#disks.remove(m.id);

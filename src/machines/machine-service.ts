@@ -103,6 +103,11 @@ export class MachineService {
       .filter((m) => Object.entries(filter.metadata ?? {}).every(([k, v]) => m.config.metadata?.[k] === v));
   }
 
+  /** The app's secrets, which files[].secret_name may name. */
+  #secretNames(app: string): Set<string> {
+    return new Set(this.#store.secrets.list(app).map((s) => s.name));
+  }
+
   events(app: string, id: string): EventRecord[] {
     return this.#store.listEvents(this.get(app, id, { includeDestroyed: true }).id);
   }
@@ -113,7 +118,7 @@ export class MachineService {
    */
   async create(app: string, req: CreateMachineRequest, opts: CallOptions & { disk?: { from: string; uidBase: number } } = {}): Promise<MachineRecord & { nonce?: string }> {
     req = { ...req, config: withRootfsSize(withDefaultGuest(req.config), DEFAULT_ROOTFS_SIZE_GB) };
-    validateConfig(req.config);
+    validateConfig(req.config, this.#secretNames(app));
     this.#assertNameFree(app, req.name);
     assertClaimable(this.#store, app, undefined, req.config.mounts);
     const who = asker(app, opts);
@@ -204,7 +209,7 @@ export class MachineService {
     const m = this.get(app, id);
     req = { ...req, config: withDefaultGuest(req.config) };
     if (m.diskGb > 0) req.config = withRootfsSize(req.config, m.diskGb);
-    validateConfig(req.config);
+    validateConfig(req.config, this.#secretNames(app));
     assertDiskFits(m, req.config);
     assertClaimable(this.#store, app, m.id, req.config.mounts);
     assertLegal('update', m.state, m.id);
@@ -449,9 +454,9 @@ function budgetIds(who: Asker): string[] {
   return (who.budgets ?? []).map((b) => b.id);
 }
 
-function validateConfig(config: MachineConfig): void {
+function validateConfig(config: MachineConfig, secretNames: Set<string>): void {
   assertFitsHost(config);
-  validateFiles(config.files);
+  validateFiles(config.files, secretNames);
 }
 
 /** Disks grow, never shrink: a smaller size would cut off what the machine wrote. */

@@ -8,6 +8,7 @@ import { VolumeStore } from './volume-store.ts';
 import { BudgetStore } from './budget-store.ts';
 import { SessionStore } from './session-store.ts';
 import { RevocationStore } from '../tokens/revocation-store.ts';
+import { AppSecretStore } from '../secrets/app-secret-store.ts';
 import { UsageStore, type SizedMachine } from './usage-store.ts';
 
 // The durable record of apps, machines, their events and transition intents. Every transition
@@ -123,6 +124,8 @@ export class Store {
   readonly usage: UsageStore;
   /** What each token budget holds (limits caveats). */
   readonly budgets: BudgetStore;
+  /** App secrets, sealed (secrets/app-secret-store.ts). */
+  readonly secrets: AppSecretStore;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -135,6 +138,7 @@ export class Store {
     this.sessions = new SessionStore(this.#db);
     this.revocations = new RevocationStore(this.#db);
     this.budgets = new BudgetStore(this.#db);
+    this.secrets = new AppSecretStore(this.#db);
   }
 
   #addMissingColumns(): void {
@@ -185,6 +189,7 @@ export class Store {
 
   deleteApp(name: string): void {
     this.#db.prepare('DELETE FROM apps WHERE name = ?').run(name);
+    this.secrets.deleteAll(name);
   }
 
   /** The app's subnet index in the machine range, given one now (the lowest free) if it has none. */

@@ -1,8 +1,10 @@
 import { z } from 'zod';
-import { CHANGES, READ_ONLY, tool } from './tool-def.ts';
+import { SecretHostSchema, SecretNameSchema } from '../protocol/app-secrets.ts';
+import { appArg, CHANGES, DESTROYS, READ_ONLY, tool } from './tool-def.ts';
 
-// Sealing for the tokenizer proxy. A robot can seal a credential it holds; nothing here (or
-// anywhere in the API) opens one again.
+// Sealing for the tokenizer proxy, and app secrets (transparent mode). A robot can seal or set a
+// credential it holds; nothing here (or anywhere in the API) gives one back. Changing a secret's
+// hosts takes its value again, so no one can point a value they do not hold at a host of theirs.
 
 export const secretTools = [
   tool({
@@ -43,6 +45,47 @@ export const secretTools = [
     run: async (_args, { client, signal }) => {
       const key = await client.tokenizer.publicKey({ signal });
       return { summary: `seal key ${key.seal_key}; proxy ${key.proxy}`, data: key };
+    },
+  }),
+  tool({
+    name: 'secret_set',
+    description:
+      "Set an app secret (transparent mode): the app's machines see only a placeholder in env var `name` (from their next start), and any request " +
+      'they send to one of `hosts` (https:// or http://, e.g. with curl, gh, npm, git) has the placeholder replaced by the value on its way out, ' +
+      'in any header (Basic credentials too). `header`/`format` also set that header where a request has none. Requests to other hosts carry only ' +
+      'the placeholder. The value is never shown again; setting the secret again (value required) replaces it and its hosts, keeping the placeholder.',
+    input: {
+      app: appArg,
+      name: SecretNameSchema,
+      value: z.string().min(1).meta({ description: 'The credential; stored sealed, never returned' }),
+      hosts: z.array(SecretHostSchema).min(1).meta({ description: 'DNS names it may be sent to, e.g. ["api.github.com"]' }),
+      header: z.string().min(1).optional().meta({ description: 'Also set this header, e.g. Authorization, where a request has none' }),
+      format: z.string().min(1).optional().meta({ description: 'The header value with one %s for the secret, default "Bearer %s"' }),
+    },
+    annotations: CHANGES,
+    run: async ({ app, name, value, hosts, header, format }, { client, signal }) => {
+      const secret = await client.secrets.set(app, { name, value, hosts, ...(header ? { inject: { header, ...(format ? { format } : {}) } } : {}) }, { signal });
+      return { summary: `${name} set for ${secret.hosts.join(', ')}; machines of ${app} see ${secret.placeholder} from their next start`, data: secret };
+    },
+  }),
+  tool({
+    name: 'secret_list',
+    description: "An app's secrets: names, hosts and placeholders (never values).",
+    input: { app: appArg },
+    annotations: READ_ONLY,
+    run: async ({ app }, { client, signal }) => {
+      const secrets = await client.secrets.list(app, { signal });
+      return { summary: `${secrets.length} secret(s): ${secrets.map((s) => `${s.name} → ${s.hosts.join(',')}`).join('; ') || 'none'}`, data: { secrets } };
+    },
+  }),
+  tool({
+    name: 'secret_unset',
+    description: "Remove an app secret: its placeholder is no longer replaced (at once) and leaves machines' env at their next start.",
+    input: { app: appArg, name: SecretNameSchema },
+    annotations: DESTROYS,
+    run: async ({ app, name }, { client, signal }) => {
+      await client.secrets.unset(app, name, { signal });
+      return { summary: `removed ${name} from ${app}`, data: { ok: true } };
     },
   }),
 ];

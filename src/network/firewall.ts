@@ -14,7 +14,7 @@ import { bridgeName, bridgePrefix, firewallTable } from './names.ts';
 //               marked with its policy's mark, so it lives on after the address times out, and
 //               is cut (checked against the set again) once the policy changes.
 //   input       machines reach the host only at their own gateway (the `gateways` set of bridge .
-//               gateway pairs): its DNS, API and tokenizer ports, ping, and replies to what the host opened.
+//               gateway pairs): its DNS, API, tokenizer and egress proxy (80, 443) ports, ping, and replies to what the host opened.
 //               Any other host address, on any protocol, is dropped.
 //
 //   denied      where egress that a policy refuses ends: logged to the kernel log with
@@ -31,6 +31,9 @@ import { bridgeName, bridgePrefix, firewallTable } from './names.ts';
 export const GATEWAY_API_PORT = 4280;
 /** The tokenizer proxy on each app gateway (`_tokenizer.internal:4281`). */
 export const TOKENIZER_PORT = 4281;
+/** The egress proxy of app secrets on each app gateway (names the app's secrets allow resolve to it). */
+export const EGRESS_HTTPS_PORT = 443;
+export const EGRESS_HTTP_PORT = 80;
 
 /**
  * `subnet` is the app's CIDR (a.b.c.0/24), `gateway` the bridge's address in it. `allowed`: what
@@ -97,7 +100,7 @@ table inet ${table} {
     iifname . ip daddr @gateways ct state established,related accept
     iifname . ip daddr @gateways icmp type echo-request accept
     iifname . ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept
-    iifname . ip daddr @gateways tcp dport { ${GATEWAY_API_PORT}, ${TOKENIZER_PORT} } accept
+    iifname . ip daddr @gateways tcp dport { ${GATEWAY_API_PORT}, ${TOKENIZER_PORT}, ${EGRESS_HTTP_PORT}, ${EGRESS_HTTPS_PORT} } accept
     iifname ${all} goto denied
   }
   chain postrouting {

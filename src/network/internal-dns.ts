@@ -16,7 +16,9 @@ import packet from 'dns-packet';
 // before the machine gets it; other names are REFUSED without asking anyone, so a machine can
 // neither learn them nor smuggle data out in the names it asks for. REFUSED rather than
 // NXDOMAIN: the name may well exist, this server will not look it up, and resolvers do not cache
-// a refusal as a fact about the name. Over UDP and TCP, as resolvers
+// a refusal as a fact about the name. A name one of the app's secrets may be sent to
+// (transparent mode) is answered with the gateway itself, whose egress proxy puts the secret into
+// requests (secrets/egress-proxy.ts), whatever the app's egress. Over UDP and TCP, as resolvers
 // expect: an answer too big for a plain UDP datagram comes back truncated, and the asker asks
 // again over TCP.
 
@@ -50,12 +52,20 @@ export type InternalDnsOptions = {
   admit?: (subnetIndex: number, egress: Egress, addresses: ResolvedAddress[]) => Promise<boolean>;
   /** Each name outside `.internal` a machine asked for (its own app's names are not egress). */
   onLookup?: (lookup: Lookup) => void;
+  /** Names it claims for an app are answered with the app's gateway, whatever its egress. */
+  steers?: Steering;
 };
 
 /** The app whose subnet has this index, with its machines; undefined when none does. */
 export type SubnetLookup = (subnetIndex: number) => AppMachines | undefined;
 
 export type Upstream = { host: string; port: number };
+
+/**
+ * Whether `name`, asked by the machine at `asker`, goes to the gateway's egress proxy: an app
+ * secret of `app` may be sent to it (and the machine trusts the proxy's CA).
+ */
+export type Steering = (app: string, name: string, asker: string) => boolean;
 
 export const API_NAME = '_api.internal';
 /** The gateway again, where the tokenizer proxy answers (port TOKENIZER_PORT). */
@@ -83,6 +93,7 @@ export class InternalDns {
   readonly #budget: ConnectionBudget | undefined;
   readonly #admit: NonNullable<InternalDnsOptions['admit']>;
   readonly #onLookup: NonNullable<InternalDnsOptions['onLookup']>;
+  readonly #steers: Steering;
   #forwards = 0;
 
   constructor(lookup: SubnetLookup, opts: InternalDnsOptions = {}) {
@@ -91,6 +102,7 @@ export class InternalDns {
     this.#budget = opts.budget;
     this.#admit = opts.admit ?? (async () => false);
     this.#onLookup = opts.onLookup ?? (() => {});
+    this.#steers = opts.steers ?? (() => false);
   }
 
   /** Answers on `gateway`:53, UDP and TCP, for the app of `subnetIndex`. Idempotent. */
@@ -190,6 +202,12 @@ export class InternalDns {
       log('refused', refused);
       send(refused);
     };
+    if (app && this.#steers(app.app, name, from)) {
+      // Only an IPv4 answer (machines have no IPv6), so nothing reaches the host past the proxy.
+      const gateway = this.#gateways.get(subnetIndex);
+      send(reply('NOERROR', question.type === 'A' && gateway ? [gateway] : []));
+      return;
+    }
     if (!name.endsWith('.internal')) {
       const egress = app?.egress;
       if (!egress || !this.#upstream || egress.policy === 'deny') return refuse();

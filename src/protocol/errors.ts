@@ -67,6 +67,7 @@ export const ERROR_CODES = [
   'runtime_error',
   'host_unsupported',
   'secret_invalid',
+  'secret_not_found',
   'proxy_auth_failed',
   'host_not_allowed',
   'destination_refused',

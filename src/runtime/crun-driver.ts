@@ -12,6 +12,7 @@ import { watchBundle } from './bundle-watch.ts';
 import { cgroup2MountOf, cgroupMoveWarmer } from './cgroup-warmup.ts';
 import { type CrunCommand, detectCrunCommand, removeCgroup2Group } from './crun-command.ts';
 import { crunExec, spawnExec, writeExecProcess } from './crun-exec.ts';
+import { applyStartExtras, NO_EXTRAS } from './start-extras.ts';
 import { applySeccompVariant, seccompVariantFor } from './bundle-seccomp.ts';
 import type { Driver, ExecProcess, ExecRequest, ExecResult, ExecStreamRequest, ExitInfo, MachineSpec, RunState, SessionDriver, SessionSpawnRequest, StartTarget } from './driver.ts';
 import { machineNofileLimit } from './host-limits.ts';
@@ -136,6 +137,7 @@ class CrunDriver implements Driver, SessionDriver {
     this.#warmCgroupMoves();
     const { bundleDir, logPath } = where;
     this.#bundles.set(id, bundleDir);
+    await applyStartExtras(bundleDir, where.extras ?? NO_EXTRAS);
     await applySeccompVariant(bundleDir, where.nestedNamespaces ?? false, (variant) => this.#seccompBpf(variant));
     await removeRunFiles(bundleDir);
     const logStart = logSize(logPath);

@@ -11,6 +11,7 @@
 // After a daemon restart, `state(id)` tells whether a machine still runs and `watchExit` adopts it.
 
 import type { Readable, Writable } from 'node:stream';
+import type { StartExtras } from './start-extras.ts';
 
 export type ProcessSpec = {
   args: string[];
@@ -56,8 +57,9 @@ export type MachineSpec = {
   nestedNamespaces?: boolean;
 };
 
-/** Where a prepared machine's bundle and log are, and what its app now allows it (see MachineSpec). */
-export type StartTarget = { bundleDir: string; logPath: string; nestedNamespaces?: boolean };
+/** Where a prepared machine's bundle and log are, and what its app now allows it (see MachineSpec);
+ * `extras`: env and read-only binds its app gives it at this start (start-extras.ts). */
+export type StartTarget = { bundleDir: string; logPath: string; nestedNamespaces?: boolean; extras?: StartExtras };
 
 export type ExitInfo = {
   /** Exit code of the machine's init; 128+N when killed by signal N. */

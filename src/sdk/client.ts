@@ -9,6 +9,7 @@ import type { CreateVolumeRequest, ExtendVolumeResponse, UpdateVolumeRequest, Vo
 import type { PullProgress } from '../protocol/pull-progress.ts';
 import type { DaemonAddresses } from '../protocol/daemon-addresses.ts';
 import type { PublicKeyResponse, SealRequest, SealResponse } from '../protocol/sealed-secret.ts';
+import type { AppSecret, AppSecretInput } from '../protocol/app-secrets.ts';
 import { HangarApiError } from './errors.ts';
 import { ExecHandle } from './exec-handle.ts';
 import { ExecSession, type ExecSessionStart } from './exec-session.ts';
@@ -246,6 +247,18 @@ export class HangarClient {
   readonly tokenizer = {
     publicKey: (opts?: CallOptions) => this.call<PublicKeyResponse>('GET', '/v1/tokenizer/public_key', undefined, opts),
     seal: (secret: SealRequest, opts?: CallOptions) => this.call<SealResponse>('POST', '/v1/tokenizer/seal', secret as Json, opts),
+  };
+
+  /**
+   * App secrets (transparent mode): machines of the app see only `placeholder` in env var `name`,
+   * and the gateway's egress proxy puts the value into requests to `hosts` in its place. No call
+   * returns a value.
+   */
+  readonly secrets = {
+    set: (app: string, secret: AppSecretInput, opts?: CallOptions) => this.call<AppSecret>('POST', `/v1/apps/${enc(app)}/secrets`, secret as Json, opts),
+    list: async (app: string, opts?: CallOptions) => (await this.call<{ secrets: AppSecret[] }>('GET', `/v1/apps/${enc(app)}/secrets`, undefined, opts)).secrets,
+    get: (app: string, name: string, opts?: CallOptions) => this.call<AppSecret>('GET', `/v1/apps/${enc(app)}/secrets/${enc(name)}`, undefined, opts),
+    unset: (app: string, name: string, opts?: CallOptions) => this.call<void>('DELETE', `/v1/apps/${enc(app)}/secrets/${enc(name)}`, undefined, opts),
   };
 
   /** Commands that outlive the connection: start, read by offset, follow, attach, write, kill (sessions.ts). */

@@ -1,6 +1,7 @@
 import type { CreateMachineRequest } from '../protocol/schemas.ts';
 import type { AppSettingsRequest } from '../protocol/app-settings.ts';
 import type { SealRequest } from '../protocol/sealed-secret.ts';
+import type { AppSecretInput } from '../protocol/app-secrets.ts';
 import { HangarClient, type CallOptions, type ClientOptions } from './client.ts';
 import { Machine } from './machine.ts';
 
@@ -40,9 +41,15 @@ export class Hangar {
    * Sealed secrets for the tokenizer proxy:
    *   const { sealed, proxy } = await hangar.secrets.seal({ inject_processor: { token }, bearer_auth: { password }, allowed_hosts: ['api.github.com'] });
    * then in a machine: http_proxy=<proxy> with headers Proxy-Tokenizer: <sealed>, Proxy-Authorization: Bearer <password>.
+   *
+   * App secrets (transparent mode): machines see a placeholder, requests to the hosts carry the value:
+   *   await hangar.secrets.set('my-app', { name: 'GH_TOKEN', value: token, hosts: ['api.github.com'] });
    */
   readonly secrets = {
     seal: (secret: SealRequest, opts?: CallOptions) => this.client.tokenizer.seal(secret, opts),
     publicKey: (opts?: CallOptions) => this.client.tokenizer.publicKey(opts),
+    set: (app: string, secret: AppSecretInput, opts?: CallOptions) => this.client.secrets.set(app, secret, opts),
+    list: (app: string, opts?: CallOptions) => this.client.secrets.list(app, opts),
+    unset: (app: string, name: string, opts?: CallOptions) => this.client.secrets.unset(app, name, opts),
   };
 }

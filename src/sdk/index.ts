@@ -22,3 +22,4 @@ export type { MachineMetrics } from '../protocol/machine-metrics.ts';
 export type { EgressEvent } from '../protocol/egress-log.ts';
 export type { FileWatchMessage } from '../protocol/file-watch.ts';
 export type { PublicKeyResponse, SealRequest, SealResponse } from '../protocol/sealed-secret.ts';
+export type { AppSecret, AppSecretInput } from '../protocol/app-secrets.ts';

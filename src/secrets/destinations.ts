@@ -1,5 +1,5 @@
 import { BlockList, isIP } from 'node:net';
-import { lookup } from 'node:dns/promises';
+import { lookup, Resolver } from 'node:dns/promises';
 import { HangarError } from '../protocol/errors.ts';
 
 // Where the tokenizer may send a request with a secret in it. A machine could otherwise have the
@@ -25,13 +25,34 @@ const REFUSED: Array<[string, number, 'ipv4' | 'ipv6']> = [
 ];
 
 type Destination = { address: string; family: 4 | 6 };
+type Answer = { address: string; family: number };
+/** All addresses of a name; the host's resolver (getaddrinfo) unless the policy is given another. */
+export type NameLookup = (hostname: string) => Promise<Answer[]>;
+
+const hostLookup: NameLookup = (hostname) => lookup(hostname, { all: true, verbatim: true });
+
+/**
+ * Asks one DNS server (the daemon's dns_upstream) directly, as the egress proxy must: the host's
+ * own resolver could be the daemon's DNS steering, or a machine's, and answer the gateway.
+ */
+export function upstreamLookup(upstream: { host: string; port: number }): NameLookup {
+  const resolver = new Resolver({ timeout: 5000, tries: 2 });
+  resolver.setServers([isIP(upstream.host) === 6 ? `[${upstream.host}]:${upstream.port}` : `${upstream.host}:${upstream.port}`]);
+  return async (hostname) => {
+    const v4 = await resolver.resolve4(hostname).catch(() => [] as string[]);
+    if (v4.length) return v4.map((address) => ({ address, family: 4 }));
+    return (await resolver.resolve6(hostname)).map((address) => ({ address, family: 6 }));
+  };
+}
 
 export class DestinationPolicy {
   readonly #refused = new BlockList();
   readonly #exempt = new BlockList();
+  readonly #lookup: NameLookup;
 
   /** `exemptCidrs`: ranges the operator allows although they are private (e.g. 127.0.0.1/32 in tests). */
-  constructor(exemptCidrs: string[] = []) {
+  constructor(exemptCidrs: string[] = [], nameLookup: NameLookup = hostLookup) {
+    this.#lookup = nameLookup;
     for (const [net, prefix, type] of REFUSED) this.#refused.addSubnet(net, prefix, type);
     for (const cidr of exemptCidrs) {
       const [net, prefix] = cidr.split('/');
@@ -45,7 +66,7 @@ export class DestinationPolicy {
     const bare = hostname.replace(/^\[|\]$/g, '');
     const answers = isIP(bare)
       ? [{ address: bare, family: isIP(bare) }]
-      : await lookup(bare, { all: true, verbatim: true }).catch(() => {
+      : await this.#lookup(bare).catch(() => {
         throw new HangarError('upstream_unreachable', `${hostname} does not resolve`, { hint: 'check the host name in the request URL' });
       });
     if (answers.length === 0) throw new HangarError('upstream_unreachable', `${hostname} does not resolve`, { hint: 'check the host name in the request URL' });
