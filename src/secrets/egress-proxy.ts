@@ -3,12 +3,12 @@ import { Agent, request as httpsRequest } from 'node:https';
 import { createSecureContext, getCACertificates, TLSSocket, type SecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
 import { Counter, type Registry } from 'prom-client';
-import { HangarError, isHangarError } from '../protocol/errors.ts';
-import { STATUS_OF } from '../api/error-status.ts';
+import { HangarError } from '../protocol/errors.ts';
 import type { LeafIssuer } from '../proxy/tls/leaf-issuer.ts';
 import type { AppSecrets, UsableSecret } from './app-secrets.ts';
 import type { DestinationPolicy } from './destinations.ts';
 import type { RequestSource } from './secret-rules.ts';
+import { forwardedHeaders, relayAnswer, sendProxyError } from './proxy-relay.ts';
 
 // The egress proxy of transparent mode. A machine's app DNS answers its gateway for every name an
 // app secret allows, so `curl https://api.github.com` lands here (port 443, or 80 for http://).
@@ -22,7 +22,6 @@ import type { RequestSource } from './secret-rules.ts';
 // as the placeholder (a body is passed as it is: name only hosts that do not echo credentials).
 // Nothing here logs; errors name rules, never values.
 
-const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'host']);
 const UPSTREAM_TIMEOUT_MS = 30_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /**
@@ -70,7 +69,7 @@ export class EgressProxy {
       const source = this.#sources.get(req.socket);
       this.#handle(req, res, source).then(
         () => this.#requests.inc({ app: source?.app ?? '', result: 'ok' }),
-        (err: unknown) => this.#requests.inc({ app: source?.app ?? '', result: sendError(res, err) }),
+        (err: unknown) => this.#requests.inc({ app: source?.app ?? '', result: sendProxyError(res, err, 'egress proxy') }),
       );
     });
     // No tunnels and no upgrades: the proxy must see each request the secret goes into.
@@ -138,18 +137,18 @@ export class EgressProxy {
     await this.#forward(req, res, hostname, destination.address, headers, usable);
   }
 
-  #forward(req: IncomingMessage, res: ServerResponse, hostname: string, address: string, headers: OutgoingHttpHeaders, usable: UsableSecret[]): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const upstream = httpsRequest({
-        host: address,
-        port: 443,
-        servername: hostname,
-        method: req.method,
-        path: req.url,
-        headers: { host: hostname, ...headers },
-        agent: this.#agent,
-        timeout: UPSTREAM_TIMEOUT_MS,
-      });
+  async #forward(req: IncomingMessage, res: ServerResponse, hostname: string, address: string, headers: OutgoingHttpHeaders, usable: UsableSecret[]): Promise<void> {
+    const upstream = httpsRequest({
+      host: address,
+      port: 443,
+      servername: hostname,
+      method: req.method,
+      path: req.url,
+      headers: { host: hostname, ...headers },
+      agent: this.#agent,
+      timeout: UPSTREAM_TIMEOUT_MS,
+    });
+    const failed = new Promise<never>((_, reject) => {
       upstream.once('timeout', () => upstream.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS / 1000}s`)));
       upstream.once('error', (err) => {
         if (res.headersSent) res.destroy();
@@ -157,25 +156,13 @@ export class EgressProxy {
           hint: 'check the host; the egress proxy connects to it on port 443 and verifies its certificate',
         }));
       });
-      upstream.once('response', (answer) => {
-        const out: OutgoingHttpHeaders = {};
-        // A host that echoes a request's headers back must not hand the machine the value.
-        const scrub = (text: string) => usable.reduce((t, s) => t.split(s.value).join(s.placeholder), text);
-        for (const [name, value] of Object.entries(answer.headers)) {
-          if (HOP_BY_HOP.has(name) || value === undefined) continue;
-          out[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
-        }
-        res.writeHead(answer.statusCode ?? 502, out);
-        answer.pipe(res);
-        answer.once('end', () => resolve());
-        answer.once('error', () => {
-          res.destroy();
-          resolve();
-        });
-      });
-      res.once('close', () => upstream.destroy());
-      req.pipe(upstream);
     });
+    // A host that echoes a request's headers back must not hand the machine the value.
+    const scrub = (text: string) => usable.reduce((t, s) => t.split(s.value).join(s.placeholder), text);
+    const relayed = relayAnswer(upstream, res, { rewrite: scrub });
+    req.pipe(upstream);
+    failed.catch(() => {}); // an error after the answer was sent has nobody left to tell
+    await Promise.race([relayed, failed]);
   }
 }
 
@@ -208,25 +195,3 @@ export function withSecrets(headers: OutgoingHttpHeaders, secrets: UsableSecret[
   return out;
 }
 
-function forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
-  const named = new Set((req.headers.connection ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean));
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, values] of Object.entries(req.headersDistinct)) {
-    if (HOP_BY_HOP.has(name) || named.has(name) || !values) continue;
-    out[name] = values.length === 1 ? values[0] : values;
-  }
-  return out;
-}
-
-/** Answers with the error (or cuts a response already under way); returns its code. */
-function sendError(res: ServerResponse, err: unknown): string {
-  const known = isHangarError(err) ? err : new HangarError('internal', 'internal egress proxy error', { hint: 'retry; if it persists, check the daemon log' });
-  if (res.headersSent) {
-    res.destroy();
-    return known.code;
-  }
-  const body = JSON.stringify({ error: known.message, code: known.code, ...(known.hint ? { hint: known.hint } : {}) });
-  res.writeHead(STATUS_OF[known.code], { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
-  res.end(body);
-  return known.code;
-}

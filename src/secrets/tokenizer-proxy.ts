@@ -3,10 +3,10 @@ import { request as httpsRequest } from 'node:https';
 import { isIP, type Socket } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { Counter, type Registry } from 'prom-client';
-import { HangarError, isHangarError } from '../protocol/errors.ts';
-import { STATUS_OF } from '../api/error-status.ts';
+import { HangarError } from '../protocol/errors.ts';
 import type { DestinationPolicy } from './destinations.ts';
 import type { SealingKeys } from './sealed-box.ts';
+import { forwardedHeaders, relayAnswer, sendProxyError } from './proxy-relay.ts';
 import { authorize, checkHost, injection, parseOpenedSecret, type Injection, type ProcessorParams, type RequestSource } from './secret-rules.ts';
 
 // Fly's tokenizer protocol (its README and tokenizer.go): the client uses this as a plain HTTP
@@ -20,7 +20,6 @@ import { authorize, checkHost, injection, parseOpenedSecret, type Injection, typ
 //
 // Nothing here logs, and no answer contains a secret: errors name only which rule failed.
 
-const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-tokenizer', 'proxy-authenticate', 'host']);
 /** Bodies kept in memory to be signed (inject_hmac_processor without a msg param). */
 const MAX_SIGNED_BODY_BYTES = 8 * 2 ** 20;
 const UPSTREAM_TIMEOUT_MS = 30_000;
@@ -57,7 +56,7 @@ export class TokenizerProxy {
       const app = opts.sourceOf(req.socket.remoteAddress ?? '')?.app ?? '';
       this.#handle(req, res).then(
         () => this.#requests.inc({ app, result: 'ok' }),
-        (err: unknown) => this.#requests.inc({ app, result: sendError(res, err) }),
+        (err: unknown) => this.#requests.inc({ app, result: sendProxyError(res, err, 'tokenizer', (status) => (status === 407 ? { 'proxy-authenticate': 'Bearer' } : {})) }),
       );
     });
     this.server.on('connect', (_req: IncomingMessage, socket: Socket) => {
@@ -115,20 +114,20 @@ export class TokenizerProxy {
     return injection(secret, params);
   }
 
-  #forward(req: IncomingMessage, res: ServerResponse, target: Target, address: string, headers: OutgoingHttpHeaders, body: Buffer | undefined): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const upstream = httpsRequest({
-        host: address,
-        port: target.port,
-        // The certificate is checked against the name asked for, not the address dialled.
-        ...(isIP(target.hostname) ? {} : { servername: target.hostname }),
-        method: req.method,
-        path: target.path,
-        headers: { host: target.host, ...headers },
-        agent: false,
-        timeout: UPSTREAM_TIMEOUT_MS,
-        ...(this.#ca ? { ca: this.#ca } : {}),
-      });
+  async #forward(req: IncomingMessage, res: ServerResponse, target: Target, address: string, headers: OutgoingHttpHeaders, body: Buffer | undefined): Promise<void> {
+    const upstream = httpsRequest({
+      host: address,
+      port: target.port,
+      // The certificate is checked against the name asked for, not the address dialled.
+      ...(isIP(target.hostname) ? {} : { servername: target.hostname }),
+      method: req.method,
+      path: target.path,
+      headers: { host: target.host, ...headers },
+      agent: false,
+      timeout: UPSTREAM_TIMEOUT_MS,
+      ...(this.#ca ? { ca: this.#ca } : {}),
+    });
+    const failed = new Promise<never>((_, reject) => {
       upstream.once('timeout', () => upstream.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS / 1000}s`)));
       upstream.once('error', (err) => {
         if (res.headersSent) res.destroy();
@@ -136,22 +135,12 @@ export class TokenizerProxy {
           hint: 'check the host and port; the tokenizer connects to it over TLS and verifies its certificate',
         }));
       });
-      upstream.once('response', (answer) => {
-        const out: OutgoingHttpHeaders = {};
-        for (const [name, value] of Object.entries(answer.headers)) if (!HOP_BY_HOP.has(name) && value !== undefined) out[name] = value;
-        out.connection = 'close';
-        res.writeHead(answer.statusCode ?? 502, out);
-        answer.pipe(res);
-        answer.once('end', () => resolve());
-        answer.once('error', () => {
-          res.destroy();
-          resolve();
-        });
-      });
-      res.once('close', () => upstream.destroy());
-      if (body) upstream.end(body);
-      else req.pipe(upstream);
     });
+    const relayed = relayAnswer(upstream, res, { close: true });
+    if (body) upstream.end(body);
+    else req.pipe(upstream);
+    failed.catch(() => {}); // an error after the answer was sent has nobody left to tell
+    await Promise.race([relayed, failed]);
   }
 
   listen(host: string, port: number): Promise<number> {
@@ -197,16 +186,6 @@ function targetOf(req: IncomingMessage): Target {
   };
 }
 
-function forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
-  const named = new Set((req.headers.connection ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean));
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, values] of Object.entries(req.headersDistinct)) {
-    if (HOP_BY_HOP.has(name) || named.has(name) || !values) continue;
-    out[name] = values.length === 1 ? values[0] : values;
-  }
-  return out;
-}
-
 async function readBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -222,21 +201,3 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** Answers with the error (or cuts a response already under way); returns its code. */
-function sendError(res: ServerResponse, err: unknown): string {
-  const known = isHangarError(err) ? err : new HangarError('internal', 'internal tokenizer error', { hint: 'retry; if it persists, check the daemon log' });
-  if (res.headersSent) {
-    res.destroy();
-    return known.code;
-  }
-  const status = STATUS_OF[known.code];
-  const body = JSON.stringify({ error: known.message, code: known.code, ...(known.hint ? { hint: known.hint } : {}) });
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    connection: 'close',
-    ...(status === 407 ? { 'proxy-authenticate': 'Bearer' } : {}),
-  });
-  res.end(body);
-  return known.code;
-}

@@ -25,17 +25,34 @@ export type CertificateAuthority = {
 
 /** Loads `<dir>/ca.pem` and `<dir>/ca-key.pem`, creating both (key 0600) when absent. */
 export async function loadOrCreateCa(dir: string, domain: string): Promise<CertificateAuthority> {
+  return loadOrCreateCaFiles(dir, {
+    label: 'Hangar local CA',
+    extensions: [nameConstraints(domain)],
+    check: (cert, paths) => {
+      const permitted = permittedDomains(cert);
+      if (permitted.includes(domain)) return;
+      throw new HangarError('host_unsupported', `the CA in ${paths.certPath} only vouches for ${permitted.join(', ')}, not for ${domain}`, {
+        hint: `move ${paths.certPath} and ${paths.keyPath} away to have a new CA made, then have clients trust the new one`,
+      });
+    },
+  });
+}
+
+/**
+ * A CA kept as `<dir>/ca.pem` and `<dir>/ca-key.pem` (key 0600, dir 0700), made when absent:
+ * a self-signed P-256 certificate named `label` with `extensions` besides the CA ones. `check`
+ * vets one loaded from disk.
+ */
+export async function loadOrCreateCaFiles(
+  dir: string,
+  opts: { label: string; extensions: x509.Extension[]; check?: (cert: x509.X509Certificate, paths: { certPath: string; keyPath: string }) => void },
+): Promise<CertificateAuthority> {
   const certPath = join(dir, 'ca.pem');
   const keyPath = join(dir, 'ca-key.pem');
   const [certPem, keyPem] = await Promise.all([readOptional(certPath), readOptional(keyPath)]);
   if (certPem && keyPem) {
     const cert = new x509.X509Certificate(certPem);
-    const permitted = permittedDomains(cert);
-    if (!permitted.includes(domain)) {
-      throw new HangarError('host_unsupported', `the CA in ${certPath} only vouches for ${permitted.join(', ')}, not for ${domain}`, {
-        hint: `move ${certPath} and ${keyPath} away to have a new CA made, then have clients trust the new one`,
-      });
-    }
+    opts.check?.(cert, { certPath, keyPath });
     const der = x509.PemConverter.decodeFirst(keyPem);
     const key = await crypto.subtle.importKey('pkcs8', der, EC_ALGORITHM, false, ['sign']);
     return { certPem, certPath, cert, key };
@@ -45,7 +62,7 @@ export async function loadOrCreateCa(dir: string, domain: string): Promise<Certi
   const keys = await crypto.subtle.generateKey(EC_ALGORITHM, true, ['sign', 'verify']);
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    name: [{ CN: [`Hangar local CA (${hostname()}, ${randomBytes(4).toString('hex')})`] }, { O: ['Hangar'] }],
+    name: [{ CN: [`${opts.label} (${hostname()}, ${randomBytes(4).toString('hex')})`] }, { O: ['Hangar'] }],
     notBefore: new Date(now - 3600_000),
     notAfter: new Date(now + CA_VALIDITY_MS),
     signingAlgorithm: EC_ALGORITHM,
@@ -53,7 +70,7 @@ export async function loadOrCreateCa(dir: string, domain: string): Promise<Certi
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      nameConstraints(domain),
+      ...opts.extensions,
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
