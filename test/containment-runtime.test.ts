@@ -2,7 +2,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -160,18 +161,19 @@ describe("the host's cgroups and keyring are out of reach", () => {
     const v2 = '/sys/fs/cgroup/unified';
     let victim: ChildProcess | undefined;
     const group = join(v2, `hangar-test-victim-${randomBytes(4).toString('hex')}`);
-    t.after(() => {
-      if (victim?.pid) {
-        try {
-          process.kill(victim.pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
+    t.after(async () => {
+      if (victim && victim.exitCode === null && victim.signalCode === null) {
+        const exited = once(victim, 'exit');
+        victim.kill('SIGKILL');
+        await exited;
       }
-      try {
-        rmdirSync(group);
-      } catch {
-        // not made, or still busy for a moment
+      // Busy until the kernel has the victim out of it; an empty group left behind slows every cgroup operation on the host.
+      for (let i = 0; i < 50 && existsSync(group); i++) {
+        try {
+          rmdirSync(group);
+        } catch {
+          await new Promise((r) => setTimeout(r, 20));
+        }
       }
     });
     const hybrid = readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${v2} `);

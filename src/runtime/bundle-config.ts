@@ -7,6 +7,9 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SECCOMP_BPF_ANNOTATION } from './seccomp-bpf.ts';
 
+/** Where start-extras.ts records what a start added. */
+export const START_EXTRAS_ANNOTATION = 'dev.hangar.start-extras';
+
 /** The OCI process of the machine (its init), which an exec takes its defaults from. */
 export type MachineProcess = { env: string[]; cwd: string; user: { uid: number; gid: number }; capabilities?: Record<string, string[]> };
 
@@ -15,6 +18,8 @@ export type BundleFacts = {
   hasUserNamespace: boolean;
   /** sha256 of the compiled filter in the bundle's annotation (the filter itself is ~12 KB), or undefined without one. */
   seccompDigest: string | undefined;
+  /** Whether the last start added env or binds to the bundle (start-extras.ts). */
+  hasStartExtras: boolean;
 };
 
 type RawConfig = { process: MachineProcess; annotations?: Record<string, string>; linux?: { namespaces?: Array<{ type: string }> } };
@@ -41,6 +46,7 @@ export function readBundleFacts(bundleDir: string): BundleFacts {
     process: config.process,
     hasUserNamespace: config.linux?.namespaces?.some((ns) => ns.type === 'user') ?? false,
     seccompDigest: bpf === undefined ? undefined : digestOf(bpf),
+    hasStartExtras: config.annotations?.[START_EXTRAS_ANNOTATION] !== undefined,
   };
   if (known.size >= MAX_ENTRIES) known.clear();
   known.set(path, { version, facts });

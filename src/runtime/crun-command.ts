@@ -39,13 +39,15 @@ export function detectCrunCommand(stateRoot: string): CrunCommand {
 }
 
 /** Removes a machine's v2 group (the launcher made it) once the machine is gone; from here, where the hierarchy is mounted. */
-export function removeCgroup2Group(cmd: CrunCommand, cgroupPath: string): void {
+/** Removes the machine's v2 group; false while processes are still leaving it (EBUSY), so the caller may try again. */
+export function removeCgroup2Group(cmd: CrunCommand, cgroupPath: string): boolean {
   const v2 = cmd.hiddenCgroup2[0];
-  if (!v2) return;
+  if (!v2) return true;
   try {
     rmdirSync(join(v2, cgroupPath));
-  } catch {
-    // already gone, or a process still leaving it
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'EBUSY'; // gone already, or not ours to wait for
   }
 }
 

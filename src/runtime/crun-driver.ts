@@ -56,6 +56,8 @@ export function createCrunDriver(opts: CrunDriverOptions): Driver {
   return new CrunDriver(opts);
 }
 
+const GROUP_RETRY_MS = [20, 100, 500, 2000, 10_000];
+
 class CrunDriver implements Driver, SessionDriver {
   readonly name = 'crun';
   readonly #cmd: CrunCommand;
@@ -69,6 +71,8 @@ class CrunDriver implements Driver, SessionDriver {
   readonly #bundles = new Map<string, string>();
   /** Each variant's compiled filter, base64. */
   readonly #seccomp = new Map<SeccompVariant, Promise<string>>();
+  /** Machines whose v2 group was still busy at cleanup, and the timer that tries again. */
+  readonly #groupRetries = new Map<string, NodeJS.Timeout>();
   readonly #warmCgroupMoves = cgroupMoveWarmer(cgroup2MountOf(readFileSync('/proc/self/mountinfo', 'utf8')));
 
   constructor(opts: CrunDriverOptions) {
@@ -134,6 +138,9 @@ class CrunDriver implements Driver, SessionDriver {
   }
 
   async start(id: string, where: StartTarget): Promise<{ pid: number }> {
+    // The group is the new run's now.
+    clearTimeout(this.#groupRetries.get(id));
+    this.#groupRetries.delete(id);
     this.#warmCgroupMoves();
     const { bundleDir, logPath } = where;
     this.#bundles.set(id, bundleDir);
@@ -316,9 +323,19 @@ class CrunDriver implements Driver, SessionDriver {
     // It has little left to do once the exit is recorded: look often.
     for (let i = 0; shim && i < 2500 && isShimOf(shim.pid, bundleDir); i++) await new Promise((r) => setTimeout(r, 2));
     await removeRunFiles(bundleDir);
-    removeCgroup2Group(this.#cmd, cgroupsPathFor(id));
+    this.#removeGroup(id, 0);
     this.#oom.forget(cgroupsPathFor(id));
     this.#bundles.delete(id);
+  }
+
+  /**
+   * Removes the machine's v2 group, again a little later while its last processes are still
+   * leaving: an empty group left behind makes every later cgroup operation on the host slower.
+   */
+  #removeGroup(id: string, attempt: number): void {
+    this.#groupRetries.delete(id);
+    if (removeCgroup2Group(this.#cmd, cgroupsPathFor(id)) || attempt >= GROUP_RETRY_MS.length) return;
+    this.#groupRetries.set(id, setTimeout(() => this.#removeGroup(id, attempt + 1), GROUP_RETRY_MS[attempt]).unref());
   }
 
   /** The exit of the last run, if it has ended. */

@@ -3,9 +3,9 @@
 // secrets' placeholders, the egress CA bundle). The start path rewrites the bundle's config only
 // when they changed, and records what it added (an annotation) so that what is taken away later
 // leaves the bundle as it was, a variable it replaced restored.
-import { readFileSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readBundleFacts, START_EXTRAS_ANNOTATION } from './bundle-config.ts';
 
 export type StartExtras = {
   /** Set, replacing the machine's own value. */
@@ -18,7 +18,7 @@ export type StartExtras = {
 
 export const NO_EXTRAS: StartExtras = { env: {}, envDefaults: {}, binds: [] };
 
-const ANNOTATION = 'dev.hangar.start-extras';
+const ANNOTATION = START_EXTRAS_ANNOTATION;
 
 type Mount = { destination: string; type?: string; source?: string; options?: string[] };
 type BundleConfig = { annotations?: Record<string, string>; process: { env?: string[] }; mounts?: Mount[] };
@@ -27,6 +27,8 @@ type Added = { env: Record<string, string | null>; binds: string[] };
 
 /** Brings the bundle in `bundleDir` to `extras`; writes nothing when it is there already. */
 export async function applyStartExtras(bundleDir: string, extras: StartExtras): Promise<void> {
+  // Most machines have none, and had none: nothing to read.
+  if (isEmpty(extras) && !readBundleFacts(bundleDir).hasStartExtras) return;
   const path = join(bundleDir, 'config.json');
   const text = await readFile(path, 'utf8');
   const config = JSON.parse(text) as BundleConfig;
@@ -77,8 +79,7 @@ export async function applyStartExtras(bundleDir: string, extras: StartExtras): 
 /** Whether the bundle's last start added extras (read once per machine after a daemon restart). */
 export function hasStartExtras(bundleDir: string): boolean {
   try {
-    const config = JSON.parse(readFileSync(join(bundleDir, 'config.json'), 'utf8')) as BundleConfig;
-    return config.annotations?.[ANNOTATION] !== undefined;
+    return readBundleFacts(bundleDir).hasStartExtras;
   } catch {
     return false;
   }
