@@ -23,6 +23,9 @@ function pct(samples: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+const SETTLE_MS = 100;
+const settle = () => new Promise((r) => setTimeout(r, SETTLE_MS));
+
 async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
   const t0 = performance.now();
   await fn();
@@ -59,8 +62,10 @@ try {
   const ids: string[] = [];
   for (let i = 0; i < RUNS; i++) {
     let id = '';
+    await settle();
     create.push(await time(async () => (id = (await client.machines.create(APP, { config, skip_launch: true })).id)));
     ids.push(id);
+    await settle();
     createStarted.push(await time(async () => ids.push((await client.machines.create(APP, { config })).id)));
   }
   rows.push({ name: 'create (skip_launch, cached image)', samples: create }, { name: 'create + start', samples: createStarted });
@@ -75,9 +80,15 @@ try {
   const floor = new BareFloor();
   try {
     for (let i = 0; i < RUNS; i++) {
+      // Each call after a pause, the floor's as well: what one leaves running in the background
+      // (a spare forked ahead, a group removed late) lands in no one else's measurement.
+      await settle();
       exec.push(await time(() => client.machines.exec(APP, m.id, ['true'])));
+      await settle();
       stop.push(await time(() => client.machines.stop(APP, m.id)));
+      await settle();
       start.push(await time(() => client.machines.start(APP, m.id)));
+      await settle();
       const f = await floor.measure();
       floorRun.push(f.runMs);
       floorExec.push(f.execMs);

@@ -13,6 +13,8 @@ import { parseImageConfig, parseManifest, type ImageManifest } from './manifest.
 import { pullImage } from './puller.ts';
 import { RegistryClient, type RegistryOptions } from './registry-client.ts';
 
+const MAX_CACHED_IMAGES = 1000;
+
 // The ImageService over a directory: blobs/ (content by digest), layers/ (unpacked once, shared),
 // ingest/ (partial downloads), refs.json (names). Pulls and builds pin the digests they touch so a
 // concurrent remove's garbage collection cannot take them away mid-way.
@@ -30,6 +32,8 @@ export class StoreImageService implements ImageService, ImageWriter {
   readonly #downloads = new Map<string, Promise<void>>();
   /** One pull or build per name at a time; later callers join the running one. */
   readonly #fetching = new Map<string, Promise<ResolvedImage>>();
+  /** Manifests and configs by `name@digest`: content-addressed, so read and parsed once (every create resolves its image). */
+  readonly #blobs = new Map<string, { manifest: ImageManifest; config: ReturnType<typeof parseImageConfig> }>();
 
   constructor(root: string, registry: RegistryOptions) {
     this.#root = root;
@@ -199,10 +203,17 @@ export class StoreImageService implements ImageService, ImageWriter {
 
   /** Undefined when a piece is missing on disk, so ensure() repairs the image by pulling again. */
   async #resolve(parsed: ParsedRef, manifestDigest: string): Promise<ResolvedImage | undefined> {
-    const manifest = await this.#manifest(parsed.name, manifestDigest).catch(() => undefined);
-    if (!manifest) return undefined;
+    const key = `${parsed.name}@${manifestDigest}`;
+    let blobs = this.#blobs.get(key);
+    if (!blobs) {
+      const manifest = await this.#manifest(parsed.name, manifestDigest).catch(() => undefined);
+      if (!manifest) return undefined;
+      blobs = { manifest, config: parseImageConfig(await this.#content.readBytes(manifest.config.digest), parsed.name) };
+      if (this.#blobs.size >= MAX_CACHED_IMAGES) this.#blobs.clear();
+      this.#blobs.set(key, blobs);
+    }
+    const { manifest, config } = blobs;
     for (const l of manifest.layers) if (!(await this.#layers.has(l.digest))) return undefined;
-    const config = parseImageConfig(await this.#content.readBytes(manifest.config.digest), parsed.name);
     return {
       name: parsed.name,
       ref: {

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import type { Egress } from '../protocol/app-settings.ts';
@@ -10,6 +11,7 @@ import { findLeftovers, namespacesInUse, removeLeftovers } from './leftovers.ts'
 import { bridgeName, bridgePrefix, macOf, netnsName, networkTag, vethName } from './names.ts';
 import { guardTableScript, portScript, removePortScript, type GuardedPort } from './port-guard.ts';
 import { assertRangeFree } from './range-conflicts.ts';
+import { SpareProcess } from '../runtime/spare-process.ts';
 
 // Each machine lives in a named network namespace made at create and kept across stop/start, so
 // start only joins it. Its veth hangs on its app's bridge, whose address is the app's gateway:
@@ -287,18 +289,35 @@ function background(line: string): string {
   return end < 0 ? `${line} &` : `${line.slice(0, end)} &${line.slice(end)}`;
 }
 
+/**
+ * A shell forked ahead that runs a script from its stdin (`sh -s`): a fork from the daemon's
+ * large heap blocks its loop for milliseconds, which a create setting up its network would
+ * otherwise pay on its path. The script's commands must not read stdin themselves: they take
+ * their input from heredocs (asynchronous ones get /dev/null).
+ */
+let spareShell: SpareProcess | undefined;
+
 /** Runs shell lines in one `sh` (stopping at the first that fails): a few ms in all. */
 async function shell(lines: string[]): Promise<void> {
   const script = ['set -e', ...lines].join('\n');
-  await new Promise<void>((resolve, reject) => {
-    execFile('sh', ['-c', script], (err, _stdout, stderr) => {
-      if (err) {
-        reject(new HangarError('runtime_error', `cannot set up the machine network: ${String(stderr).trim() || err.message}`, {
-          hint: 'the daemon needs root, iproute2 and nftables; check `ip netns list`, `ip link` and `nft list tables` on the host',
-          cause: err,
-        }));
-      } else resolve();
+  const failed = (stderr: string, err?: Error) =>
+    new HangarError('runtime_error', `cannot set up the machine network: ${stderr.trim() || err?.message || 'the script failed'}`, {
+      hint: 'the daemon needs root, iproute2 and nftables; check `ip netns list`, `ip link` and `nft list tables` on the host',
+      cause: err,
     });
+  const spare = spareShell?.take({ args: [], stdin: 'keep' });
+  spareShell ??= new SpareProcess(['pipe', 'ignore', 'pipe'], ['sh', '-s']);
+  if (spare) {
+    let stderr = '';
+    spare.stderr!.on('data', (d: Buffer) => (stderr += d));
+    const closed = once(spare, 'close');
+    spare.stdin!.end(`${script}\n`);
+    const [code] = (await closed) as [number | null];
+    if (code !== 0) throw failed(stderr);
+    return;
+  }
+  await new Promise<void>((resolve, reject) => {
+    execFile('sh', ['-c', script], (err, _stdout, stderr) => (err ? reject(failed(String(stderr), err)) : resolve()));
   });
 }
 

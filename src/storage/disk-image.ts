@@ -127,7 +127,7 @@ export async function mountDiskImage(image: string, target: string, fs: FsType, 
   if (await isDeviceMounted(target)) return;
   await mkdir(target, { recursive: true });
   const data = [MOUNT_DATA[fs], opts.data].filter(Boolean).join(',') || undefined;
-  mountImage(image, target, { fstype: fs, flags, ...(data ? { data } : {}), ...(opts.readOnly ? { readOnly: true } : {}) });
+  await mountImage(image, target, { fstype: fs, flags, ...(data ? { data } : {}), ...(opts.readOnly ? { readOnly: true } : {}) });
 }
 
 export type Capture = { image: string; mountPoint: string; dest: string };

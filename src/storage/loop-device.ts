@@ -31,8 +31,11 @@ const INFO_FILE_NAME_OFFSET = INFO_OFFSET + 5 * 8 + 4 * 4;
 
 type Libc = {
   ioctl: (fd: number, request: number, ...args: unknown[]) => number;
-  mount: (source: string, target: string, fstype: string, flags: number, data: string | null) => number;
+  /** ioctl with one pointer argument, declared without the `...` so it can run on a worker thread. */
+  ioctlPointer: { async: (fd: number, request: number, arg: Buffer, done: (err: unknown, result: number) => void) => void };
+  mount: MountCall & { async: (...args: [...Parameters<MountCall>, (err: unknown, result: number) => void]) => void };
 };
+type MountCall = (source: string, target: string, fstype: string, flags: number, data: string | null) => number;
 
 let libc: Libc | undefined;
 
@@ -41,6 +44,7 @@ function load(): Libc {
   const lib = koffi.load('libc.so.6');
   libc = {
     ioctl: lib.func('int ioctl(int fd, unsigned long request, ...)'),
+    ioctlPointer: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
     mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
   };
   return libc;
@@ -53,16 +57,23 @@ function failed(what: string, path: string, hint: string): HangarError {
 
 export type MountImageOptions = { fstype: string; flags: number; data?: string; readOnly?: boolean };
 
-/** Mounts the filesystem in `image` at `target` through a fresh loop device; returns the device. */
-export function mountImage(image: string, target: string, opts: MountImageOptions): string {
+/**
+ * Mounts the filesystem in `image` at `target` through a fresh loop device; returns the device.
+ * The mount itself (the filesystem reading its metadata, milliseconds for ext4) runs on a worker
+ * thread, so the daemon's loop goes on meanwhile.
+ */
+export async function mountImage(image: string, target: string, opts: MountImageOptions): Promise<string> {
   const sys = load();
   const backing = openSync(image, opts.readOnly ? 'r' : 'r+');
   try {
-    const { device, fd } = configureFreeDevice(sys, backing, image, opts.readOnly ?? false);
+    const { device, fd } = await configureFreeDevice(sys, backing, image, opts.readOnly ?? false);
     try {
       // The device clears itself at its last close unless something holds it: the mount must
       // be made while our descriptor is still open.
-      if (sys.mount(device, target, opts.fstype, opts.flags | (opts.readOnly ? MS_RDONLY : 0), opts.data ?? null) < 0) {
+      const args = [device, target, opts.fstype, opts.flags | (opts.readOnly ? MS_RDONLY : 0), opts.data ?? null] as const;
+      const result = await new Promise<number>((resolve, reject) => sys.mount.async(...args, (err, res) => (err ? reject(err) : resolve(res))));
+      // errno stayed on the worker's thread: asking again here says why it failed, if it still does.
+      if (result < 0 && sys.mount(...args) < 0) {
         throw failed(`mount of ${device} (${image}) on`, target, `check that ${image} holds a ${opts.fstype} filesystem; see dmesg`);
       }
       return device;
@@ -74,8 +85,15 @@ export function mountImage(image: string, target: string, opts: MountImageOption
   }
 }
 
-function configureFreeDevice(sys: Libc, backing: number, image: string, readOnly: boolean): { device: string; fd: number } {
+async function configureFreeDevice(sys: Libc, backing: number, image: string, readOnly: boolean): Promise<{ device: string; fd: number }> {
   const control = openSync('/dev/loop-control', 'r+');
+  // The loop driver sets the device up (and flushes) on a worker thread: milliseconds the daemon's loop goes on meanwhile.
+  const configure = async (fd: number, flags: number): Promise<number> => {
+    const config = loopConfig(backing, image, flags);
+    const result = await new Promise<number>((resolve, reject) => sys.ioctlPointer.async(fd, LOOP_CONFIGURE, config, (err, res) => (err ? reject(err) : resolve(res))));
+    // errno stayed on the worker's thread: asking again here says why it failed, if it still does.
+    return result < 0 ? sys.ioctl(fd, LOOP_CONFIGURE, 'void *', config) : result;
+  };
   try {
     // Another process may take the free device between our asking and configuring it: ask again.
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -84,11 +102,11 @@ function configureFreeDevice(sys: Libc, backing: number, image: string, readOnly
       const device = `/dev/loop${n}`;
       const fd = openSync(device, 'r+');
       let flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO | (readOnly ? LO_FLAGS_READ_ONLY : 0);
-      let result = sys.ioctl(fd, LOOP_CONFIGURE, 'void *', loopConfig(backing, image, flags));
+      let result = await configure(fd, flags);
       // Direct I/O needs the image's filesystem to support it (tmpfs does not): go without.
       if (result < 0 && koffi.errno() === EINVAL) {
         flags &= ~LO_FLAGS_DIRECT_IO;
-        result = sys.ioctl(fd, LOOP_CONFIGURE, 'void *', loopConfig(backing, image, flags));
+        result = await configure(fd, flags);
       }
       if (result === 0) return { device, fd };
       const errno = koffi.errno();

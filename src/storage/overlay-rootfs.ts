@@ -27,7 +27,9 @@ export type OverlayLayout = {
 
 /** The idmapped view of the image's layers a machine in its own user namespace needs, if not mounted yet; needs no disk. */
 export async function mountLowerView(layout: Pick<OverlayLayout, 'lowerDirs' | 'idmap'>): Promise<void> {
-  if (layout.idmap && !(await isMounted(layout.idmap.lowerView))) await mountIdmapped(dirname(layout.lowerDirs[0]!), layout.idmap.lowerView, layout.idmap.range);
+  if (!layout.idmap) return;
+  const source = dirname(layout.lowerDirs[0]!);
+  if (!(await isViewOf(layout.idmap.lowerView, source))) await mountIdmapped(source, layout.idmap.lowerView, layout.idmap.range);
 }
 
 export async function mountOverlay(layout: OverlayLayout): Promise<void> {
@@ -127,6 +129,12 @@ export async function unmount(target: string): Promise<void> {
 export async function isDeviceMounted(target: string): Promise<boolean> {
   const [self, parent] = await Promise.all([stat(target).catch(() => undefined), stat(dirname(target)).catch(() => undefined)]);
   return self !== undefined && parent !== undefined && self.dev !== parent.dev;
+}
+
+/** Whether a bind mount (idmapped or not) of `source` is on `target`: its root is then the very same directory. */
+async function isViewOf(target: string, source: string): Promise<boolean> {
+  const [view, original] = await Promise.all([stat(target).catch(() => undefined), stat(source)]);
+  return view !== undefined && view.dev === original.dev && view.ino === original.ino;
 }
 
 export async function isMounted(target: string): Promise<boolean> {

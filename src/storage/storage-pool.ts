@@ -33,7 +33,7 @@ export async function openStoragePool(dataDir: string): Promise<StoragePool> {
   const hostBytes = hostFilesystemBytes(dir);
   const existing = await stat(image).catch(() => undefined);
   if (!existing) await makePoolImage(image, hostBytes);
-  if (!(await isMounted(root))) mountImage(image, root, { fstype: 'xfs', flags: MS_NODEV | MS_NOSUID });
+  if (!(await isMounted(root))) await mountImage(image, root, { fstype: 'xfs', flags: MS_NODEV | MS_NOSUID });
   // The host's disk was enlarged: the pool follows it.
   if (existing && hostBytes > existing.size) await growXfsOnline(image, root, hostBytes / GIB);
   if (!(await clonesFiles(root))) {
