@@ -9,21 +9,26 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-/** The first cgroup2 mount point in mountinfo text (on a hybrid host as on a pure v2 one). */
-export function cgroup2MountOf(mountinfo: string): string | undefined {
+/** The first cgroup2 mount in mountinfo text (on a hybrid host as on a pure v2 one): where, and its super options. */
+export function cgroup2MountOf(mountinfo: string): { path: string; options: string[] } | undefined {
   for (const line of mountinfo.split('\n')) {
     const [left, right] = line.split(' - ');
-    if (right?.split(' ')[0] === 'cgroup2') return left!.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
+    const [fstype, , superOptions] = right?.split(' ') ?? [];
+    if (fstype !== 'cgroup2') continue;
+    const path = left!.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
+    return path === undefined ? undefined : { path, options: (superOptions ?? '').split(',') };
   }
   return undefined;
 }
 
 /**
  * A function that starts the grace period a cgroup move waits for; it never waits and never
- * fails. Without a cgroup2 mount it does nothing.
+ * fails. Without a cgroup2 mount it does nothing, and with `favordynmods` on it (scripts/setup.sh
+ * sets it) there is no grace period to start: a move of this many-threaded process would then
+ * only cost the start or exec it was meant to speed up.
  */
-export function cgroupMoveWarmer(cgroup2Mount: string | undefined): () => void {
-  if (!cgroup2Mount) return () => {};
+export function cgroupMoveWarmer(cgroup2: { path: string; options: string[] } | undefined): () => void {
+  if (!cgroup2 || cgroup2.options.includes('favordynmods')) return () => {};
   return () => {
     let own: string | undefined;
     try {
@@ -33,6 +38,6 @@ export function cgroupMoveWarmer(cgroup2Mount: string | undefined): () => void {
       return;
     }
     // The write holds a libuv pool thread for the grace period, not the event loop.
-    if (own !== undefined) writeFile(join(cgroup2Mount, own, 'cgroup.procs'), String(process.pid)).catch(() => undefined);
+    if (own !== undefined) writeFile(join(cgroup2.path, own, 'cgroup.procs'), String(process.pid)).catch(() => undefined);
   };
 }
