@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { isIP, type Socket } from 'node:net';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { Counter, type Registry } from 'prom-client';
 import { HangarError } from '../protocol/errors.ts';
 import type { DestinationPolicy } from './destinations.ts';
@@ -39,7 +39,8 @@ export class TokenizerProxy {
   /** Serves connections handed to it (gateway listeners) or listens itself (listen()). */
   readonly server: Server;
   readonly #opts: TokenizerProxyOptions;
-  readonly #ca: string[] | undefined;
+  /** Node's roots plus the operator's CAs, parsed once: a context per request would parse them all again. */
+  readonly #trust: SecureContext | undefined;
   readonly #requests: Counter<'app' | 'result'>;
 
   constructor(opts: TokenizerProxyOptions) {
@@ -50,7 +51,7 @@ export class TokenizerProxy {
       labelNames: ['app', 'result'],
       registers: opts.registry ? [opts.registry] : [],
     });
-    this.#ca = opts.extraCaPem?.length ? [...rootCertificates, ...opts.extraCaPem] : undefined;
+    this.#trust = opts.extraCaPem?.length ? createSecureContext({ ca: [...rootCertificates, ...opts.extraCaPem] }) : undefined;
     this.server = createServer({ requestTimeout: 0, headersTimeout: 10_000, keepAliveTimeout: 5_000 });
     this.server.on('request', (req, res) => {
       const app = opts.sourceOf(req.socket.remoteAddress ?? '')?.app ?? '';
@@ -125,7 +126,7 @@ export class TokenizerProxy {
       headers: { host: target.host, ...headers },
       agent: false,
       timeout: UPSTREAM_TIMEOUT_MS,
-      ...(this.#ca ? { ca: this.#ca } : {}),
+      ...(this.#trust ? { secureContext: this.#trust } : {}),
     });
     const failed = new Promise<never>((_, reject) => {
       upstream.once('timeout', () => upstream.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS / 1000}s`)));
