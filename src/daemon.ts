@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { createApiServer } from './api/server.ts';
 import { HangarError } from './protocol/errors.ts';
 import { DEFAULT_APP_SETTINGS } from './protocol/app-settings.ts';
-import { DEFAULT_LIMITS, LimitsSchema, type LimitsOverride } from './protocol/limits.ts';
+import { DEFAULT_LIMITS, effectiveLimits, LimitsSchema, type LimitsOverride } from './protocol/limits.ts';
 import { LimitGuard } from './machines/limits.ts';
 import type { ApiServices } from './api/services.ts';
 import type { DaemonAddresses } from './protocol/daemon-addresses.ts';
@@ -259,7 +259,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
     (app) => ({ placeholders: appSecrets.placeholders(app), egressCaPem: egressCa.certPem }),
   );
   const waiters = new StateWaiters();
-  const limits = new LimitGuard({ store, defaults: { ...DEFAULT_LIMITS, ...LimitsSchema.parse(fileConfig.limits ?? {}) }, appLimits: (app) => store.getApp(app)?.settings.limits });
+  const limits = new LimitGuard({ store, defaults: effectiveLimits(DEFAULT_LIMITS, LimitsSchema.parse(fileConfig.limits ?? {})), appLimits: (app) => store.getApp(app)?.settings.limits });
   const machines = new MachineService({ store, images, runner, waiters, machineRange: network.range, limits });
   const machineMetrics = new MachineMetrics({ machines: () => store.listMachines(), disk: (m) => runner.diskUsage(m), traffic: (id) => network.traffic(id) });
   machineMetrics.register(metrics);

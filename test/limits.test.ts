@@ -88,7 +88,7 @@ describe('limits', () => {
     assert.ok(Number(third.headers.get('retry-after')) >= 90, `Retry-After: ${third.headers.get('retry-after')}`);
     assert.equal(third.body.details.retry_after_seconds, Number(third.headers.get('retry-after')));
     assert.match(third.body.hint, /Retry-After/);
-    // A start that would do nothing is not counted: the robot learns the state, not a rate.
+    // Creates have a rate of their own.
     await d.client.machines.create('lim-rate', { config: SLEEPER, skip_launch: true });
     const create = await http(d, 'POST', '/v1/apps/lim-rate/machines', { config: SLEEPER, skip_launch: true });
     assert.equal(create.status, 429);
@@ -144,8 +144,7 @@ describe('limits', () => {
           statuses.set(key, (statuses.get(key) ?? 0) + 1);
           if (r.status === 429) assert.ok(r.headers.get('retry-after'));
         }
-      }));
-      running = false;
+      })).finally(() => (running = false)); // a failing lane must end the bystander's loop too
     })();
     // Meanwhile another client's calls: the daemon's health and another app's machines.
     const latencies: number[] = [];

@@ -172,7 +172,7 @@ describe('app secrets API', () => {
   });
 
   it('keeps values sealed at rest and the egress CA key private', async () => {
-    const db = await readFile(join(dataDir, 'state.db')).catch(() => Buffer.alloc(0));
+    const db = await readFile(join(dataDir, 'state.db'));
     const wal = await readFile(join(dataDir, 'state.db-wal')).catch(() => Buffer.alloc(0));
     assert.ok(!db.includes(REAL) && !wal.includes(REAL), 'state.db holds no plain value');
     assert.equal((await stat(join(dataDir, 'egress-ca', 'ca-key.pem'))).mode & 0o777, 0o600);

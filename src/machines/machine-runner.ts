@@ -127,9 +127,10 @@ export class MachineRunner {
     // The app's secrets as they are now: placeholders come and go while the machine is stopped.
     const secrets = this.#secretsOf(m.app);
     const extras = await secretExtras(secrets.placeholders, secrets.egressCaPem, this.#paths.rootfs(m.id), bundleDir);
-    this.#trustsEgressCa.set(m.id, extras.binds.length > 0);
     const where = { bundleDir, logPath: this.#paths.log(m.id), nestedNamespaces: this.#nestedNamespaces(m), extras };
     const started = await this.#driver.start(m.id, where);
+    // Only a machine that runs with the bundle trusts what it says.
+    this.#trustsEgressCa.set(m.id, extras.binds.length > 0);
     this.watch(m.id, onExit);
     return started;
   }

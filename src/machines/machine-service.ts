@@ -170,11 +170,8 @@ export class MachineService {
     const who = asker(app, opts);
     // Only a start that would act counts against the rate: a robot asking again is told invalid_state.
     assertLegal('start', m.state, m.id);
-    // A quota first: it says what to change, where a rate only says when to ask again.
-    this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
-    this.#limits?.assert(who, { kind: 'start_rate', machineId: m.id });
     m.restartCount = 0;
-    await this.#startTransition(m, 'user', opts.leaseNonce, who);
+    await this.#startTransition(m, 'user', opts.leaseNonce, who, { startRate: true });
     return { previousState };
   }
 
@@ -318,10 +315,12 @@ export class MachineService {
 
   // ---- transitions -------------------------------------------------------------------------
 
-  async #startTransition(m: MachineRecord, source: Source, leaseNonce: string | undefined, who: Asker): Promise<void> {
+  async #startTransition(m: MachineRecord, source: Source, leaseNonce: string | undefined, who: Asker, opts: { startRate?: boolean } = {}): Promise<void> {
     // In the same synchronous step as the transition's claim of `starting`, which then counts.
     if (TRANSITIONS_START_FROM.has(m.state)) {
+      // A quota first: it says what to change, where a rate only says when to ask again.
       this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
+      if (opts.startRate) this.#limits?.assert(who, { kind: 'start_rate', machineId: m.id });
       // A client's start makes the run its token's; the daemon's own restarts keep whose it was.
       if (who.api) this.#store.budgets.charge('run', m.id, budgetIds(who));
     }

@@ -103,7 +103,7 @@ export class UsageStore {
 
   /** Spans of the app (or every app) that overlap [fromMs, toMs). */
   spans(filter: { app?: string; machineId?: string }, fromMs: number, toMs: number): Span[] {
-    const { where, args } = whereOf(filter, 'machine_id');
+    const { where, args } = whereOf(filter);
     const rows = this.#db
       .prepare(`SELECT * FROM usage_spans WHERE ${where} from_ms < ? AND (to_ms IS NULL OR to_ms > ?)`)
       .all(...args, toMs, fromMs) as Row[];
@@ -114,13 +114,13 @@ export class UsageStore {
   }
 
   runs(filter: { app?: string; machineId?: string }, fromMs: number, toMs: number): RunEnd[] {
-    const { where, args } = whereOf(filter, 'machine_id');
+    const { where, args } = whereOf(filter);
     const rows = this.#db.prepare(`SELECT * FROM usage_runs WHERE ${where} at_ms >= ? AND at_ms < ?`).all(...args, fromMs, toMs) as Row[];
     return rows.map((r) => ({ machineId: String(r.machine_id), app: String(r.app), atMs: Number(r.at_ms), cpuSeconds: Number(r.cpu_seconds), egressBytes: Number(r.egress_bytes) }));
   }
 
   storageSpans(filter: { app?: string; machineId?: string }, fromMs: number, toMs: number): StorageSpan[] {
-    const { where, args } = whereOf(filter, 'machine_id');
+    const { where, args } = whereOf(filter);
     const rows = this.#db
       .prepare(`SELECT * FROM usage_storage WHERE ${where} from_ms < ? AND (to_ms IS NULL OR to_ms > ?)`)
       .all(...args, toMs, fromMs) as Row[];
@@ -131,7 +131,7 @@ export class UsageStore {
   }
 }
 
-function whereOf(filter: { app?: string; machineId?: string }, machineColumn: string): { where: string; args: string[] } {
+function whereOf(filter: { app?: string; machineId?: string }): { where: string; args: string[] } {
   const parts: string[] = [];
   const args: string[] = [];
   if (filter.app !== undefined) {
@@ -139,7 +139,7 @@ function whereOf(filter: { app?: string; machineId?: string }, machineColumn: st
     args.push(filter.app);
   }
   if (filter.machineId !== undefined) {
-    parts.push(`${machineColumn} = ? AND`);
+    parts.push('machine_id = ? AND');
     args.push(filter.machineId);
   }
   return { where: parts.join(' '), args };

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import type { Egress } from '../protocol/app-settings.ts';
-import { egressMark, egressSetName, type AllowedAddress } from './firewall.ts';
+import { egressMark, type AllowedAddress } from './firewall.ts';
 import { firewallTable } from './names.ts';
 
 // What each app's egress set lets out, as the daemon knows it: the policy its chain was built
@@ -32,11 +32,6 @@ export class AllowedSets {
 
   isCurrent(index: number, egress: Egress): boolean {
     return this.#sets.get(index)?.policy === JSON.stringify(egress);
-  }
-
-  /** Whether a table carried the mark of `egress` (so its set was filled under this policy). */
-  sameMark(egress: Egress, mark: number | undefined): boolean {
-    return egress.policy === 'domains' && mark === egressMark(egress);
   }
 
   /** Records the addresses and returns those whose element must be added or lengthened. */
@@ -83,7 +78,7 @@ export async function readAllowed(tag: string): Promise<Map<number, { mark: numb
   const entry = (index: number) => out.get(index) ?? out.set(index, { mark: undefined, addresses: [] }).get(index)!;
   for (const item of items) {
     const set = item.set && /^egress-(\d+)$/.exec(item.set.name);
-    if (set && item.set!.name === egressSetName(Number(set[1]))) {
+    if (set) {
       for (const e of item.set!.elem ?? []) {
         const elem = (e as { elem?: { val?: unknown; expires?: number } }).elem;
         if (typeof elem?.val === 'string' && typeof elem.expires === 'number' && elem.expires > 0) entry(Number(set[1])).addresses.push({ ip: elem.val, timeoutS: elem.expires });
@@ -105,4 +100,9 @@ function markSetBy(expr: unknown[]): number | undefined {
     if (mangle?.key?.ct?.key === 'mark' && typeof mangle.value === 'number') return mangle.value;
   }
   return undefined;
+}
+
+/** Whether a table carried the mark of `egress` (so its set was filled under this policy). */
+export function sameMark(egress: Egress, mark: number | undefined): boolean {
+  return egress.policy === 'domains' && mark === egressMark(egress);
 }

@@ -31,7 +31,6 @@ export type AppMachines = {
 
 /** One name outside `.internal` a machine asked for, and what it got. */
 export type Lookup = {
-  subnetIndex: number;
   /** The asking machine's address. */
   from: string;
   name: string;
@@ -195,7 +194,7 @@ export class InternalDns {
     };
     const app = this.#lookup(subnetIndex);
     const log = (verdict: Lookup['verdict'], answer: Buffer, decoded = decodeAnswer(answer)) => {
-      this.#onLookup({ subnetIndex, from, name, type: question.type, verdict, rcode: decoded?.rcode ?? 'SERVFAIL', addresses: decoded?.addresses ?? [] });
+      this.#onLookup({ from, name, type: question.type, verdict, rcode: decoded?.rcode ?? 'SERVFAIL', addresses: decoded?.addresses ?? [] });
     };
     const refuse = () => {
       const refused = reply('REFUSED');

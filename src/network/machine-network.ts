@@ -6,7 +6,7 @@ import type { Egress } from '../protocol/app-settings.ts';
 import { HangarError } from '../protocol/errors.ts';
 import { appSubnet, parseMachineCidr, rangeCidr, subnetIndexOf, type AppSubnet, type MachineRange } from './addresses.ts';
 import { allowScript, bridgeScript, removeBridgeScript, tableScript, type AllowedAddress, type BridgeRules } from './firewall.ts';
-import { AllowedSets, readAllowed, type ResolvedAddress } from './egress-sets.ts';
+import { AllowedSets, readAllowed, sameMark, type ResolvedAddress } from './egress-sets.ts';
 import { findLeftovers, namespacesInUse, removeLeftovers } from './leftovers.ts';
 import { bridgeName, bridgePrefix, macOf, netnsName, networkTag, vethName } from './names.ts';
 import { guardTableScript, portScript, removePortScript, type GuardedPort } from './port-guard.ts';
@@ -80,7 +80,7 @@ export class MachineNetwork {
       const rules = existing.map((s) => {
         const r = this.#bridgeRules(s);
         const kept = carried.get(s.index);
-        return { ...r, allowed: kept && this.#allowed.sameMark(r.egress, kept.mark) ? kept.addresses : [] };
+        return { ...r, allowed: kept && sameMark(r.egress, kept.mark) ? kept.addresses : [] };
       });
       await nft(tableScript(this.#tag, rangeCidr(this.range), rules) + guardTableScript(this.#tag, ports));
       this.#allowed.clear();

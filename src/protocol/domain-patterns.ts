@@ -7,7 +7,7 @@ const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
 
 /** Why `text` is not a name or `*.name` pattern, with what to write instead; undefined when it is one. */
 export function domainPatternProblem(text: string): string | undefined {
-  const name = text.toLowerCase().replace(/\.$/, '');
+  const name = normalizeDomainPattern(text);
   if (/^[\d.]+(\/\d+)?$/.test(name) || name.includes(':')) return 'is an address, not a name; list addresses with {"policy": "cidrs"}';
   if (name === '*') return 'would allow every name; use {"policy": "allow"} for that';
   const wildcard = name.startsWith('*.');
@@ -29,6 +29,6 @@ export function normalizeDomainPattern(text: string): string {
 
 /** Whether `name` (any case, trailing dot or not) is allowed by one of the (valid) patterns. */
 export function domainAllowed(patterns: readonly string[], name: string): boolean {
-  const n = name.toLowerCase().replace(/\.$/, '');
+  const n = normalizeDomainPattern(name);
   return patterns.some((p) => (p.startsWith('*.') ? n.endsWith(p.slice(1)) : n === p));
 }

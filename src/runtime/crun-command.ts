@@ -38,8 +38,10 @@ export function detectCrunCommand(stateRoot: string): CrunCommand {
   return { stateRoot, hiddenCgroup2: hybridCgroup2Mounts(readFileSync('/proc/self/mountinfo', 'utf8')) };
 }
 
-/** Removes a machine's v2 group (the launcher made it) once the machine is gone; from here, where the hierarchy is mounted. */
-/** Removes the machine's v2 group; false while processes are still leaving it (EBUSY), so the caller may try again. */
+/**
+ * Removes a machine's v2 group (the launcher made it) once the machine is gone; from here, where
+ * the hierarchy is mounted. False while processes are still leaving it (EBUSY): try again later.
+ */
 export function removeCgroup2Group(cmd: CrunCommand, cgroupPath: string): boolean {
   const v2 = cmd.hiddenCgroup2[0];
   if (!v2) return true;

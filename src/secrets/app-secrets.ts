@@ -66,10 +66,6 @@ export class AppSecrets {
     this.#store.deleteAll(app);
   }
 
-  hasAny(app: string): boolean {
-    return this.#store.list(app).length > 0;
-  }
-
   /** Env var name to placeholder, for each of the app's secrets. */
   placeholders(app: string): Record<string, string> {
     return Object.fromEntries(this.#store.list(app).map((s) => [s.name, s.placeholder]));

@@ -8,7 +8,7 @@ import type { LeafIssuer } from '../proxy/tls/leaf-issuer.ts';
 import type { AppSecrets, UsableSecret } from './app-secrets.ts';
 import type { DestinationPolicy } from './destinations.ts';
 import type { RequestSource } from './secret-rules.ts';
-import { forwardedHeaders, relayAnswer, sendProxyError } from './proxy-relay.ts';
+import { forwardedHeaders, relayUpstream, sendProxyError } from './proxy-relay.ts';
 
 // The egress proxy of transparent mode. A machine's app DNS answers its gateway for every name an
 // app secret allows, so `curl https://api.github.com` lands here (port 443, or 80 for http://).
@@ -148,21 +148,15 @@ export class EgressProxy {
       agent: this.#agent,
       timeout: UPSTREAM_TIMEOUT_MS,
     });
-    const failed = new Promise<never>((_, reject) => {
-      upstream.once('timeout', () => upstream.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS / 1000}s`)));
-      upstream.once('error', (err) => {
-        if (res.headersSent) res.destroy();
-        reject(new HangarError('upstream_unreachable', `could not reach ${hostname} over HTTPS: ${err.message}`, {
-          hint: 'check the host; the egress proxy connects to it on port 443 and verifies its certificate',
-        }));
-      });
+    const relayed = relayUpstream(upstream, res, {
+      host: hostname,
+      what: 'the egress proxy connects to it on port 443 and verifies its certificate',
+      timeoutMs: UPSTREAM_TIMEOUT_MS,
+      // A host that echoes a request's headers back must not hand the machine the value.
+      rewrite: (text) => usable.reduce((t, s) => t.split(s.value).join(s.placeholder), text),
     });
-    // A host that echoes a request's headers back must not hand the machine the value.
-    const scrub = (text: string) => usable.reduce((t, s) => t.split(s.value).join(s.placeholder), text);
-    const relayed = relayAnswer(upstream, res, { rewrite: scrub });
     req.pipe(upstream);
-    failed.catch(() => {}); // an error after the answer was sent has nobody left to tell
-    await Promise.race([relayed, failed]);
+    await relayed;
   }
 }
 

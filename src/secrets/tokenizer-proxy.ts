@@ -6,7 +6,7 @@ import { Counter, type Registry } from 'prom-client';
 import { HangarError } from '../protocol/errors.ts';
 import type { DestinationPolicy } from './destinations.ts';
 import type { SealingKeys } from './sealed-box.ts';
-import { forwardedHeaders, relayAnswer, sendProxyError } from './proxy-relay.ts';
+import { forwardedHeaders, relayUpstream, sendProxyError } from './proxy-relay.ts';
 import { authorize, checkHost, injection, parseOpenedSecret, type Injection, type ProcessorParams, type RequestSource } from './secret-rules.ts';
 
 // Fly's tokenizer protocol (its README and tokenizer.go): the client uses this as a plain HTTP
@@ -128,20 +128,15 @@ export class TokenizerProxy {
       timeout: UPSTREAM_TIMEOUT_MS,
       ...(this.#trust ? { secureContext: this.#trust } : {}),
     });
-    const failed = new Promise<never>((_, reject) => {
-      upstream.once('timeout', () => upstream.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS / 1000}s`)));
-      upstream.once('error', (err) => {
-        if (res.headersSent) res.destroy();
-        reject(new HangarError('upstream_unreachable', `could not reach ${target.host} over HTTPS: ${err.message}`, {
-          hint: 'check the host and port; the tokenizer connects to it over TLS and verifies its certificate',
-        }));
-      });
+    const relayed = relayUpstream(upstream, res, {
+      host: target.host,
+      what: 'the tokenizer connects to it over TLS and verifies its certificate',
+      timeoutMs: UPSTREAM_TIMEOUT_MS,
+      close: true,
     });
-    const relayed = relayAnswer(upstream, res, { close: true });
     if (body) upstream.end(body);
     else req.pipe(upstream);
-    failed.catch(() => {}); // an error after the answer was sent has nobody left to tell
-    await Promise.race([relayed, failed]);
+    await relayed;
   }
 
   listen(host: string, port: number): Promise<number> {

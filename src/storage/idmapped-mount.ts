@@ -4,6 +4,7 @@
 // koffi calls the wrappers. A user namespace carrying the mapping is needed only while the mount is
 // made: the mount keeps its own reference.
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
 import { closeSync, openSync, readlinkSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import koffi from 'koffi';
@@ -125,7 +126,7 @@ const SPARE_DELAY_MS = 50;
 async function forkHolder(): Promise<ChildProcess> {
   const child = spawn('unshare', ['--user', 'cat'], { stdio: ['pipe', 'ignore', 'ignore'] });
   child.unref();
-  (child.stdin as unknown as { unref?: () => void }).unref?.();
+  (child.stdin as Socket).unref();
   child.stdin!.on('error', () => {});
   try {
     const ours = readlinkSync('/proc/self/ns/user');

@@ -1,11 +1,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import packet from 'dns-packet';
 import { networkTag } from '../../src/network/names.ts';
 import { quiet } from './netns-probe.ts';
+import { waitForPort } from './node-image.ts';
 
 // "Outside" for egress tests: a network namespace joined to the host by a veth, with a few
 // addresses from the benchmark range 198.19.0.0/16 (a /29 picked from the data dir's tag) and a
@@ -54,18 +55,6 @@ ip -n ${ns} link set eth0 up`]);
     throw err;
   }
   return { ns, hostIp: at(1), ips, close };
-}
-
-async function waitForPort(host: string, port: number): Promise<void> {
-  for (let i = 0; ; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = connect(port, host, () => resolve(true)).on('error', () => resolve(false));
-      s.on('connect', () => s.destroy());
-    });
-    if (up) return;
-    if (i > 100) throw new Error(`nothing listens on ${host}:${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** A record the test resolver answers with: an address, or another name. */
