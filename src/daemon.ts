@@ -356,6 +356,7 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
       await edge?.close();
       await server.close();
       store.close();
+      await disks.close();
       // Nothing of this daemon's network is left behind unless a machine still uses it.
       await network.tearDownIfIdle().catch((err: Error) => process.stderr.write(`hangar: could not remove the machine network: ${err.message}\n`));
       await rm(join(opts.dataDir, 'daemon.pid'), { force: true });

@@ -1,9 +1,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, statfsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { waitFor } from './helpers/wait.ts';
 
 // Every machine has a disk of its own (config.rootfs.size_gb, default 8): a machine that writes
 // past it gets ENOSPC and nothing more, the host's disk is untouched, and `df /` inside shows
@@ -99,7 +100,50 @@ describe('a machine disk', () => {
     assert.ok(!(await findFiles(disks)).some((f) => f.endsWith(`${m.id}.ext4`)), 'destroy removed the disk image');
     assert.ok(!existsSync(join(d.dataDir, 'machines', m.id)));
   });
+
+  it('is made ahead: the next create of a size gets one already mounted; a daemon that stops or dies leaves no loop device of it', async () => {
+    const ready = join(d.dataDir, 'storage', 'pool', 'ready');
+    const config = { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] }, rootfs: { size_gb: 3 } };
+    const readyDisks = () => (existsSync(ready) ? readdirSync(ready).filter((f) => f.startsWith('ext4-3g-')) : []);
+    await d.client.machines.create(APP, { config, skip_launch: true });
+    const [made] = await waitFor(async () => (readyDisks().length === 1 && loopBackings(ready).length === 1 ? readyDisks() : undefined), 10_000, 'a 3 GB disk made ahead');
+
+    const m = await d.client.machines.create(APP, { config });
+    assert.ok(!readyDisks().includes(made!), 'the create took the disk made ahead');
+    const image = join(d.dataDir, 'storage', 'pool', 'disks', `${m.id}.ext4`);
+    assert.deepEqual(loopBackings(join(d.dataDir, 'storage', 'pool', 'disks')).filter((f) => f === image), [image], "the loop device set up ahead now backs the machine's disk");
+    const df = await dfRoot(m.id);
+    assert.ok(df.size > 2.8 * GIB && df.size <= 3 * GIB, `df / shows ${df.size} bytes`);
+    assert.equal((await sh(m.id, 'echo kept > /kept && cat /kept')).stdout.trim(), 'kept');
+    const next = await waitFor(async () => (readyDisks().length === 1 ? readyDisks()[0] : undefined), 10_000, 'the next disk made ahead');
+
+    // Killed: its descriptors go, and with them the mount made ahead and its loop device.
+    await d.kill();
+    await waitFor(async () => (loopBackings(ready).length === 0 ? true : undefined), 10_000, 'no loop device left on a disk made ahead');
+    d = await startDaemon(dataDir);
+    await d.client.machines.create(APP, { config, skip_launch: true });
+    await waitFor(async () => (readyDisks().length === 1 && readyDisks()[0] !== next ? true : undefined), 10_000, 'the killed daemon\'s disk swept, a new one made');
+    assert.equal((await sh(m.id, 'cat /kept')).stdout.trim(), 'kept', 'the machine that took one keeps its files');
+
+    await d.stop();
+    assert.deepEqual({ files: readyDisks(), loops: loopBackings(ready) }, { files: [], loops: [] }, 'a daemon that stops removes what it made ahead');
+    d = await startDaemon(dataDir);
+  });
 });
+
+/** The files under `dir` that a loop device reads and writes, as the kernel records them. */
+function loopBackings(dir: string): string[] {
+  return readdirSync('/sys/block')
+    .filter((n) => n.startsWith('loop'))
+    .map((n) => {
+      try {
+        return readFileSync(`/sys/block/${n}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
+      } catch {
+        return ''; // not set up
+      }
+    })
+    .filter((f) => f.startsWith(`${dir}/`));
+}
 
 function freeBytes(path: string): number {
   const s = statfsSync(path);

@@ -1,10 +1,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { cleanupDataDir, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
-import { netnsName, networkTag } from '../src/network/names.ts';
+import { macOf, netnsName, networkTag } from '../src/network/names.ts';
+import { waitFor } from './helpers/wait.ts';
 
 // Private machine networks: an address per machine from its app's subnet, kept across
 // stop/start and daemon restarts, one app's machines reaching each other and nothing else.
@@ -115,6 +116,36 @@ describe('machine networking', () => {
     assert.ok(!existsSync(netnsPath(m.id)), 'destroy removes the namespace');
     const next = await machine('net-a');
     assert.equal(next.private_ip, m.private_ip, 'a destroyed machine frees its address');
+  });
+
+  it('makes the next namespace ahead, set up as one made on the spot; a killed daemon\'s is swept', async () => {
+    const readyPrefix = netnsName(networkTag(dataDir), 'r');
+    const ready = () => readdirSync('/run/netns').filter((n) => n.startsWith(readyPrefix));
+    const [stale] = await waitFor(async () => (ready().length === 1 ? ready() : undefined), 10_000, 'a namespace made ahead');
+    await d.kill();
+    d = await startDaemon(dataDir);
+    const onTheSpot = await machine('net-a');
+    const made = await waitFor(async () => (ready().length === 1 && ready()[0] !== stale ? ready()[0] : undefined), 10_000, 'the stale namespace swept, a new one made');
+    const taken = await machine('net-a');
+    assert.ok(!ready().includes(made!), 'the create took the namespace made ahead');
+    assert.ok(existsSync(netnsPath(taken.id)));
+
+    // Everything the machine sees of its network, with its own address and MAC written the same for both.
+    const settings = async (m: { id: string; private_ip: string }) => {
+      const script = 'ip -o link show; ip -4 -o addr show; ip route; ip neigh; cd /proc/sys/net; cat ipv6/conf/eth0/disable_ipv6 ipv4/ip_unprivileged_port_start ipv4/ping_group_range';
+      const { code, out } = await sh('net-a', m.id, script);
+      assert.equal(code, 0, out);
+      assert.ok(out.includes(macOf(m.private_ip)), `eth0 has the MAC of ${m.private_ip}: ${out}`);
+      return out.replaceAll(macOf(m.private_ip), 'MAC').replaceAll(m.private_ip, 'IP').replace(/^\d+: /gm, '').replace(/@if\d+/g, '@if');
+    };
+    const expected = await settings(onTheSpot);
+    assert.match(expected, /^1\n0\n/m, 'IPv6 off, low ports open to its users');
+    assert.equal(await settings(taken), expected);
+    // The machine's user namespace maps none of the groups it names: read it from the host.
+    const pingRange = (m: { id: string }) => execFileSync('ip', ['netns', 'exec', netnsName(networkTag(dataDir), m.id), 'cat', '/proc/sys/net/ipv4/ping_group_range'], { encoding: 'utf8' });
+    assert.deepEqual([pingRange(onTheSpot), pingRange(taken)].map((r) => r.trim().split(/\s+/)), [['0', '2147483647'], ['0', '2147483647']], 'ping open to its users');
+    assert.match(await httpFrom('net-a', taken.id, webIp, 8080), /^HTTP\/1\.[01] 200/, 'it reaches its app');
+    await Promise.all([onTheSpot, taken].map((m) => d.client.machines.destroy('net-a', m.id, { force: true })));
   });
 
   it('removes an app\'s bridge with the app', async () => {

@@ -1,5 +1,3 @@
-import { execFile } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import type { Egress } from '../protocol/app-settings.ts';
@@ -11,7 +9,8 @@ import { findLeftovers, namespacesInUse, removeLeftovers } from './leftovers.ts'
 import { bridgeName, bridgePrefix, macOf, netnsName, networkTag, vethName } from './names.ts';
 import { guardTableScript, portScript, removePortScript, type GuardedPort } from './port-guard.ts';
 import { assertRangeFree } from './range-conflicts.ts';
-import { SpareProcess } from '../runtime/spare-process.ts';
+import { background, ipStep, nft, nftStep, ShellRunner } from './net-shell.ts';
+import { namespaceSysctls, ReadyNamespaces } from './ready-namespaces.ts';
 
 // Each machine lives in a named network namespace made at create and kept across stop/start, so
 // start only joins it. Its veth hangs on its app's bridge, whose address is the app's gateway:
@@ -48,10 +47,14 @@ export class MachineNetwork {
   readonly #onBridgeDown: (subnetIndex: number) => void;
   /** The egress policy each installed chain was built from, and what its set lets out. */
   readonly #allowed = new AllowedSets();
+  readonly #shell = new ShellRunner();
+  /** Made ahead by a shell of their own: the requests' is kept for the requests. */
+  readonly #ready: ReadyNamespaces;
 
   constructor(opts: MachineNetworkOptions) {
     this.range = parseMachineCidr(opts.machineCidr);
     this.#tag = networkTag(opts.dataDir);
+    this.#ready = new ReadyNamespaces(this.#tag, new ShellRunner());
     this.#egressOf = opts.egressOf;
     this.#machines = opts.machines;
     this.#onBridgeUp = opts.onBridgeUp ?? (async () => {});
@@ -86,7 +89,7 @@ export class MachineNetwork {
       this.#allowed.clear();
       for (const r of rules) this.#allowed.installed(r.index, r.egress, r.allowed);
       // Bridges made by an older daemon get the same hardening as new ones.
-      if (existing.length > 0) await shell(existing.map((s) => hardenBridge(bridgeName(this.#tag, s.index), s.gateway)));
+      if (existing.length > 0) await this.#shell.run(existing.map((s) => hardenBridge(bridgeName(this.#tag, s.index), s.gateway)));
       this.#installed.clear();
       for (const subnet of existing) this.#installed.add(subnet.index);
       for (const subnet of existing) await this.#onBridgeUp(subnet);
@@ -153,23 +156,23 @@ export class MachineNetwork {
     if (hasNs || hasVeth) await this.detach(machineId);
     const subnet = this.subnetOf(ip);
     const bridge = await this.#ensureBridge(subnet);
+    const ready = hasNs || hasVeth ? undefined : this.#ready.take(ns);
     // One shell for all of it: spawning from the daemon costs more than the netlink work. Once the
-    // link exists, its guard, IPv6 off and the namespace's side go in side by side: until the guard
-    // is in, the port drops every frame (port-guard.ts), so nothing leaves unchecked meanwhile.
-    await shell([
-      ipStep(undefined, [`netns add ${ns}`, `link add ${port.veth} type veth peer name eth0 address ${macOf(ip)} netns ${ns}`, `link set ${port.veth} addrgenmode none`, `link set ${port.veth} master ${bridge} up`]),
+    // link exists, its guard and the namespace's side go in side by side: until the guard is in,
+    // the port drops every frame (port-guard.ts), so nothing leaves unchecked meanwhile.
+    const hostSide = ready
+      ? [`link set ${ready.veth} name ${port.veth}`, `link set ${port.veth} master ${bridge} up`]
+      : [`netns add ${ns}`, `link add ${port.veth} type veth peer name eth0 netns ${ns}`, `link set ${port.veth} addrgenmode none`, `link set ${port.veth} master ${bridge} up`];
+    // A ready namespace's host side is set up beside its inside; a new one must exist first, and its sysctls go beside.
+    const aside = ready ? ipStep(undefined, hostSide) : namespaceSysctls(this.netnsPath(machineId));
+    await this.#shell.run([
+      ...(ready ? [] : [ipStep(undefined, hostSide)]),
+      background(aside),
+      'aside=$!',
       background(nftStep(portScript(this.#tag, port))),
       'guard=$!',
-      // The namespace belongs to the host's user namespace, so a machine's root (root only in its
-      // own) has no CAP_NET_BIND_SERVICE or CAP_NET_RAW here. Low ports and ICMP echo (datagram
-      // sockets) are opened to every user of the namespace instead, as Docker does; raw sockets,
-      // and with them forged packets, stay out of reach.
-      background(
-        `nsenter --net=${this.netnsPath(machineId)} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6 && ` +
-          `echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start && echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range'`,
-      ),
-      'sysctls=$!',
       ipStep(ns, [
+        `link set eth0 address ${macOf(ip)}`,
         `addr add ${ip}/${subnet.prefix} dev eth0`,
         'link set lo up',
         'link set eth0 up',
@@ -177,15 +180,15 @@ export class MachineNetwork {
         `neigh replace ${subnet.gateway} lladdr ${macOf(subnet.gateway)} dev eth0 nud permanent`,
         `route add default via ${subnet.gateway}`,
       ]),
+      'wait $aside',
       'wait $guard',
-      'wait $sysctls',
     ]);
   }
 
   /** Removes the machine's namespace (its veth goes with it) and its port's guard. Idempotent. */
   async detach(machineId: string): Promise<void> {
     const veth = vethName(this.#tag, machineId);
-    await shell([
+    await this.#shell.run([
       `ip netns del ${netnsName(this.#tag, machineId)} 2>/dev/null || true`,
       `ip link del ${veth} 2>/dev/null || true`,
       nftStep(removePortScript(this.#tag, machineId, veth), { quiet: true }),
@@ -196,7 +199,7 @@ export class MachineNetwork {
   async removeApp(subnetIndex: number): Promise<void> {
     await this.#serially(async () => {
       this.#onBridgeDown(subnetIndex);
-      await shell([`ip link del ${bridgeName(this.#tag, subnetIndex)} 2>/dev/null || true`]);
+      await this.#shell.run([`ip link del ${bridgeName(this.#tag, subnetIndex)} 2>/dev/null || true`]);
       if (!this.#installed.delete(subnetIndex)) return;
       this.#allowed.forget(subnetIndex);
       await nft(removeBridgeScript(this.#tag, subnetIndex, appSubnet(this.range, subnetIndex).gateway));
@@ -206,9 +209,11 @@ export class MachineNetwork {
   /**
    * When no process runs in any of this daemon's namespaces, removes every namespace, bridge and
    * nftables table it made (the next start makes what a machine needs again). Returns whether it
-   * did; with a machine running, everything stays for the next daemon to adopt.
+   * did; with a machine running, everything stays for the next daemon to adopt. Nothing more is
+   * made ahead after this.
    */
   async tearDownIfIdle(): Promise<boolean> {
+    this.#ready.close();
     return this.#serially(async () => {
       const leftovers = await findLeftovers(this.#tag);
       if ((await namespacesInUse(leftovers.namespaces)).length > 0) return false;
@@ -229,7 +234,7 @@ export class MachineNetwork {
         // Checked again per bridge: another daemon may have taken the range since this one started.
         const cidr = `${subnet.network}/${subnet.prefix}`;
         assertRangeFree(parseMachineCidr(cidr), (iface) => iface.startsWith(bridgePrefix(this.#tag)), `app subnet ${cidr}`);
-        await shell([
+        await this.#shell.run([
           ipStep(undefined, [`link add ${bridge} type bridge`, `link set ${bridge} address ${macOf(subnet.gateway)} addrgenmode none`, `addr add ${subnet.gateway}/${subnet.prefix} dev ${bridge}`]),
           hardenBridge(bridge, subnet.gateway),
           `ip link set ${bridge} up`,
@@ -271,66 +276,4 @@ function hardenBridge(bridge: string, gateway: string): string {
     `echo 1 > /proc/sys/net/ipv4/conf/${bridge}/rp_filter`,
     `echo 1 > /proc/sys/net/ipv6/conf/${bridge}/disable_ipv6`,
   ].join('\n');
-}
-
-/** An `ip -batch` run, in a namespace or the host's, as a shell line. */
-function ipStep(netns: string | undefined, commands: string[]): string {
-  return `ip ${netns ? `-n ${netns} ` : ''}-batch - <<'EOF'\n${commands.join('\n')}\nEOF`;
-}
-
-/** An `nft -f` transaction as a shell line; a quiet one may fail (what it removes is gone). */
-function nftStep(script: string, opts: { quiet?: boolean } = {}): string {
-  return `nft -f - ${opts.quiet ? `2>/dev/null <<'EOF' || true` : `<<'EOF'`}\n${script}EOF`;
-}
-
-/** A shell line (a heredoc's first line included) run in the background; `$!` is its pid. */
-function background(line: string): string {
-  const end = line.indexOf('\n');
-  return end < 0 ? `${line} &` : `${line.slice(0, end)} &${line.slice(end)}`;
-}
-
-/**
- * A shell forked ahead that runs a script from its stdin (`sh -s`): a fork from the daemon's
- * large heap blocks its loop for milliseconds, which a create setting up its network would
- * otherwise pay on its path. The script's commands must not read stdin themselves: they take
- * their input from heredocs (asynchronous ones get /dev/null).
- */
-let spareShell: SpareProcess | undefined;
-
-/** Runs shell lines in one `sh` (stopping at the first that fails): a few ms in all. */
-async function shell(lines: string[]): Promise<void> {
-  const script = ['set -e', ...lines].join('\n');
-  const failed = (stderr: string, err?: Error) =>
-    new HangarError('runtime_error', `cannot set up the machine network: ${stderr.trim() || err?.message || 'the script failed'}`, {
-      hint: 'the daemon needs root, iproute2 and nftables; check `ip netns list`, `ip link` and `nft list tables` on the host',
-      cause: err,
-    });
-  const spare = spareShell?.take({ args: [], stdin: 'keep' });
-  spareShell ??= new SpareProcess(['pipe', 'ignore', 'pipe'], ['sh', '-s']);
-  if (spare) {
-    let stderr = '';
-    spare.stderr!.on('data', (d: Buffer) => (stderr += d));
-    const closed = once(spare, 'close');
-    spare.stdin!.end(`${script}\n`);
-    const [code] = (await closed) as [number | null];
-    if (code !== 0) throw failed(stderr);
-    return;
-  }
-  await new Promise<void>((resolve, reject) => {
-    execFile('sh', ['-c', script], (err, _stdout, stderr) => (err ? reject(failed(String(stderr), err)) : resolve()));
-  });
-}
-
-async function nft(script: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = execFile('nft', ['-f', '-'], (err, _stdout, stderr) => {
-      if (err) {
-        reject(new HangarError('host_unsupported', `cannot install the machine firewall: ${String(stderr).trim() || err.message}`, {
-          hint: 'install nftables (scripts/setup.sh does) and run the daemon as root',
-          cause: err,
-        }));
-      } else resolve();
-    });
-    child.stdin!.end(script);
-  });
 }

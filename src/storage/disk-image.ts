@@ -9,6 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { mountImage, refreshLoopCapacity, withFrozen } from './loop-device.ts';
+import type { FsParam } from './mount-api.ts';
 import { isDeviceMounted, isMounted } from './overlay-rootfs.ts';
 
 const run = promisify(execFile);
@@ -112,8 +113,8 @@ const MKFS_ARGS: Record<FsType, string[]> = {
   xfs: ['-q', '-K', '-m', 'reflink=0', '-s', 'size=4096'],
 };
 
-/** Mount options each filesystem needs: clones of one template share an XFS uuid, which XFS refuses twice. */
-const MOUNT_DATA: Record<FsType, string | undefined> = { ext4: undefined, xfs: 'nouuid' };
+/** Mount parameters each filesystem needs: clones of one template share an XFS uuid, which XFS refuses twice. */
+const MOUNT_PARAMS: Record<FsType, FsParam[]> = { ext4: [], xfs: [['nouuid']] };
 
 /** A copy of `src` at `dest` sharing every block (the pool clones by reflink); replaces `dest` whole. */
 export async function cloneImage(src: string, dest: string): Promise<void> {
@@ -123,11 +124,11 @@ export async function cloneImage(src: string, dest: string): Promise<void> {
   await rename(partial, dest);
 }
 
-export async function mountDiskImage(image: string, target: string, fs: FsType, flags: number, opts: { readOnly?: boolean; data?: string } = {}): Promise<void> {
+/** Mounts `image` at `target` unless a filesystem is mounted there; `attrs` are MOUNT_ATTR_* flags. */
+export async function mountDiskImage(image: string, target: string, fs: FsType, attrs: number, opts: { readOnly?: boolean; params?: FsParam[] } = {}): Promise<void> {
   if (await isDeviceMounted(target)) return;
   await mkdir(target, { recursive: true });
-  const data = [MOUNT_DATA[fs], opts.data].filter(Boolean).join(',') || undefined;
-  await mountImage(image, target, { fstype: fs, flags, ...(data ? { data } : {}), ...(opts.readOnly ? { readOnly: true } : {}) });
+  await mountImage(image, target, { fstype: fs, attrs, params: [...MOUNT_PARAMS[fs], ...(opts.params ?? [])], ...(opts.readOnly ? { readOnly: true } : {}) });
 }
 
 export type Capture = { image: string; mountPoint: string; dest: string };

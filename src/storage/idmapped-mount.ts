@@ -1,54 +1,23 @@
 // Idmapped bind mounts (Linux ≥ 5.12): a view of a directory in which every owner is shifted into a
 // machine's host uid range, so one copy of an image's root-owned layers serves every machine as its
-// own root's files. Node has no binding for these mount syscalls; glibc ≥ 2.36 wraps them, and
-// koffi calls the wrappers. A user namespace carrying the mapping is needed only while the mount is
-// made: the mount keeps its own reference.
+// own root's files (mount-api.ts makes the calls). A user namespace carrying the mapping is
+// needed only while the mount is made: the mount keeps its own reference.
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { closeSync, openSync, readlinkSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import koffi from 'koffi';
 import { HangarError } from '../protocol/errors.ts';
+import { attachMount, cloneTree, MOUNT_ATTR_IDMAP, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountCallFailed, setTreeAttrs } from './mount-api.ts';
 
 /** A machine's id range on the host: inside, 0..size-1; on the host, base..base+size-1. */
 export type IdRange = { base: number; size: number };
 
-const AT_FDCWD = -100;
-const AT_EMPTY_PATH = 0x1000;
-const AT_RECURSIVE = 0x8000;
-const O_CLOEXEC = 0o2000000;
-const OPEN_TREE_CLONE = 1;
-const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
-const MOUNT_ATTR_RDONLY = 0x1;
-const MOUNT_ATTR_NOSUID = 0x2;
-const MOUNT_ATTR_NODEV = 0x4;
-const MOUNT_ATTR_IDMAP = 0x100000;
-
-type Syscalls = {
-  openTree: (dfd: number, path: string, flags: number) => number;
-  mountSetattr: (dfd: number, path: string, flags: number, attr: object, size: number) => number;
-  moveMount: (fromDfd: number, from: string, toDfd: number, to: string, flags: number) => number;
-};
-
-let syscalls: Syscalls | undefined;
-
-function load(): Syscalls {
-  if (syscalls) return syscalls;
-  const libc = koffi.load('libc.so.6');
-  koffi.struct('mount_attr', { attr_set: 'uint64', attr_clr: 'uint64', propagation: 'uint64', userns_fd: 'uint64' });
-  syscalls = {
-    openTree: libc.func('int open_tree(int dfd, const char *path, unsigned int flags)'),
-    mountSetattr: libc.func('int mount_setattr(int dfd, const char *path, unsigned int flags, mount_attr *attr, size_t size)'),
-    moveMount: libc.func('int move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned int flags)'),
-  };
-  return syscalls;
-}
-
-function failed(what: string, path: string): HangarError {
-  const errno = koffi.errno();
-  return new HangarError('host_unsupported', `${what} of ${path} failed (errno ${errno})`, {
+function failed(err: unknown): HangarError {
+  const errno = err instanceof MountCallFailed ? err.errno : undefined;
+  return new HangarError('host_unsupported', (err as Error).message, {
     hint: 'machines need idmapped mounts: Linux 5.19 or newer with overlayfs, and glibc 2.36 or newer',
-    details: { errno, path },
+    details: { errno },
+    cause: err,
   });
 }
 
@@ -57,16 +26,15 @@ function failed(what: string, path: string): HangarError {
  * range.base + N. Set-id bits stay usable: a setuid-root binary in an image runs as the machine's root.
  */
 export async function mountIdmapped(source: string, target: string, range: IdRange): Promise<void> {
-  const sys = load();
   await mkdir(target, { recursive: true });
   const userns = await holdUserNamespace(range);
   let tree = -1;
   try {
-    tree = sys.openTree(AT_FDCWD, source, OPEN_TREE_CLONE | O_CLOEXEC | AT_RECURSIVE);
-    if (tree < 0) throw failed('open_tree', source);
-    const attr = { attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, attr_clr: MOUNT_ATTR_NOSUID, propagation: 0, userns_fd: userns.fd };
-    if (sys.mountSetattr(tree, '', AT_EMPTY_PATH | AT_RECURSIVE, attr, 32) < 0) throw failed('mount_setattr', source);
-    if (sys.moveMount(tree, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) throw failed('move_mount', target);
+    tree = cloneTree(source, { recursive: true });
+    setTreeAttrs(tree, { set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, clear: MOUNT_ATTR_NOSUID, usernsFd: userns.fd });
+    attachMount(tree, target);
+  } catch (err) {
+    throw failed(err);
   } finally {
     if (tree >= 0) closeSync(tree);
     userns.close();

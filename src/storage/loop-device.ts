@@ -1,11 +1,12 @@
 // Filesystems in image files, mounted through loop devices. Node has no binding for the loop
-// ioctls or mount(2); koffi calls glibc's. Each device is configured to clear itself when its
+// ioctls; koffi calls glibc's. Each device is configured to clear itself when its
 // filesystem is unmounted (autoclear), so an unmount, lazy or not, is the whole teardown, and a
 // crashed daemon leaves no device that outlives its mounts. Direct I/O keeps the image's data out
 // of the page cache a second time (the filesystem inside caches it already).
 import { closeSync, openSync } from 'node:fs';
 import koffi from 'koffi';
 import { HangarError } from '../protocol/errors.ts';
+import { attachMount, type FsParam, MOUNT_ATTR_RDONLY, openMount } from './mount-api.ts';
 
 const LOOP_CTL_GET_FREE = 0x4c82;
 const LOOP_CONFIGURE = 0x4c0a;
@@ -19,10 +20,6 @@ const EBUSY = 16;
 const EINVAL = 22;
 const FREEZE_RETRIES = 500;
 
-export const MS_RDONLY = 1;
-export const MS_NOSUID = 2;
-export const MS_NODEV = 4;
-
 // struct loop_config: fd, block_size, struct loop_info64 (232 bytes), 8 reserved u64.
 const LOOP_CONFIG_SIZE = 8 + 232 + 64;
 const INFO_OFFSET = 8;
@@ -33,9 +30,7 @@ type Libc = {
   ioctl: (fd: number, request: number, ...args: unknown[]) => number;
   /** ioctl with one pointer argument, declared without the `...` so it can run on a worker thread. */
   ioctlPointer: { async: (fd: number, request: number, arg: Buffer, done: (err: unknown, result: number) => void) => void };
-  mount: MountCall & { async: (...args: [...Parameters<MountCall>, (err: unknown, result: number) => void]) => void };
 };
-type MountCall = (source: string, target: string, fstype: string, flags: number, data: string | null) => number;
 
 let libc: Libc | undefined;
 
@@ -45,7 +40,6 @@ function load(): Libc {
   libc = {
     ioctl: lib.func('int ioctl(int fd, unsigned long request, ...)'),
     ioctlPointer: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
-    mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
   };
   return libc;
 }
@@ -55,33 +49,44 @@ function failed(what: string, path: string, hint: string): HangarError {
   return new HangarError('storage_error', `${what} ${path} failed (errno ${errno})`, { hint, details: { errno, path } });
 }
 
-export type MountImageOptions = { fstype: string; flags: number; data?: string; readOnly?: boolean };
+export type ImageMountOptions = { fstype: string; /** MOUNT_ATTR_* flags. */ attrs: number; params?: FsParam[]; readOnly?: boolean };
 
 /**
- * Mounts the filesystem in `image` at `target` through a fresh loop device; returns the device.
- * The mount itself (the filesystem reading its metadata, milliseconds for ext4) runs on a worker
+ * The filesystem in `image`, through a fresh loop device, mounted nowhere yet: the descriptor
+ * holds it (see openMount). The filesystem reads its metadata (milliseconds for ext4) on a worker
  * thread, so the daemon's loop goes on meanwhile.
  */
-export async function mountImage(image: string, target: string, opts: MountImageOptions): Promise<string> {
-  const sys = load();
-  const backing = openSync(image, opts.readOnly ? 'r' : 'r+');
+export async function openImageMount(image: string, opts: ImageMountOptions): Promise<number> {
+  const readOnly = opts.readOnly ?? false;
+  const backing = openSync(image, readOnly ? 'r' : 'r+');
   try {
-    const { device, fd } = await configureFreeDevice(sys, backing, image, opts.readOnly ?? false);
+    const { device, fd } = await configureFreeDevice(load(), backing, image, readOnly);
     try {
-      // The device clears itself at its last close unless something holds it: the mount must
-      // be made while our descriptor is still open.
-      const args = [device, target, opts.fstype, opts.flags | (opts.readOnly ? MS_RDONLY : 0), opts.data ?? null] as const;
-      const result = await new Promise<number>((resolve, reject) => sys.mount.async(...args, (err, res) => (err ? reject(err) : resolve(res))));
-      // errno stayed on the worker's thread: asking again here says why it failed, if it still does.
-      if (result < 0 && sys.mount(...args) < 0) {
-        throw failed(`mount of ${device} (${image}) on`, target, `check that ${image} holds a ${opts.fstype} filesystem; see dmesg`);
-      }
-      return device;
+      // The device clears itself at its last close unless something holds it: the filesystem
+      // must be made while our descriptor is still open.
+      const params: FsParam[] = [['source', device], ...(readOnly ? [['ro'] as FsParam] : []), ...(opts.params ?? [])];
+      return await openMount({ fstype: opts.fstype, params, attrs: opts.attrs | (readOnly ? MOUNT_ATTR_RDONLY : 0), onWorker: true });
+    } catch (err) {
+      throw new HangarError('storage_error', `mounting ${device} (${image}) failed: ${(err as Error).message}`, {
+        hint: `check that ${image} holds a ${opts.fstype} filesystem; see dmesg`,
+        details: { path: image },
+        cause: err,
+      });
     } finally {
       closeSync(fd);
     }
   } finally {
     closeSync(backing);
+  }
+}
+
+/** Mounts the filesystem in `image` at `target` (a directory) through a fresh loop device. */
+export async function mountImage(image: string, target: string, opts: ImageMountOptions): Promise<void> {
+  const mnt = await openImageMount(image, opts);
+  try {
+    attachMount(mnt, target);
+  } finally {
+    closeSync(mnt);
   }
 }
 

@@ -7,8 +7,10 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import { cloneImage, GIB, growExt4Offline, type DiskUsage, type ImageTemplates, imageBytes, isFile, mountDiskImage, stderrOf, usageOf } from './disk-image.ts';
-import { MS_NODEV, MS_NOSUID, thaw } from './loop-device.ts';
+import { thaw } from './loop-device.ts';
+import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from './mount-api.ts';
 import { unmount } from './overlay-rootfs.ts';
+import { ReadyDisks } from './ready-disks.ts';
 import type { StoragePool } from './storage-pool.ts';
 
 export type { DiskUsage } from './disk-image.ts';
@@ -17,11 +19,13 @@ export class MachineDisks {
   readonly #pool: StoragePool;
   readonly #templates: ImageTemplates;
   readonly #mountPointOf: (id: string) => string;
+  readonly #ready: ReadyDisks;
 
   constructor(pool: StoragePool, templates: ImageTemplates, mountPointOf: (id: string) => string) {
     this.#pool = pool;
     this.#templates = templates;
     this.#mountPointOf = mountPointOf;
+    this.#ready = new ReadyDisks(join(pool.root, 'ready'), templates, MOUNT_ATTR_NODEV);
   }
 
   image(id: string): string {
@@ -43,8 +47,15 @@ export class MachineDisks {
 
   /** The machine's disk, mounted: made on first use, a clone of the pool's empty image of that size. */
   async prepare(id: string, sizeGb: number): Promise<void> {
-    if (!(await isFile(this.image(id)))) await this.#templates.cloneTo(this.image(id), 'ext4', sizeGb);
+    if (!(await isFile(this.image(id))) && !(await this.#ready.place(sizeGb, this.image(id), this.mountPoint(id)))) {
+      await this.#templates.cloneTo(this.image(id), 'ext4', sizeGb);
+    }
     await this.ensureMounted(id);
+  }
+
+  /** Drops the disks made ahead. */
+  close(): Promise<void> {
+    return this.#ready.close();
   }
 
   /** Whether the disk exists and is smaller than `sizeGb` (the config asks for more). */
@@ -59,7 +70,7 @@ export class MachineDisks {
   }
 
   async ensureMounted(id: string): Promise<void> {
-    await mountDiskImage(this.image(id), this.mountPoint(id), 'ext4', MS_NODEV);
+    await mountDiskImage(this.image(id), this.mountPoint(id), 'ext4', MOUNT_ATTR_NODEV);
   }
 
   async unmount(id: string): Promise<void> {
@@ -87,7 +98,7 @@ export class MachineDisks {
    */
   async mountCapture(image: string, target: string): Promise<void> {
     // noload: a capture is made frozen, so its journal has nothing to replay (and the device is read-only).
-    await mountDiskImage(image, target, 'ext4', MS_NODEV | MS_NOSUID, { data: 'noload', readOnly: true });
+    await mountDiskImage(image, target, 'ext4', MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, { params: [['noload']], readOnly: true });
   }
 
   /**

@@ -5,7 +5,8 @@ import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { type IdRange, mountIdmapped } from './idmapped-mount.ts';
 import { removeHostTree } from './tree-remove.ts';
-import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mountOverlayFs, OverlayApiUnsupported, type OverlaySpec } from './overlay-mount.ts';
+import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountApiUnsupported } from './mount-api.ts';
+import { mountOverlayFs, type OverlaySpec } from './overlay-mount.ts';
 
 // A machine's root filesystem: the image's unpacked layers as overlay lower dirs under one
 // per-machine upper dir. The mount stays up across stop/start so start needs no mount at all.
@@ -45,7 +46,7 @@ export async function mountOverlay(layout: OverlayLayout): Promise<void> {
   }
   const options = `nodev,lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
   try {
-    if (!mountThroughApi({ lowerDirs: absoluteLowerDirs(layout), upperDir, workDir, target, attrs: MOUNT_ATTR_NODEV })) {
+    if (!(await mountThroughApi({ lowerDirs: absoluteLowerDirs(layout), upperDir, workDir, target, attrs: MOUNT_ATTR_NODEV }))) {
       await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], cwd ? { cwd } : {});
     }
   } catch (err) {
@@ -58,13 +59,13 @@ export async function mountOverlay(layout: OverlayLayout): Promise<void> {
 
 /** Whether this kernel took the mount through its mount API; false (and never tried again) when it lacks `lowerdir+`. */
 let apiUnsupported = false;
-function mountThroughApi(spec: OverlaySpec): boolean {
+async function mountThroughApi(spec: OverlaySpec): Promise<boolean> {
   if (apiUnsupported) return false;
   try {
-    mountOverlayFs(spec);
+    await mountOverlayFs(spec);
     return true;
   } catch (err) {
-    if (!(err instanceof OverlayApiUnsupported)) throw err;
+    if (!(err instanceof MountApiUnsupported)) throw err;
     apiUnsupported = true;
     return false;
   }
@@ -97,7 +98,7 @@ export async function mountReadOnlyView(layout: OverlayLayout, top: string, targ
   const { lower, cwd } = lowerSpec(layout);
   await mkdir(target, { recursive: true });
   try {
-    if (!mountThroughApi({ lowerDirs: [top, ...absoluteLowerDirs(layout)], target, attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID })) {
+    if (!(await mountThroughApi({ lowerDirs: [top, ...absoluteLowerDirs(layout)], target, attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID }))) {
       await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,nodev,nosuid,lowerdir=${top}:${lower}`, target], cwd ? { cwd } : {});
     }
   } catch (err) {

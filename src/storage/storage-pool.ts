@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
 import { isMounted } from './overlay-rootfs.ts';
-import { mountImage, MS_NODEV, MS_NOSUID } from './loop-device.ts';
+import { mountImage } from './loop-device.ts';
+import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from './mount-api.ts';
 import { GIB, growXfsOnline } from './disk-image.ts';
 
 const run = promisify(execFile);
@@ -33,7 +34,7 @@ export async function openStoragePool(dataDir: string): Promise<StoragePool> {
   const hostBytes = hostFilesystemBytes(dir);
   const existing = await stat(image).catch(() => undefined);
   if (!existing) await makePoolImage(image, hostBytes);
-  if (!(await isMounted(root))) await mountImage(image, root, { fstype: 'xfs', flags: MS_NODEV | MS_NOSUID });
+  if (!(await isMounted(root))) await mountImage(image, root, { fstype: 'xfs', attrs: MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID });
   // The host's disk was enlarged: the pool follows it.
   if (existing && hostBytes > existing.size) await growXfsOnline(image, root, hostBytes / GIB);
   if (!(await clonesFiles(root))) {

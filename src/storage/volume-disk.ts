@@ -11,7 +11,7 @@ import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
 import { type Capture, cloneImage, GIB, growXfsOnline, type DiskUsage, type ImageTemplates, imageBytes, mountDiskImage, stderrOf, usageOf } from './disk-image.ts';
-import { MS_NODEV, MS_NOSUID } from './loop-device.ts';
+import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from './mount-api.ts';
 import { isMounted, unmount } from './overlay-rootfs.ts';
 import type { StoragePool } from './storage-pool.ts';
 
@@ -62,7 +62,7 @@ export class VolumeDisks {
   async ensureMounted(id: string): Promise<void> {
     // Only the daemon's: crun opens the source as the host's root, and no host user may browse a volume.
     await mkdir(this.#mountRoot, { recursive: true, mode: 0o700 });
-    await mountDiskImage(this.image(id), this.mountPoint(id), VOLUME_FS, MS_NODEV | MS_NOSUID);
+    await mountDiskImage(this.image(id), this.mountPoint(id), VOLUME_FS, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
   }
 
   isMounted(id: string): Promise<boolean> {
