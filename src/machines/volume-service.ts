@@ -67,7 +67,7 @@ export class VolumeService {
    * source's volume): the caller's, counted against its limits and its token's as any volume.
    */
   async createFromImage(app: string, name: string, image: string, caller: Caller): Promise<VolumeRecord> {
-    const v = this.#newRecord(app, name, Math.ceil(((await imageBytes(image)) ?? GIB) / GIB), {});
+    const v = this.#newRecord(app, name, Math.ceil((imageBytes(image) ?? GIB) / GIB), {});
     const who = { app, api: false, budgets: caller.budgets ?? [] };
     const fits = () => this.#limits?.assert(who, { kind: 'volume', addGb: v.sizeGb, newVolume: true });
     fits();

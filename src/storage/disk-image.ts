@@ -2,8 +2,8 @@
 // are. New images are reflinked clones of an empty one per filesystem and size (a template), so
 // making one writes nothing; a consistent copy of a mounted image is a freeze around one clone.
 import { execFile } from 'node:child_process';
-import { constants, statfsSync, statSync } from 'node:fs';
-import { copyFile, mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { constants, mkdirSync, statfsSync, statSync } from 'node:fs';
+import { copyFile, mkdir, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -86,7 +86,7 @@ export class ImageTemplates {
 const SPARE_DELAY_MS = 100;
 
 async function makeTemplate(path: string, fs: FsType, sizeGb: number): Promise<string> {
-  if (await isFile(path)) return path;
+  if (isFile(path)) return path;
   await mkdir(dirname(path), { recursive: true });
   const partial = `${path}.partial`;
   await writeFile(partial, '');
@@ -126,8 +126,8 @@ export async function cloneImage(src: string, dest: string): Promise<void> {
 
 /** Mounts `image` at `target` unless a filesystem is mounted there; `attrs` are MOUNT_ATTR_* flags. */
 export async function mountDiskImage(image: string, target: string, fs: FsType, attrs: number, opts: { readOnly?: boolean; params?: FsParam[] } = {}): Promise<void> {
-  if (await isDeviceMounted(target)) return;
-  await mkdir(target, { recursive: true });
+  if (isDeviceMounted(target)) return;
+  mkdirSync(target, { recursive: true });
   await mountImage(image, target, { fstype: fs, attrs, params: [...MOUNT_PARAMS[fs], ...(opts.params ?? [])], ...(opts.readOnly ? { readOnly: true } : {}) });
 }
 
@@ -187,12 +187,12 @@ export function usageOf(target: string): DiskUsage | undefined {
   };
 }
 
-export async function imageBytes(image: string): Promise<number | undefined> {
-  return (await stat(image).catch(() => undefined))?.size;
+export function imageBytes(image: string): number | undefined {
+  return statSync(image, { throwIfNoEntry: false })?.size;
 }
 
-export async function isFile(path: string): Promise<boolean> {
-  return stat(path).then((s) => s.isFile(), () => false);
+export function isFile(path: string): boolean {
+  return statSync(path, { throwIfNoEntry: false })?.isFile() ?? false;
 }
 
 export function stderrOf(err: unknown): string {

@@ -47,7 +47,7 @@ export class MachineDisks {
 
   /** The machine's disk, mounted: made on first use, a clone of the pool's empty image of that size. */
   async prepare(id: string, sizeGb: number): Promise<void> {
-    if (!(await isFile(this.image(id))) && !(await this.#ready.place(sizeGb, this.image(id), this.mountPoint(id)))) {
+    if (!isFile(this.image(id)) && !(await this.#ready.place(sizeGb, this.image(id), this.mountPoint(id)))) {
       await this.#templates.cloneTo(this.image(id), 'ext4', sizeGb);
     }
     await this.ensureMounted(id);
@@ -59,8 +59,8 @@ export class MachineDisks {
   }
 
   /** Whether the disk exists and is smaller than `sizeGb` (the config asks for more). */
-  async isSmallerThan(id: string, sizeGb: number): Promise<boolean> {
-    const size = await imageBytes(this.image(id));
+  isSmallerThan(id: string, sizeGb: number): boolean {
+    const size = imageBytes(this.image(id));
     return size !== undefined && size < sizeGb * GIB;
   }
 

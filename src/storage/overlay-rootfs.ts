@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { chown, readFile, mkdir, stat } from 'node:fs/promises';
+import { chownSync, mkdirSync, statSync } from 'node:fs';
+import { readFile, mkdir } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { HangarError } from '../protocol/errors.ts';
@@ -30,19 +31,21 @@ export type OverlayLayout = {
 export async function mountLowerView(layout: Pick<OverlayLayout, 'lowerDirs' | 'idmap'>): Promise<void> {
   if (!layout.idmap) return;
   const source = dirname(layout.lowerDirs[0]!);
-  if (!(await isViewOf(layout.idmap.lowerView, source))) await mountIdmapped(source, layout.idmap.lowerView, layout.idmap.range);
+  if (!isViewOf(layout.idmap.lowerView, source)) await mountIdmapped(source, layout.idmap.lowerView, layout.idmap.range);
 }
 
 export async function mountOverlay(layout: OverlayLayout): Promise<void> {
   const { lowerDirs, upperDir, workDir, target, idmap } = layout;
   if (lowerDirs.length === 0) throw new HangarError('unsupported_image', 'image has no layers', { hint: 'use an image with at least one layer' });
-  const [madeUpper, madeWork] = await Promise.all([mkdir(upperDir, { recursive: true }), mkdir(workDir, { recursive: true }), mkdir(target, { recursive: true })]);
+  // Synchronous, as the other metadata calls on a create's path: each takes microseconds, where
+  // a trip through the thread pool costs a turn of the loop (milliseconds on a busy host).
+  const [madeUpper, madeWork] = [mkdirSync(upperDir, { recursive: true }), mkdirSync(workDir, { recursive: true }), mkdirSync(target, { recursive: true })];
   const { lower, cwd } = lowerSpec(layout);
   if (idmap) {
     await mountLowerView(layout);
     // Only when new: the machine's root may since have given its / to someone else.
-    if (madeUpper !== undefined) await chown(upperDir, idmap.range.base, idmap.range.base);
-    if (madeWork !== undefined) await chown(workDir, idmap.range.base, idmap.range.base);
+    if (madeUpper !== undefined) chownSync(upperDir, idmap.range.base, idmap.range.base);
+    if (madeWork !== undefined) chownSync(workDir, idmap.range.base, idmap.range.base);
   }
   const options = `nodev,lowerdir=${lower},upperdir=${upperDir},workdir=${workDir}`;
   try {
@@ -127,14 +130,14 @@ export async function unmount(target: string): Promise<void> {
  * mounted on `target`, as isMounted says for those: its root's device differs from its parent's.
  * Two stats, where mountinfo grows by a few lines with every machine.
  */
-export async function isDeviceMounted(target: string): Promise<boolean> {
-  const [self, parent] = await Promise.all([stat(target).catch(() => undefined), stat(dirname(target)).catch(() => undefined)]);
+export function isDeviceMounted(target: string): boolean {
+  const [self, parent] = [statSync(target, { throwIfNoEntry: false }), statSync(dirname(target), { throwIfNoEntry: false })];
   return self !== undefined && parent !== undefined && self.dev !== parent.dev;
 }
 
 /** Whether a bind mount (idmapped or not) of `source` is on `target`: its root is then the very same directory. */
-async function isViewOf(target: string, source: string): Promise<boolean> {
-  const [view, original] = await Promise.all([stat(target).catch(() => undefined), stat(source)]);
+function isViewOf(target: string, source: string): boolean {
+  const [view, original] = [statSync(target, { throwIfNoEntry: false }), statSync(source)];
   return view !== undefined && view.dev === original.dev && view.ino === original.ino;
 }
 

@@ -5,8 +5,8 @@
 // that dies drops the mount with its descriptors (the loop device clears itself); the next one
 // sweeps the files.
 import { randomBytes } from 'node:crypto';
-import { closeSync, renameSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { closeSync, mkdirSync, renameSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ImageTemplates } from './disk-image.ts';
 import { openImageMount } from './loop-device.ts';
@@ -42,12 +42,12 @@ export class ReadyDisks {
     const ready = this.#ready.get(sizeGb);
     this.#ready.delete(sizeGb);
     this.#makeNext(sizeGb);
-(globalThis as any).__tr?.(ready ? 'd-ready' : 'd-new');
     if (!ready) return false;
     try {
-      await Promise.all([mkdir(dirname(image), { recursive: true }), mkdir(target, { recursive: true })]);
+      mkdirSync(dirname(image), { recursive: true });
+      mkdirSync(target, { recursive: true });
       // The loop device follows the file: it holds the inode, not the name.
-      await rename(ready.image, image);
+      renameSync(ready.image, image);
     } catch {
       closeSync(ready.mount);
       await rm(ready.image, { force: true });

@@ -55,7 +55,7 @@ export class VolumeDisks {
 
   /** Grows the image to `sizeGb` if it is smaller (a capture made before the volume was extended). */
   async fitTo(id: string, sizeGb: number): Promise<void> {
-    const size = await imageBytes(this.image(id));
+    const size = imageBytes(this.image(id));
     if (size !== undefined && size < sizeGb * GIB) await this.grow(id, sizeGb);
   }
 

@@ -1,4 +1,5 @@
-import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { at, MachineRoot } from './machine-fs-walk.ts';
 
@@ -42,7 +43,13 @@ export async function forgetWrite(record: string, tempGone = true): Promise<void
  */
 export async function sweepStaleWrites(rootfs: string): Promise<number> {
   const dir = journalDir(rootfs);
-  const records = await readdir(dir).catch(() => [] as string[]);
+  let records: string[];
+  try {
+    // Synchronous: every start makes this call, microseconds where a trip through the thread pool costs a turn of the loop.
+    records = readdirSync(dir);
+  } catch {
+    return 0;
+  }
   let removed = 0;
   for (const name of records) {
     const record = join(dir, name);
