@@ -9,7 +9,8 @@ import { findLeftovers, namespacesInUse, removeLeftovers } from './leftovers.ts'
 import { bridgeName, bridgePrefix, macOf, netnsName, networkTag, vethName } from './names.ts';
 import { guardTableScript, portScript, removePortScript, type GuardedPort } from './port-guard.ts';
 import { assertRangeFree } from './range-conflicts.ts';
-import { background, ipStep, nft, nftStep, ShellRunner } from './net-shell.ts';
+import { background, ipStep, ShellRunner } from './net-shell.ts';
+import { nft } from './nft-lib.ts';
 import { namespaceSysctls, ReadyNamespaces } from './ready-namespaces.ts';
 
 // Each machine lives in a named network namespace made at create and kept across stop/start, so
@@ -157,20 +158,18 @@ export class MachineNetwork {
     const subnet = this.subnetOf(ip);
     const bridge = await this.#ensureBridge(subnet);
     const ready = hasNs || hasVeth ? undefined : this.#ready.take(ns);
-    // One shell for all of it: spawning from the daemon costs more than the netlink work. Once the
-    // link exists, its guard and the namespace's side go in side by side: until the guard is in,
-    // the port drops every frame (port-guard.ts), so nothing leaves unchecked meanwhile.
+    // One shell for the links: spawning from the daemon costs more than the netlink work. The port's
+    // guard goes in beside them: until it is in, the port drops every frame (port-guard.ts), so
+    // nothing leaves unchecked meanwhile.
     const hostSide = ready
       ? [`link set ${ready.veth} name ${port.veth}`, `link set ${port.veth} master ${bridge} up`]
       : [`netns add ${ns}`, `link add ${port.veth} type veth peer name eth0 netns ${ns}`, `link set ${port.veth} addrgenmode none`, `link set ${port.veth} master ${bridge} up`];
     // A ready namespace's host side is set up beside its inside; a new one must exist first, and its sysctls go beside.
     const aside = ready ? ipStep(undefined, hostSide) : namespaceSysctls(this.netnsPath(machineId));
-    await this.#shell.run([
+    const links = this.#shell.run([
       ...(ready ? [] : [ipStep(undefined, hostSide)]),
       background(aside),
       'aside=$!',
-      background(nftStep(portScript(this.#tag, port))),
-      'guard=$!',
       ipStep(ns, [
         `link set eth0 address ${macOf(ip)}`,
         `addr add ${ip}/${subnet.prefix} dev eth0`,
@@ -181,17 +180,20 @@ export class MachineNetwork {
         `route add default via ${subnet.gateway}`,
       ]),
       'wait $aside',
-      'wait $guard',
     ]);
+    // Both finish before a failure is told: the caller's cleanup must not race either.
+    const [linked, guarded] = await Promise.allSettled([links, nft(portScript(this.#tag, port))]);
+    if (linked.status === 'rejected') throw linked.reason;
+    if (guarded.status === 'rejected') throw guarded.reason;
   }
 
   /** Removes the machine's namespace (its veth goes with it) and its port's guard. Idempotent. */
   async detach(machineId: string): Promise<void> {
     const veth = vethName(this.#tag, machineId);
-    await this.#shell.run([
-      `ip netns del ${netnsName(this.#tag, machineId)} 2>/dev/null || true`,
-      `ip link del ${veth} 2>/dev/null || true`,
-      nftStep(removePortScript(this.#tag, machineId, veth), { quiet: true }),
+    await Promise.all([
+      this.#shell.run([`ip netns del ${netnsName(this.#tag, machineId)} 2>/dev/null || true`, `ip link del ${veth} 2>/dev/null || true`]),
+      // What it removes may be gone already.
+      nft(removePortScript(this.#tag, machineId, veth)).catch(() => undefined),
     ]);
   }
 

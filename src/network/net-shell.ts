@@ -3,18 +3,13 @@ import { once } from 'node:events';
 import { HangarError } from '../protocol/errors.ts';
 import { SpareProcess } from '../runtime/spare-process.ts';
 
-// The host's network is set up by iproute2 and nft, run from shell scripts: one shell per
-// change, its commands side by side where they can be. Spawning from the daemon costs more than
+// The host's network is set up by iproute2, run from shell scripts: one shell per change, its
+// commands side by side where they can be (nftables goes through its library, nft-lib.ts). Spawning from the daemon costs more than
 // the netlink work itself, so each runner keeps a shell forked ahead.
 
 /** An `ip -batch` run, in a namespace or the host's, as a shell line. */
 export function ipStep(netns: string | undefined, commands: string[]): string {
   return `ip ${netns ? `-n ${netns} ` : ''}-batch - <<'EOF'\n${commands.join('\n')}\nEOF`;
-}
-
-/** An `nft -f` transaction as a shell line; a quiet one may fail (what it removes is gone). */
-export function nftStep(script: string, opts: { quiet?: boolean } = {}): string {
-  return `nft -f - ${opts.quiet ? `2>/dev/null <<'EOF' || true` : `<<'EOF'`}\n${script}EOF`;
 }
 
 /** A shell line (a heredoc's first line included) run in the background; `$!` is its pid. */
@@ -60,18 +55,4 @@ export class ShellRunner {
   close(): void {
     this.#spare?.close();
   }
-}
-
-export async function nft(script: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = execFile('nft', ['-f', '-'], (err, _stdout, stderr) => {
-      if (err) {
-        reject(new HangarError('host_unsupported', `cannot install the machine firewall: ${String(stderr).trim() || err.message}`, {
-          hint: 'install nftables (scripts/setup.sh does) and run the daemon as root',
-          cause: err,
-        }));
-      } else resolve();
-    });
-    child.stdin!.end(script);
-  });
 }
