@@ -201,6 +201,28 @@ describe('egress by domain', () => {
     assert.match(r.stdout, /close +tcp \S+:8080 out \d+ B in \d+ B after/);
   });
 
+  it("logs a machine's lookups as its own on an address a destroyed machine held just before", async () => {
+    const make = () => d.client.machines.create('dom', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] } } });
+    const lookedUp = async (machineId: string) => {
+      for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+        if ((await d.client.machines.egress('dom', machineId)).events.some((e) => e.kind === 'dns' && e.name === 'exact.test')) return true;
+      }
+      return false;
+    };
+    const first = await make();
+    await sh('dom', first.id, 'nslookup exact.test 2>&1; true');
+    assert.ok(await lookedUp(first.id));
+    await d.client.machines.destroy('dom', first.id, { force: true });
+    const next = await make();
+    try {
+      assert.equal(next.private_ip, first.private_ip, 'the lowest free address is given again at once');
+      await sh('dom', next.id, 'nslookup exact.test 2>&1; true');
+      assert.ok(await lookedUp(next.id), 'the lookup is in the new machine\'s log');
+    } finally {
+      await d.client.machines.destroy('dom', next.id, { force: true });
+    }
+  });
+
   it('sets a domain allowlist from the CLI', () => {
     const hangar = (...args: string[]) => {
       const r = spawnSync(HANGAR, args, { encoding: 'utf8', env: { ...process.env, HANGAR_DATA_DIR: dataDir }, timeout: 30_000 });

@@ -6,6 +6,7 @@ import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import { VolumeStore } from './volume-store.ts';
 import { BudgetStore, RUNS_OF_BUDGET } from './budget-store.ts';
+import { AddressIndex } from './address-index.ts';
 import { SessionStore } from './session-store.ts';
 import { RevocationStore } from '../tokens/revocation-store.ts';
 import { AppSecretStore } from '../secrets/app-secret-store.ts';
@@ -126,6 +127,8 @@ export class Store {
   readonly budgets: BudgetStore;
   /** App secrets, sealed (secrets/app-secret-store.ts). */
   readonly secrets: AppSecretStore;
+  /** Which machine holds a private address. */
+  readonly addresses: AddressIndex;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -139,6 +142,7 @@ export class Store {
     this.revocations = new RevocationStore(this.#db);
     this.budgets = new BudgetStore(this.#db);
     this.secrets = new AppSecretStore(this.#db);
+    this.addresses = new AddressIndex(this.#db);
   }
 
   #addMissingColumns(): void {
@@ -271,6 +275,7 @@ export class Store {
           created_at, updated_at, restart_count, lease, cordoned, uid_base, disk_gb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(...machineValues(m));
+    this.addresses.changed();
   }
 
   /**
@@ -292,6 +297,7 @@ export class Store {
           private_ip = ?, created_at = ?, updated_at = ?, restart_count = ?, lease = ?, cordoned = ?, uid_base = ?, disk_gb = ? WHERE id = ?`,
       )
       .run(...rest, id);
+    this.addresses.changed();
   }
 
   getMachine(id: string): MachineRecord | undefined {
