@@ -111,7 +111,7 @@ function iso(ms = Date.now()): string {
   return new Date(ms).toISOString();
 }
 
-/** The events of stored lines; a line that is not one (cut short by a full disk) is passed over. */
+/** The events of stored lines; a line that is not one (a write cut short) is passed over. */
 export function parseEgressLines(lines: string[]): EgressEvent[] {
   return lines.flatMap((line) => {
     try {
