@@ -160,7 +160,9 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   });
   await driver.checkHost();
   const paths = new MachinePaths(opts.dataDir);
-  const egressLog = new EgressLog({ fileOf: (id) => paths.egressLog(id), machineAt: machineAtAddress(store) });
+  // The egress log's events, DNS steering and the secret proxies know a machine by its address.
+  const sourceOf = (address: string) => store.addresses.holder(address);
+  const egressLog = new EgressLog({ fileOf: (id) => paths.egressLog(id), machineAt: (ip) => sourceOf(ip)?.machine });
   // Its answers for `domains` apps are let out through the network, made just below.
   let network: MachineNetwork | undefined;
   const dnsUpstream = await upstreamResolver(fileConfig.dns_upstream);
@@ -192,10 +194,6 @@ async function serveDataDir(opts: DaemonOptions, lock: DataDirLock): Promise<Dae
   const sealingKeys = await SealingKeys.open(join(opts.dataDir, 'tokenizer.key'));
   const egressCa = await loadOrCreateEgressCa(join(opts.dataDir, 'egress-ca'));
   const upstreamCaPem = await Promise.all((opts.tokenizerUpstreamCaFiles ?? []).map((f) => readFile(f, 'utf8')));
-  const sourceOf = (address: string) => {
-    const m = address ? store.listMachines().find((r) => r.privateIp === address) : undefined;
-    return m ? { app: m.app, machine: m.id } : undefined;
-  };
   const tokenizerProxy = new TokenizerProxy({
     keys: sealingKeys,
     destinations: new DestinationPolicy(opts.tokenizerAllowCidrs),
@@ -382,19 +380,6 @@ async function claimDataDir(dataDir: string): Promise<DataDirLock> {
   }
   await writeFile(pidFile, `${process.pid}\n`);
   return lock;
-}
-
-/** The machine holding a private address, from a map rebuilt on a miss (at most every 100 ms): events name machines by address. */
-function machineAtAddress(store: Store): (ip: string) => string | undefined {
-  let byIp = new Map<string, string>();
-  let builtAt = 0;
-  return (ip) => {
-    if (!byIp.has(ip) && Date.now() - builtAt >= 100) {
-      byIp = new Map(store.listMachines().flatMap((m) => (m.privateIp ? [[m.privateIp, m.id] as [string, string]] : [])));
-      builtAt = Date.now();
-    }
-    return byIp.get(ip);
-  };
 }
 
 async function loadOrCreateToken(dataDir: string): Promise<string> {

@@ -2,6 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { join } from 'node:path';
 import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
 import { makeOutside, startResolver, type Outside, type TestResolver } from './helpers/outside-net.ts';
@@ -60,15 +61,18 @@ async function get(app: string, id: string, url: string, opts: { header?: string
 
 const SHOULD_FAIL = { timeoutS: 2 };
 
-/** The egress sets of the daemon's table (one app has a bridge here): address → seconds of its timeout. */
-function egressSets(): Map<string, number> {
+/**
+ * The egress sets of the daemon's table (one app has a bridge here): address → seconds of its
+ * timeout, or (`expires`) of the time it has left.
+ */
+function egressSets(seconds: 'timeout' | 'expires' = 'timeout'): Map<string, number> {
   const table = JSON.parse(execFileSync('nft', ['-j', 'list', 'table', 'inet', firewallTable(networkTag(dataDir))], { encoding: 'utf8' })) as {
-    nftables: Array<{ set?: { name: string; elem?: Array<{ elem: { val: string; timeout: number } }> } }>;
+    nftables: Array<{ set?: { name: string; elem?: Array<{ elem: { val: string; timeout: number; expires: number } }> } }>;
   };
   const out = new Map<string, number>();
   for (const item of table.nftables) {
     if (!item.set?.name.startsWith('egress-')) continue;
-    for (const e of item.set.elem ?? []) out.set(e.elem.val, e.elem.timeout);
+    for (const e of item.set.elem ?? []) out.set(e.elem.val, e.elem[seconds]);
   }
   return out;
 }
@@ -135,17 +139,36 @@ describe('egress by domain', () => {
     assert.equal(await get('dom', id, 'http://exact.test:8080/'), 'outside\n');
   });
 
-  it('keeps the policy, and what DNS let out, across a daemon restart', async () => {
+  it('keeps the policy, and what DNS let out, across a daemon restart, unless the policy changed meanwhile', async () => {
+    const allow = ['*.allowed.test', 'exact.test'];
+    await d.client.apps.update('dom', { egress: { policy: 'domains', allow: [...allow, 'blocked.test'] } });
+    assert.equal(await get('dom', id, 'http://www.allowed.test:8080/'), 'outside\n');
+    assert.equal(await get('dom', id, 'http://blocked.test:8080/'), 'outside\n');
+    // A second on, an element carried over has less time left than one put in afresh.
+    await new Promise((r) => setTimeout(r, 1100));
+    const left = egressSets('expires');
     await d.kill();
-    const asked = resolver!.asked.length;
     d = await startDaemon(dataDir);
-    const [byAddress, other] = await Promise.all([
-      get('dom', id, `http://${allowedIp}:8080/`),
+    const carried = egressSets();
+    assert.deepEqual([...carried.keys()].sort(), [allowedIp, otherIp].sort(), 'what DNS let out is there before anything is looked up');
+    for (const [ip, timeoutS] of carried) assert.ok(timeoutS <= left.get(ip)!, `${ip} is carried over with its time left (${timeoutS} s of ${left.get(ip)} s), not learnt again`);
+    const reached = await Promise.all([allowedIp, otherIp].map((ip) => get('dom', id, `http://${ip}:8080/`)));
+    assert.deepEqual(reached, ['outside\n', 'outside\n'], 'addresses resolved before the restart are still allowed');
+
+    // Killed between recording a new policy and applying it, the daemon comes back to a set
+    // filled under the old one: none of it is let out, a name must be asked for again.
+    await d.kill();
+    const db = new DatabaseSync(join(dataDir, 'state.db'));
+    db.prepare('UPDATE apps SET egress = ? WHERE name = ?').run(JSON.stringify({ policy: 'domains', allow }), 'dom');
+    db.close();
+    d = await startDaemon(dataDir);
+    const [byOldAddress, other] = await Promise.all([
+      get('dom', id, `http://${allowedIp}:8080/`, SHOULD_FAIL),
       get('dom', id, `http://${otherIp}:8080/`, SHOULD_FAIL),
     ]);
-    assert.equal(byAddress, 'outside\n', 'an address resolved before the restart is still allowed');
+    assert.match(byOldAddress, /FAILED/, 'the set was filled under another policy');
     assert.match(other, /FAILED/, 'blocked.test was allowed under the policy before, not this one');
-    assert.equal(resolver!.asked.length, asked, 'nothing was looked up again');
+    assert.equal(await get('dom', id, 'http://www.allowed.test:8080/'), 'outside\n', 'a name this policy allows, asked again');
     assert.match(await sh('dom', id, 'nslookup blocked.test 2>&1; true'), /REFUSED/);
   });
 
@@ -199,6 +222,28 @@ describe('egress by domain', () => {
     assert.match(r.stdout, new RegExp(`dns +blocked\\.test A REFUSED`));
     assert.match(r.stdout, new RegExp(`connect +tcp ${otherIp.replace(/\./g, '\\.')}:8080 DENIED`));
     assert.match(r.stdout, /close +tcp \S+:8080 out \d+ B in \d+ B after/);
+  });
+
+  it("logs a machine's lookups as its own on an address a destroyed machine held just before", async () => {
+    const make = () => d.client.machines.create('dom', { config: { image: 'hangar/busybox', init: { cmd: ['sleep', 'inf'] } } });
+    const lookedUp = async (machineId: string) => {
+      for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+        if ((await d.client.machines.egress('dom', machineId)).events.some((e) => e.kind === 'dns' && e.name === 'exact.test')) return true;
+      }
+      return false;
+    };
+    const first = await make();
+    await sh('dom', first.id, 'nslookup exact.test 2>&1; true');
+    assert.ok(await lookedUp(first.id));
+    await d.client.machines.destroy('dom', first.id, { force: true });
+    const next = await make();
+    try {
+      assert.equal(next.private_ip, first.private_ip, 'the lowest free address is given again at once');
+      await sh('dom', next.id, 'nslookup exact.test 2>&1; true');
+      assert.ok(await lookedUp(next.id), 'the lookup is in the new machine\'s log');
+    } finally {
+      await d.client.machines.destroy('dom', next.id, { force: true });
+    }
   });
 
   it('sets a domain allowlist from the CLI', () => {

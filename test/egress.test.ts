@@ -1,29 +1,25 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { execFile, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DatabaseSync } from 'node:sqlite';
 import packet from 'dns-packet';
 import { cleanupDataDir, HANGAR, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { makeOutside, startResolver, type Outside, type TestResolver } from './helpers/outside-net.ts';
 import { netnsName, networkTag } from '../src/network/names.ts';
-import { quiet } from './helpers/netns-probe.ts';
 
-// Egress per app, seen from inside machines. "Outside" is a network namespace this test makes,
-// joined to the host by a veth with two addresses from the benchmark range 198.18.0.0/15 and an
-// httpd on both; machine traffic reaches it only through the host's NAT. A resolver on loopback
-// stands in for the host's DNS. Nothing else is addressed.
+// Egress per app, seen from inside machines. "Outside" is a network namespace this test makes
+// (helpers/outside-net.ts) with two addresses and one in the link-local range, an httpd on each;
+// machine traffic reaches it only through the host's NAT. A resolver on loopback stands in for
+// the host's DNS. Nothing else is addressed.
 
 let dataDir: string;
 let d: TestDaemon;
-let outsideNs: string;
-let hostVeth: string;
-let outsideHttpd: ChildProcess | undefined;
-let upstreamDns: UdpSocket | undefined;
-let upstreamDnsTcp: Server | undefined;
+let outside: Outside | undefined;
+let resolver: TestResolver | undefined;
 let hostService: Server | undefined;
 let hostPort: number;
 /** The host's end of the veth (a host address), and the outside namespace's two addresses. */
@@ -36,55 +32,12 @@ let apiPort: number;
 
 before(async () => {
   dataDir = await makeDataDir();
-  const tag = networkTag(dataDir);
-  const n = Number.parseInt(tag, 16);
-  const net = `198.18.${n % 256}.${8 * ((n >> 8) % 32)}`.split('.').map(Number);
-  const at = (host: number) => [...net.slice(0, 3), net[3]! + host].join('.');
-  [hostIp, listedIp, unlistedIp] = [at(1), at(2), at(3)];
-  const linkLocal = `169.254.${n % 256}.${4 * ((n >> 8) % 64)}`.split('.').map(Number);
-  metadataIp = [...linkLocal.slice(0, 3), linkLocal[3]! + 2].join('.');
-  const metadataHostIp = [...linkLocal.slice(0, 3), linkLocal[3]! + 1].join('.');
-  outsideNs = `hgt-${tag}-out`;
-  hostVeth = `hgto-${tag}`;
-  execFileSync('sh', ['-c', `set -e
-ip netns add ${outsideNs}
-ip link add ${hostVeth} type veth peer name eth0 netns ${outsideNs}
-ip addr add ${hostIp}/29 dev ${hostVeth}
-ip link set ${hostVeth} up
-ip -n ${outsideNs} addr add ${listedIp}/29 dev eth0
-ip -n ${outsideNs} addr add ${unlistedIp}/29 dev eth0
-ip addr add ${metadataHostIp}/30 dev ${hostVeth}
-ip -n ${outsideNs} addr add ${metadataIp}/30 dev eth0
-ip -n ${outsideNs} link set lo up
-ip -n ${outsideNs} link set eth0 up`]);
-  const www = join(dataDir, 'outside-www');
-  mkdirSync(www);
-  writeFileSync(join(www, 'index.html'), 'outside\n');
-  outsideHttpd = spawn('ip', ['netns', 'exec', outsideNs, '/bin/busybox', 'httpd', '-f', '-p', '8080', '-h', www], { stdio: 'ignore' });
-  await waitForPort(listedIp, 8080);
-
-  // The host's resolver, as far as machines can tell, over UDP and TCP on one port: outside.test
-  // is the outside namespace.
-  const resolveOutside = (msg: Buffer, transport: string): Buffer => {
-    const query = packet.decode(msg);
-    const question = query.questions![0]!;
-    const found = question.name === 'outside.test';
-    return packet.encode({
-      id: query.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | (found ? 0 : 3 /* NXDOMAIN */),
-      questions: [question],
-      answers: found && question.type === 'A' ? [{ name: question.name, type: 'A', class: 'IN', ttl: 5, data: listedIp }] : [],
-      // Says which way the question came, so the test can tell TCP was used end to end.
-      additionals: [{ name: 'transport.test', type: 'TXT', class: 'IN', ttl: 5, data: transport }],
-    } as packet.Packet);
-  };
-  upstreamDns = createSocket('udp4');
-  upstreamDns.on('message', (msg, from) => upstreamDns!.send(resolveOutside(msg, 'udp'), from.port, from.address));
-  await new Promise<void>((resolve) => upstreamDns!.bind(0, '127.0.0.1', resolve));
-  upstreamDnsTcp = createServer((conn) => {
-    conn.once('data', (chunk) => conn.end(framed(resolveOutside(chunk.subarray(2, 2 + chunk.readUInt16BE(0)), 'tcp'))));
-  }).listen(upstreamDns.address().port, '127.0.0.1');
-  await new Promise((r) => upstreamDnsTcp!.once('listening', r));
-  writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ dns_upstream: `127.0.0.1:${upstreamDns.address().port}` }));
+  outside = await makeOutside(dataDir, 2);
+  ({ hostIp, metadataIp } = outside);
+  [listedIp, unlistedIp] = outside.ips as [string, string];
+  // The host's resolver, as far as machines can tell: outside.test is the outside namespace.
+  resolver = await startResolver({ 'outside.test': [{ type: 'A', data: listedIp, ttl: 5 }] });
+  writeFileSync(join(dataDir, 'config.json'), JSON.stringify({ dns_upstream: resolver.address }));
 
   // A data dir from before app settings: its apps get the defaults.
   const db = new DatabaseSync(join(dataDir, 'state.db'));
@@ -103,27 +56,12 @@ ip -n ${outsideNs} link set eth0 up`]);
 });
 
 after(async () => {
-  if (outsideHttpd?.pid) quiet('kill', ['-KILL', String(outsideHttpd.pid)]);
-  upstreamDns?.close();
-  upstreamDnsTcp?.close();
   hostService?.close();
   await d?.kill().catch(() => undefined);
-  if (hostVeth) quiet('ip', ['link', 'del', hostVeth]);
-  if (outsideNs) quiet('ip', ['netns', 'del', outsideNs]);
+  resolver?.close();
+  outside?.close();
   if (dataDir) await cleanupDataDir(dataDir);
 });
-
-async function waitForPort(host: string, port: number): Promise<void> {
-  for (let i = 0; ; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = connect(port, host, () => resolve(true)).on('error', () => resolve(false));
-      s.on('connect', () => s.destroy());
-    });
-    if (up) return;
-    if (i > 100) throw new Error(`nothing listens on ${host}:${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const execFileAsync = promisify(execFile);
 
@@ -135,9 +73,9 @@ function framed(msg: Buffer): Buffer {
 
 /**
  * Asks `server`:53 over TCP from inside the machine's network namespace (busybox's nslookup
- * only speaks UDP), and gives the A records and the upstream's transport note, if any.
+ * only speaks UDP), and gives the A records.
  */
-async function askOverTcp(machineId: string, server: string, name: string): Promise<{ rcode: string; ips: string[]; transport?: string }> {
+async function askOverTcp(machineId: string, server: string, name: string): Promise<{ rcode: string; ips: string[] }> {
   const query = framed(packet.encode({ id: 7, type: 'query', flags: packet.RECURSION_DESIRED, questions: [{ name, type: 'A', class: 'IN' }] }));
   const client = `const s = require('node:net').connect(53, ${JSON.stringify(server)});
 let got = Buffer.alloc(0);
@@ -149,13 +87,8 @@ setTimeout(() => { console.error('no answer'); process.exit(1); }, 5000).unref()
   // Not execFileSync: the upstream resolver answering in this process must go on meanwhile.
   const { stdout: out } = await execFileAsync('ip', ['netns', 'exec', ns, process.execPath, '-e', client], { encoding: 'utf8' });
   type Record = { name: string; type: string; data: unknown };
-  const answer = packet.decode(Buffer.from(out, 'base64')) as unknown as { rcode: string; answers?: Record[]; additionals?: Record[] };
-  const note = answer.additionals?.find((r) => r.name === 'transport.test')?.data as Buffer[] | undefined;
-  return {
-    rcode: answer.rcode,
-    ips: (answer.answers ?? []).filter((r) => r.type === 'A').map((r) => r.data as string),
-    transport: note?.map(String).join(''),
-  };
+  const answer = packet.decode(Buffer.from(out, 'base64')) as unknown as { rcode: string; answers?: Record[] };
+  return { rcode: answer.rcode, ips: (answer.answers ?? []).filter((r) => r.type === 'A').map((r) => r.data as string) };
 }
 
 async function machine(app: string, cmd: string[] = ['sleep', 'inf']) {
@@ -195,9 +128,11 @@ describe('egress', () => {
   it('answers DNS over TCP as well as UDP, for its own names and for the outside, with NXDOMAIN for unknown names', async () => {
     const { private_ip } = await d.client.machines.get('eg-allow', allowId);
     const gateway = private_ip.replace(/\.\d+$/, '.1');
-    assert.deepEqual(await askOverTcp(allowId, gateway, `${allowId}.vm.eg-allow.internal`), { rcode: 'NOERROR', ips: [private_ip], transport: undefined });
+    const askedOverTcp = resolver!.askedOverTcp.length;
+    assert.deepEqual(await askOverTcp(allowId, gateway, `${allowId}.vm.eg-allow.internal`), { rcode: 'NOERROR', ips: [private_ip] });
     assert.deepEqual((await askOverTcp(allowId, gateway, '_api.internal')).ips, [gateway]);
-    assert.deepEqual(await askOverTcp(allowId, gateway, 'outside.test'), { rcode: 'NOERROR', ips: [listedIp], transport: 'tcp' }, 'asked upstream over TCP too');
+    assert.deepEqual(await askOverTcp(allowId, gateway, 'outside.test'), { rcode: 'NOERROR', ips: [listedIp] });
+    assert.deepEqual(resolver!.askedOverTcp.slice(askedOverTcp), ['outside.test'], 'asked upstream over TCP too, and only for the outside name');
     assert.equal((await askOverTcp(allowId, gateway, 'nowhere.internal')).rcode, 'NXDOMAIN');
     assert.match(await sh('eg-allow', allowId, 'nslookup nowhere.internal 2>&1; true'), /NXDOMAIN/, 'and over UDP');
   });

@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { get as httpGet } from 'node:http';
 import { promisify } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -162,6 +163,40 @@ describe('token limits', () => {
     assertTokenQuota(await http(as(robot), 'POST', `/v1/apps/${APP}/machines/${m.id}/fork`, { skip_launch: true }), 'volumes', 1);
     for (const id of [m.id, first.body.machines[0].id]) await d.client.machines.destroy(APP, id, { force: true });
     for (const id of [v.id, copy]) await d.client.volumes.delete(APP, id);
+  });
+
+  it('charge nothing for a start or restart refused for its lease', async () => {
+    const WEB = 'tl-leased';
+    await d.client.apps.create(WEB);
+    const robot = await mint([{ type: 'apps', apps: { [WEB]: [...ALL] } }, { type: 'limits', limits: { running_machines: 1, starts_per_second: 0.01, start_burst: 1 } }]);
+    // The admin's web machine, leased by the admin and stopped.
+    const serve = ['sh', '-c', 'mkdir -p /srv; echo up > /srv/index.html; exec httpd -f -p 8080 -h /srv'];
+    const web = await http(d, 'POST', `/v1/apps/${WEB}/machines`, { lease_ttl: 600, config: { image: 'hangar/busybox', init: { cmd: serve }, services: [{ internal_port: 8080 }] } });
+    assert.equal(web.status, 200, web.text);
+    const base = `/v1/apps/${WEB}/machines/${web.body.id}`;
+    const byHolder = { 'fly-machine-lease-nonce': web.body.nonce as string };
+    assert.equal((await http(d, 'POST', `${base}/stop`, { signal: 'SIGKILL' }, byHolder)).status, 200);
+
+    for (const action of ['restart', 'start']) {
+      const refused = await http(as(robot), 'POST', `${base}/${action}`);
+      assert.equal(refused.body.code, 'machine_leased', `${action}: ${refused.text}`);
+    }
+    assert.equal((await http(d, 'DELETE', `${base}/lease`, undefined, byHolder)).status, 200);
+    // The edge proxy wakes it: the daemon's own start, which keeps whose run it was.
+    const woken = await new Promise<string>((resolve, reject) => {
+      httpGet(d.proxyUrl, { headers: { host: `${WEB}.localhost` } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (c) => (body += c)).on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    assert.equal(woken, 'up\n');
+    // So the robot's budget holds none of it, and its start rate is untouched.
+    const own = await http(as(robot), 'POST', `/v1/apps/${WEB}/machines`, { config: SLEEPER });
+    assert.equal(own.status, 200, `the refused restart was not the robot's run: ${own.text}`);
+    await d.client.machines.stop(WEB, own.body.id, { signal: 'SIGKILL' });
+    await d.client.machines.stop(WEB, web.body.id, { signal: 'SIGKILL' });
+    assert.equal((await http(as(robot), 'POST', `${base}/start`)).status, 200, 'the refused start took none of the start rate');
+    for (const id of [own.body.id, web.body.id]) await d.client.machines.destroy(WEB, id, { force: true });
   });
 
   it('keep what a budget holds across a daemon restart, and are minted by MCP', async () => {

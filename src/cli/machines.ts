@@ -7,6 +7,7 @@ import { CommitProgressView } from './commit-progress.ts';
 import { nearest, parseFlags } from './args.ts';
 import { top } from './machines-top.ts';
 import { showEgress } from './machines-egress.ts';
+import { followUntilInterrupted } from './follow.ts';
 import { parseDurationMs } from '../protocol/duration.ts';
 
 export const machinesUsage = `hangar machines <command> [--app APP] [--json]
@@ -233,14 +234,9 @@ export async function machines(argv: string[]): Promise<number> {
         for (const line of lines) process.stdout.write(line + '\n');
         return 0;
       }
-      const abort = new AbortController();
-      process.once('SIGINT', () => abort.abort());
-      try {
-        for await (const line of client.machines.followLogs(app, id(), { tail: Number(values.tail), signal: abort.signal })) process.stdout.write(line + '\n');
-      } catch (err) {
-        if (!abort.signal.aborted) throw err;
-      }
-      return 0;
+      return followUntilInterrupted((signal) => client.machines.followLogs(app, id(), { tail: Number(values.tail), signal }), (line) => {
+        process.stdout.write(line + '\n');
+      });
     }
     case 'egress':
       return showEgress(client, app, id(), { follow: values.follow, tail: Number(values.tail), json: values.json });

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import type { Session } from '../sdk/index.ts';
 import { CliError, connect } from './connect.ts';
 import { ago, printJson, printTable } from './output.ts';
+import { followUntilInterrupted } from './follow.ts';
 
 // `hangar sessions`: commands that outlive the call that started them (and the daemon). Start
 // one, come back later for its output, follow it, attach to its terminal, kill it.
@@ -95,19 +96,12 @@ export async function sessions(argv: string[]): Promise<number> {
         }
         return 0;
       }
-      const abort = new AbortController();
-      process.once('SIGINT', () => abort.abort());
-      try {
-        for await (const e of client.sessions.follow(app, machine(), session(), { ...from, signal: abort.signal })) {
-          if (values.json) process.stdout.write(JSON.stringify(e) + '\n');
-          else if (e.type === 'output') process.stdout.write(e.data);
-          else if (e.type === 'gap') process.stderr.write(`hangar: bytes ${e.from}-${e.to} are no longer kept\n`);
-          else return e.session.exit_code ?? 1;
-        }
-      } catch (err) {
-        if (!abort.signal.aborted) throw err;
-      }
-      return 0;
+      return followUntilInterrupted((signal) => client.sessions.follow(app, machine(), session(), { ...from, signal }), (e) => {
+        if (values.json) process.stdout.write(JSON.stringify(e) + '\n');
+        else if (e.type === 'output') process.stdout.write(e.data);
+        else if (e.type === 'gap') process.stderr.write(`hangar: bytes ${e.from}-${e.to} are no longer kept\n`);
+        else return e.session.exit_code ?? 1;
+      });
     }
     case 'attach':
       return attach(client, app, machine(), session(), {

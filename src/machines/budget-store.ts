@@ -13,6 +13,9 @@ CREATE TABLE IF NOT EXISTS token_budget_charges (
 CREATE INDEX IF NOT EXISTS token_budget_charges_resource ON token_budget_charges(kind, resource_id);
 `;
 
+/** The machines whose current run was started under the budget (`?`): the store's running totals count them. */
+export const RUNS_OF_BUDGET = "SELECT resource_id FROM token_budget_charges WHERE budget = ? AND kind = 'run'";
+
 /** `machine`: made by it; `run`: the machine's current run, started by it; `volume`: made by it. */
 export type ChargeKind = 'machine' | 'run' | 'volume';
 
@@ -38,17 +41,6 @@ export class BudgetStore {
         WHERE c.budget = ? AND c.kind = 'machine' AND m.state != 'destroyed'`)
       .get(budget) as { n: number };
     return Number(row.n);
-  }
-
-  /** Runs started under the budget that run or are about to, and the guest sizes they hold. */
-  runningTotals(budget: string, exceptId = ''): { machines: number; memoryMb: number; cpus: number } {
-    const row = this.#db
-      .prepare(`SELECT count(*) AS n, coalesce(sum(json_extract(m.config, '$.guest.memory_mb')), 0) AS mem,
-          coalesce(sum(json_extract(m.config, '$.guest.cpus')), 0) AS cpus
-        FROM token_budget_charges c JOIN machines m ON m.id = c.resource_id
-        WHERE c.budget = ? AND c.kind = 'run' AND m.id != ? AND m.state IN ('starting', 'started', 'restarting')`)
-      .get(budget, exceptId) as { n: number; mem: number; cpus: number };
-    return { machines: Number(row.n), memoryMb: Number(row.mem), cpus: Number(row.cpus) };
   }
 
   /** Volumes made under the budget that still exist, and their size in all. */

@@ -64,14 +64,14 @@ export class EgressLog {
     }
   }
 
-  /** The last `count` events (current file only) and the offset to follow from. */
-  async tail(machineId: string, count: number): Promise<{ events: EgressEvent[]; offset: number }> {
-    const { lines, offset } = await tailLines(this.#fileOf(machineId), count);
-    return { events: lines.flatMap(parse), offset };
+  /** The last `count` events (current file only), each the JSON line it is stored as, and the offset to follow from. */
+  tail(machineId: string, count: number): Promise<{ lines: string[]; offset: number }> {
+    return tailLines(this.#fileOf(machineId), count);
   }
 
-  async *follow(machineId: string, offset: number, signal: AbortSignal): AsyncGenerator<EgressEvent[]> {
-    for await (const lines of followLines(this.#fileOf(machineId), offset, signal)) yield lines.flatMap(parse);
+  /** The events written after `offset`, as the JSON lines they are stored as, until the signal aborts. */
+  follow(machineId: string, offset: number, signal: AbortSignal): AsyncGenerator<string[]> {
+    return followLines(this.#fileOf(machineId), offset, signal);
   }
 
   /** Waits for what is written to be on disk. */
@@ -111,10 +111,13 @@ function iso(ms = Date.now()): string {
   return new Date(ms).toISOString();
 }
 
-function parse(line: string): EgressEvent[] {
-  try {
-    return [JSON.parse(line) as EgressEvent];
-  } catch {
-    return [];
-  }
+/** The events of stored lines; a line that is not one (a write cut short) is passed over. */
+export function parseEgressLines(lines: string[]): EgressEvent[] {
+  return lines.flatMap((line) => {
+    try {
+      return [JSON.parse(line) as EgressEvent];
+    } catch {
+      return [];
+    }
+  });
 }

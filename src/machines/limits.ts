@@ -121,7 +121,7 @@ export class LimitGuard {
       limits: l,
       startRate: { perSecond: l.starts_per_second, burst: l.start_burst },
       liveMachines: () => store.countLiveMachines(app),
-      running: (exceptId) => store.runningTotals(app, exceptId),
+      running: (exceptId) => store.runningTotals({ app }, exceptId),
       volumes: () => store.volumes.totals(app),
       key: `app:${app}:`,
       quota: (limit, max, used, what, adding) =>
@@ -149,7 +149,7 @@ export class LimitGuard {
         ? { perSecond: l.starts_per_second ?? appLimits.starts_per_second, burst: l.start_burst ?? appLimits.start_burst }
         : undefined,
       liveMachines: () => store.budgets.liveMachines(b.id),
-      running: (exceptId) => store.budgets.runningTotals(b.id, exceptId),
+      running: (exceptId) => store.runningTotals({ budget: b.id }, exceptId),
       volumes: () => store.budgets.volumeTotals(b.id),
       key: `${b.id}:`,
       quota: (limit, max, used, what, adding) =>

@@ -19,7 +19,7 @@ import { commandFor } from './process-spec.ts';
 import type { StateWaiters } from './state-waiters.ts';
 import type { CheckpointRecord, EventRecord, MachineRecord, Store } from './store.ts';
 import { assertClaimable, claimVolumes, releaseVolumes } from './volume-claims.ts';
-import { assertLegal, transientStateOf, TRANSITIONS, type Action } from './transitions.ts';
+import { assertLegal, transientStateOf, type Action } from './transitions.ts';
 import type { Asker, LimitGuard } from './limits.ts';
 import type { TokenBudget } from '../protocol/limits.ts';
 
@@ -181,16 +181,12 @@ export class MachineService {
       const exit = await this.#runner.halt(m, { signal: opts.signalName, timeoutMs: opts.timeoutMs });
       this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: false }));
       return 'stopped';
-    }, opts.cause?.reason);
+    }, { reason: opts.cause?.reason });
   }
 
   async restart(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number } = {}): Promise<void> {
     const m = this.get(app, id);
-    if (m.state === 'stopped') {
-      const who = asker(app, opts);
-      this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
-      this.#store.budgets.charge('run', m.id, budgetIds(who));
-    }
+    const who = asker(app, opts);
     await this.#transition(m, 'restart', 'user', opts.leaseNonce, async () => {
       if (m.state !== 'stopped') {
         const exit = await this.#runner.halt(m, { signal: opts.signalName, timeoutMs: opts.timeoutMs });
@@ -199,6 +195,11 @@ export class MachineService {
       m.restartCount = 0;
       await this.#runFresh(m, true);
       return 'started';
+    }, {
+      // A restart of a running machine keeps its run; one from stopped starts a new one.
+      admit: (from) => {
+        if (from === 'stopped') this.#admitRun(m, who);
+      },
     });
   }
 
@@ -252,7 +253,7 @@ export class MachineService {
         this.#store.deleteCheckpointsOf(m.id);
       });
       return 'destroyed';
-    }, opts.cause?.reason);
+    }, { reason: opts.cause?.reason });
     this.#halts.delete(m.id);
   }
 
@@ -316,18 +317,23 @@ export class MachineService {
   // ---- transitions -------------------------------------------------------------------------
 
   async #startTransition(m: MachineRecord, source: Source, leaseNonce: string | undefined, who: Asker, opts: { startRate?: boolean } = {}): Promise<void> {
-    // In the same synchronous step as the transition's claim of `starting`, which then counts.
-    if (TRANSITIONS_START_FROM.has(m.state)) {
-      // A quota first: it says what to change, where a rate only says when to ask again.
-      this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
-      if (opts.startRate) this.#limits?.assert(who, { kind: 'start_rate', machineId: m.id });
-      // A client's start makes the run its token's; the daemon's own restarts keep whose it was.
-      if (who.api) this.#store.budgets.charge('run', m.id, budgetIds(who));
-    }
     await this.#transition(m, 'start', source, leaseNonce, async (from) => {
       await this.#runFresh(m, from === 'stopped' || from === 'failed');
       return 'started';
-    });
+    }, { admit: () => this.#admitRun(m, who, opts) });
+  }
+
+  /**
+   * A run the asker's limits allow, charged to its budgets. Called by the transition once the
+   * state and lease allow it (a refused call consumes nothing), in the same synchronous step as
+   * its claim of `starting` or `restarting`, which then counts.
+   */
+  #admitRun(m: MachineRecord, who: Asker, opts: { startRate?: boolean } = {}): void {
+    // A quota first: it says what to change, where a rate only says when to ask again.
+    this.#limits?.assert(who, { kind: 'run', guest: m.config.guest, machineId: m.id });
+    if (opts.startRate) this.#limits?.assert(who, { kind: 'start_rate', machineId: m.id });
+    // A client's start makes the run its token's; the daemon's own restarts keep whose it was.
+    if (who.api) this.#store.budgets.charge('run', m.id, budgetIds(who));
   }
 
   async #runFresh(m: MachineRecord, resetAllowed: boolean): Promise<void> {
@@ -341,12 +347,14 @@ export class MachineService {
     source: Source,
     leaseNonce: string | undefined,
     work: (from: PersistentState) => Promise<PersistentState | 'destroyed'>,
-    reason?: Record<string, unknown>,
+    { reason, admit }: { reason?: Record<string, unknown>; admit?: (from: PersistentState) => void } = {},
   ): Promise<void> {
-    // Check and claim in one synchronous step: a concurrent call now sees the transient state.
+    // Check, admit and claim in one synchronous step: a concurrent call now sees the transient
+    // state, and `admit` (limits and budget charges) runs only for a call the state and lease allow.
     assertLegal(action, m.state, m.id);
     if (source === 'user') assertLeaseHolder(m, leaseNonce);
     const from = m.state as PersistentState;
+    admit?.(from);
     this.#cancelAutoRestart(m.id);
     this.#pendingExits.delete(m.id);
     const intent = this.#store.transaction(() => {
@@ -442,8 +450,6 @@ export class MachineService {
     this.#restartTimers.clear();
   }
 }
-
-const TRANSITIONS_START_FROM: ReadonlySet<MachineState> = new Set(TRANSITIONS.start.from);
 
 function asker(app: string, opts: CallOptions): Asker {
   return { app, api: opts.caller !== undefined, ...(opts.caller?.budgets?.length ? { budgets: opts.caller.budgets } : {}) };

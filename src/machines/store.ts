@@ -5,7 +5,8 @@ import type { EventSource } from '../protocol/event-sources.ts';
 import type { ImageRef } from '../images/image-service.ts';
 import { DEFAULT_APP_SETTINGS, type AppSettings } from '../protocol/app-settings.ts';
 import { VolumeStore } from './volume-store.ts';
-import { BudgetStore } from './budget-store.ts';
+import { BudgetStore, RUNS_OF_BUDGET } from './budget-store.ts';
+import { AddressIndex } from './address-index.ts';
 import { SessionStore } from './session-store.ts';
 import { RevocationStore } from '../tokens/revocation-store.ts';
 import { AppSecretStore } from '../secrets/app-secret-store.ts';
@@ -126,6 +127,8 @@ export class Store {
   readonly budgets: BudgetStore;
   /** App secrets, sealed (secrets/app-secret-store.ts). */
   readonly secrets: AppSecretStore;
+  /** Which machine holds a private address. */
+  readonly addresses: AddressIndex;
 
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
@@ -139,6 +142,7 @@ export class Store {
     this.revocations = new RevocationStore(this.#db);
     this.budgets = new BudgetStore(this.#db);
     this.secrets = new AppSecretStore(this.#db);
+    this.addresses = new AddressIndex(this.#db);
   }
 
   #addMissingColumns(): void {
@@ -241,15 +245,19 @@ export class Store {
     return row.n;
   }
 
-  /** The app's machines that run or are about to (limits.ts), and the guest sizes they hold. */
-  runningTotals(app: string, exceptId = ''): { machines: number; memoryMb: number; cpus: number } {
+  /**
+   * Machines that run or are about to (limits.ts), and the guest sizes they hold: an app's, or
+   * those whose current run a token budget started.
+   */
+  runningTotals(of: { app: string } | { budget: string }, exceptId = ''): { machines: number; memoryMb: number; cpus: number } {
+    const [whose, key] = 'app' in of ? ['app = ?', of.app] : [`id IN (${RUNS_OF_BUDGET})`, of.budget];
     const row = this.#db
       .prepare(
         `SELECT count(*) AS n, coalesce(sum(json_extract(config, '$.guest.memory_mb')), 0) AS mem,
           coalesce(sum(json_extract(config, '$.guest.cpus')), 0) AS cpus
-          FROM machines WHERE app = ? AND id != ? AND state IN ('starting', 'started', 'restarting')`,
+          FROM machines WHERE ${whose} AND id != ? AND state IN ('starting', 'started', 'restarting')`,
       )
-      .get(app, exceptId) as { n: number; mem: number; cpus: number };
+      .get(key, exceptId) as { n: number; mem: number; cpus: number };
     return { machines: Number(row.n), memoryMb: Number(row.mem), cpus: Number(row.cpus) };
   }
 
@@ -267,6 +275,7 @@ export class Store {
           created_at, updated_at, restart_count, lease, cordoned, uid_base, disk_gb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(...machineValues(m));
+    this.addresses.changed();
   }
 
   /**
@@ -288,6 +297,7 @@ export class Store {
           private_ip = ?, created_at = ?, updated_at = ?, restart_count = ?, lease = ?, cordoned = ?, uid_base = ?, disk_gb = ? WHERE id = ?`,
       )
       .run(...rest, id);
+    this.addresses.changed();
   }
 
   getMachine(id: string): MachineRecord | undefined {

@@ -8,8 +8,11 @@ import { z } from 'zod';
 /** What every placeholder starts with, so a reader of a machine's env knows what it holds. */
 export const PLACEHOLDER_PREFIX = 'hangar-sealed-';
 
+/** Variables that name a CA bundle (OpenSSL, Node, Python's requests, curl, git): in machines of apps with secrets they point at the bundle with the egress CA (secrets/machine-trust.ts). */
+export const CA_BUNDLE_ENV: readonly string[] = ['SSL_CERT_FILE', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO'];
+
 /** Variables Hangar sets itself in machines (their identity, the egress CA bundle's path). */
-const RESERVED_NAMES = /^(FLY_.*|HANGAR_.*|PATH|SSL_CERT_FILE|NODE_EXTRA_CA_CERTS|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|GIT_SSL_CAINFO)$/;
+const RESERVED_NAMES = new RegExp(`^(FLY_.*|HANGAR_.*|PATH|${CA_BUNDLE_ENV.join('|')})$`);
 
 export const SecretNameSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an environment variable name: letters, digits and _, not starting with a digit')
   .refine((name) => !RESERVED_NAMES.test(name), 'a name Hangar sets in machines itself (FLY_*, HANGAR_*, PATH, or a CA bundle variable)')

@@ -18,6 +18,7 @@ import type { MachineMetrics } from '../protocol/machine-metrics.ts';
 import type { AppUsage, MachineUsage } from '../protocol/usage.ts';
 import type { EgressEvent } from '../protocol/egress-log.ts';
 import { FileWatch } from './file-watch.ts';
+import { eventData, splitStream } from './response-stream.ts';
 import type { Caveat } from '../protocol/token-format.ts';
 
 export type MintedToken = { token: string; id: string; caveats: Caveat[] };
@@ -186,12 +187,12 @@ export class HangarClient {
     logs: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
       this.call<{ lines: string[] }>('GET', `${this.#m(app, id)}/logs?tail=${opts?.tail ?? 1000}`, undefined, opts),
     /** Yields log lines as they are written, until the signal aborts. */
-    followLogs: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followLogs(app, id, opts),
+    followLogs: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#follow(`${this.#m(app, id)}/logs`, opts, (line) => line),
     /** The machine's egress log: names it looked up, connections it opened (bytes when they end), attempts refused. */
     egress: (app: string, id: string, opts?: CallOptions & { tail?: number }) =>
       this.call<{ events: EgressEvent[] }>('GET', `${this.#m(app, id)}/egress?tail=${opts?.tail ?? 1000}`, undefined, opts),
     /** Yields egress events as they happen (after the last `tail`), until the signal aborts. */
-    followEgress: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#followEgress(app, id, opts),
+    followEgress: (app: string, id: string, opts: CallOptions & { tail?: number } = {}) => this.#follow(`${this.#m(app, id)}/egress`, opts, (data) => JSON.parse(data) as EgressEvent),
     /** New machines on copies of this one's filesystem (now, or a checkpoint's); started unless skip_launch. */
     fork: (app: string, id: string, req: ForkRequest = {}, opts?: CallOptions) => this.call<{ machines: Machine[] }>('POST', `${this.#m(app, id)}/fork`, req, opts),
     /**
@@ -288,20 +289,10 @@ export class HangarClient {
     return `/v1/apps/${enc(app)}/machines/${enc(id)}`;
   }
 
-  async *#followLogs(app: string, id: string, opts: CallOptions & { tail?: number }): AsyncGenerator<string> {
-    const res = await this.raw('GET', `${this.#m(app, id)}/logs?follow=true&tail=${opts.tail ?? 100}`, undefined, { ...opts, accept: 'text/event-stream' });
-    for await (const block of splitStream(res, '\n\n')) {
-      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
-      if (data.length) yield data.join('\n');
-    }
-  }
-
-  async *#followEgress(app: string, id: string, opts: CallOptions & { tail?: number }): AsyncGenerator<EgressEvent> {
-    const res = await this.raw('GET', `${this.#m(app, id)}/egress?follow=true&tail=${opts.tail ?? 100}`, undefined, { ...opts, accept: 'text/event-stream' });
-    for await (const block of splitStream(res, '\n\n')) {
-      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
-      if (data.length) yield JSON.parse(data.join('\n')) as EgressEvent;
-    }
+  /** The data of each event of GET `path`?follow=true (logs, egress), parsed, until the signal aborts. */
+  async *#follow<T>(path: string, opts: CallOptions & { tail?: number }, parse: (data: string) => T): AsyncGenerator<T> {
+    const res = await this.raw('GET', `${path}?follow=true&tail=${opts.tail ?? 100}`, undefined, { ...opts, accept: 'text/event-stream' });
+    for await (const data of eventData(res)) yield parse(data);
   }
 
   async #commitStreamed(app: string, id: string, req: CommitRequest, opts: CallOptions & { onProgress?: (p: CommitProgress) => void }): Promise<CommitResult> {
@@ -324,20 +315,6 @@ export class HangarClient {
       else if (msg.code) throw new HangarApiError(502, msg as Record<string, string>, 'pull failed');
     }
     throw new HangarApiError(502, { hint: 'retry the pull' }, 'the pull stream ended without a result');
-  }
-}
-
-/** The pieces of a streamed response body between separators. */
-async function* splitStream(res: Response, separator: string): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf(separator)) >= 0) {
-      yield buffer.slice(0, end);
-      buffer = buffer.slice(end + separator.length);
-    }
   }
 }
 

@@ -1,5 +1,6 @@
 import type { FileWatchMessage } from '../protocol/file-watch.ts';
 import { HangarApiError } from './errors.ts';
+import { eventData } from './response-stream.ts';
 
 // A watch of a machine's directory (GET …/files/watch), as the SDK hands it out once the daemon
 // says every directory is watched: iterate it for changes as they happen; it ends when the machine
@@ -63,16 +64,5 @@ export class FileWatch implements AsyncIterable<FileWatchEvent> {
 }
 
 async function* sseMessages(res: Response): AsyncGenerator<FileWatchMessage> {
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-      if (data) yield JSON.parse(data) as FileWatchMessage;
-    }
-  }
+  for await (const data of eventData(res)) yield JSON.parse(data) as FileWatchMessage;
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { access, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HangarError } from '../protocol/errors.ts';
+import { CA_BUNDLE_ENV } from '../protocol/app-secrets.ts';
 import { openFile } from '../storage/machine-fs.ts';
 import { NO_EXTRAS, type StartExtras } from '../runtime/start-extras.ts';
 
@@ -16,7 +17,6 @@ import { NO_EXTRAS, type StartExtras } from '../runtime/start-extras.ts';
 export const SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 const BUNDLE_FILE = 'egress-ca-bundle.crt';
 const MAX_BUNDLE_BYTES = 4 * 2 ** 20;
-const CA_ENV = ['SSL_CERT_FILE', 'NODE_EXTRA_CA_CERTS', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE', 'GIT_SSL_CAINFO'];
 
 export type MachineSecretsOf = (app: string) => { placeholders: Record<string, string>; egressCaPem: string };
 
@@ -27,7 +27,7 @@ export async function secretExtras(placeholders: Record<string, string>, egressC
   await writeTrustBundle(rootfs, egressCaPem, source);
   return {
     env: placeholders,
-    envDefaults: Object.fromEntries(CA_ENV.map((name) => [name, SYSTEM_BUNDLE])),
+    envDefaults: Object.fromEntries(CA_BUNDLE_ENV.map((name) => [name, SYSTEM_BUNDLE])),
     binds: [{ source, destination: SYSTEM_BUNDLE }],
   };
 }

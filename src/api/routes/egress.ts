@@ -1,7 +1,8 @@
-import { once } from 'node:events';
 import { z } from 'zod';
-import { EgressEventSchema, EgressQuerySchema, type EgressEvent } from '../../protocol/egress-log.ts';
-import { HANDLED, route } from '../route.ts';
+import { EgressEventSchema, EgressQuerySchema } from '../../protocol/egress-log.ts';
+import { parseEgressLines } from '../../machines/egress-log.ts';
+import { streamLineEvents } from '../event-stream.ts';
+import { route } from '../route.ts';
 import { MachineParams } from './params.ts';
 
 export const egressRoutes = [
@@ -14,25 +15,9 @@ export const egressRoutes = [
     produces: 'application/json, text/event-stream',
     handler: async ({ services, params, query, reply, signal }) => {
       const m = services.machines.get(params.app_name, params.machine_id, { includeDestroyed: true });
-      const { events, offset } = await services.egressLog.tail(m.id, query.tail);
-      if (!query.follow) return { events };
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-      const send = (event: EgressEvent) => res.write(`event: egress\ndata: ${JSON.stringify(event)}\n\n`);
-      events.forEach(send);
-      const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-      try {
-        for await (const batch of services.egressLog.follow(m.id, offset, signal)) {
-          let flowing = true;
-          for (const event of batch) flowing = send(event);
-          if (!flowing) await once(res, 'drain', { signal }).catch(() => undefined);
-        }
-      } finally {
-        clearInterval(keepAlive);
-        res.end();
-      }
-      return HANDLED;
+      const { lines, offset } = await services.egressLog.tail(m.id, query.tail);
+      if (!query.follow) return { events: parseEgressLines(lines) };
+      return streamLineEvents(reply, signal, 'egress', lines, services.egressLog.follow(m.id, offset, signal));
     },
   }),
 ];

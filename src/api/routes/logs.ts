@@ -1,8 +1,8 @@
-import { once } from 'node:events';
 import { z } from 'zod';
 import { LogsQuerySchema } from '../../protocol/schemas.ts';
 import { followLines, tailLines } from '../../machines/log-files.ts';
-import { HANDLED, route } from '../route.ts';
+import { streamLineEvents } from '../event-stream.ts';
+import { route } from '../route.ts';
 import { MachineParams } from './params.ts';
 
 export const logRoutes = [
@@ -17,24 +17,7 @@ export const logRoutes = [
       const path = services.paths.log(m.id);
       const { lines, offset } = await tailLines(path, query.tail);
       if (!query.follow) return { lines };
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-      const send = (line: string) => res.write(`event: log\ndata: ${line}\n\n`);
-      lines.forEach(send);
-      const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-      try {
-        for await (const batch of followLines(path, offset, signal)) {
-          let flowing = true;
-          for (const line of batch) flowing = send(line);
-          // A reader slower than the machine writes holds the log back, not the daemon's memory.
-          if (!flowing) await once(res, 'drain', { signal }).catch(() => undefined);
-        }
-      } finally {
-        clearInterval(keepAlive);
-        res.end();
-      }
-      return HANDLED;
+      return streamLineEvents(reply, signal, 'log', lines, followLines(path, offset, signal));
     },
   }),
 ];
