@@ -1,9 +1,9 @@
-// Machine disks made ahead, one per size in use: a clone of the size's template on its own loop
-// device, its ext4 mounted nowhere yet (a detached mount only this daemon's descriptor holds). A
-// create renames the image into place and moves the mount onto the machine's mount point, two
-// calls instead of setting up a loop device and mounting ext4 on its path (~8 ms here). A daemon
-// that dies drops the mount with its descriptors (the loop device clears itself); the next one
-// sweeps the files.
+// A machine disk made ahead, of the size last asked for: a clone of the size's template on its
+// own loop device, its ext4 mounted nowhere yet (a detached mount only this daemon's descriptor
+// holds). A create renames the image into place and moves the mount onto the machine's mount
+// point, two calls instead of setting up a loop device and mounting ext4 on its path (~8 ms
+// here). A daemon that dies drops the mount with its descriptors (the loop device clears
+// itself); the next one sweeps the files.
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, renameSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import type { ImageTemplates } from './disk-image.ts';
 import { openImageMount } from './loop-device.ts';
 import { attachMount } from './mount-api.ts';
 
-type ReadyDisk = { image: string; mount: number };
+type ReadyDisk = { sizeGb: number; image: string; mount: number };
 
 /** Long enough for the create that took the last one to finish first. */
 const MAKE_DELAY_MS = 100;
@@ -22,8 +22,9 @@ export class ReadyDisks {
   readonly #templates: ImageTemplates;
   /** MOUNT_ATTR_* flags of the mounts. */
   readonly #attrs: number;
-  readonly #ready = new Map<number, ReadyDisk>();
-  readonly #making = new Set<number>();
+  /** One, of the size last asked for: a loop device is held for it. */
+  #ready: ReadyDisk | undefined;
+  #making = false;
   #sweep: Promise<unknown> | undefined;
   #closed = false;
 
@@ -34,23 +35,27 @@ export class ReadyDisks {
   }
 
   /**
-   * Moves the disk made ahead for `sizeGb` to `image`, mounted at `target`, and has the next one
-   * made. False when none was ready (the first create of a size makes its own). True means
-   * the image is in place; should the mount not have moved, the caller mounts it as usual.
+   * Moves the disk made ahead to `image`, mounted at `target`, if it is of `sizeGb`, and has the
+   * next one made, of that size. False when none was ready (the first create of a size makes
+   * its own). True means the image is in place; should the mount not have moved, the caller
+   * mounts it as usual.
    */
   async place(sizeGb: number, image: string, target: string): Promise<boolean> {
-    const ready = this.#ready.get(sizeGb);
-    this.#ready.delete(sizeGb);
+    const ready = this.#ready;
+    this.#ready = undefined;
     this.#makeNext(sizeGb);
     if (!ready) return false;
+    if (ready.sizeGb !== sizeGb) {
+      await drop(ready);
+      return false;
+    }
     try {
       mkdirSync(dirname(image), { recursive: true });
       mkdirSync(target, { recursive: true });
       // The loop device follows the file: it holds the inode, not the name.
       renameSync(ready.image, image);
     } catch {
-      closeSync(ready.mount);
-      await rm(ready.image, { force: true });
+      await drop(ready);
       return false;
     }
     try {
@@ -66,16 +71,15 @@ export class ReadyDisks {
   /** Unmounts and removes what was made ahead. */
   async close(): Promise<void> {
     this.#closed = true;
-    const ready = [...this.#ready.values()];
-    this.#ready.clear();
-    for (const disk of ready) closeSync(disk.mount);
-    await Promise.all(ready.map((disk) => rm(disk.image, { force: true })));
+    const ready = this.#ready;
+    this.#ready = undefined;
+    if (ready) await drop(ready);
   }
 
   #makeNext(sizeGb: number): void {
-    if (this.#closed || this.#making.has(sizeGb)) return;
-    this.#making.add(sizeGb);
-    setTimeout(() => void this.#make(sizeGb).finally(() => this.#making.delete(sizeGb)), MAKE_DELAY_MS).unref();
+    if (this.#closed || this.#making) return;
+    this.#making = true;
+    setTimeout(() => void this.#make(sizeGb).finally(() => (this.#making = false)), MAKE_DELAY_MS).unref();
   }
 
   async #make(sizeGb: number): Promise<void> {
@@ -92,11 +96,17 @@ export class ReadyDisks {
       if (this.#closed) throw new Error('closed meanwhile');
       // Named ready only now, in the step that keeps it: whoever sees the name (a test, an operator) sees one to take.
       renameSync(making, image);
-      this.#ready.set(sizeGb, { image, mount });
+      this.#ready = { sizeGb, image, mount };
     } catch {
       // The next create makes its disk itself and has another made.
       if (mount !== undefined) closeSync(mount);
       await rm(making, { force: true }).catch(() => undefined);
     }
   }
+}
+
+/** Unmounts a disk made ahead (closing its mount is all it takes) and removes its image. */
+async function drop(disk: ReadyDisk): Promise<void> {
+  closeSync(disk.mount);
+  await rm(disk.image, { force: true }).catch(() => undefined);
 }
