@@ -1,4 +1,5 @@
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { digestHex } from './content-store.ts';
 import { unpackLayer } from './layer-unpack.ts';
@@ -27,8 +28,9 @@ export class LayerStore {
     return join(this.dir, digestHex(digest));
   }
 
-  async has(digest: string): Promise<boolean> {
-    return stat(this.path(digest)).then((s) => s.isDirectory(), () => false);
+  /** Synchronous: every create asks it of each of its image's layers; a stat takes microseconds. */
+  has(digest: string): boolean {
+    return statSync(this.path(digest), { throwIfNoEntry: false })?.isDirectory() ?? false;
   }
 
   /** Unpacks the blob unless already done; concurrent callers for one layer share the work. */
@@ -38,7 +40,7 @@ export class LayerStore {
       await running;
       return false;
     }
-    if (await this.has(digest)) return false;
+    if (this.has(digest)) return false;
     const work = unpackLayer({ blobPath, digest, target: this.path(digest), signal });
     this.#inFlight.set(digest, work);
     try {

@@ -50,13 +50,13 @@ export async function pullImage(deps: PullDeps, ref: ParsedRef, options: PullOpt
 
   // Counted up front so progress can say "n layers" from its first line, whichever layer reports first.
   const toFetch: Descriptor[] = [];
-  for (const layer of manifest.layers) if (!(await deps.layers.has(layer.digest)) && !(await content.has(layer.digest))) toFetch.push(layer);
+  for (const layer of manifest.layers) if (!deps.layers.has(layer.digest) && !(await content.has(layer.digest))) toFetch.push(layer);
   const plan = { layers: toFetch.length, totalBytes: toFetch.reduce((n, l) => n + l.size, 0) };
   const queue = [...manifest.layers];
   const worker = async () => {
     for (let layer = queue.shift(); layer; layer = queue.shift()) {
       signal?.throwIfAborted();
-      if (await deps.layers.has(layer.digest)) continue;
+      if (deps.layers.has(layer.digest)) continue;
       if (!(await content.has(layer.digest))) await sharedDownload(deps, ref, layer, options, plan);
       onProgress?.({ phase: 'unpack', digest: layer.digest });
       await deps.layers.ensure(layer.digest, content.blobPath(layer.digest), signal);

@@ -213,7 +213,7 @@ export class StoreImageService implements ImageService, ImageWriter {
       this.#blobs.set(key, blobs);
     }
     const { manifest, config } = blobs;
-    for (const l of manifest.layers) if (!(await this.#layers.has(l.digest))) return undefined;
+    for (const l of manifest.layers) if (!this.#layers.has(l.digest)) return undefined;
     return {
       name: parsed.name,
       ref: {
