@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statfsSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
@@ -107,11 +107,13 @@ describe('a machine disk', () => {
     const readyDisks = () => (existsSync(ready) ? readdirSync(ready).filter((f) => f.startsWith('ext4-3g-')) : []);
     await d.client.machines.create(APP, { config, skip_launch: true });
     const [made] = await waitFor(async () => (readyDisks().length === 1 && loopBackings(ready).length === 1 ? readyDisks() : undefined), 10_000, 'a 3 GB disk made ahead');
-
+    const asked = Date.now();
     const m = await d.client.machines.create(APP, { config });
     assert.ok(!readyDisks().includes(made!), 'the create took the disk made ahead');
     const image = join(d.dataDir, 'storage', 'pool', 'disks', `${m.id}.ext4`);
-    assert.deepEqual(loopBackings(join(d.dataDir, 'storage', 'pool', 'disks')).filter((f) => f === image), [image], "the loop device set up ahead now backs the machine's disk");
+    assert.equal(loopBackings(join(d.dataDir, 'storage', 'pool', 'disks')).filter((l) => l.file === image).length, 1, "a loop device backs the machine's disk");
+    const upper = statSync(join(d.dataDir, 'machines', m.id, 'disk', 'upper'));
+    assert.ok(upper.birthtimeMs > 0 && upper.birthtimeMs < asked, `its writable layer's directory was made ahead (${upper.birthtimeMs} < ${asked})`);
     const df = await dfRoot(m.id);
     assert.ok(df.size > 2.8 * GIB && df.size <= 3 * GIB, `df / shows ${df.size} bytes`);
     assert.equal((await sh(m.id, 'echo kept > /kept && cat /kept')).stdout.trim(), 'kept');
@@ -131,18 +133,18 @@ describe('a machine disk', () => {
   });
 });
 
-/** The files under `dir` that a loop device reads and writes, as the kernel records them. */
-function loopBackings(dir: string): string[] {
+/** The loop devices reading and writing files under `dir`, with their files as the kernel records them. */
+function loopBackings(dir: string): Array<{ device: string; file: string }> {
   return readdirSync('/sys/block')
     .filter((n) => n.startsWith('loop'))
-    .map((n) => {
+    .map((device) => {
       try {
-        return readFileSync(`/sys/block/${n}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
+        return { device, file: readFileSync(`/sys/block/${device}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '') };
       } catch {
-        return ''; // not set up
+        return { device, file: '' }; // not set up
       }
     })
-    .filter((f) => f.startsWith(`${dir}/`));
+    .filter((l) => l.file.startsWith(`${dir}/`));
 }
 
 function freeBytes(path: string): number {

@@ -90,6 +90,7 @@ export class MachineRunner {
     // a trip through the thread pool costs a turn of the loop (milliseconds on a busy host).
     mkdirSync(dirname(this.#paths.log(m.id)), { recursive: true });
     mkdirSync(this.#paths.bundle(m.id), { recursive: true });
+    let spec: MachineSpec | undefined;
     const rootfs = async () => {
       const layout = this.#paths.overlay(m);
       if (m.diskGb > 0 && this.#disks.isSmallerThan(m.id, m.diskGb)) {
@@ -97,17 +98,19 @@ export class MachineRunner {
         await this.#disks.grow(m.id, m.diskGb);
       }
       // The view of the layers needs no disk: each waits on its own helpers meanwhile.
-      await Promise.all([m.diskGb > 0 ? this.#disks.prepare(m.id, m.diskGb) : undefined, mountLowerView(layout)]);
+      await Promise.all([m.diskGb > 0 ? this.#disks.prepare(m.id, m.diskGb, layout.idmap?.range.base ?? 0) : undefined, mountLowerView(layout)]);
       if (!isDeviceMounted(layout.target)) await mountOverlay(layout);
       await this.#mountVolumes(m);
       await writeMachineFiles(layout.target, m.config.files, this.ids(m).root, this.#secretsOf(m.app).placeholders);
+      // Its user comes from the image's /etc/passwd as the machine sees it; read while the network is made.
+      spec = await this.#spec(m, image);
     };
     const network = async (ip: string) => {
       await this.#network.attach(m.id, ip);
       writeFileSync(this.#resolvConf(m.id), resolvConf(m.app, this.#network.subnetOf(ip).gateway));
     };
     await allSettled([rootfs(), ...(m.privateIp ? [network(m.privateIp)] : [])]);
-    await this.#driver.prepare(await this.#spec(m, image));
+    await this.#driver.prepare(spec!);
   }
 
   /** config.rootfs.persist = never: a fresh writable layer with config.files, before a start. */

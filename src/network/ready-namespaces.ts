@@ -15,8 +15,8 @@ import { ipStep, type ShellRunner } from './net-shell.ts';
 
 export const NETNS_DIR = '/run/netns';
 
-/** Long enough for the create that took the last one to finish first. */
-const MAKE_DELAY_MS = 100;
+/** Enough for the create that took the last one to finish first (it took it early on), not more: the next create may come soon. */
+const MAKE_DELAY_MS = 30;
 
 export type ReadyNamespace = { netns: string; veth: string };
 

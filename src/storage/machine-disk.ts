@@ -15,6 +15,9 @@ import type { StoragePool } from './storage-pool.ts';
 
 export type { DiskUsage } from './disk-image.ts';
 
+/** What the overlay keeps at the top of a machine's disk (machine-paths.ts). */
+const WRITABLE_LAYER_DIRS = ['upper', 'work'];
+
 export class MachineDisks {
   readonly #pool: StoragePool;
   readonly #templates: ImageTemplates;
@@ -25,7 +28,7 @@ export class MachineDisks {
     this.#pool = pool;
     this.#templates = templates;
     this.#mountPointOf = mountPointOf;
-    this.#ready = new ReadyDisks(join(pool.root, 'ready'), templates, MOUNT_ATTR_NODEV);
+    this.#ready = new ReadyDisks(join(pool.root, 'ready'), templates, { attrs: MOUNT_ATTR_NODEV, dirs: WRITABLE_LAYER_DIRS });
   }
 
   image(id: string): string {
@@ -45,9 +48,12 @@ export class MachineDisks {
     return this.#mountPointOf(id);
   }
 
-  /** The machine's disk, mounted: made on first use, a clone of the pool's empty image of that size. */
-  async prepare(id: string, sizeGb: number): Promise<void> {
-    if (!isFile(this.image(id)) && !(await this.#ready.place(sizeGb, this.image(id), this.mountPoint(id)))) {
+  /**
+   * The machine's disk, mounted: made on first use, a clone of the pool's empty image of that
+   * size. One made ahead comes with the overlay's directories, owned by `owner` (the machine's root).
+   */
+  async prepare(id: string, sizeGb: number, owner: number): Promise<void> {
+    if (!isFile(this.image(id)) && !(await this.#ready.place(sizeGb, this.image(id), this.mountPoint(id), owner))) {
       await this.#templates.cloneTo(this.image(id), 'ext4', sizeGb);
     }
     await this.ensureMounted(id);

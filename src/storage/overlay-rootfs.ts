@@ -39,7 +39,9 @@ export async function mountOverlay(layout: OverlayLayout): Promise<void> {
   if (lowerDirs.length === 0) throw new HangarError('unsupported_image', 'image has no layers', { hint: 'use an image with at least one layer' });
   // Synchronous, as the other metadata calls on a create's path: each takes microseconds, where
   // a trip through the thread pool costs a turn of the loop (milliseconds on a busy host).
-  const [madeUpper, madeWork] = [mkdirSync(upperDir, { recursive: true }), mkdirSync(workDir, { recursive: true }), mkdirSync(target, { recursive: true })];
+  const madeUpper = mkdirSync(upperDir, { recursive: true });
+  const madeWork = mkdirSync(workDir, { recursive: true });
+  mkdirSync(target, { recursive: true });
   const { lower, cwd } = lowerSpec(layout);
   if (idmap) {
     await mountLowerView(layout);

@@ -5,7 +5,7 @@
 // here). A daemon that dies drops the mount with its descriptors (the loop device clears
 // itself); the next one sweeps the files.
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, renameSync } from 'node:fs';
+import { chownSync, closeSync, mkdirSync, renameSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ImageTemplates } from './disk-image.ts';
@@ -14,33 +14,36 @@ import { attachMount } from './mount-api.ts';
 
 type ReadyDisk = { sizeGb: number; image: string; mount: number };
 
-/** Long enough for the create that took the last one to finish first. */
-const MAKE_DELAY_MS = 100;
+/** Enough for the create that took the last one to finish first (it took it early on), not more: the next create may come soon. */
+const MAKE_DELAY_MS = 30;
 
 export class ReadyDisks {
   readonly #dir: string;
   readonly #templates: ImageTemplates;
   /** MOUNT_ATTR_* flags of the mounts. */
   readonly #attrs: number;
+  /** Directories made at the top of each disk, given to the taker's owner. */
+  readonly #dirs: string[];
   /** One, of the size last asked for: a loop device is held for it. */
   #ready: ReadyDisk | undefined;
   #making = false;
   #sweep: Promise<unknown> | undefined;
   #closed = false;
 
-  constructor(dir: string, templates: ImageTemplates, attrs: number) {
+  constructor(dir: string, templates: ImageTemplates, opts: { attrs: number; dirs: string[] }) {
     this.#dir = dir;
     this.#templates = templates;
-    this.#attrs = attrs;
+    this.#attrs = opts.attrs;
+    this.#dirs = opts.dirs;
   }
 
   /**
-   * Moves the disk made ahead to `image`, mounted at `target`, if it is of `sizeGb`, and has the
-   * next one made, of that size. False when none was ready (the first create of a size makes
+   * Moves the disk made ahead to `image`, mounted at `target`, its directories owned by `owner`,
+   * if it is of `sizeGb`, and has the next one made, of that size. False when none was ready (the first create of a size makes
    * its own). True means the image is in place; should the mount not have moved, the caller
    * mounts it as usual.
    */
-  async place(sizeGb: number, image: string, target: string): Promise<boolean> {
+  async place(sizeGb: number, image: string, target: string, owner: number): Promise<boolean> {
     const ready = this.#ready;
     this.#ready = undefined;
     this.#makeNext(sizeGb);
@@ -52,6 +55,7 @@ export class ReadyDisks {
     try {
       mkdirSync(dirname(image), { recursive: true });
       mkdirSync(target, { recursive: true });
+      for (const dir of this.#dirs) chownSync(`/proc/self/fd/${ready.mount}/${dir}`, owner, owner);
       // The loop device follows the file: it holds the inode, not the name.
       renameSync(ready.image, image);
     } catch {
@@ -93,6 +97,9 @@ export class ReadyDisks {
     try {
       await this.#templates.cloneTo(making, 'ext4', sizeGb);
       mount = await openImageMount(making, { fstype: 'ext4', attrs: this.#attrs });
+      // Also what makes the filesystem read its bitmaps and inode tables from the image (~2 ms
+      // here), which a create's first mkdir there would otherwise wait for, synchronously.
+      for (const dir of this.#dirs) await mkdir(`/proc/self/fd/${mount}/${dir}`);
       if (this.#closed) throw new Error('closed meanwhile');
       // Named ready only now, in the step that keeps it: whoever sees the name (a test, an operator) sees one to take.
       renameSync(making, image);
@@ -110,3 +117,4 @@ async function drop(disk: ReadyDisk): Promise<void> {
   closeSync(disk.mount);
   await rm(disk.image, { force: true }).catch(() => undefined);
 }
+
