@@ -20,6 +20,8 @@ export type BundleFacts = {
   seccompDigest: string | undefined;
   /** Whether the last start added env or binds to the bundle (start-extras.ts). */
   hasStartExtras: boolean;
+  /** What that start was asked to add, as a digest (start-extras.ts): the same again needs no rewrite. */
+  startExtrasDigest: string | undefined;
 };
 
 type RawConfig = { process: MachineProcess; annotations?: Record<string, string>; linux?: { namespaces?: Array<{ type: string }> } };
@@ -42,11 +44,13 @@ export function readBundleFacts(bundleDir: string): BundleFacts {
   if (cached?.version === version) return cached.facts;
   const config = JSON.parse(readFileSync(path, 'utf8')) as RawConfig;
   const bpf = config.annotations?.[SECCOMP_BPF_ANNOTATION];
+  const extras = config.annotations?.[START_EXTRAS_ANNOTATION];
   const facts: BundleFacts = {
     process: config.process,
     hasUserNamespace: config.linux?.namespaces?.some((ns) => ns.type === 'user') ?? false,
     seccompDigest: bpf === undefined ? undefined : digestOf(bpf),
-    hasStartExtras: config.annotations?.[START_EXTRAS_ANNOTATION] !== undefined,
+    hasStartExtras: extras !== undefined,
+    startExtrasDigest: extras === undefined ? undefined : (JSON.parse(extras) as { digest?: string }).digest,
   };
   if (known.size >= MAX_ENTRIES) known.clear();
   known.set(path, { version, facts });

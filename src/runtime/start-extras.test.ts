@@ -44,6 +44,9 @@ describe('start extras', () => {
       await new Promise((r) => setTimeout(r, 20));
       await applyStartExtras(dir, extras);
       assert.equal((await stat(join(dir, 'config.json'))).mtimeMs, before);
+      // Other extras (a secret replaced while the machine was stopped) are written.
+      await applyStartExtras(dir, { ...extras, env: { ...extras.env, NEW: 'hangar-sealed-3' } });
+      assert.ok((await read()).env.includes('NEW=hangar-sealed-3'));
       await applyStartExtras(dir, NO_EXTRAS);
       assert.deepEqual(JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')), JSON.parse(original));
     });

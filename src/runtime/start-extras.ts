@@ -3,6 +3,7 @@
 // secrets' placeholders, the egress CA bundle). The start path rewrites the bundle's config only
 // when they changed, and records what it added (an annotation) so that what is taken away later
 // leaves the bundle as it was, a variable it replaced restored.
+import { createHash } from 'node:crypto';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readBundleFacts, START_EXTRAS_ANNOTATION } from './bundle-config.ts';
@@ -22,13 +23,15 @@ const ANNOTATION = START_EXTRAS_ANNOTATION;
 
 type Mount = { destination: string; type?: string; source?: string; options?: string[] };
 type BundleConfig = { annotations?: Record<string, string>; process: { env?: string[] }; mounts?: Mount[] };
-/** Per variable, the value it had before (null: it had none); the binds' destinations. */
-type Added = { env: Record<string, string | null>; binds: string[] };
+/** Per variable, the value it had before (null: it had none); the binds' destinations; what was asked for, as a digest. */
+type Added = { env: Record<string, string | null>; binds: string[]; digest: string };
 
 /** Brings the bundle in `bundleDir` to `extras`; writes nothing when it is there already. */
 export async function applyStartExtras(bundleDir: string, extras: StartExtras): Promise<void> {
-  // Most machines have none, and had none: nothing to read.
-  if (isEmpty(extras) && !readBundleFacts(bundleDir).hasStartExtras) return;
+  // Most machines have none, and had none; the others mostly have what they had: nothing to read.
+  const facts = readBundleFacts(bundleDir);
+  const digest = createHash('sha256').update(JSON.stringify(extras)).digest('hex');
+  if (isEmpty(extras) ? !facts.hasStartExtras : facts.startExtrasDigest === digest) return;
   const path = join(bundleDir, 'config.json');
   const text = await readFile(path, 'utf8');
   const config = JSON.parse(text) as BundleConfig;
@@ -49,7 +52,7 @@ export async function applyStartExtras(bundleDir: string, extras: StartExtras): 
     }
     mounts = mounts.filter((m) => !(m.type === 'bind' && added.binds.includes(m.destination) && m.source?.startsWith(bundleDir + '/')));
   }
-  const added: Added = { env: {}, binds: [] };
+  const added: Added = { env: {}, binds: [], digest };
   for (const [name, value] of Object.entries(extras.envDefaults)) {
     if (env.has(name)) continue;
     added.env[name] = null;
