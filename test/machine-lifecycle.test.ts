@@ -144,6 +144,21 @@ describe('machine lifecycle', () => {
     assert.equal(r.stdout, '2\nkept\n');
   });
 
+  it('restarts a started machine, recording its exit, and a stopped one, recording none', async () => {
+    const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sleep', '3600'] } } });
+    const exits = async () => (await d.client.machines.get(APP, m.id)).events.filter((e) => e.type === 'exit').length;
+    await d.client.machines.restart(APP, m.id);
+    assert.equal((await d.client.machines.get(APP, m.id)).state, 'started');
+    assert.equal(await exits(), 1, 'the run the restart ended');
+    await d.client.machines.stop(APP, m.id);
+    await d.client.machines.wait(APP, m.id, 'stopped');
+    const stoppedExits = await exits();
+    await d.client.machines.restart(APP, m.id);
+    assert.equal((await d.client.machines.get(APP, m.id)).state, 'started');
+    assert.equal(await exits(), stoppedExits, 'a stopped machine had no run to end');
+    await d.client.machines.destroy(APP, m.id, { force: true });
+  });
+
   it('applies restart policies and records exits and OOM kills in events', async () => {
     const failing = await d.client.machines.create(APP, {
       config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'echo run >> /runs; exit 7'] }, restart: { policy: 'on-failure', max_retries: 2 } },

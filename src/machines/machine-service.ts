@@ -187,8 +187,9 @@ export class MachineService {
   async restart(app: string, id: string, opts: CallOptions & { signalName?: string; timeoutMs?: number } = {}): Promise<void> {
     const m = this.get(app, id);
     const who = asker(app, opts);
-    await this.#transition(m, 'restart', 'user', opts.leaseNonce, async () => {
-      if (m.state !== 'stopped') {
+    await this.#transition(m, 'restart', 'user', opts.leaseNonce, async (from) => {
+      // From the state before the claim: the machine's own says `restarting` by now.
+      if (from !== 'stopped') {
         const exit = await this.#runner.halt(m, { signal: opts.signalName, timeoutMs: opts.timeoutMs });
         this.#store.addEvent(m.id, exitEvent(exit, { requestedStop: true, restarting: true }));
       }
