@@ -1,6 +1,7 @@
 import type { ExecEvent } from '../protocol/schemas.ts';
 import { DEFAULT_MAX_OUTPUT_BYTES, keepOutputs, OutputKeeper } from '../protocol/output-cap.ts';
 import { HangarApiError } from './errors.ts';
+import { splitStream } from './response-stream.ts';
 
 // A command running in a machine: output as it is produced, `wait()` for the result, `kill()`
 // to stop it (the server kills the command when the stream is abandoned). The result keeps at
@@ -91,19 +92,12 @@ export class ExecHandle implements AsyncIterable<ExecChunk> {
   async #consume(response: Promise<Response>): Promise<ExecResult> {
     const res = await response;
     const out = new ResultOutput(this.#maxOutputBytes);
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(bytes, { stream: true });
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const msg = JSON.parse(buffer.slice(0, nl)) as ExecEvent;
-        buffer = buffer.slice(nl + 1);
-        if (msg.type === 'exit') return out.result(msg);
-        out.add(msg.type, msg.data);
-        this.#chunks.push({ stream: msg.type, data: msg.data });
-        this.#wake();
-      }
+    for await (const line of splitStream(res, '\n')) {
+      const msg = JSON.parse(line) as ExecEvent;
+      if (msg.type === 'exit') return out.result(msg);
+      out.add(msg.type, msg.data);
+      this.#chunks.push({ stream: msg.type, data: msg.data });
+      this.#wake();
     }
     throw new HangarApiError(502, { hint: 'the connection to the daemon ended; check the machine with machines.get' }, 'exec stream ended without an exit status');
   }

@@ -2,6 +2,7 @@ import type { ErrorBody } from '../protocol/errors.ts';
 import type { Session, SessionOutputEvent, StartSessionRequest } from '../protocol/sessions.ts';
 import type { CallOptions, HangarClient } from './client.ts';
 import { HangarApiError } from './errors.ts';
+import { splitStream } from './response-stream.ts';
 
 // Sessions: commands that outlive the connection that started them (and the daemon). Start one,
 // go away, come back and read its output from the byte offset you had reached, follow it, attach
@@ -217,17 +218,7 @@ export class MachineSessions {
 }
 
 async function* lines(res: Response): AsyncGenerator<SessionOutputEvent> {
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
-      if (line) yield JSON.parse(line) as SessionOutputEvent;
-    }
-  }
+  for await (const line of splitStream(res, '\n')) if (line) yield JSON.parse(line) as SessionOutputEvent;
 }
 
 function base(app: string, machine: string): string {
