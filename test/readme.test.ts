@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -150,15 +150,25 @@ async function typeCheckExamples(): Promise<{ ok: boolean; output: string }> {
 async function installPackage(): Promise<void> {
   const npm = async (args: string[], cwd: string) =>
     (await run('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, encoding: 'utf8' })).stdout;
-  const tarball = join(work, (await npm(['pack', REPO, '--pack-destination', work], work)).trim().split('\n').at(-1)!);
+  const packed = npm(['pack', REPO, '--pack-destination', work], work);
+  packed.catch(() => undefined); // awaited below, once the dependencies are copied
   // The registry is stood in for by what this checkout installed: the package's dependencies
-  // (and Node's types, for tsc) go into node_modules first, so the install needs no network.
+  // (and Node's types, for tsc) go into node_modules first, so the install needs no network. Each
+  // package goes without the node_modules inside it (those it needs are in the closure themselves),
+  // so a level of nesting is copied in once the level above it lost its own.
   const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
   const roots = [...Object.keys(pkg.dependencies), '@types/node'].map((name) => `node_modules/${name}`);
+  const levels: string[][] = [];
   for (const path of await dependencyClosure(roots)) {
     if (!existsSync(join(REPO, path))) continue; // an optional dependency for another platform
-    cpSync(join(REPO, path), join(project, path), { recursive: true, filter: (src) => !src.slice(join(REPO, path).length).includes('/node_modules') });
+    (levels[path.split('/node_modules/').length - 1] ??= []).push(path);
   }
+  mkdirSync(project);
+  for (const paths of levels.filter(Boolean)) {
+    await run('cp', ['-a', '--parents', ...paths, project], { cwd: REPO });
+    await run('find', [...paths, '-mindepth', '1', '-name', 'node_modules*', '-prune', '-exec', 'rm', '-rf', '{}', '+'], { cwd: project });
+  }
+  const tarball = join(work, (await packed).trim().split('\n').at(-1)!);
   const nodeTypes = JSON.parse(readFileSync(join(REPO, 'node_modules/@types/node/package.json'), 'utf8')) as { version: string };
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'readme-example', private: true, type: 'module', devDependencies: { '@types/node': nodeTypes.version } }));
   writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({
