@@ -11,6 +11,8 @@ node node_modules/typescript/bin/tsc --noEmit -p .
 echo "==> running tests"
 files=("$@")
 [ ${#files[@]} -gt 0 ] || mapfile -t files < <(find src test -name '*.test.ts' | sort)
-# The Node test image is built once per run and shared by the files that use it; not kept after.
-trap 'rm -rf "${TMPDIR:-/tmp}"/hangar-test-node-image-*' EXIT
+# The Node test image is built once per run and shared by the files that use it, and so is Node's
+# compile cache (the test files, daemons and CLI calls all load the same sources); not kept after.
+export NODE_COMPILE_CACHE="${TMPDIR:-/tmp}/hangar-test-compile-cache"
+trap 'rm -rf "${TMPDIR:-/tmp}"/hangar-test-node-image-* "$NODE_COMPILE_CACHE"' EXIT
 node --disable-warning=ExperimentalWarning --test --test-concurrency=1 --test-timeout=300000 "${files[@]}"

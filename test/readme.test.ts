@@ -1,9 +1,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { withDaemon, HANGAR, REPO, type TestDaemon } from './helpers/daemon.ts';
 import { dependencyClosure } from './helpers/node-image.ts';
 
@@ -41,6 +42,8 @@ function readmeBlocks(): Block[] {
   return blocks;
 }
 
+const run = promisify(execFile);
+
 let d: TestDaemon & { close(): Promise<void> };
 let work: string;
 let project: string;
@@ -60,9 +63,14 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), 'hangar-readme-'));
   symlinkSync(HANGAR, join(work, 'hangar'));
   project = join(work, 'project');
+  // Packing, installing and type-checking take half a minute of tsc and npm, and need no daemon:
+  // they run while the shell examples do. The TypeScript examples wait for them (and see any error).
+  typeChecked = typeCheckExamples();
+  typeChecked.catch(() => undefined);
 });
 
 after(async () => {
+  await typeChecked?.catch(() => undefined);
   await d?.close();
   if (work) rmSync(work, { recursive: true, force: true });
 });
@@ -84,47 +92,90 @@ describe('README examples', () => {
       delete env.HANGAR_API_URL;
       delete env.HANGAR_APP;
       const script = `set -euo pipefail\n${block.before ? localize(block.before) + '\n' : ''}${localize(block.code)}\n`;
-      const r = spawnSync('bash', ['-c', script], { cwd: work, env, encoding: 'utf8', timeout: 240_000 });
+      const r = await runToEnd('bash', ['-c', script], { cwd: work, env, timeout: 240_000 });
       assert.equal(r.status, 0, `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
     });
   }
 });
 
 async function runTypeScript(block: Block): Promise<void> {
-  await installPackage();
-  const file = join(project, `readme-${block.line}.ts`);
-  writeFileSync(file, localize(block.code) + '\n');
-  // Types as a user's editor sees them: from the package's .d.ts, strictly.
-  const tsc = spawnSync(join(REPO, '.tools/node/bin/node'), [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', project], { encoding: 'utf8' });
-  assert.equal(tsc.status, 0, `tsc:\n${tsc.stdout}${tsc.stderr}`);
-  const r = spawnSync(join(REPO, '.tools/node/bin/node'), ['--disable-warning=ExperimentalWarning', file], { cwd: project, encoding: 'utf8', timeout: 240_000 });
+  const tsc = await typeChecked!;
+  // Types as a user's editor sees them: from the package's .d.ts, strictly. A diagnostic names its
+  // file; one that names none (the project's config) fails every example.
+  const errors = tsc.output.split('\n').filter((l) => / error TS\d+:/.test(l));
+  const mine = errors.filter((l) => l.startsWith(`${exampleFile(block)}(`) || !/^readme-\d+\.ts\(/.test(l));
+  assert.ok(tsc.ok || (errors.length > 0 && mine.length === 0), `tsc:\n${mine.length > 0 ? mine.join('\n') : tsc.output}`);
+  const r = await runToEnd(join(REPO, '.tools/node/bin/node'), ['--disable-warning=ExperimentalWarning', join(project, exampleFile(block))], { cwd: project, timeout: 240_000 });
   assert.equal(r.status, 0, `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
 }
 
-let installed: Promise<void> | undefined;
+/**
+ * A command run to its end, as spawnSync would (stdin empty), but leaving the event loop free: the
+ * package is packed and type-checked meanwhile.
+ */
+function runToEnd(cmd: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; timeout: number }): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(cmd, args, { ...options, encoding: 'utf8', maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
+    });
+    child.stdin?.end();
+  });
+}
 
-function installPackage(): Promise<void> {
-  installed ??= (async () => {
-    const npm = (args: string[], cwd: string) =>
-      execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    const tarball = join(work, npm(['pack', REPO, '--pack-destination', work], work).trim().split('\n').at(-1)!);
-    // The registry is stood in for by what this checkout installed: the package's dependencies
-    // (and Node's types, for tsc) go into node_modules first, so the install needs no network.
-    const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
-    const roots = [...Object.keys(pkg.dependencies), '@types/node'].map((name) => `node_modules/${name}`);
-    for (const path of await dependencyClosure(roots)) {
-      if (!existsSync(join(REPO, path))) continue; // an optional dependency for another platform
-      cpSync(join(REPO, path), join(project, path), { recursive: true, filter: (src) => !src.slice(join(REPO, path).length).includes('/node_modules') });
-    }
-    const nodeTypes = JSON.parse(readFileSync(join(REPO, 'node_modules/@types/node/package.json'), 'utf8')) as { version: string };
-    writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'readme-example', private: true, type: 'module', devDependencies: { '@types/node': nodeTypes.version } }));
-    writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({
-      compilerOptions: { target: 'es2024', module: 'nodenext', strict: true, noEmit: true, types: ['node'] },
-      include: ['*.ts'],
-    }));
-    npm(['install', '--offline', '--ignore-scripts', tarball], project);
-    const installedPkg = JSON.parse(readFileSync(join(project, 'node_modules/hangar/package.json'), 'utf8')) as { exports: Record<string, unknown> };
-    assert.deepEqual(installedPkg.exports['./sdk'], { types: './dist/sdk/index.d.ts', default: './dist/sdk/index.js' });
-  })();
-  return installed;
+function exampleFile(block: Block): string {
+  return `readme-${block.line}.ts`;
+}
+
+let typeChecked: Promise<{ ok: boolean; output: string }> | undefined;
+
+/**
+ * The package installed into a fresh project with every TypeScript example in it, and one tsc
+ * over them all (the project includes *.ts: each example is checked with the others in view, as
+ * when they were checked one by one).
+ */
+async function typeCheckExamples(): Promise<{ ok: boolean; output: string }> {
+  await installPackage();
+  for (const block of readmeBlocks()) {
+    if (block.lang === 'ts' && !block.skip) writeFileSync(join(project, exampleFile(block)), localize(block.code) + '\n');
+  }
+  try {
+    const { stdout, stderr } = await run(join(REPO, '.tools/node/bin/node'), [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', project, '--pretty', 'false'], { encoding: 'utf8' });
+    return { ok: true, output: stdout + stderr };
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    return { ok: false, output: `${e.stdout ?? ''}${e.stderr ?? ''}` || e.message };
+  }
+}
+
+async function installPackage(): Promise<void> {
+  const npm = async (args: string[], cwd: string) =>
+    (await run('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, encoding: 'utf8' })).stdout;
+  const packed = npm(['pack', REPO, '--pack-destination', work], work);
+  packed.catch(() => undefined); // awaited below, once the dependencies are copied
+  // The registry is stood in for by what this checkout installed: the package's dependencies
+  // (and Node's types, for tsc) go into node_modules first, so the install needs no network. Each
+  // package goes without the node_modules inside it (those it needs are in the closure themselves),
+  // so a level of nesting is copied in once the level above it lost its own.
+  const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+  const roots = [...Object.keys(pkg.dependencies), '@types/node'].map((name) => `node_modules/${name}`);
+  const levels: string[][] = [];
+  for (const path of await dependencyClosure(roots)) {
+    if (!existsSync(join(REPO, path))) continue; // an optional dependency for another platform
+    (levels[path.split('/node_modules/').length - 1] ??= []).push(path);
+  }
+  mkdirSync(project);
+  for (const paths of levels.filter(Boolean)) {
+    await run('cp', ['-a', '--parents', ...paths, project], { cwd: REPO });
+    await run('find', [...paths, '-mindepth', '1', '-name', 'node_modules*', '-prune', '-exec', 'rm', '-rf', '{}', '+'], { cwd: project });
+  }
+  const tarball = join(work, (await packed).trim().split('\n').at(-1)!);
+  const nodeTypes = JSON.parse(readFileSync(join(REPO, 'node_modules/@types/node/package.json'), 'utf8')) as { version: string };
+  writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'readme-example', private: true, type: 'module', devDependencies: { '@types/node': nodeTypes.version } }));
+  writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: { target: 'es2024', module: 'nodenext', strict: true, noEmit: true, types: ['node'] },
+    include: ['*.ts'],
+  }));
+  await npm(['install', '--offline', '--ignore-scripts', tarball], project);
+  const installedPkg = JSON.parse(readFileSync(join(project, 'node_modules/hangar/package.json'), 'utf8')) as { exports: Record<string, unknown> };
+  assert.deepEqual(installedPkg.exports['./sdk'], { types: './dist/sdk/index.d.ts', default: './dist/sdk/index.js' });
 }

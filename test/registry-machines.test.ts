@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { withDaemon, http, HANGAR, type TestDaemon } from './helpers/daemon.ts';
 import { startRegistry, pushLayout, type TestRegistry } from './helpers/registry.ts';
 import { writeLayout, type TarEntry } from './helpers/oci-layout.ts';
+import { waitFor } from './helpers/wait.ts';
 
 // Machines from an image in a real registry: pulled through the daemon (CLI progress included),
 // the image's config honoured, layers stacked with their whiteouts.
@@ -89,7 +90,9 @@ describe('machines from a registry image', () => {
     assert.ok(logs.lines.includes('started as 1000 in /app'), JSON.stringify(logs.lines));
 
     // The image's StopSignal is what a stop sends when neither the request nor the config names one.
-    const trapper = await d.client.machines.create('reg', { config: { image, init: { cmd: ['sh', '-c', 'trap "echo got USR1; exit 0" USR1; while true; do sleep 0.1; done'] } } });
+    const trapper = await d.client.machines.create('reg', { config: { image, init: { cmd: ['sh', '-c', 'trap "echo got USR1; exit 0" USR1; echo trapping; while true; do sleep 0.1; done'] } } });
+    // Stopped once the shell has its trap: a signal before that would end it with no word.
+    await waitFor(async () => ((await d.client.machines.logs('reg', trapper.id)).lines.includes('trapping') ? true : undefined), 10_000, 'the trap to be set');
     await d.client.machines.stop('reg', trapper.id, { timeout: '20s' });
     assert.ok((await d.client.machines.logs('reg', trapper.id)).lines.includes('got USR1'));
     await d.client.machines.destroy('reg', trapper.id, { force: true });

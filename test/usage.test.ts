@@ -1,11 +1,14 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { AppUsage } from '../src/sdk/index.ts';
 import { HANGAR, cleanupDataDir, http, makeDataDir, startDaemon, type TestDaemon } from './helpers/daemon.ts';
+import { waitFor } from './helpers/wait.ts';
 
 // Usage by the second, from the durable lifecycle transitions: a kill -9 of the daemon while a
 // machine runs loses none of its seconds, and a window counts only what fell inside it.
@@ -24,6 +27,20 @@ after(async () => {
   await d?.kill().catch(() => undefined);
   await cleanupDataDir(dataDir);
 });
+
+/** How many processes name `path` on their command line. */
+function processesNaming(path: string): number {
+  let n = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(path)) n++;
+    } catch {
+      // gone while we looked
+    }
+  }
+  return n;
+}
 
 describe('usage', () => {
   it('bills 3 s + 2 s started (with 5 s stopped between) as 5 started-seconds across a kill -9 of the daemon', async () => {
@@ -77,7 +94,8 @@ describe('usage', () => {
   it('ends the started seconds of a machine that exited while the daemon was down at its exit', async () => {
     const m = await d.client.machines.create(APP, { config: { image: 'hangar/busybox', init: { cmd: ['sh', '-c', 'sleep 2; exit 0'] }, restart: { policy: 'no' } } });
     await d.kill();
-    await sleep(5000);
+    // Its shim, runtime and log writer all name its dir until its exit is written down.
+    await waitFor(async () => (processesNaming(join(dataDir, 'machines', m.id)) === 0 ? true : undefined), 15_000, 'the machine to exit with no daemon');
     d = await startDaemon(dataDir);
     assert.equal((await d.client.machines.get(APP, m.id)).state, 'stopped');
     const u = await d.client.machines.usage(APP, m.id);
