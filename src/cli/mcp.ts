@@ -1,5 +1,3 @@
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { createMcpServer } from '../mcp/mcp-server.ts';
 import { connect } from './connect.ts';
 import { parseFlags } from './args.ts';
 
@@ -12,6 +10,8 @@ export async function mcp(argv: string[]): Promise<number> {
   const client = connect(values['data-dir']);
   // Tool descriptions name the daemon's addresses; without a daemon yet, they say where to look.
   const addresses = await client.addresses({ timeoutMs: 5000 }).catch(() => undefined);
+  // Loaded here, not with the CLI, which every other command would pay for.
+  const [{ createMcpServer }, { StdioServerTransport }] = await Promise.all([import('../mcp/mcp-server.ts'), import('@modelcontextprotocol/sdk/server/stdio.js')]);
   const server = createMcpServer(client, addresses);
   const transport = new StdioServerTransport();
   // The host ends the session by closing our stdin; the transport itself does not watch for that.

@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { startDaemon } from '../daemon.ts';
 import { guardProcess } from '../process-guard.ts';
 import { DEFAULT_MACHINE_CIDR } from '../network/addresses.ts';
 import { GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS_PER_MACHINE } from '../network/gateway-api.ts';
@@ -66,6 +65,8 @@ export async function serve(argv: string[]): Promise<void> {
   for (const cidr of values['tokenizer-allow-cidr']) {
     if (!/^[0-9a-f.:]+\/\d{1,3}$/i.test(cidr)) throw new CliError(`--tokenizer-allow-cidr ${cidr} is not a CIDR`, 'for example --tokenizer-allow-cidr 127.0.0.1/32');
   }
+  // Loaded here, not with the CLI: the daemon's modules take most of a second to load, which every other command would pay.
+  const { startDaemon } = await import('../daemon.ts');
   const daemon = await startDaemon({
     dataDir: values['data-dir'],
     apiHost: api.host,
