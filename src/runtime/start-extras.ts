@@ -30,8 +30,8 @@ type Added = { env: Record<string, string | null>; binds: string[]; digest: stri
 export async function applyStartExtras(bundleDir: string, extras: StartExtras): Promise<void> {
   // Most machines have none, and had none; the others mostly have what they had: nothing to read.
   const facts = readBundleFacts(bundleDir);
-  const digest = createHash('sha256').update(JSON.stringify(extras)).digest('hex');
-  if (isEmpty(extras) ? !facts.hasStartExtras : facts.startExtrasDigest === digest) return;
+  const digest = isEmpty(extras) ? '' : createHash('sha256').update(JSON.stringify(extras)).digest('hex');
+  if (digest === '' ? !facts.hasStartExtras : facts.startExtrasDigest === digest) return;
   const path = join(bundleDir, 'config.json');
   const text = await readFile(path, 'utf8');
   const config = JSON.parse(text) as BundleConfig;

@@ -6,7 +6,7 @@
 import { closeSync, openSync } from 'node:fs';
 import koffi from 'koffi';
 import { HangarError } from '../protocol/errors.ts';
-import { attachMount, type FsParam, MOUNT_ATTR_RDONLY, openMount } from './mount-api.ts';
+import { type FsParam, MOUNT_ATTR_RDONLY, openMount, placeMount } from './mount-api.ts';
 
 const LOOP_CTL_GET_FREE = 0x4c82;
 const LOOP_CONFIGURE = 0x4c0a;
@@ -82,12 +82,7 @@ export async function openImageMount(image: string, opts: ImageMountOptions): Pr
 
 /** Mounts the filesystem in `image` at `target` (a directory) through a fresh loop device. */
 export async function mountImage(image: string, target: string, opts: ImageMountOptions): Promise<void> {
-  const mnt = await openImageMount(image, opts);
-  try {
-    attachMount(mnt, target);
-  } finally {
-    closeSync(mnt);
-  }
+  placeMount(await openImageMount(image, opts), target);
 }
 
 async function configureFreeDevice(sys: Libc, backing: number, image: string, readOnly: boolean): Promise<{ device: string; fd: number }> {

@@ -129,6 +129,15 @@ export function attachMount(mnt: number, target: string): void {
   if (load().moveMount(mnt, '', AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) throw new MountCallFailed('move_mount to', target);
 }
 
+/** Places `mnt` at `target` and closes its descriptor, whether it was placed or not. */
+export function placeMount(mnt: number, target: string): void {
+  try {
+    attachMount(mnt, target);
+  } finally {
+    closeSync(mnt);
+  }
+}
+
 /** A copy of the mount at `source` (with those under it when `recursive`), attached nowhere yet. */
 export function cloneTree(source: string, opts: { recursive?: boolean } = {}): number {
   const tree = load().openTree(AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (opts.recursive ? AT_RECURSIVE : 0));
@@ -144,12 +153,7 @@ export function setTreeAttrs(tree: number, attrs: { set: number; clear: number; 
 
 /** A second mount of what is mounted at `source`, at `target` (an existing file or directory), as `mount --bind` makes. */
 export function bindMount(source: string, target: string): void {
-  const tree = cloneTree(source);
-  try {
-    attachMount(tree, target);
-  } finally {
-    closeSync(tree);
-  }
+  placeMount(cloneTree(source), target);
 }
 
 /** Takes the mount at `target` out of the tree at once; whoever uses it keeps it until they let go. */
@@ -159,12 +163,7 @@ export function detachMount(target: string): void {
 
 /** A new filesystem mounted at `target`. */
 export async function mountAt(spec: FsSpec, target: string): Promise<void> {
-  const mnt = await openMount(spec);
-  try {
-    attachMount(mnt, target);
-  } finally {
-    closeSync(mnt);
-  }
+  placeMount(await openMount(spec), target);
 }
 
 /** The messages the kernel left on a filesystem context ("e overlay: …" lines), for an error. */
