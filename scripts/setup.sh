@@ -11,6 +11,7 @@ APT_PACKAGES=(crun tini busybox-static skopeo docker-registry golang-github-cont
   bsdutils coreutils  # script (a pty for tty exec) and stty (its resizes)
   tmux                # the console test drives `hangar console` through it
   nftables            # machine network isolation
+  libnftables1        # the daemon changes its rules through this library (network/nft-lib.ts)
   conntrack           # the egress log: connections and their bytes (conntrack -E)
   xfsprogs e2fsprogs  # the storage pool (XFS, reflink) and machines' disks (ext4 in image files)
   daemontools         # multilog: machine logs capped as they are written
